@@ -1,0 +1,158 @@
+"""The fclab command line: parse, call the framework, print. Exit codes: 0 ok, 1 data, 2 usage."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import traceback
+import webbrowser
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from framework import runner
+from framework.errors import FclabError
+from framework.params import Params, load_params
+from framework.registry import get_registry
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="fclab: ROI-to-ROI resting-state connectivity studies, from fMRIPrep to report.")
+_state = {"params": Path("params.yaml"), "verbose": False, "jobs": None}
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"fclab: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def guarded(fn):
+    """Turn fclab errors into a one-line message and exit code; -v adds the traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except FclabError as exc:
+            if _state["verbose"]:
+                traceback.print_exc()
+            _fail(str(exc), exc.exit_code)
+
+    return wrapper
+
+
+def _params() -> Params:
+    registry = get_registry()
+    for problem in registry.load_errors:
+        typer.echo(f"fclab: warning: {problem}", err=True)
+    return load_params(_state["params"])
+
+
+@app.callback()
+def main(
+    params: Annotated[Path, typer.Option("--params", "-p", help="The experiment's params file.")] = Path("params.yaml"),
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Worker processes (default: up to 2).")] = None,
+):
+    _state.update(params=params, verbose=verbose, jobs=jobs)
+
+
+@app.command()
+@guarded
+def simulate():
+    """Write the embedded simulated study (fMRIPrep layout) to simulate.output_dir."""
+    out = runner.stage_simulate(_params(), _state["jobs"])
+    typer.echo(f"simulated study written to {out}")
+
+
+@app.command()
+@guarded
+def extract():
+    """Denoise each run and extract ROI time series and QC to results/extract/."""
+    runner.stage_extract(_params(), _state["jobs"])
+    typer.echo(f"wrote {runner.EXTRACT_DIR}/")
+
+
+@app.command()
+@guarded
+def connectivity():
+    """Compute windowed connectivity per subject to results/connectivity/edges.parquet."""
+    runner.stage_connectivity(_params())
+    typer.echo(f"wrote {runner.CONNECTIVITY_DIR}/edges.parquet")
+
+
+@app.command()
+@guarded
+def stats():
+    """Run the group-level tests to results/stats/tests.parquet."""
+    runner.stage_stats(_params())
+    typer.echo(f"wrote {runner.STATS_DIR}/tests.parquet")
+
+
+@app.command()
+@guarded
+def report(open_: Annotated[bool, typer.Option("--open", help="Open the report in a browser.")] = False):
+    """Write reports/index.html, figures, metrics.json and plot series."""
+    path = runner.stage_report(_params())
+    _show(path, open_)
+
+
+def _show(path: Path, open_: bool) -> None:
+    typer.echo(f"report: {path.resolve()}")
+    if open_ and not webbrowser.open(path.resolve().as_uri()):
+        typer.echo("no browser available; open the file above by hand", err=True)
+
+
+@app.command()
+@guarded
+def run(open_: Annotated[bool, typer.Option("--open", help="Open the report in a browser.")] = False):
+    """Run every stage in this process, without DVC."""
+    path = runner.run_all(_params(), _state["jobs"])
+    _show(path, open_)
+    for line in runner.headline_lines():
+        typer.echo(line)
+
+
+@app.command()
+@guarded
+def validate():
+    """Check params.yaml (keys, types, plugin names and options) without computing anything."""
+    _params()
+    typer.echo(f"{_state['params']}: ok")
+
+
+@app.command("plugins")
+def plugins_cmd(
+    all_: Annotated[bool, typer.Option("--all", help="Include the built-in plugins.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+):
+    """List the installed plugins: name, kind, version and distribution."""
+    registry = get_registry()
+    for problem in registry.load_errors:
+        typer.echo(f"fclab: error: {problem}", err=True)
+    infos = registry.infos(include_all=all_)
+    if as_json:
+        typer.echo(json.dumps([{"name": i.name, "kind": i.kind, "version": i.version,
+                                "distribution": i.distribution, "module": i.module} for i in infos], indent=2))
+        return
+    if not infos:
+        typer.echo("no third-party plugins installed (use --all to list the built-ins)")
+        return
+    width = max(len(i.name) for i in infos)
+    for i in infos:
+        typer.echo(f"{i.name:<{width}}  {i.kind:<6}  {i.version:<10}  {i.distribution}")
+
+
+try:
+    get_registry().add_commands(app)
+except Exception as exc:  # a plugin's extra commands must not break the built-in ones
+    print(f"fclab: warning: a plugin's register_commands failed: {exc}", file=sys.stderr)
+
+
+def entry() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    entry()

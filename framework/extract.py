@@ -1,0 +1,245 @@
+"""Stage ``extract``: find runs, denoise, and turn each run into ROI time series plus QC."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from nilearn import signal
+from nilearn.interfaces.bids import get_bids_files
+from nilearn.interfaces.fmriprep import load_confounds_strategy
+
+from framework.contracts import RoiSet, RoiWeights
+from framework.errors import DataError, ParamsError
+from framework.io import file_digest
+from framework.params import DataParams, DenoiseParams, ExtractParams, plugin_spec
+from framework.registry import get_registry
+
+TIMESERIES_KEYS = ["subject", "run", "volume", "time_s"]
+
+
+@dataclass(frozen=True)
+class RunInput:
+    subject: str
+    group: str
+    run: str  # the run's key in params (e.g. "baseline")
+    bold: Path
+    mask: Path
+    confounds: Path
+    events: Path | None
+    tr: float
+
+
+def _one(files: list[str], what: str, where: str) -> Path:
+    if not files:
+        raise DataError(f"{where}: no {what} found")
+    if len(files) > 1:
+        raise DataError(f"{where}: {len(files)} {what} files match ({', '.join(Path(f).name for f in files)})")
+    return Path(files[0])
+
+
+def read_participants(data: DataParams) -> pd.DataFrame:
+    root = Path(data.root)
+    path = root / data.participants
+    if not path.is_file():
+        raise DataError(f"{path}: participants file not found")
+    table = pd.read_csv(path, sep="\t", dtype={"participant_id": str})
+    for col in ("participant_id", data.group_column):
+        if col not in table.columns:
+            raise DataError(f"{path}: no column {col!r}")
+    missing = table[data.group_column].isna()
+    if missing.any():
+        sub = table.loc[missing, "participant_id"].iloc[0]
+        raise DataError(f"{path}: {sub} has no value in group column {data.group_column!r}")
+    table = table.rename(columns={data.group_column: "group"})
+    table["subject"] = table["participant_id"].str.removeprefix("sub-")
+    return table
+
+
+def discover(data: DataParams) -> tuple[pd.DataFrame, list[RunInput]]:
+    """The participants table and every run to extract, with their files, via nilearn's BIDS tools."""
+    root = Path(data.root)
+    if not root.is_dir():
+        raise DataError(f"{root}: data root not found (run `fclab simulate` for the default study)")
+    participants = read_participants(data)
+    runs = []
+    for sub, group in zip(participants["subject"], participants["group"]):
+        for key, sel in data.runs.items():
+            filters = [("task", sel.task)] + ([("run", sel.run)] if sel.run else [])
+            where = f"sub-{sub} run {key!r}"
+            bold = _one(get_bids_files(str(root), "bold", "nii.gz", sub, "func",
+                                       filters + [("space", data.space), ("desc", "preproc")]),
+                        "preprocessed BOLD", where)
+            mask = _one(get_bids_files(str(root), "mask", "nii.gz", sub, "func",
+                                       filters + [("space", data.space), ("desc", "brain")]),
+                        "brain mask", where)
+            conf = _one(get_bids_files(str(root), "timeseries", "tsv", sub, "func",
+                                       filters + [("desc", "confounds")]), "confounds TSV", where)
+            events = get_bids_files(str(root), "events", "tsv", sub, "func", filters)
+            sidecar = Path(str(bold).removesuffix(".nii.gz") + ".json")
+            tr = _repetition_time(sidecar)
+            runs.append(RunInput(sub, str(group), key, bold, mask, conf,
+                                 Path(events[0]) if events else None, tr))
+    return participants, runs
+
+
+def _repetition_time(sidecar: Path) -> float:
+    try:
+        tr = json.loads(sidecar.read_text())["RepetitionTime"]
+    except FileNotFoundError as exc:
+        raise DataError(f"{sidecar}: sidecar JSON not found (it gives the TR)") from exc
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DataError(f"{sidecar}: no valid RepetitionTime") from exc
+    if not isinstance(tr, (int, float)) or tr <= 0:
+        raise DataError(f"{sidecar}: RepetitionTime must be a positive number, got {tr!r}")
+    return float(tr)
+
+
+def load_nifti(path: Path) -> tuple[nib.Nifti1Image, str]:
+    """The image and its content digest, from one read; a corrupt file is a DataError naming it."""
+    try:
+        raw = path.read_bytes()
+        digest = file_digest(path, raw)
+        if path.name.endswith(".gz"):
+            raw = gzip.decompress(raw)
+        img = nib.Nifti1Image.from_bytes(raw)
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: file not found") from exc
+    except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as exc:
+        raise DataError(f"{path}: not a readable NIfTI image ({type(exc).__name__}: {exc})") from exc
+    return img, digest
+
+
+class RoiBuilder:
+    """Builds the study's ROI set (every configured ROI plugin, in order) once per voxel grid."""
+
+    def __init__(self, specs):
+        registry = get_registry()
+        self.plugins: list[RoiSet] = []
+        for i, spec in enumerate(specs):
+            name, opts = plugin_spec(spec, f"extract.rois[{i}]")
+            cls = registry.get("roi", name, f"extract.rois[{i}]")
+            self.plugins.append(cls(cls.Params.model_validate(opts)))
+        self._cache: dict[tuple, RoiWeights] = {}
+
+    def for_grid(self, reference: nib.Nifti1Image) -> RoiWeights:
+        key = (reference.shape[:3], np.round(reference.affine, 6).tobytes())
+        if key not in self._cache:
+            parts = [plugin.build(reference) for plugin in self.plugins]
+            names = [n for part in parts for n in part.names]
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ParamsError(f"extract.rois: ROI names defined twice: {', '.join(dup)}")
+            weights = sp.vstack([part.weights for part in parts]).tocsr()
+            self._cache[key] = RoiWeights(names, weights)
+        return self._cache[key]
+
+
+def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams):
+    bold, bold_digest = load_nifti(run.bold)
+    mask, mask_digest = load_nifti(run.mask)
+    if bold.ndim != 4:
+        raise DataError(f"{run.bold}: expected a 4D BOLD image, got shape {bold.shape}")
+    if mask.shape[:3] != bold.shape[:3] or not np.allclose(mask.affine, bold.affine, atol=1e-4):
+        raise DataError(f"{run.mask}: grid differs from {run.bold.name} (shape or affine)")
+    T = bold.shape[3]
+    cols = np.unique(rois.weights.indices)
+    ijk = np.unravel_index(cols, bold.shape[:3])
+    try:
+        dataobj = np.asarray(bold.dataobj)
+    except (ValueError, EOFError, OSError) as exc:
+        raise DataError(f"{run.bold}: data block unreadable ({exc})") from exc
+    voxels = dataobj[ijk].astype(np.float64)  # (n_roi_voxels, T): only the voxels ROIs use
+    if not np.isfinite(voxels).all():
+        raise DataError(f"{run.bold}: NaN or infinite values inside the ROIs")
+    raw_signals = (rois.weights[:, cols] @ voxels).T  # (T, R)
+
+    try:
+        confounds, sample_mask = load_confounds_strategy(
+            str(run.bold), denoise_strategy=denoise.strategy, **denoise.strategy_options
+        )
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        raise DataError(f"{run.confounds}: cannot build {denoise.strategy!r} confounds ({exc})") from exc
+    if len(confounds) != T:
+        raise DataError(f"{run.confounds}: {len(confounds)} rows for {T} volumes in {run.bold.name}")
+    cleaned = signal.clean(
+        raw_signals, confounds=confounds.to_numpy(), sample_mask=sample_mask, t_r=run.tr,
+        detrend=denoise.detrend, standardize=denoise.standardize,
+        low_pass=denoise.low_pass_hz, high_pass=denoise.high_pass_hz,
+    )
+    kept = np.arange(T) if sample_mask is None else np.asarray(sample_mask)
+    ts = pd.DataFrame(cleaned, columns=rois.names)
+    ts.insert(0, "time_s", kept * run.tr)
+    ts.insert(0, "volume", kept.astype(np.int32))
+    ts.insert(0, "run", run.run)
+    ts.insert(0, "subject", run.subject)
+
+    inside = np.asarray(mask.dataobj)[ijk] > 0
+    mean, sd = voxels.mean(axis=1), voxels.std(axis=1)
+    tsnr = np.divide(mean, sd, out=np.zeros_like(mean), where=sd > 0)
+    bad = (voxels == 0).all(axis=1)
+    support = rois.support[:, cols]
+    n_vox = np.asarray(support.sum(axis=1)).ravel()
+    per_roi = lambda v: np.asarray(support @ v).ravel() / np.maximum(n_vox, 1)  # noqa: E731
+    roi_qc = pd.DataFrame({
+        "subject": run.subject, "run": run.run, "roi": rois.names, "n_voxels": n_vox.astype(np.int32),
+        "coverage": per_roi(inside.astype(float)), "tsnr": per_roi(tsnr), "frac_bad": per_roi(bad.astype(float)),
+    })
+
+    fd = pd.read_csv(run.confounds, sep="\t", usecols=["framewise_displacement"])["framewise_displacement"]
+    run_qc = {
+        "subject": run.subject, "group": run.group, "run": run.run, "bold": run.bold.name,
+        "tr_s": run.tr, "n_volumes": T, "n_retained": int(kept.size),
+        "mean_fd": float(np.nanmean(fd)), "max_fd": float(np.nanmax(fd)),
+        "excluded": False, "reason": "",
+    }
+    events = None
+    if run.events is not None:
+        ev = pd.read_csv(run.events, sep="\t")
+        events = pd.DataFrame({"subject": run.subject, "run": run.run, "trial_type": ev["trial_type"].astype(str),
+                               "onset_s": ev["onset"].astype(float), "duration_s": ev["duration"].astype(float)})
+    digests = {str(run.bold): bold_digest, str(run.mask): mask_digest,
+               str(run.confounds): file_digest(run.confounds)}
+    if run.events is not None:
+        digests[str(run.events)] = file_digest(run.events)
+    return ts, roi_qc, run_qc, events, digests
+
+
+def _extract_job(args):
+    run, rois, denoise = args
+    return _extract_run(run, rois, denoise)
+
+
+def extract(p: ExtractParams, n_jobs: int = 2):
+    """Return (timeseries, roi_qc, run_qc, events, input digests, ROI plugins) for every run."""
+    participants, runs = discover(p.data)
+    builder = RoiBuilder(p.rois)
+    jobs = []
+    for run in runs:
+        try:
+            grid = nib.load(run.mask)  # header only: ROIs are placed once per distinct grid
+        except (OSError, EOFError, ValueError, nib.filebasedimages.ImageFileError) as exc:
+            raise DataError(f"{run.mask}: not a readable NIfTI image ({exc})") from exc
+        jobs.append((run, builder.for_grid(grid), p.denoise))
+    if n_jobs > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=n_jobs) as pool:
+            results = list(pool.map(_extract_job, jobs, chunksize=2))
+    else:
+        results = [_extract_job(job) for job in jobs]
+    ts = pd.concat([r[0] for r in results], ignore_index=True)
+    roi_qc = pd.concat([r[1] for r in results], ignore_index=True)
+    run_qc = pd.DataFrame([r[2] for r in results])
+    events = [r[3] for r in results if r[3] is not None]
+    events = pd.concat(events, ignore_index=True) if events else pd.DataFrame(
+        columns=["subject", "run", "trial_type", "onset_s", "duration_s"])
+    digests = {k: v for r in results for k, v in r[4].items()}
+    digests[str(Path(p.data.root) / p.data.participants)] = file_digest(Path(p.data.root) / p.data.participants)
+    return ts, roi_qc, run_qc, events, digests, builder.plugins

@@ -1,0 +1,240 @@
+"""params.yaml: one section per stage, validated in full before any work starts.
+
+Every problem becomes a ParamsError (exit 2) whose message starts with the key path, e.g.
+``stats.correction: Input should be 'holm', 'fdr_bh' or 'bonferroni'``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from framework.errors import ParamsError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PluginSpec = str | dict[str, Any]
+
+
+class SimulateParams(Section):
+    """The embedded default study: sizes, noise and the planted effect."""
+
+    output_dir: str = "data/simulated"
+    seed: int = 20261126
+    n_ketamine: int = Field(12, ge=2)
+    n_midazolam: int = Field(14, ge=2)
+    voxel_size_mm: int = Field(6, ge=1)
+    tr_s: float = Field(2.5, gt=0)
+    baseline_duration_s: float = Field(480.0, gt=0)
+    pre_onset_s: float = Field(60.0, ge=0)
+    infusion_duration_s: float = Field(2400.0, gt=0)
+    effect_delta_r: float = Field(0.4, ge=0, lt=1)
+    effect_peak_min: float = 15.0
+    effect_width_min: float = Field(4.0, gt=0)
+    subject_jitter_r: float = Field(0.05, ge=0)
+    thermal_noise: float = Field(10.0, ge=0)
+    motion_scale_mm: float = Field(0.03, ge=0)
+    spike_rate: float = Field(0.01, ge=0, le=1)
+
+
+class RunSelect(Section):
+    task: str = "rest"
+    run: str | None = None
+
+
+class DataParams(Section):
+    root: str = "data/simulated"
+    space: str = "MNI152NLin2009cAsym"
+    participants: str = "participants.tsv"
+    group_column: str = "group"
+    runs: dict[str, RunSelect] = Field(
+        default_factory=lambda: {"baseline": RunSelect(run="1"), "infusion": RunSelect(run="2")}
+    )
+
+    @field_validator("runs")
+    @classmethod
+    def _some_runs(cls, v):
+        if not v:
+            raise ValueError("at least one run must be declared")
+        return v
+
+
+class DenoiseParams(Section):
+    strategy: Literal["simple", "scrubbing", "compcor", "ica_aroma"] = "simple"
+    strategy_options: dict[str, Any] = Field(default_factory=dict)
+    detrend: bool = True
+    standardize: Literal["zscore_sample", "zscore", "psc", False] = "zscore_sample"
+    low_pass_hz: float | None = Field(0.08, gt=0)
+    high_pass_hz: float | None = Field(0.01, gt=0)
+
+
+class ExtractParams(Section):
+    data: DataParams = Field(default_factory=DataParams)
+    rois: list[PluginSpec] = Field(min_length=1)
+    denoise: DenoiseParams = Field(default_factory=DenoiseParams)
+
+
+class WindowSpec(Section):
+    name: str
+    run: str
+    event: str | None = None  # times are relative to this event's onset; None: to the run start
+    start_min: float | None = None  # None with end_min None: the whole run
+    end_min: float | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if (self.start_min is None) != (self.end_min is None):
+            raise ValueError("give both start_min and end_min, or neither for the whole run")
+        if self.start_min is not None and self.end_min <= self.start_min:
+            raise ValueError(f"window {self.name!r}: end_min must be after start_min")
+        return self
+
+
+class ConnectivityParams(Section):
+    windows: list[WindowSpec] = Field(min_length=2)
+    metrics: list[PluginSpec] = Field(min_length=1)
+
+    @field_validator("windows")
+    @classmethod
+    def _unique(cls, v):
+        names = [w.name for w in v]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"duplicate window names: {sorted(dup)}")
+        return v
+
+
+class StatsParams(Section):
+    groups: tuple[str, str] = ("midazolam", "ketamine")  # (reference, target)
+    baseline_window: str = "baseline"
+    tests: list[PluginSpec] = Field(min_length=1)
+    correction: Literal["holm", "fdr_bh", "bonferroni"] = "holm"
+    alpha: float = Field(0.05, gt=0, lt=1)
+    confirmatory: list[tuple[str, str]] = Field(default_factory=list)
+
+
+class ReportParams(Section):
+    primary_test: str = "lmm"
+    metric: str | None = None  # which metric the figures show; None: the first one
+
+
+class Params(Section):
+    simulate: SimulateParams = Field(default_factory=SimulateParams)
+    extract: ExtractParams
+    connectivity: ConnectivityParams
+    stats: StatsParams
+    report: ReportParams = Field(default_factory=ReportParams)
+
+
+def _loc(loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _first_error(exc: ValidationError, prefix: str = "") -> str:
+    err = exc.errors()[0]
+    path = _loc(err["loc"])
+    path = f"{prefix}.{path}" if prefix and path else (prefix or path)
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    more = len(exc.errors()) - 1
+    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{path}: {msg}{tail}"
+
+
+def plugin_spec(spec: PluginSpec, key: str) -> tuple[str, dict[str, Any]]:
+    """Split a params plugin entry (a name, or a mapping with ``name``) into name and options."""
+    if isinstance(spec, str):
+        return spec, {}
+    if "name" not in spec or not isinstance(spec["name"], str):
+        raise ParamsError(f"{key}.name: missing plugin name")
+    opts = {k: v for k, v in spec.items() if k != "name"}
+    return spec["name"], opts
+
+
+def load_params(path: str | Path) -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ParamsError(f"{path}:{where} not valid YAML") from exc
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of stage sections")
+    return validate(raw, path)
+
+
+def validate(raw: dict, source: str | Path = "params.yaml") -> Params:
+    """Check the whole file, including every plugin name and its options, against the registry."""
+    from framework.registry import get_registry
+
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ParamsError(_first_error(exc)) from exc
+    registry = get_registry()
+    for key, kind, specs in (
+        ("extract.rois", "roi", params.extract.rois),
+        ("connectivity.metrics", "metric", params.connectivity.metrics),
+        ("stats.tests", "test", params.stats.tests),
+    ):
+        seen = set()
+        for i, spec in enumerate(specs):
+            name, opts = plugin_spec(spec, f"{key}[{i}]")
+            cls = registry.get(kind, name, f"{key}[{i}]")
+            try:
+                cls.Params.model_validate(opts)
+            except ValidationError as exc:
+                raise ParamsError(_first_error(exc, f"{key}[{i}]")) from exc
+            if kind != "roi" and name in seen:
+                raise ParamsError(f"{key}[{i}]: {name!r} is listed twice")
+            seen.add(name)
+    _cross_checks(params)
+    return params
+
+
+def _cross_checks(p: Params) -> None:
+    runs = p.extract.data.runs
+    for i, w in enumerate(p.connectivity.windows):
+        if w.run not in runs:
+            raise ParamsError(
+                f"connectivity.windows[{i}].run: {w.run!r} is not a run in extract.data.runs "
+                f"({', '.join(runs)})"
+            )
+    names = [w.name for w in p.connectivity.windows]
+    if p.stats.baseline_window not in names:
+        raise ParamsError(
+            f"stats.baseline_window: {p.stats.baseline_window!r} is not a window ({', '.join(names)})"
+        )
+    if p.stats.groups[0] == p.stats.groups[1]:
+        raise ParamsError("stats.groups: the two groups must differ")
+    test_names = [plugin_spec(s, "stats.tests")[0] for s in p.stats.tests]
+    if p.report.primary_test not in test_names:
+        raise ParamsError(
+            f"report.primary_test: {p.report.primary_test!r} is not in stats.tests ({', '.join(test_names)})"
+        )
+    metric_names = [plugin_spec(s, "connectivity.metrics")[0] for s in p.connectivity.metrics]
+    if p.report.metric is not None and p.report.metric not in metric_names:
+        raise ParamsError(
+            f"report.metric: {p.report.metric!r} is not in connectivity.metrics ({', '.join(metric_names)})"
+        )
+
+
+def section_hash(section: BaseModel | dict) -> str:
+    """A stable hash of one params section, recorded in every output's provenance."""
+    data = section.model_dump(mode="json") if isinstance(section, BaseModel) else section
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

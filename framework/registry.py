@@ -1,0 +1,189 @@
+"""Plugin discovery and the typed facade the rest of fclab uses.
+
+Built-in plugins are ordinary plugin modules listed in ``DEFAULT_PLUGINS``; they load through the
+same function as third-party modules found under the ``fclab`` entry-point group. Core code asks
+this module's ``Registry`` for plugin classes and never calls ``pm.hook`` itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+import pluggy
+from pydantic import BaseModel
+
+from framework import __version__, hookspecs
+from framework.contracts import KINDS, Plugin, PluginParams
+from framework.errors import ParamsError, PluginError
+
+DEFAULT_PLUGINS = (
+    "plugins.atlas",
+    "plugins.spheres",
+    "plugins.pearson",
+    "plugins.lmm",
+    "plugins.change_welch",
+)
+ENTRY_POINT_GROUP = "fclab"
+ENV_SELECT = "FCLAB_LOAD_PLUGINS"
+
+_HOOK_OF_KIND = {"roi": "register_rois", "metric": "register_metrics", "test": "register_stat_tests"}
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    name: str
+    kind: str
+    version: str
+    distribution: str
+    module: str
+    builtin: bool
+
+
+def _selected_external() -> set[str] | None:
+    """Names of the entry points to load, from FCLAB_LOAD_PLUGINS; None means all of them."""
+    raw = os.environ.get(ENV_SELECT)
+    if raw is None:
+        return None
+    return {part.strip() for part in raw.split(",") if part.strip()}
+
+
+class Registry:
+    """Loads plugins once and answers "which ROI sets / metrics / tests exist" by kind."""
+
+    def __init__(self, external: bool = True):
+        self.pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+        self.pm.add_hookspecs(hookspecs)
+        self.load_errors: list[str] = []
+        self._dists: dict[str, str] = {}  # module name -> distribution name
+        for module_name in DEFAULT_PLUGINS:
+            self._load(module_name, lambda m=module_name: importlib.import_module(m), "fclab")
+        if external:
+            wanted = _selected_external()
+            for ep in md.entry_points(group=ENTRY_POINT_GROUP):
+                if wanted is not None and ep.name not in wanted:
+                    continue
+                dist = ep.dist.name if ep.dist is not None else "?"
+                self._load(ep.name, ep.load, dist)
+        self._classes = {kind: self._collect(kind) for kind in KINDS}
+
+    def _load(self, name, loader, dist):
+        try:
+            module = loader()
+        except Exception as exc:  # a broken plugin must not take the others down
+            self.load_errors.append(
+                f"plugin {name!r} failed to import: {type(exc).__name__}: {exc}".replace("\n", " ")
+            )
+            return
+        if self.pm.is_registered(module):
+            return  # a built-in that is also declared as an entry point
+        self.pm.register(module, name)
+        self._dists[getattr(module, "__name__", name)] = dist
+
+    def _collect(self, kind: str) -> dict[str, type[Plugin]]:
+        base = KINDS[kind]
+        found: dict[str, type[Plugin]] = {}
+        hook = getattr(self.pm.hook, _HOOK_OF_KIND[kind])
+        for impl in reversed(hook.get_hookimpls()):  # registration order
+            plugin_name = impl.plugin_name
+
+            def register(cls, _plugin=plugin_name):
+                _validate(cls, base, kind, _plugin)
+                if cls.name in found:
+                    other = found[cls.name].__module__
+                    raise PluginError(
+                        f"plugin {_plugin!r}: {kind} name {cls.name!r} is already registered by {other!r}"
+                    )
+                found[cls.name] = cls
+
+            impl.function(register=register)
+        return found
+
+    # -- the typed facade -------------------------------------------------------------------
+    def rois(self) -> dict[str, type[Plugin]]:
+        return dict(self._classes["roi"])
+
+    def metrics(self) -> dict[str, type[Plugin]]:
+        return dict(self._classes["metric"])
+
+    def stat_tests(self) -> dict[str, type[Plugin]]:
+        return dict(self._classes["test"])
+
+    def get(self, kind: str, name: str, key: str) -> type[Plugin]:
+        """The class registered as ``name``; a params error naming ``key`` if there is none."""
+        classes = self._classes[kind]
+        if name not in classes:
+            available = ", ".join(sorted(classes)) or "none"
+            extra = f" ({'; '.join(self.load_errors)})" if self.load_errors else ""
+            raise ParamsError(f"{key}: unknown {kind} plugin {name!r}; available: {available}{extra}")
+        return classes[name]
+
+    def add_commands(self, app) -> None:
+        self.pm.hook.register_commands(app=app)
+
+    def infos(self, include_all: bool = True) -> list[PluginInfo]:
+        out = []
+        for kind in KINDS:
+            for name, cls in self._classes[kind].items():
+                module = cls.__module__
+                builtin = module in DEFAULT_PLUGINS
+                if not include_all and builtin:
+                    continue
+                dist = self._dist_of(module)
+                version = cls.version or _dist_version(dist) or "unknown"
+                out.append(PluginInfo(name, kind, version, dist, module, builtin))
+        return out
+
+    def _dist_of(self, module: str) -> str:
+        for mod, dist in self._dists.items():
+            if module == mod or module.startswith(mod + "."):
+                return dist
+        dists = md.packages_distributions().get(module.split(".")[0], [])
+        return dists[0] if dists else "unknown"
+
+
+def _dist_version(dist: str) -> str | None:
+    if dist == "fclab":
+        return __version__
+    try:
+        return md.version(dist)
+    except md.PackageNotFoundError:
+        return None
+
+
+def _validate(cls, base, kind, plugin_name) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise PluginError(
+            f"plugin {plugin_name!r}: register_{kind} expects a subclass of {base.__name__}, "
+            f"got {cls!r}"
+        )
+    if not isinstance(cls.name, str) or not cls.name.isidentifier():
+        raise PluginError(f"plugin {plugin_name!r}: {cls.__name__}.name must be an identifier, got {cls.name!r}")
+    params = getattr(cls, "Params", None)
+    if not (isinstance(params, type) and issubclass(params, BaseModel)):
+        raise PluginError(f"plugin {plugin_name!r}: {cls.__name__}.Params must be a pydantic model")
+    if not issubclass(params, PluginParams) and params.model_config.get("extra") != "forbid":
+        raise PluginError(
+            f"plugin {plugin_name!r}: {cls.__name__}.Params must forbid unknown keys "
+            "(subclass framework.contracts.PluginParams)"
+        )
+    if kind == "metric" and not cls.scale:
+        raise PluginError(f"plugin {plugin_name!r}: metric {cls.name!r} must declare its output scale")
+
+
+@lru_cache(maxsize=None)
+def _cached(selection: str | None) -> Registry:
+    return Registry()
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, rebuilt when FCLAB_LOAD_PLUGINS changes."""
+    return _cached(os.environ.get(ENV_SELECT))
+
+
+def reset_registry() -> None:
+    """Forget the loaded plugins, so newly installed distributions are found (used by tests)."""
+    _cached.cache_clear()

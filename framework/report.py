@@ -1,0 +1,145 @@
+"""Stage ``report``: figures, the study HTML page, DVC metrics and plot series."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
+from scipy import stats as st  # noqa: E402
+
+from framework import __version__  # noqa: E402
+from framework.io import atomic_path, write_json, write_text  # noqa: E402
+
+GROUP_COLOURS = ("#4c72b0", "#dd8452")  # reference, target
+PACKAGES = ("nilearn", "nibabel", "numpy", "pandas", "scipy", "statsmodels", "pyarrow", "pluggy", "dvc")
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
+
+
+def edge_label(a: str, b: str) -> str:
+    return f"{a} – {b}"
+
+
+def change_from_baseline(edges: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Per subject, edge and non-baseline window: value minus the subject's baseline value."""
+    keys = ["metric", "subject", "group", "roi_a", "roi_b"]
+    base = edges[edges["window"] == baseline][keys + ["value"]].rename(columns={"value": "baseline"})
+    out = edges[edges["window"] != baseline].merge(base, on=keys, how="left", sort=False)
+    out["delta"] = out["value"] - out["baseline"]
+    return out
+
+
+def mean_ci(values: np.ndarray, alpha: float) -> tuple[float, float, float, int]:
+    v = values[np.isfinite(values)]
+    n = v.size
+    if n < 2:
+        return (float(v.mean()) if n else np.nan), np.nan, np.nan, n
+    m, se = v.mean(), v.std(ddof=1) / np.sqrt(n)
+    q = st.t.ppf(1 - alpha / 2, n - 1)
+    return float(m), float(m - q * se), float(m + q * se), n
+
+
+def delta_summary(delta: pd.DataFrame, groups, windows, alpha) -> pd.DataFrame:
+    rows = []
+    for (a, b), frame in delta.groupby(["roi_a", "roi_b"], sort=False):
+        for g in groups:
+            for w in windows:
+                sel = frame[(frame["group"] == g) & (frame["window"] == w)]
+                m, lo, hi, n = mean_ci(sel["delta"].to_numpy(), alpha)
+                mid = (sel["window_start_s"].mean() + sel["window_end_s"].mean()) / 120.0
+                rows.append({"edge": f"{a}~{b}", "roi_a": a, "roi_b": b, "group": g, "window": w,
+                             "window_mid_min": round(float(mid), 3), "mean_delta": m, "ci_low": lo,
+                             "ci_high": hi, "n": n})
+    return pd.DataFrame(rows)
+
+
+def delta_figure(summary: pd.DataFrame, tests: pd.DataFrame, a: str, b: str, groups, windows, scale, path):
+    fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=150)
+    x = np.arange(len(windows))
+    for k, (g, colour) in enumerate(zip(groups, GROUP_COLOURS)):
+        s = summary[(summary["roi_a"] == a) & (summary["roi_b"] == b) & (summary["group"] == g)].set_index("window")
+        s = s.reindex(windows)
+        off = (k - 0.5) * 0.18
+        ax.errorbar(x + off, s["mean_delta"], yerr=[s["mean_delta"] - s["ci_low"], s["ci_high"] - s["mean_delta"]],
+                    fmt="o-", color=colour, capsize=4, lw=1.8, label=f"{g} (n={int(s['n'].max())})")
+    ax.axhline(0, color="0.5", lw=0.8, ls="--")
+    t = tests[(tests["roi_a"] == a) & (tests["roi_b"] == b)].set_index("window")
+    top = summary[(summary["roi_a"] == a) & (summary["roi_b"] == b)]["ci_high"].max()
+    for i, w in enumerate(windows):
+        if w in t.index and t.loc[w, "p_adj"] < 0.05:
+            p = t.loc[w, "p_adj"]
+            ax.annotate("***" if p < 0.001 else "**" if p < 0.01 else "*", (i, top), ha="center",
+                        va="bottom", fontsize=14)
+    ax.set_xticks(x, [w.replace("min", " min") for w in windows])
+    ax.set_xlabel("Window after infusion onset")
+    ax.set_ylabel(f"Δ connectivity from baseline ({scale.replace('_', ' ')})")
+    ax.set_title(edge_label(a, b))
+    ax.legend(frameon=False, fontsize=9)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def package_versions() -> dict[str, str]:
+    out = {"fclab": __version__}
+    for name in PACKAGES:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def methods_text(provs: dict[str, dict], tests_used: list[str], correction: str, confirmatory, alpha) -> str:
+    ex, co, stt = provs["extract"], provs["connectivity"], provs["stats"]
+    versions = package_versions()
+    plugins = {**ex.get("plugins", {}), **co.get("plugins", {}), **stt.get("plugins", {})}
+    plugin_list = ", ".join(f"{k} {v}" for k, v in sorted(plugins.items()))
+    conf = "; ".join(edge_label(a, b) for a, b in confirmatory) or "none declared"
+    return (
+        f"{ex['methods']} {co['methods']} {stt['methods']} "
+        f"P-values were adjusted with the {correction} method within each family of edges × windows "
+        f"(confirmatory edges: {conf}; all other edges exploratory), at α = {alpha}. "
+        f"Analyses used fclab {versions['fclab']} with nilearn {versions['nilearn']}, nibabel "
+        f"{versions['nibabel']}, numpy {versions['numpy']}, pandas {versions['pandas']}, scipy "
+        f"{versions['scipy']} and statsmodels {versions['statsmodels']}; plugins: {plugin_list}. "
+        f"Parameter hashes: extract {ex['params_hash']}, connectivity {co['params_hash']}, "
+        f"stats {stt['params_hash']}."
+    )
+
+
+def render_html(context: dict) -> str:
+    env = Environment(loader=PackageLoader("framework", "templates"), autoescape=select_autoescape(["html", "j2"]))
+    return env.get_template("report.html.j2").render(**context)
+
+
+def write_report(out_dir: Path, context: dict) -> Path:
+    path = out_dir / "index.html"
+    write_text(path, render_html(context))
+    return path
+
+
+def metrics_payload(tests: pd.DataFrame, primary: str, metric: str, n_per_group: dict, run_qc: pd.DataFrame) -> dict:
+    conf = tests[(tests["test"] == primary) & (tests["metric"] == metric) & (tests["family"] == "confirmatory")]
+    edges = {}
+    for r in conf.itertuples():
+        edges.setdefault(f"{r.roi_a}~{r.roi_b}", {})[r.window] = {
+            "estimate": round(r.estimate, 6), "ci_low": round(r.ci_low, 6), "ci_high": round(r.ci_high, 6),
+            "p_adj": round(r.p_adj, 8),
+        }
+    return {
+        "test": primary, "metric": metric, "n_per_group": n_per_group,
+        "excluded_runs": int(run_qc["excluded"].sum()), "edges": edges,
+    }

@@ -1,0 +1,204 @@
+"""The stages as functions of validated params: read inputs, call the work, write outputs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from framework.connectivity import build_metrics, connectivity
+from framework.contracts import Plugin
+from framework.errors import DataError
+from framework.extract import extract, read_participants
+from framework.io import (
+    file_digest, git_commit, provenance, read_parquet, read_provenance, write_json, write_parquet, write_text,
+)
+from framework.params import Params, section_hash
+from framework.registry import get_registry
+
+EXTRACT_DIR = Path("results/extract")
+CONNECTIVITY_DIR = Path("results/connectivity")
+STATS_DIR = Path("results/stats")
+REPORT_DIR = Path("reports")
+STAGES = ("simulate", "extract", "connectivity", "stats", "report")
+
+
+def default_jobs() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def _plugin_versions(plugins: list[Plugin]) -> dict[str, str]:
+    versions = {(i.kind, i.name): i.version for i in get_registry().infos()}
+    return {p.name: versions.get((p.kind, p.name), "unknown") for p in plugins}
+
+
+def _digests(*paths: Path) -> dict[str, str]:
+    return {str(p): file_digest(p) for p in paths}
+
+
+def stage_simulate(params: Params, jobs: int | None = None) -> Path:
+    from framework.simulate import simulate
+
+    return simulate(params.simulate, n_jobs=jobs or default_jobs())
+
+
+def stage_extract(params: Params, jobs: int | None = None) -> None:
+    p = params.extract
+    ts, roi_qc, run_qc, events, digests, plugins = extract(p, n_jobs=jobs or default_jobs())
+    d = p.denoise
+    band = (f"band-pass filtered between {d.high_pass_hz} and {d.low_pass_hz} Hz (Butterworth)"
+            if d.high_pass_hz and d.low_pass_hz else "not band-pass filtered")
+    opts = ", ".join(f"{k}={v}" for k, v in d.strategy_options.items())
+    methods = (
+        f"ROI time series were extracted from {run_qc['run'].nunique()} runs per subject of "
+        f"{run_qc['subject'].nunique()} subjects ({p.data.space} preprocessed BOLD) for these ROIs: "
+        f"{'; '.join(pl.describe() for pl in plugins)}. Confounds followed nilearn's "
+        f"load_confounds_strategy '{d.strategy}'{f' ({opts})' if opts else ''}; signals were "
+        f"{'detrended, ' if d.detrend else ''}{band}, cleaned of confounds orthogonally to the filter, "
+        f"and standardised ({d.standardize}) with nilearn signal.clean."
+    )
+    prov = provenance("extract", section_hash(p), _plugin_versions(plugins), digests)
+    prov["methods"] = methods
+    write_parquet(ts, EXTRACT_DIR / "timeseries.parquet", prov)
+    write_parquet(roi_qc, EXTRACT_DIR / "roi_qc.parquet", prov)
+    write_parquet(run_qc, EXTRACT_DIR / "run_qc.parquet", prov)
+    write_parquet(events, EXTRACT_DIR / "events.parquet", prov)
+    participants = read_participants(p.data)
+    write_parquet(participants, EXTRACT_DIR / "participants.parquet", prov)
+
+
+def _window_text(w) -> str:
+    if w.start_min is None:
+        return f"{w.name} (the whole {w.run} run)"
+    ref = f"after {w.event} onset" if w.event else "from the run start"
+    return f"{w.name} ({w.start_min:g}–{w.end_min:g} min {ref})"
+
+
+def stage_connectivity(params: Params) -> None:
+    p = params.connectivity
+    inputs = [EXTRACT_DIR / f for f in ("timeseries.parquet", "run_qc.parquet", "events.parquet",
+                                       "participants.parquet")]
+    ts, run_qc, events, participants = (read_parquet(f) for f in inputs)
+    metrics = build_metrics(p)
+    edges = connectivity(p, ts, run_qc, events, metrics, participants["subject"].tolist())
+    prov = provenance("connectivity", section_hash(p), _plugin_versions(metrics), _digests(*inputs))
+    prov["methods"] = (
+        f"Connectivity was computed per subject in the windows {'; '.join(_window_text(w) for w in p.windows)}, "
+        f"with {'; '.join(m.describe() for m in metrics)}."
+    )
+    prov["scales"] = {m.name: m.scale for m in metrics}
+    prov["windows"] = [w.name for w in p.windows]
+    write_parquet(edges, CONNECTIVITY_DIR / "edges.parquet", prov)
+
+
+def stage_stats(params: Params) -> None:
+    from framework.stats import build_tests, run_stats
+
+    p = params.stats
+    path = CONNECTIVITY_DIR / "edges.parquet"
+    edges = read_parquet(path)
+    windows = read_provenance(path).get("windows") or list(dict.fromkeys(edges["window"]))
+    tests = build_tests(p)
+    result = run_stats(p, edges, windows, tests)
+    prov = provenance("stats", section_hash(p), _plugin_versions(tests), _digests(path))
+    ref, target = p.groups
+    prov["methods"] = (
+        f"Group differences ({target} − {ref}) in the change from the {p.baseline_window} window were "
+        f"tested with {'; and '.join(t.describe() for t in tests)}."
+    )
+    write_parquet(result, STATS_DIR / "tests.parquet", prov)
+
+
+def stage_report(params: Params) -> Path:
+    from framework import report as rp
+
+    sp, rp_params = params.stats, params.report
+    paths = {"edges": CONNECTIVITY_DIR / "edges.parquet", "tests": STATS_DIR / "tests.parquet",
+             "run_qc": EXTRACT_DIR / "run_qc.parquet", "timeseries": EXTRACT_DIR / "timeseries.parquet"}
+    edges, tests, run_qc = (read_parquet(paths[k]) for k in ("edges", "tests", "run_qc"))
+    provs = {"extract": read_provenance(paths["timeseries"]), "connectivity": read_provenance(paths["edges"]),
+             "stats": read_provenance(paths["tests"])}
+    metric = rp_params.metric or edges["metric"].iloc[0]
+    scale = provs["connectivity"].get("scales", {}).get(metric, "value")
+    windows = provs["connectivity"].get("windows") or list(dict.fromkeys(edges["window"]))
+    infusion_windows = [w for w in windows if w != sp.baseline_window]
+    groups = list(sp.groups)
+    edges_m = edges[edges["metric"] == metric]
+    delta = rp.change_from_baseline(edges_m, sp.baseline_window)
+    summary = rp.delta_summary(delta, groups, infusion_windows, sp.alpha)
+    primary = tests[(tests["test"] == rp_params.primary_test) & (tests["metric"] == metric)]
+    if primary.empty:
+        raise DataError(f"{paths['tests']}: no rows for test {rp_params.primary_test!r} and metric {metric!r}")
+
+    figures = []
+    shown = sp.confirmatory or list(edges_m[["roi_a", "roi_b"]].drop_duplicates().itertuples(index=False))
+    order = {(a, b) for a, b in edges_m[["roi_a", "roi_b"]].drop_duplicates().itertuples(index=False)}
+    for a, b in shown:
+        if (a, b) not in order:
+            a, b = b, a
+        name = f"delta_{rp.slug(a)}__{rp.slug(b)}.png"
+        rp.delta_figure(summary, primary, a, b, groups, infusion_windows, scale, REPORT_DIR / "figures" / name)
+        figures.append({"src": f"figures/{name}", "alt": f"Change from baseline, {rp.edge_label(a, b)}"})
+
+    plot_csv = summary[["edge", "group", "window", "window_mid_min", "mean_delta", "ci_low", "ci_high", "n"]]
+    write_text(REPORT_DIR / "plots" / "delta_by_window.csv", plot_csv.to_csv(index=False, float_format="%.6g"))
+
+    n_per_group = run_qc.drop_duplicates("subject")["group"].value_counts().sort_index().to_dict()
+    n_per_group = {k: int(v) for k, v in n_per_group.items()}
+    write_json(REPORT_DIR / "metrics.json", rp.metrics_payload(tests, rp_params.primary_test, metric, n_per_group, run_qc))
+
+    group_rows = []
+    for g, frame in run_qc.groupby("group", sort=True):
+        group_rows.append({"group": g, "subjects": frame["subject"].nunique(), "runs": len(frame),
+                           "volumes": int(frame["n_volumes"].sum()), "mean_fd": float(frame["mean_fd"].mean())})
+    excl = run_qc[run_qc["excluded"]]
+    fams = [{"name": f, "rows": tests[tests["family"] == f].to_dict("records")}
+            for f in ("confirmatory", "exploratory") if (tests["family"] == f).any()]
+    context = {
+        "title": "ketamine vs midazolam infusion study" if set(groups) == {"ketamine", "midazolam"}
+        else f"{groups[1]} vs {groups[0]}",
+        "headline": headline(primary, sp.alpha),
+        "summary": group_rows, "n_excluded": len(excl), "exclusions": excl.to_dict("records"),
+        "primary_test": rp_params.primary_test, "correction": sp.correction, "figures": figures,
+        "families": fams, "alpha": sp.alpha,
+        "methods": rp.methods_text(provs, [t for t in tests["test"].unique()], sp.correction,
+                                   sp.confirmatory, sp.alpha),
+        "versions": rp.package_versions(), "commit": git_commit(),
+        "data_version": file_digest(paths["timeseries"]),
+    }
+    return rp.write_report(REPORT_DIR, context)
+
+
+def headline(primary: pd.DataFrame, alpha: float) -> str:
+    """The strongest adjusted result of the primary test, in one sentence."""
+    pool = primary[primary["family"] == "confirmatory"]
+    pool = pool if not pool.empty else primary
+    best = pool.sort_values(["p_adj", "p"]).iloc[0]
+    verdict = "significant" if best["p_adj"] < alpha else "not significant"
+    return (
+        f"Strongest {best['family']} effect ({best['test']}): {best['roi_a']} – {best['roi_b']} at {best['window']}, "
+        f"estimate {best['estimate']:.3f} [{best['ci_low']:.3f}, {best['ci_high']:.3f}], "
+        f"p_adj = {best['p_adj']:.2g} ({best['adj_method']}), {verdict} at α = {alpha}."
+    )
+
+
+def run_all(params: Params, jobs: int | None = None) -> Path:
+    """Every stage in order, in this process, without DVC. The default study is simulated first."""
+    if Path(params.extract.data.root).resolve() == Path(params.simulate.output_dir).resolve():
+        stage_simulate(params, jobs)
+    stage_extract(params, jobs)
+    stage_connectivity(params)
+    stage_stats(params)
+    return stage_report(params)
+
+
+def headline_lines(n: int = 3) -> list[str]:
+    """The report's top results as short lines, for the end of `fclab run`."""
+    tests = read_parquet(STATS_DIR / "tests.parquet")
+    metrics = pd.read_json(REPORT_DIR / "metrics.json", typ="series")
+    primary = tests[(tests["test"] == metrics["test"]) & (tests["metric"] == metrics["metric"])]
+    pool = primary[primary["family"] == "confirmatory"]
+    pool = (pool if not pool.empty else primary).sort_values(["p_adj", "p"]).head(n)
+    return [f"{r.roi_a} – {r.roi_b} {r.window}: estimate {r.estimate:+.3f} "
+            f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}], p_adj {r.p_adj:.2g} ({r.test})" for r in pool.itertuples()]

@@ -1,0 +1,332 @@
+"""The embedded default study: a simulated ketamine/midazolam infusion study in fMRIPrep layout.
+
+Per subject there is a baseline rest run (``run-1``) and an infusion rest run (``run-2``) whose
+events.tsv marks the infusion onset. Voxel time series are built from:
+
+* five band-limited latent ROI sources (left/right amygdala, vmPFC, dmPFC, amPFC) mixed with a
+  time-varying Cholesky factor, so their correlation follows a known matrix C(t) at every volume;
+* ten band-limited background networks over the rest of grey matter;
+* a global physiological signal over the whole brain, and a WM/CSF physiological signal that is
+  strong in WM and CSF and leaks weakly into grey matter;
+* head motion (a random walk plus spikes) whose six parameters and their derivatives leak linearly
+  into every voxel with spatially coherent loadings;
+* slow linear and quadratic drift, and thermal noise.
+
+The confounds TSV is computed from the same parameters and voxels (fMRIPrep column names), so
+denoising can remove what was injected. The planted effect is a transient ketamine-only decrease of
+amygdala–vmPFC coupling: r(t) = r0 - delta * exp(-(t - peak)^2 / (2 width^2)), t in minutes after
+the infusion onset. ``ground_truth.json`` records the window-averaged latent correlations.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from nilearn.image import resample_img
+
+from framework.anatomy import ANDREWS_HANNA_2010_MPFC, probability_atlas, sphere_masks
+from framework.io import atomic_dir
+from framework.params import SimulateParams
+
+ROI_NAMES = ("Left_Amygdala", "Right_Amygdala", "vmPFC", "dmPFC", "amPFC")
+SPACE = "MNI152NLin2009cAsym"
+GROUPS = ("ketamine", "midazolam")
+EFFECT_PAIRS = (("Left_Amygdala", "vmPFC"), ("Right_Amygdala", "vmPFC"))
+# Latent correlations at rest (both groups, before jitter), in ROI_NAMES order.
+BASE_CORR = np.array(
+    [
+        [1.00, 0.60, 0.45, 0.15, 0.25],
+        [0.60, 1.00, 0.45, 0.15, 0.25],
+        [0.45, 0.45, 1.00, 0.40, 0.50],
+        [0.15, 0.15, 0.40, 1.00, 0.50],
+        [0.25, 0.25, 0.50, 0.50, 1.00],
+    ]
+)
+INFUSION_WINDOWS_MIN = {"0-10min": (0, 10), "10-20min": (10, 20), "20-30min": (20, 30), "30-40min": (30, 40)}
+N_BACKGROUND = 10
+N_COSINE_PERIOD_S = 128.0  # fMRIPrep's high-pass cut-off for the cosine regressors
+
+
+def _bandlimited(rng, n, T, tr, low=0.01, high=0.08):
+    """``n`` unit-variance series of length ``T`` with power only in [low, high] Hz."""
+    spec = np.fft.rfft(rng.standard_normal((n, T)), axis=1)
+    f = np.fft.rfftfreq(T, tr)
+    spec[:, (f < low) | (f > high)] = 0
+    x = np.fft.irfft(spec, n=T, axis=1)
+    return x / x.std(axis=1, keepdims=True)
+
+
+def _nearest_pd(c, floor=1e-3):
+    w, v = np.linalg.eigh(c)
+    c = (v * np.maximum(w, floor)) @ v.T
+    d = np.sqrt(np.diag(c))
+    return c / np.outer(d, d)
+
+
+def effect_profile(t_min, p: SimulateParams):
+    """Fraction of the planted decrease at ``t_min`` minutes after onset (0 before onset)."""
+    t_min = np.asarray(t_min, dtype=float)
+    bump = np.exp(-0.5 * ((t_min - p.effect_peak_min) / p.effect_width_min) ** 2)
+    return np.where(t_min >= 0, bump, 0.0)
+
+
+def correlation_course(base, t_min, ketamine: bool, p: SimulateParams):
+    """(T, R, R) latent correlation at each volume."""
+    c = np.repeat(base[None], len(t_min), axis=0)
+    if ketamine:
+        drop = p.effect_delta_r * effect_profile(t_min, p)
+        for a, b in EFFECT_PAIRS:
+            i, j = ROI_NAMES.index(a), ROI_NAMES.index(b)
+            c[:, i, j] -= drop
+            c[:, j, i] -= drop
+    return c
+
+
+class Anatomy:
+    """Tissue classes and source regions of the simulation grid."""
+
+    def __init__(self, voxel_size):
+        from nilearn.datasets import load_mni152_brain_mask, load_mni152_wm_template
+
+        brain_img = load_mni152_brain_mask(resolution=voxel_size)
+        self.affine = brain_img.affine
+        self.shape = brain_img.shape
+        brain = brain_img.get_fdata() > 0
+        wm = load_mni152_wm_template(resolution=voxel_size).get_fdata() > 0.8
+        probs, atlas_affine, names = probability_atlas("harvard_oxford")
+
+        def atlas_region(*labels):
+            vol = sum(probs[..., names.index(lab)].astype(np.float32) for lab in labels)
+            img = nib.Nifti1Image(vol, atlas_affine)
+            res = resample_img(img, target_affine=self.affine, target_shape=self.shape,
+                               interpolation="linear", force_resample=True, copy_header=True)
+            return res.get_fdata() >= 50
+
+        csf = atlas_region("Left_Lateral_Ventrical", "Right_Lateral_Ventricle") & brain
+        wm &= brain & ~csf
+        region = np.zeros(self.shape, dtype=np.int8) - 1  # -1 outside any source region
+        for k, name in enumerate(ROI_NAMES[:2]):
+            region[atlas_region(name) & brain & ~wm] = k
+        centres = np.array([ANDREWS_HANNA_2010_MPFC[n] for n in ROI_NAMES[2:]], dtype=float)
+        spheres = sphere_masks(centres, 10.0, self.shape, self.affine).reshape(3, *self.shape)
+        for k, sphere in enumerate(spheres, start=2):
+            region[sphere & brain & ~wm & ~csf] = k
+        self.brain = brain
+        flat = brain.ravel()
+        self.region = region.ravel()[flat]  # per brain voxel
+        self.wm = wm.ravel()[flat]
+        self.csf = csf.ravel()[flat]
+        self.gm = ~(self.wm | self.csf)
+        self.xyz = nib.affines.apply_affine(self.affine, np.argwhere(brain))
+
+
+def _motion(rng, T, p: SimulateParams):
+    """(T, 6) realignment parameters: translations in mm, rotations in radians."""
+    steps = rng.standard_normal((T, 6)) * p.motion_scale_mm
+    steps[:, 3:] /= 50.0  # a rotation of r radians moves the 50 mm sphere surface by 50 r mm
+    walk = np.cumsum(steps, axis=0)
+    spikes = rng.random(T) < p.spike_rate
+    jolt = rng.standard_normal((T, 6)) * 0.2
+    jolt[:, 3:] /= 50.0
+    walk[spikes] += jolt[spikes]
+    return walk - walk[0]
+
+
+def _derivative(x):
+    d = np.diff(x, axis=0, prepend=np.nan)
+    return d
+
+
+def _cosines(T, tr):
+    n = int(np.floor(2 * T * tr / N_COSINE_PERIOD_S))
+    t = np.arange(T)
+    return np.stack([np.sqrt(2.0 / T) * np.cos(np.pi * (2 * t + 1) * k / (2 * T)) for k in range(1, n + 1)], 1)
+
+
+def _confounds(data, anat: Anatomy, motion, tr):
+    """An fMRIPrep-style confounds table for one run, computed from its voxels and motion."""
+    cols = {}
+    for name, mask in (("global_signal", slice(None)), ("csf", anat.csf), ("white_matter", anat.wm)):
+        cols[name] = data[mask].mean(axis=0)
+    for k, name in enumerate(("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")):
+        cols[name] = motion[:, k]
+    out = {}
+    for name, x in cols.items():
+        d = _derivative(x)
+        out[name] = x
+        out[f"{name}_derivative1"] = d
+        out[f"{name}_power2"] = x**2
+        out[f"{name}_derivative1_power2"] = d**2
+    dm = np.abs(np.diff(motion, axis=0))
+    fd = dm[:, :3].sum(1) + 50.0 * dm[:, 3:].sum(1)
+    out["framewise_displacement"] = np.concatenate([[np.nan], fd])
+    dv = np.sqrt((np.diff(data, axis=1) ** 2).mean(axis=0))
+    out["dvars"] = np.concatenate([[np.nan], dv])
+    out["std_dvars"] = np.concatenate([[np.nan], dv / np.median(dv)])
+    for k, col in enumerate(_cosines(data.shape[1], tr).T):
+        out[f"cosine{k:02d}"] = col
+    return pd.DataFrame(out)
+
+
+def _run_data(rng, anat: Anatomy, T, tr, t_min, ketamine, base, p: SimulateParams):
+    """(n_brain_voxels, T) float32 intensities and (T, 6) motion for one run."""
+    V = anat.region.size
+    corr = correlation_course(base, t_min, ketamine, p)
+    chol = np.linalg.cholesky(corr)
+    latent = np.einsum("tij,jt->it", chol, _bandlimited(rng, len(ROI_NAMES), T, tr))
+    background = _bandlimited(rng, N_BACKGROUND, T, tr)
+    glob = _bandlimited(rng, 1, T, tr, 0.005, 0.1)[0]
+    physio = _bandlimited(rng, 1, T, tr, 0.005, 0.2)[0]
+    motion = _motion(rng, T, p)
+    dmotion = np.nan_to_num(_derivative(motion))
+
+    s0 = np.where(anat.wm, 800.0, np.where(anat.csf, 1200.0, 1000.0))
+    signal = np.zeros((V, T), dtype=np.float64)
+    in_roi = anat.region >= 0
+    signal[in_roi] = 1.2 * latent[anat.region[in_roi]]
+    bg_load = rng.standard_normal((V, N_BACKGROUND)) * 0.4
+    bg = anat.gm & ~in_roi
+    signal[bg] = bg_load[bg] @ background
+    signal += 0.5 * glob
+    phys_load = np.where(anat.csf, 3.0, np.where(anat.wm, 1.5, 0.4))
+    signal += phys_load[:, None] * physio
+    # Motion leaks through spatially coherent loadings: a shared per-axis sign plus a gradient.
+    shared = rng.standard_normal(6)
+    grad = anat.xyz @ rng.standard_normal((3, 6)) / 70.0
+    load = 2.0 * (shared + grad + 0.5 * rng.standard_normal((V, 6)))
+    load[:, 3:] *= 50.0  # per radian -> per mm at the 50 mm sphere
+    signal += load @ motion.T + 0.5 * load @ dmotion.T
+    tt = np.linspace(-1, 1, T)
+    signal += rng.standard_normal((V, 1)) * 3.0 * tt + rng.standard_normal((V, 1)) * 2.0 * tt**2
+    # Percent-signal units scaled to intensity, plus thermal noise.
+    data = s0[:, None] * (1.0 + signal / 100.0) + p.thermal_noise * rng.standard_normal((V, T))
+    return data.astype(np.float32), motion
+
+
+def _subject_base(rng, p: SimulateParams):
+    jitter = np.triu(rng.standard_normal(BASE_CORR.shape) * p.subject_jitter_r, 1)
+    return _nearest_pd(BASE_CORR + jitter + jitter.T)
+
+
+def _write_run(func: Path, stem: str, data, anat: Anatomy, motion, tr, task_desc):
+    full = np.zeros((*anat.shape, data.shape[1]), dtype=np.int16, order="F")
+    full[anat.brain] = np.rint(data).astype(np.int16)
+    img = nib.Nifti1Image(full, anat.affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header["pixdim"][4] = tr
+    nib.save(img, func / f"{stem}_space-{SPACE}_desc-preproc_bold.nii.gz")
+    mask = nib.Nifti1Image(anat.brain.astype(np.uint8), anat.affine)
+    nib.save(mask, func / f"{stem}_space-{SPACE}_desc-brain_mask.nii.gz")
+    sidecar = {"RepetitionTime": tr, "SkullStripped": False, "TaskName": task_desc}
+    (func / f"{stem}_space-{SPACE}_desc-preproc_bold.json").write_text(json.dumps(sidecar, indent=2))
+    conf = _confounds(data.astype(np.float64), anat, motion, tr)
+    conf.to_csv(func / f"{stem}_desc-confounds_timeseries.tsv", sep="\t", index=False, na_rep="n/a",
+                float_format="%.6g")
+    meta = {c: {"Method": "fclab simulation"} for c in conf.columns}
+    (func / f"{stem}_desc-confounds_timeseries.json").write_text(json.dumps(meta, indent=1))
+
+
+def _simulate_subject(args):
+    root, label, group, seed_seq, p = args
+    rng = np.random.default_rng(seed_seq)
+    anat = _anatomy(p.voxel_size_mm)
+    func = Path(root) / f"sub-{label}" / "func"
+    func.mkdir(parents=True)
+    base = _subject_base(rng, p)
+    tr = p.tr_s
+    t_base = int(round(p.baseline_duration_s / tr))
+    data, motion = _run_data(rng, anat, t_base, tr, np.full(t_base, -np.inf), False, base, p)
+    _write_run(func, f"sub-{label}_task-rest_run-1", data, anat, motion, tr, "rest (baseline)")
+    t_inf = int(round((p.pre_onset_s + p.infusion_duration_s) / tr))
+    t_min = (np.arange(t_inf) * tr - p.pre_onset_s) / 60.0
+    data, motion = _run_data(rng, anat, t_inf, tr, t_min, group == "ketamine", base, p)
+    _write_run(func, f"sub-{label}_task-rest_run-2", data, anat, motion, tr, "rest (infusion)")
+    events = pd.DataFrame(
+        {"onset": [p.pre_onset_s], "duration": [p.infusion_duration_s], "trial_type": ["infusion"]}
+    )
+    events.to_csv(func / f"sub-{label}_task-rest_run-2_events.tsv", sep="\t", index=False)
+    return base
+
+
+_ANATOMY: dict[float, Anatomy] = {}
+
+
+def _anatomy(voxel_size) -> Anatomy:
+    if voxel_size not in _ANATOMY:
+        _ANATOMY[voxel_size] = Anatomy(voxel_size)
+    return _ANATOMY[voxel_size]
+
+
+def ground_truth(p: SimulateParams, subjects: pd.DataFrame) -> dict:
+    """Window-averaged latent correlations per group, window and ROI pair (before subject jitter)."""
+    tr = p.tr_s
+    t_inf = int(round((p.pre_onset_s + p.infusion_duration_s) / tr))
+    t_min = (np.arange(t_inf) * tr - p.pre_onset_s) / 60.0
+    rows = []
+    for group in GROUPS:
+        windows = {"baseline": BASE_CORR}
+        course = correlation_course(BASE_CORR, t_min, group == "ketamine", p)
+        for name, (lo, hi) in INFUSION_WINDOWS_MIN.items():
+            sel = (t_min >= lo) & (t_min < hi)
+            windows[name] = course[sel].mean(axis=0)
+        for name, c in windows.items():
+            for i in range(len(ROI_NAMES)):
+                for j in range(i + 1, len(ROI_NAMES)):
+                    rows.append({
+                        "group": group, "window": name, "roi_a": ROI_NAMES[i], "roi_b": ROI_NAMES[j],
+                        "r": round(float(c[i, j]), 6),
+                        "delta_r": round(float(c[i, j] - BASE_CORR[i, j]), 6),
+                        "delta_z": round(float(np.arctanh(c[i, j]) - np.arctanh(BASE_CORR[i, j])), 6),
+                    })
+    return {
+        "description": "Latent-source correlations planted by fclab simulate, averaged over each window. "
+        "Measured ROI correlations are attenuated by voxel noise; the planted change is what matters.",
+        "seed": p.seed,
+        "roi_names": list(ROI_NAMES),
+        "effect": {
+            "groups": ["ketamine"], "pairs": [list(x) for x in EFFECT_PAIRS], "delta_r": p.effect_delta_r,
+            "peak_min_after_onset": p.effect_peak_min, "width_min": p.effect_width_min,
+        },
+        "windows_min_after_onset": {k: list(v) for k, v in INFUSION_WINDOWS_MIN.items()},
+        "n_per_group": subjects["group"].value_counts().sort_index().to_dict(),
+        "planted": rows,
+    }
+
+
+def simulate(p: SimulateParams, n_jobs: int = 2) -> Path:
+    """Write the study under ``p.output_dir`` (replacing it whole, atomically); return the path."""
+    out = Path(p.output_dir)
+    seq = np.random.SeedSequence(p.seed)
+    design_seq, *subject_seqs = seq.spawn(1 + p.n_ketamine + p.n_midazolam)
+    design_rng = np.random.default_rng(design_seq)
+    groups = np.array(["ketamine"] * p.n_ketamine + ["midazolam"] * p.n_midazolam)
+    groups = groups[design_rng.permutation(groups.size)]
+    n = groups.size
+    labels = [f"{i + 1:02d}" for i in range(n)]
+    subjects = pd.DataFrame({
+        "participant_id": [f"sub-{x}" for x in labels],
+        "group": groups,
+        "age": design_rng.integers(21, 60, n),
+        "sex": design_rng.choice(["F", "M"], n),
+    })
+    _anatomy(p.voxel_size_mm)  # load the atlas once before workers fork
+    with atomic_dir(out) as tmp:
+        jobs = [(tmp, lab, g, s, p) for lab, g, s in zip(labels, groups, subject_seqs)]
+        if n_jobs > 1:
+            with ProcessPoolExecutor(max_workers=n_jobs) as pool:
+                list(pool.map(_simulate_subject, jobs))
+        else:
+            for job in jobs:
+                _simulate_subject(job)
+        subjects.to_csv(tmp / "participants.tsv", sep="\t", index=False)
+        (tmp / "dataset_description.json").write_text(json.dumps({
+            "Name": "fclab embedded default study (simulated)", "BIDSVersion": "1.9.0",
+            "DatasetType": "derivative", "GeneratedBy": [{"Name": "fclab simulate"}],
+        }, indent=2))
+        (tmp / "ground_truth.json").write_text(json.dumps(ground_truth(p, subjects), indent=1))
+    return out

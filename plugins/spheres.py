@@ -1,0 +1,54 @@
+"""ROI plugin ``spheres``: spheres around MNI coordinates.
+
+The default centres are the medial prefrontal nodes of the default network from Andrews-Hanna,
+Reidler, Sepulcre, Poulin & Buckner (2010), "Functional-anatomic fractionation of the brain's
+default network", Neuron 65(4):550-562, doi:10.1016/j.neuron.2010.02.005 (MNI mm):
+vmPFC (0, 26, -18), dmPFC (0, 52, 26) and amPFC (-6, 52, -2). That study used 8 mm spheres.
+
+A voxel belongs to a sphere when its centre lies within ``radius_mm`` of the sphere's centre; a
+sphere smaller than a voxel keeps the voxel nearest its centre, as nilearn's NiftiSpheresMasker does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import Field
+
+from framework.anatomy import ANDREWS_HANNA_2010_MPFC, sphere_masks
+from framework.contracts import PluginParams, RoiSet, RoiWeights
+from framework.errors import ParamsError
+from framework.hookspecs import hookimpl
+
+
+class Spheres(RoiSet):
+    name = "spheres"
+
+    class Params(PluginParams):
+        centres: dict[str, tuple[float, float, float]] = Field(
+            default_factory=lambda: dict(ANDREWS_HANNA_2010_MPFC), min_length=1)
+        radius_mm: float = Field(8.0, gt=0)
+        allow_overlap: bool = False
+
+    def build(self, reference) -> RoiWeights:
+        names = list(self.params.centres)
+        centres = np.array([self.params.centres[n] for n in names])
+        masks = sphere_masks(centres, self.params.radius_mm, reference.shape[:3], reference.affine)
+        shared = masks.sum(axis=0) > 1
+        if shared.any() and not self.params.allow_overlap:
+            a, b = [names[i] for i in np.flatnonzero(masks[:, shared].any(axis=1))[:2]]
+            raise ParamsError(
+                f"extract.rois.spheres: spheres {a!r} and {b!r} overlap at radius {self.params.radius_mm:g} mm "
+                "(set allow_overlap: true to keep them)"
+            )
+        weights = masks / masks.sum(axis=1, keepdims=True)
+        return RoiWeights(names, sp.csr_matrix(weights))
+
+    def describe(self) -> str:
+        where = "; ".join(f"{n} ({', '.join(f'{c:g}' for c in xyz)})" for n, xyz in self.params.centres.items())
+        return f"{self.params.radius_mm:g} mm spheres at MNI {where}"
+
+
+@hookimpl
+def register_rois(register):
+    register(Spheres)

@@ -39,6 +39,7 @@ class SimulateParams(Section):
     effect_delta_r: float = Field(0.4, ge=0, lt=1)
     effect_peak_min: float = 15.0
     effect_width_min: float = Field(4.0, gt=0)
+    truth_window_min: float = Field(10.0, gt=0)  # ground_truth.json averages over blocks this long
     subject_jitter_r: float = Field(0.05, ge=0)
     thermal_noise: float = Field(10.0, ge=0)
     motion_scale_mm: float = Field(0.03, ge=0)

@@ -87,7 +87,7 @@ class Registry:
         base = KINDS[kind]
         found: dict[str, type[Plugin]] = {}
         hook = getattr(self.pm.hook, _HOOK_OF_KIND[kind])
-        for impl in reversed(hook.get_hookimpls()):  # registration order
+        for impl in hook.get_hookimpls():  # in registration order: built-ins first
             plugin_name = impl.plugin_name
 
             def register(cls, _plugin=plugin_name):

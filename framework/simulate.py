@@ -47,7 +47,6 @@ BASE_CORR = np.array(
         [0.25, 0.25, 0.50, 0.50, 1.00],
     ]
 )
-INFUSION_WINDOWS_MIN = {"0-10min": (0, 10), "10-20min": (10, 20), "20-30min": (20, 30), "30-40min": (30, 40)}
 N_BACKGROUND = 10
 N_COSINE_PERIOD_S = 128.0  # fMRIPrep's high-pass cut-off for the cosine regressors
 
@@ -66,6 +65,12 @@ def _nearest_pd(c, floor=1e-3):
     c = (v * np.maximum(w, floor)) @ v.T
     d = np.sqrt(np.diag(c))
     return c / np.outer(d, d)
+
+
+def truth_windows(p: SimulateParams) -> dict[str, tuple[float, float]]:
+    """Consecutive blocks of ``truth_window_min`` over the infusion, named like "10-20min"."""
+    edges = np.arange(0.0, p.infusion_duration_s / 60.0 + 1e-9, p.truth_window_min)
+    return {f"{lo:g}-{hi:g}min": (float(lo), float(hi)) for lo, hi in zip(edges[:-1], edges[1:])}
 
 
 def effect_profile(t_min, p: SimulateParams):
@@ -271,7 +276,7 @@ def ground_truth(p: SimulateParams, subjects: pd.DataFrame) -> dict:
     for group in GROUPS:
         windows = {"baseline": BASE_CORR}
         course = correlation_course(BASE_CORR, t_min, group == "ketamine", p)
-        for name, (lo, hi) in INFUSION_WINDOWS_MIN.items():
+        for name, (lo, hi) in truth_windows(p).items():
             sel = (t_min >= lo) & (t_min < hi)
             windows[name] = course[sel].mean(axis=0)
         for name, c in windows.items():
@@ -292,7 +297,7 @@ def ground_truth(p: SimulateParams, subjects: pd.DataFrame) -> dict:
             "groups": ["ketamine"], "pairs": [list(x) for x in EFFECT_PAIRS], "delta_r": p.effect_delta_r,
             "peak_min_after_onset": p.effect_peak_min, "width_min": p.effect_width_min,
         },
-        "windows_min_after_onset": {k: list(v) for k, v in INFUSION_WINDOWS_MIN.items()},
+        "windows_min_after_onset": {k: list(v) for k, v in truth_windows(p).items()},
         "n_per_group": subjects["group"].value_counts().sort_index().to_dict(),
         "planted": rows,
     }

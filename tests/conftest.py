@@ -1,0 +1,87 @@
+"""Shared fixtures: a scaled-down simulated study with a strong effect, run once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from framework.registry import reset_registry
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Two 10-minute infusion windows instead of four, 8 + 8 subjects, a stronger drop peaking at 15 min.
+SMALL_STUDY = {
+    "simulate": {"n_ketamine": 8, "n_midazolam": 8, "baseline_duration_s": 600, "pre_onset_s": 30,
+                 "infusion_duration_s": 1200, "effect_delta_r": 0.6, "effect_peak_min": 15,
+                 "effect_width_min": 3.0, "seed": 7},
+    "windows": [{"name": "baseline", "run": "baseline"}] + [
+        {"name": f"{lo}-{lo + 10}min", "run": "infusion", "event": "infusion", "start_min": lo, "end_min": lo + 10}
+        for lo in (0, 10)
+    ],
+}
+
+
+def default_params() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def small_params() -> dict:
+    p = default_params()
+    p["simulate"].update(SMALL_STUDY["simulate"])
+    p["connectivity"]["windows"] = SMALL_STUDY["windows"]
+    return p
+
+
+def write_params(directory: Path, params: dict) -> Path:
+    path = directory / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _no_installed_plugins(monkeypatch):
+    """fclab's own tests see only the built-in plugins unless a test asks for more."""
+    monkeypatch.setenv("FCLAB_LOAD_PLUGINS", "")
+    reset_registry()
+    yield
+    reset_registry()
+
+
+@pytest.fixture(scope="session")
+def small_study(tmp_path_factory) -> Path:
+    """A directory holding params.yaml and the simulated small study under data/simulated."""
+    from framework.params import SimulateParams
+    from framework.simulate import simulate
+
+    directory = tmp_path_factory.mktemp("study")
+    params = small_params()
+    write_params(directory, params)
+    sim = dict(params["simulate"], output_dir=str(directory / "data" / "simulated"))
+    simulate(SimulateParams(**sim), n_jobs=2)
+    return directory
+
+
+@pytest.fixture
+def in_dir(monkeypatch):
+    def enter(directory: Path):
+        monkeypatch.chdir(directory)
+        return directory
+
+    return enter
+
+
+def run_cli(*args, env=None):
+    """Run the CLI in-process; return (exit_code, stdout, stderr)."""
+    from typer.testing import CliRunner
+
+    import cli
+
+    runner = CliRunner()
+    result = runner.invoke(cli.app, list(args), env=env)
+    return result.exit_code, result.stdout, result.stderr
+
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")

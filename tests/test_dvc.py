@@ -1,0 +1,53 @@
+"""DVC in a temporary git clone: full run, no-op rerun, and a stats change reruns only what depends on it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT, small_params
+
+BIN = Path(sys.executable).parent
+
+
+def sh(*args, cwd):
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", DVC_NO_ANALYTICS="1")
+    env.pop("FCLAB_LOAD_PLUGINS", None)
+    out = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, f"{' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
+    return out.stdout + out.stderr
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is required")
+def test_repro_noop_and_partial_rerun(tmp_path):
+    clone = tmp_path / "clone"
+    sh("git", "clone", "--quiet", "--no-local", str(ROOT), str(clone), cwd=tmp_path)
+    # The working tree may hold changes not yet committed: test what is here, not only HEAD.
+    for rel in subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split():
+        if (ROOT / rel).is_file():
+            (clone / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, clone / rel)
+    (clone / "params.yaml").write_text(yaml.safe_dump(small_params(), sort_keys=False))
+    sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "small study", "--allow-empty", cwd=clone)
+
+    first = sh("dvc", "repro", cwd=clone)
+    for stage in ("simulate", "extract", "connectivity", "stats", "report"):
+        assert f"Running stage '{stage}'" in first
+    second = sh("dvc", "repro", cwd=clone)
+    assert "Running stage" not in second and "up to date" in second
+
+    params = yaml.safe_load((clone / "params.yaml").read_text())
+    params["stats"]["correction"] = "fdr_bh"
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    third = sh("dvc", "repro", cwd=clone)
+    ran = {s for s in ("simulate", "extract", "connectivity", "stats", "report") if f"Running stage '{s}'" in third}
+    assert ran == {"stats", "report"}
+
+    shown = sh("dvc", "metrics", "show", cwd=clone)
+    assert "reports/metrics.json" in shown and "Left_Amygdala~vmPFC" in shown

@@ -1,0 +1,77 @@
+"""params.yaml validation: key paths in messages, exit code 2, before any work."""
+
+from pathlib import Path
+
+from conftest import default_params, run_cli, write_params
+
+
+def _run_with(tmp_path: Path, in_dir, mutate) -> tuple[int, str]:
+    params = default_params()
+    mutate(params)
+    write_params(tmp_path, params)
+    in_dir(tmp_path)
+    code, _, err = run_cli("validate")
+    return code, err
+
+
+def test_default_params_are_valid(tmp_path, in_dir):
+    code, err = _run_with(tmp_path, in_dir, lambda p: None)
+    assert code == 0, err
+
+
+def test_missing_params_file(tmp_path, in_dir):
+    in_dir(tmp_path)
+    code, _, err = run_cli("--params", "nope.yaml", "extract")
+    assert code == 2
+    assert "nope.yaml" in err and "not found" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_unknown_key_gives_its_path(tmp_path, in_dir):
+    code, err = _run_with(tmp_path, in_dir, lambda p: p["stats"].update(corection="holm"))
+    assert code == 2
+    assert "stats.corection: unknown key" in err
+
+
+def test_wrong_type_gives_its_path(tmp_path, in_dir):
+    code, err = _run_with(tmp_path, in_dir, lambda p: p["simulate"].update(n_ketamine="twelve"))
+    assert code == 2
+    assert err.startswith("fclab: error: simulate.n_ketamine:")
+
+
+def test_nested_list_key_path(tmp_path, in_dir):
+    code, err = _run_with(tmp_path, in_dir, lambda p: p["connectivity"]["windows"][2].update(end_min="x"))
+    assert code == 2
+    assert "connectivity.windows[2].end_min" in err
+
+
+def test_unknown_plugin_lists_available(tmp_path, in_dir):
+    code, err = _run_with(tmp_path, in_dir, lambda p: p["connectivity"]["metrics"].append("pearsn"))
+    assert code == 2
+    assert "connectivity.metrics[1]" in err and "'pearsn'" in err
+    assert "available: pearson" in err
+
+
+def test_unknown_plugin_option(tmp_path, in_dir):
+    code, err = _run_with(tmp_path, in_dir, lambda p: p["extract"]["rois"][1].update(radius=8))
+    assert code == 2
+    assert "extract.rois[1].radius: unknown key" in err
+
+
+def test_window_on_undeclared_run(tmp_path, in_dir):
+    code, err = _run_with(tmp_path, in_dir, lambda p: p["connectivity"]["windows"][1].update(run="post"))
+    assert code == 2
+    assert "connectivity.windows[1].run" in err
+
+
+def test_invalid_yaml(tmp_path, in_dir):
+    (tmp_path / "params.yaml").write_text("stats: [unclosed\n")
+    in_dir(tmp_path)
+    code, _, err = run_cli("validate")
+    assert code == 2 and "params.yaml" in err
+
+
+def test_verbose_shows_traceback(tmp_path, in_dir):
+    in_dir(tmp_path)
+    code, _, err = run_cli("-v", "--params", "nope.yaml", "validate")
+    assert code == 2 and "Traceback" in err

@@ -1,0 +1,172 @@
+"""End to end on the scaled-down simulated study: outputs, science, determinism, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import run_cli, small_params, write_params
+from framework.connectivity import EDGE_COLUMNS
+from framework.io import read_provenance
+from framework.stats import TEST_COLUMNS
+
+TABLES = ["results/extract/timeseries.parquet", "results/extract/roi_qc.parquet",
+          "results/extract/run_qc.parquet", "results/connectivity/edges.parquet", "results/stats/tests.parquet"]
+
+
+@pytest.fixture(scope="session")
+def ran_study(small_study):
+    """The small study after `fclab run`, plus the bytes of its tables from that first run."""
+    import os
+
+    old = os.getcwd()
+    os.chdir(small_study)
+    try:
+        code, out, err = run_cli("run")
+    finally:
+        os.chdir(old)
+    assert code == 0, err
+    return small_study, out, {t: (small_study / t).read_bytes() for t in TABLES}
+
+
+def test_outputs_have_the_documented_columns(ran_study):
+    root, out, _ = ran_study
+    assert list(pd.read_parquet(root / "results/connectivity/edges.parquet").columns) == EDGE_COLUMNS
+    assert list(pd.read_parquet(root / "results/stats/tests.parquet").columns) == TEST_COLUMNS
+    for f in ("reports/index.html", "reports/metrics.json", "reports/plots/delta_by_window.csv"):
+        assert (root / f).is_file(), f
+    figures = sorted(p.name for p in (root / "reports/figures").glob("*.png"))
+    assert len(figures) == 6  # one per amygdala-mPFC edge
+    assert "report:" in out and "p_adj" in out
+
+
+def test_provenance_in_schema_metadata(ran_study):
+    root, _, _ = ran_study
+    prov = read_provenance(root / "results/connectivity/edges.parquet")
+    assert prov["stage"] == "connectivity"
+    assert prov["plugins"] == {"pearson": prov["fclab_version"]}
+    assert len(prov["params_hash"]) == 16 and prov["git_commit"]
+    assert any(k.endswith("timeseries.parquet") for k in prov["inputs"])
+    assert any(k.endswith("_bold.nii.gz") for k in read_provenance(root / "results/extract/run_qc.parquet")["inputs"])
+
+
+def test_planted_effect_found_and_nothing_else(ran_study):
+    """lmm finds the ketamine drop of amygdala-vmPFC at the peak window; unplanted edges stay null."""
+    root, _, _ = ran_study
+    truth = json.loads((root / "data/simulated/ground_truth.json").read_text())
+    planted = pd.DataFrame(truth["planted"])
+    ket = planted[planted["group"] == "ketamine"]
+    changed = {(r.roi_a, r.roi_b) for r in ket.itertuples() if abs(r.delta_r) > 1e-3}
+    assert changed == {("Left_Amygdala", "vmPFC"), ("Right_Amygdala", "vmPFC")}
+    peak = ket[ket["roi_b"] == "vmPFC"].sort_values("delta_r")["window"].iloc[0]
+
+    tests = pd.read_parquet(root / "results/stats/tests.parquet")
+    lmm = tests[tests["test"] == "lmm"]
+    for a in ("Left_Amygdala", "Right_Amygdala"):
+        row = lmm[(lmm["roi_a"] == a) & (lmm["roi_b"] == "vmPFC") & (lmm["window"] == peak)].iloc[0]
+        assert row["estimate"] < 0 and row["p_adj"] < 0.05, row.to_dict()
+        assert row["ci_high"] < 0
+    null = tests[[(a, b) not in changed for a, b in zip(tests["roi_a"], tests["roi_b"])]]
+    assert (null["p_adj"] >= 0.05).all(), null[null["p_adj"] < 0.05]
+
+
+def test_metrics_json_headline(ran_study):
+    root, _, _ = ran_study
+    metrics = json.loads((root / "reports/metrics.json").read_text())
+    assert metrics["n_per_group"] == {"ketamine": 8, "midazolam": 8}
+    assert metrics["excluded_runs"] == 0
+    assert set(metrics["edges"]) == {f"{a}~{b}" for a in ("Left_Amygdala", "Right_Amygdala")
+                                     for b in ("vmPFC", "dmPFC", "amPFC")}
+
+
+def test_two_runs_give_byte_identical_tables(ran_study):
+    import os
+
+    root, _, first = ran_study
+    old = os.getcwd()
+    os.chdir(root)
+    try:
+        code, _, err = run_cli("run")
+    finally:
+        os.chdir(old)
+    assert code == 0, err
+    for table, data in first.items():
+        assert (root / table).read_bytes() == data, table
+
+
+def test_html_escapes_names(ran_study, tmp_path):
+    from framework.report import render_html
+
+    html = render_html({"title": "<script>alert(1)</script>", "headline": "", "summary": [], "n_excluded": 0,
+                        "exclusions": [], "primary_test": "lmm", "correction": "holm", "figures": [],
+                        "families": [], "alpha": 0.05, "methods": "", "versions": {"fclab": "0"},
+                        "commit": "x", "data_version": "y"})
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
+
+
+def _copy_study(src: Path, dst: Path) -> Path:
+    shutil.copytree(src / "data", dst / "data")
+    write_params(dst, small_params())
+    return dst
+
+
+def test_corrupt_bold_names_file_and_leaves_no_output(small_study, tmp_path, in_dir):
+    work = _copy_study(small_study, tmp_path)
+    bold = sorted((work / "data/simulated/sub-03/func").glob("*run-2*_bold.nii.gz"))[0]
+    raw = bold.read_bytes()
+    bold.write_bytes(raw[: len(raw) // 2])  # a truncated .nii.gz
+    in_dir(work)
+    code, _, err = run_cli("extract")
+    assert code == 1
+    assert bold.name in err and len(err.strip().splitlines()) == 1
+    assert not (work / "results/extract").exists()
+
+
+def test_missing_input_directory(tmp_path, in_dir):
+    params = small_params()
+    params["extract"]["data"]["root"] = "no/such/dir"
+    write_params(tmp_path, params)
+    in_dir(tmp_path)
+    code, _, err = run_cli("extract")
+    assert code == 1 and "no/such/dir" in err
+    assert not (tmp_path / "results").exists()
+
+
+def test_missing_upstream_output(tmp_path, in_dir):
+    write_params(tmp_path, small_params())
+    in_dir(tmp_path)
+    code, _, err = run_cli("stats")
+    assert code == 1 and "edges.parquet" in err
+
+
+def test_extracted_signals_match_nilearn_maskers(ran_study):
+    """The extract stage's cleaned ROI signals equal nilearn's maskers with the same settings."""
+    from nilearn.interfaces.fmriprep import load_confounds_strategy
+    from nilearn.maskers import NiftiLabelsMasker, NiftiSpheresMasker
+
+    from framework.anatomy import ANDREWS_HANNA_2010_MPFC, max_probability_labels
+
+    root, _, _ = ran_study
+    ts = pd.read_parquet(root / "results/extract/timeseries.parquet")
+    bold = next((root / "data/simulated/sub-02/func").glob("*run-1*_bold.nii.gz"))
+    confounds, sample_mask = load_confounds_strategy(str(bold), denoise_strategy="simple")
+    kw = dict(detrend=True, standardize="zscore_sample", low_pass=0.08, high_pass=0.01, t_r=2.5)
+    labels_img, names = max_probability_labels("harvard_oxford", 25)
+    amy = [names.index("Left_Amygdala") + 1, names.index("Right_Amygdala") + 1]
+    from nilearn.image import math_img
+
+    sub_labels = math_img(f"np.where(img == {amy[0]}, 1, np.where(img == {amy[1]}, 2, 0))", img=labels_img)
+    labels = NiftiLabelsMasker(sub_labels, resampling_target="data", **kw).fit_transform(
+        str(bold), confounds=confounds)
+    spheres = NiftiSpheresMasker(list(ANDREWS_HANNA_2010_MPFC.values()), radius=8, **kw).fit_transform(
+        str(bold), confounds=confounds)
+    ours = ts[(ts["subject"] == "02") & (ts["run"] == "baseline")]
+    np.testing.assert_allclose(ours[["Left_Amygdala", "Right_Amygdala"]].to_numpy(), labels, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(ours[["vmPFC", "dmPFC", "amPFC"]].to_numpy(), spheres, rtol=1e-6, atol=1e-9)
+    assert pq.read_metadata(root / "results/extract/timeseries.parquet").num_rows == len(ts)

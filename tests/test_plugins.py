@@ -1,0 +1,194 @@
+"""Plugin discovery: built-ins, a real third-party distribution, broken and invalid plugins."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import run_cli, small_params, write_params
+from framework.errors import PluginError
+from framework.registry import DEFAULT_PLUGINS, Registry, get_registry, reset_registry
+
+DEMO_METRIC = '''
+import numpy as np
+from framework.contracts import Metric
+from framework.hookspecs import hookimpl
+
+
+class Anticorrelation(Metric):
+    """Minus the Pearson correlation: a toy metric to prove third-party discovery."""
+    name = "anticorrelation"
+    scale = "r"
+
+    def compute(self, ts):
+        x = ts - ts.mean(axis=-2, keepdims=True)
+        x = x / np.linalg.norm(x, axis=-2, keepdims=True)
+        return -(np.swapaxes(x, -1, -2) @ x)
+
+
+@hookimpl
+def register_metrics(register):
+    register(Anticorrelation)
+'''
+
+
+def make_distribution(site: Path, dist: str, version: str, entry_points: dict[str, str], modules: dict[str, str]):
+    """Write modules plus a dist-info with entry_points.txt, as pip would install them."""
+    for name, source in modules.items():
+        (site / f"{name}.py").write_text(textwrap.dedent(source))
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    eps = "\n".join(f"{k} = {v}" for k, v in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[fclab]\n{eps}\n")
+    files = [f"{name}.py,," for name in modules] + [f"{info.name}/{f},," for f in ("METADATA", "entry_points.txt")]
+    (info / "RECORD").write_text("\n".join(files) + "\n")
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    path = tmp_path / "site-packages"
+    path.mkdir()
+    monkeypatch.syspath_prepend(str(path))
+    monkeypatch.delenv("FCLAB_LOAD_PLUGINS", raising=False)
+    reset_registry()
+    return path
+
+
+def test_builtins_listed_with_kind_version_and_distribution():
+    code, out, _ = run_cli("plugins", "--all", "--json")
+    assert code == 0
+    rows = {(r["name"], r["kind"]): r for r in json.loads(out)}
+    assert {("atlas", "roi"), ("spheres", "roi"), ("pearson", "metric"), ("lmm", "test"),
+            ("change_welch", "test")} <= set(rows)
+    assert all(r["distribution"] == "fclab" for r in rows.values())
+    assert {r["module"] for r in rows.values()} <= set(DEFAULT_PLUGINS)
+
+
+def test_third_party_distribution_is_discovered_listed_and_used(site, small_study, tmp_path, in_dir):
+    make_distribution(site, "fclab-demo", "1.2.3", {"demo": "fclab_demo_metric"},
+                      {"fclab_demo_metric": DEMO_METRIC})
+    code, out, err = run_cli("plugins", "--json")
+    assert code == 0, err
+    listed = json.loads(out)
+    assert listed == [{"name": "anticorrelation", "kind": "metric", "version": "1.2.3",
+                       "distribution": "fclab-demo", "module": "fclab_demo_metric"}]
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "data").symlink_to(small_study / "data")
+    params = small_params()
+    params["connectivity"]["metrics"] = ["pearson", "anticorrelation"]
+    write_params(work, params)
+    in_dir(work)
+    for stage in ("extract", "connectivity"):
+        code, _, err = run_cli(stage)
+        assert code == 0, err
+    edges = pd.read_parquet(work / "results/connectivity/edges.parquet")
+    assert set(edges["metric"]) == {"pearson", "anticorrelation"}
+    ts = pd.read_parquet(work / "results/extract/timeseries.parquet")
+    one = edges[(edges["metric"] == "anticorrelation") & (edges["window"] == "baseline")].iloc[0]
+    sel = ts[(ts["subject"] == one["subject"]) & (ts["run"] == "baseline")]
+    expected = -np.corrcoef(sel[one["roi_a"]], sel[one["roi_b"]])[0, 1]
+    assert one["value"] == pytest.approx(expected, rel=1e-10)
+
+
+def test_selecting_no_external_plugins(site, monkeypatch):
+    make_distribution(site, "fclab-demo", "1.2.3", {"demo": "fclab_demo_metric"},
+                      {"fclab_demo_metric": DEMO_METRIC})
+    monkeypatch.setenv("FCLAB_LOAD_PLUGINS", "")
+    reset_registry()
+    assert "anticorrelation" not in get_registry().metrics()
+    monkeypatch.setenv("FCLAB_LOAD_PLUGINS", "demo")
+    reset_registry()
+    assert "anticorrelation" in get_registry().metrics()
+
+
+def test_broken_plugin_is_named_and_others_keep_working(site, small_study, tmp_path, in_dir):
+    make_distribution(site, "fclab-broken", "0.1", {"broken": "fclab_broken"},
+                      {"fclab_broken": "import not_a_real_module_xyz\n"})
+    code, out, err = run_cli("plugins", "--all")
+    assert code == 0
+    problems = [line for line in err.splitlines() if "broken" in line]
+    assert len(problems) == 1 and "not_a_real_module_xyz" in problems[0]
+    assert "pearson" in out
+    write_params(tmp_path, small_params())
+    in_dir(tmp_path)
+    code, out, err = run_cli("validate")
+    assert code == 0 and "'broken' failed to import" in err
+
+
+def test_register_rejects_wrong_base_class(site):
+    make_distribution(site, "fclab-bad", "0.1", {"bad": "fclab_bad"}, {"fclab_bad": '''
+        from framework.hookspecs import hookimpl
+
+        class NotAMetric:
+            name = "oops"
+
+        @hookimpl
+        def register_metrics(register):
+            register(NotAMetric)
+    '''})
+    with pytest.raises(PluginError, match="plugin 'bad'.*subclass of Metric"):
+        Registry()
+
+
+def test_register_rejects_duplicate_name(site):
+    make_distribution(site, "fclab-dup", "0.1", {"dup": "fclab_dup"}, {"fclab_dup": '''
+        from framework.hookspecs import hookimpl
+        from plugins.pearson import Pearson
+
+        class Again(Pearson):
+            pass
+
+        @hookimpl
+        def register_metrics(register):
+            register(Again)
+    '''})
+    with pytest.raises(PluginError, match="plugin 'dup'.*'pearson' is already registered"):
+        Registry()
+
+
+def test_register_requires_metric_scale(site):
+    make_distribution(site, "fclab-noscale", "0.1", {"noscale": "fclab_noscale"}, {"fclab_noscale": '''
+        from framework.contracts import Metric
+        from framework.hookspecs import hookimpl
+
+        class NoScale(Metric):
+            name = "noscale"
+
+        @hookimpl
+        def register_metrics(register):
+            register(NoScale)
+    '''})
+    with pytest.raises(PluginError, match="must declare its output scale"):
+        Registry()
+
+
+def test_register_commands_hook_adds_a_command(site):
+    make_distribution(site, "fclab-cmd", "0.1", {"cmd": "fclab_cmd"}, {"fclab_cmd": '''
+        from framework.hookspecs import hookimpl
+
+        @hookimpl
+        def register_commands(app):
+            @app.command()
+            def hello():
+                print("hello from a plugin")
+    '''})
+    import typer
+    from typer.testing import CliRunner
+
+    app = typer.Typer()
+
+    @app.command()
+    def noop():
+        pass
+
+    get_registry().add_commands(app)
+    result = CliRunner().invoke(app, ["hello"])
+    assert result.exit_code == 0 and "hello from a plugin" in result.stdout

@@ -1,0 +1,98 @@
+"""Test plugins and p-value adjustment against independent references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.formula.api as smf
+from scipy import special, stats as st
+
+from framework.contracts import Design
+from framework.stats import adjust
+from plugins.change_welch import ChangeWelch, hedges_g
+from plugins.lmm import Lmm
+
+WINDOWS = ("baseline", "w1", "w2", "w3")
+
+
+def random_edges(seed: int, n_ref=7, n_target=6, drop: int = 0) -> tuple[pd.DataFrame, Design]:
+    rng = np.random.default_rng(seed)
+    subjects = [f"{i:02d}" for i in range(n_ref + n_target)]
+    groups = ["ref"] * n_ref + ["target"] * n_target
+    rows = []
+    for s, g in zip(subjects, groups):
+        u = rng.normal(0, 0.3)
+        for k, w in enumerate(WINDOWS):
+            shift = -0.4 if (g == "target" and w == "w2") else 0.0
+            rows.append({"subject": s, "group": g, "window": w, "metric": "pearson", "roi_a": "A", "roi_b": "B",
+                         "value": 0.5 + 0.05 * k + u + shift + rng.normal(0, 0.2)})
+    edges = pd.DataFrame(rows)
+    if drop:
+        edges = edges.drop(index=rng.choice(edges.index[edges["window"] != "baseline"], drop, replace=False))
+    design = Design(("ref", "target"), "baseline", WINDOWS,
+                    pd.DataFrame({"subject": subjects, "group": groups}), alpha=0.05)
+    return edges.reset_index(drop=True), design
+
+
+@pytest.mark.parametrize("drop", [0, 5])
+def test_lmm_matches_statsmodels_formula_api(drop):
+    edges, design = random_edges(3, drop=drop)
+    ours = Lmm().run(edges, design).set_index("window")
+    model = smf.mixedlm("value ~ C(group, Treatment('ref')) * C(window, Treatment('baseline'))", edges,
+                        groups=edges["subject"])
+    ref = model.fit(reml=True)
+    for w in ("w1", "w2", "w3"):
+        name = f"C(group, Treatment('ref'))[T.target]:C(window, Treatment('baseline'))[T.{w}]"
+        assert ours.loc[w, "estimate"] == pytest.approx(ref.params[name], rel=1e-4)
+        assert ours.loc[w, "se"] == pytest.approx(ref.bse[name], rel=1e-3)
+    # Between-within df: 13 subjects x 4 windows - drop - 13 subjects - 6 within-subject effects.
+    assert (ours["df"] == 52 - drop - 13 - 6).all()
+    assert ours.loc["w2", "estimate"] < 0  # the planted -0.4
+
+
+def test_change_welch_matches_scipy_and_closed_form():
+    edges, design = random_edges(5)
+    out = ChangeWelch().run(edges, design).set_index("window")
+    wide = edges.pivot(index="subject", columns="window", values="value")
+    delta = wide["w2"] - wide["baseline"]
+    target = delta[design.subjects.set_index("subject")["group"] == "target"].to_numpy()
+    ref = delta[design.subjects.set_index("subject")["group"] == "ref"].to_numpy()
+    res = st.ttest_ind(target, ref, equal_var=False)
+    row = out.loc["w2"]
+    assert row["stat"] == pytest.approx(res.statistic, rel=1e-12)
+    assert row["p"] == pytest.approx(res.pvalue, rel=1e-12)
+    v1, v2 = target.var(ddof=1) / len(target), ref.var(ddof=1) / len(ref)
+    assert row["df"] == pytest.approx((v1 + v2) ** 2 / (v1**2 / (len(target) - 1) + v2**2 / (len(ref) - 1)))
+    assert row["estimate"] == pytest.approx(target.mean() - ref.mean())
+    assert row["ci_low"] < row["estimate"] < row["ci_high"]
+    assert row["effect_size_kind"] == "hedges_g"
+
+
+def test_hedges_g_against_exact_correction():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(1, 1, 9), rng.normal(0, 1.5, 12)
+    df = len(x) + len(y) - 2
+    pooled = np.sqrt(((len(x) - 1) * x.var(ddof=1) + (len(y) - 1) * y.var(ddof=1)) / df)
+    exact_j = np.exp(special.gammaln(df / 2) - special.gammaln((df - 1) / 2)) / np.sqrt(df / 2)
+    g, lo, hi = hedges_g(x, y)
+    assert g == pytest.approx(exact_j * (x.mean() - y.mean()) / pooled, rel=1e-3)
+    assert lo < g < hi
+
+
+def test_adjustment_against_hand_computed_values():
+    tests = pd.DataFrame({"test": "t", "metric": "m", "term": "x", "family": "confirmatory",
+                          "p": [0.01, 0.04, 0.03, 0.005]})
+    holm = adjust(tests, "holm")
+    np.testing.assert_allclose(holm["p_adj"], [0.03, 0.06, 0.06, 0.02])
+    bh = adjust(tests, "fdr_bh")
+    np.testing.assert_allclose(bh["p_adj"], [0.02, 0.04, 0.04, 0.02])
+    assert set(bh["adj_method"]) == {"fdr_bh"}
+
+
+def test_families_are_adjusted_separately():
+    tests = pd.DataFrame({"test": "t", "metric": "m", "term": "x",
+                          "family": ["confirmatory", "confirmatory", "exploratory", "exploratory"],
+                          "p": [0.01, 0.02, 0.01, 0.02]})
+    out = adjust(tests, "bonferroni")
+    np.testing.assert_allclose(out["p_adj"], [0.02, 0.04, 0.02, 0.04])

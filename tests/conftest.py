@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL_STUDY = {
     "simulate": {"n_ketamine": 8, "n_midazolam": 8, "baseline_duration_s": 600, "pre_onset_s": 30,
                  "infusion_duration_s": 1200, "effect_delta_r": 0.6, "effect_peak_min": 15,
-                 "effect_width_min": 3.0, "seed": 7},
+                 "effect_width_min": 3.0, "seed": 1},
     "windows": [{"name": "baseline", "run": "baseline"}] + [
         {"name": f"{lo}-{lo + 10}min", "run": "infusion", "event": "infusion", "start_min": lo, "end_min": lo + 10}
         for lo in (0, 10)

@@ -57,7 +57,12 @@ def test_provenance_in_schema_metadata(ran_study):
 
 
 def test_planted_effect_found_and_nothing_else(ran_study):
-    """lmm finds the ketamine drop of amygdala-vmPFC at the peak window; unplanted edges stay null."""
+    """lmm finds the ketamine drop of amygdala-vmPFC at the peak window; unplanted edges stay null.
+
+    This is one realisation (seed 1). Each family is FWER-controlled at 5 %, so on other seeds an
+    unplanted edge can cross p_adj < .05 by chance (seen on 2 of seeds 1, 2, 3, 4, 7); the false-positive
+    rate itself is checked by null calibration, not here.
+    """
     root, _, _ = ran_study
     truth = json.loads((root / "data/simulated/ground_truth.json").read_text())
     planted = pd.DataFrame(truth["planted"])
@@ -164,8 +169,14 @@ def test_extracted_signals_match_nilearn_maskers(ran_study):
     sub_labels = math_img(f"np.where(img == {amy[0]}, 1, np.where(img == {amy[1]}, 2, 0))", img=labels_img)
     labels = NiftiLabelsMasker(sub_labels, resampling_target="data", **kw).fit_transform(
         str(bold), confounds=confounds)
+    # NiftiSpheresMasker averages into an array of the image's dtype, so on int16 BOLD its sphere
+    # means are truncated to integers; give it the same data as float64 to compare the method.
+    import nibabel as nib
+
+    as_float = nib.load(bold)
+    as_float = nib.Nifti1Image(np.asarray(as_float.dataobj, dtype=np.float64), as_float.affine)
     spheres = NiftiSpheresMasker(list(ANDREWS_HANNA_2010_MPFC.values()), radius=8, **kw).fit_transform(
-        str(bold), confounds=confounds)
+        as_float, confounds=confounds)
     ours = ts[(ts["subject"] == "02") & (ts["run"] == "baseline")]
     np.testing.assert_allclose(ours[["Left_Amygdala", "Right_Amygdala"]].to_numpy(), labels, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(ours[["vmPFC", "dmPFC", "amPFC"]].to_numpy(), spheres, rtol=1e-6, atol=1e-9)

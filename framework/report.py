@@ -19,6 +19,7 @@ from framework import __version__  # noqa: E402
 from framework.io import atomic_path, write_json, write_text  # noqa: E402
 
 GROUP_COLOURS = ("#4c72b0", "#dd8452")  # reference, target
+SCALE_LABELS = {"fisher_z": "Fisher z", "r": "Pearson r"}
 PACKAGES = ("nilearn", "nibabel", "numpy", "pandas", "scipy", "statsmodels", "pyarrow", "pluggy", "dvc")
 
 
@@ -74,15 +75,18 @@ def delta_figure(summary: pd.DataFrame, tests: pd.DataFrame, a: str, b: str, gro
                     fmt="o-", color=colour, capsize=4, lw=1.8, label=f"{g} (n={int(s['n'].max())})")
     ax.axhline(0, color="0.5", lw=0.8, ls="--")
     t = tests[(tests["roi_a"] == a) & (tests["roi_b"] == b)].set_index("window")
-    top = summary[(summary["roi_a"] == a) & (summary["roi_b"] == b)]["ci_high"].max()
+    these = summary[(summary["roi_a"] == a) & (summary["roi_b"] == b)]
+    top, bottom = these["ci_high"].max(), these["ci_low"].min()
+    span = max(top - bottom, 1e-6)
+    ax.set_ylim(bottom - 0.05 * span, top + 0.18 * span)  # room for the significance marks
     for i, w in enumerate(windows):
         if w in t.index and t.loc[w, "p_adj"] < 0.05:
             p = t.loc[w, "p_adj"]
-            ax.annotate("***" if p < 0.001 else "**" if p < 0.01 else "*", (i, top), ha="center",
-                        va="bottom", fontsize=14)
+            ax.annotate("***" if p < 0.001 else "**" if p < 0.01 else "*", (i, top + 0.04 * span),
+                        ha="center", va="bottom", fontsize=14)
     ax.set_xticks(x, [w.replace("min", " min") for w in windows])
     ax.set_xlabel("Window after infusion onset")
-    ax.set_ylabel(f"Δ connectivity from baseline ({scale.replace('_', ' ')})")
+    ax.set_ylabel(f"Δ connectivity from baseline ({SCALE_LABELS.get(scale, scale)})")
     ax.set_title(edge_label(a, b))
     ax.legend(frameon=False, fontsize=9)
     ax.spines[["top", "right"]].set_visible(False)

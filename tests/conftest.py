@@ -84,4 +84,14 @@ def run_cli(*args, env=None):
     return result.exit_code, result.stdout, result.stderr
 
 
+def run_cli_in(directory: Path, *args):
+    """run_cli with ``directory`` as the working directory, restored afterwards."""
+    old = os.getcwd()
+    os.chdir(directory)
+    try:
+        return run_cli(*args)
+    finally:
+        os.chdir(old)
+
+
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")

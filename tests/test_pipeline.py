@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import run_cli, small_params, write_params
+from conftest import run_cli, run_cli_in, small_params, write_params
 from framework.connectivity import EDGE_COLUMNS
 from framework.io import read_provenance
 from framework.stats import TEST_COLUMNS
@@ -23,14 +23,7 @@ TABLES = ["results/extract/timeseries.parquet", "results/extract/roi_qc.parquet"
 @pytest.fixture(scope="session")
 def ran_study(small_study):
     """The small study after `fclab run`, plus the bytes of its tables from that first run."""
-    import os
-
-    old = os.getcwd()
-    os.chdir(small_study)
-    try:
-        code, out, err = run_cli("run")
-    finally:
-        os.chdir(old)
+    code, out, err = run_cli_in(small_study, "run")
     assert code == 0, err
     return small_study, out, {t: (small_study / t).read_bytes() for t in TABLES}
 
@@ -91,15 +84,8 @@ def test_metrics_json_headline(ran_study):
 
 
 def test_two_runs_give_byte_identical_tables(ran_study):
-    import os
-
     root, _, first = ran_study
-    old = os.getcwd()
-    os.chdir(root)
-    try:
-        code, _, err = run_cli("run")
-    finally:
-        os.chdir(old)
+    code, _, err = run_cli_in(root, "run")
     assert code == 0, err
     for table, data in first.items():
         assert (root / table).read_bytes() == data, table

@@ -64,6 +64,19 @@ def small_study(tmp_path_factory) -> Path:
     return directory
 
 
+TABLES = ["results/extract/timeseries.parquet", "results/extract/roi_qc.parquet",
+          "results/extract/run_qc.parquet", "results/connectivity/edges.parquet", "results/stats/tests.parquet"]
+
+
+@pytest.fixture(scope="session")
+def ran_study(small_study):
+    """The small study after `fclab run`, plus the bytes of its tables from that first run."""
+    code, out, err = run_cli_in(small_study, "run")
+    assert code == 0, err
+    return small_study, out, {t: (small_study / t).read_bytes() for t in TABLES}
+
+
+
 @pytest.fixture
 def in_dir(monkeypatch):
     def enter(directory: Path):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -25,7 +26,7 @@ def sh(*args, cwd):
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is required")
-def test_repro_noop_and_partial_rerun(tmp_path):
+def test_repro_noop_and_partial_rerun(tmp_path, ran_study):
     clone = tmp_path / "clone"
     sh("git", "clone", "--quiet", "--no-local", str(ROOT), str(clone), cwd=tmp_path)
     # The working tree may hold changes not yet committed: test what is here, not only HEAD.
@@ -39,6 +40,10 @@ def test_repro_noop_and_partial_rerun(tmp_path):
     first = sh("dvc", "repro", cwd=clone)
     for stage in ("simulate", "extract", "connectivity", "stats", "report"):
         assert f"Running stage '{stage}'" in first
+    # `dvc repro` and `fclab run` (the ran_study fixture, same params) give the same tables.
+    for table in ("results/connectivity/edges.parquet", "results/stats/tests.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(clone / table), pd.read_parquet(ran_study[0] / table))
+
     second = sh("dvc", "repro", cwd=clone)
     assert "Running stage" not in second and "up to date" in second
 

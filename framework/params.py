@@ -197,6 +197,9 @@ def validate(raw: dict, source: str | Path = "params.yaml") -> Params:
         for i, spec in enumerate(specs):
             name, opts = plugin_spec(spec, f"{key}[{i}]")
             cls = registry.get(kind, name, f"{key}[{i}]")
+            if kind == "metric" and not cls.symmetric:
+                # edges.parquet keeps roi_a < roi_b only: an asymmetric metric would lose half its values.
+                raise ParamsError(f"{key}[{i}]: {name!r} is not symmetric, which edges.parquet cannot hold yet")
             try:
                 cls.Params.model_validate(opts)
             except ValidationError as exc:

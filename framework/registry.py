@@ -54,20 +54,19 @@ def _selected_external() -> set[str] | None:
 class Registry:
     """Loads plugins once and answers "which ROI sets / metrics / tests exist" by kind."""
 
-    def __init__(self, external: bool = True):
+    def __init__(self):
         self.pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
         self.pm.add_hookspecs(hookspecs)
         self.load_errors: list[str] = []
         self._dists: dict[str, str] = {}  # module name -> distribution name
         for module_name in DEFAULT_PLUGINS:
             self._load(module_name, lambda m=module_name: importlib.import_module(m), "fclab")
-        if external:
-            wanted = _selected_external()
-            for ep in md.entry_points(group=ENTRY_POINT_GROUP):
-                if wanted is not None and ep.name not in wanted:
-                    continue
-                dist = ep.dist.name if ep.dist is not None else "?"
-                self._load(ep.name, ep.load, dist)
+        wanted = _selected_external()
+        for ep in md.entry_points(group=ENTRY_POINT_GROUP):
+            if wanted is not None and ep.name not in wanted:
+                continue
+            dist = ep.dist.name if ep.dist is not None else "?"
+            self._load(ep.name, ep.load, dist)
         self._classes = {kind: self._collect(kind) for kind in KINDS}
 
     def _load(self, name, loader, dist):

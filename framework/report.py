@@ -106,7 +106,7 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def methods_text(provs: dict[str, dict], tests_used: list[str], correction: str, confirmatory, alpha) -> str:
+def methods_text(provs: dict[str, dict], correction: str, confirmatory, alpha) -> str:
     ex, co, stt = provs["extract"], provs["connectivity"], provs["stats"]
     versions = package_versions()
     plugins = {**ex.get("plugins", {}), **co.get("plugins", {}), **stt.get("plugins", {})}

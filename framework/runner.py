@@ -10,7 +10,7 @@ import pandas as pd
 from framework.connectivity import build_metrics, connectivity
 from framework.contracts import Plugin
 from framework.errors import DataError
-from framework.extract import extract, read_participants
+from framework.extract import extract
 from framework.io import (
     file_digest, git_commit, provenance, read_parquet, read_provenance, write_json, write_parquet, write_text,
 )
@@ -45,7 +45,7 @@ def stage_simulate(params: Params, jobs: int | None = None) -> Path:
 
 def stage_extract(params: Params, jobs: int | None = None) -> None:
     p = params.extract
-    ts, roi_qc, run_qc, events, digests, plugins = extract(p, n_jobs=jobs or default_jobs())
+    ts, roi_qc, run_qc, events, participants, digests, plugins = extract(p, n_jobs=jobs or default_jobs())
     d = p.denoise
     band = (f"band-pass filtered between {d.high_pass_hz} and {d.low_pass_hz} Hz (Butterworth)"
             if d.high_pass_hz and d.low_pass_hz else "not band-pass filtered")
@@ -64,7 +64,6 @@ def stage_extract(params: Params, jobs: int | None = None) -> None:
     write_parquet(roi_qc, EXTRACT_DIR / "roi_qc.parquet", prov)
     write_parquet(run_qc, EXTRACT_DIR / "run_qc.parquet", prov)
     write_parquet(events, EXTRACT_DIR / "events.parquet", prov)
-    participants = read_participants(p.data)
     write_parquet(participants, EXTRACT_DIR / "participants.parquet", prov)
 
 
@@ -162,8 +161,7 @@ def stage_report(params: Params) -> Path:
         "summary": group_rows, "n_excluded": len(excl), "exclusions": excl.to_dict("records"),
         "primary_test": rp_params.primary_test, "correction": sp.correction, "figures": figures,
         "families": fams, "alpha": sp.alpha,
-        "methods": rp.methods_text(provs, [t for t in tests["test"].unique()], sp.correction,
-                                   sp.confirmatory, sp.alpha),
+        "methods": rp.methods_text(provs, sp.correction, sp.confirmatory, sp.alpha),
         "versions": rp.package_versions(), "commit": git_commit(),
         "data_version": file_digest(paths["timeseries"]),
     }

@@ -143,8 +143,8 @@ def _motion(rng, T, p: SimulateParams):
 
 
 def _derivative(x):
-    d = np.diff(x, axis=0, prepend=np.nan)
-    return d
+    """Backward difference with NaN in the first row, as fMRIPrep's *_derivative1 columns."""
+    return np.diff(x, axis=0, prepend=np.nan)
 
 
 def _cosines(T, tr):

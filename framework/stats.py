@@ -63,7 +63,11 @@ def run_stats(p: StatsParams, edges: pd.DataFrame, windows: list[str], tests: li
     edges = edges[edges["group"].isin(p.groups)]
     design = make_design(p, edges, windows)
     frames = []
+    available = set(edges.columns) | set(design.subjects.columns)
     for test in tests:
+        missing = [c for c in test.requires if c not in available]
+        if missing:
+            raise DataError(f"stats.tests: {test.name!r} needs column(s) {', '.join(missing)}, not in the data")
         res = test.run(edges, design)
         if res.empty:
             continue

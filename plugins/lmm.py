@@ -48,7 +48,7 @@ class Lmm(StatTest):
     def fit_edge(self, frame: pd.DataFrame, design: Design):
         frame = frame.dropna(subset=["value"])
         X = design_matrix(frame, design)
-        X = X.loc[:, X.any(axis=0) | (X.columns == "intercept")]  # a window no subject has is dropped
+        X = X.loc[:, X.any(axis=0)]  # a window no subject has is dropped
         model = MixedLM(frame["value"].to_numpy(), X, groups=frame["subject"].to_numpy())
         with warnings.catch_warnings():
             # A subject variance at the boundary (zero) is a legitimate REML answer, not a failure.

@@ -123,8 +123,8 @@ def test_broken_plugin_is_named_and_others_keep_working(site, small_study, tmp_p
     assert code == 0 and "'broken' failed to import" in err
 
 
-def test_register_rejects_wrong_base_class(site):
-    make_distribution(site, "fclab-bad", "0.1", {"bad": "fclab_bad"}, {"fclab_bad": '''
+BAD_PLUGINS = {
+    "wrong_base": ("""
         from framework.hookspecs import hookimpl
 
         class NotAMetric:
@@ -133,13 +133,8 @@ def test_register_rejects_wrong_base_class(site):
         @hookimpl
         def register_metrics(register):
             register(NotAMetric)
-    '''})
-    with pytest.raises(PluginError, match="plugin 'bad'.*subclass of Metric"):
-        Registry()
-
-
-def test_register_rejects_duplicate_name(site):
-    make_distribution(site, "fclab-dup", "0.1", {"dup": "fclab_dup"}, {"fclab_dup": '''
+    """, "plugin 'wrong_base'.*subclass of Metric"),
+    "duplicate": ("""
         from framework.hookspecs import hookimpl
         from plugins.pearson import Pearson
 
@@ -149,13 +144,8 @@ def test_register_rejects_duplicate_name(site):
         @hookimpl
         def register_metrics(register):
             register(Again)
-    '''})
-    with pytest.raises(PluginError, match="plugin 'dup'.*'pearson' is already registered"):
-        Registry()
-
-
-def test_register_requires_metric_scale(site):
-    make_distribution(site, "fclab-noscale", "0.1", {"noscale": "fclab_noscale"}, {"fclab_noscale": '''
+    """, "plugin 'duplicate'.*'pearson' is already registered"),
+    "no_scale": ("""
         from framework.contracts import Metric
         from framework.hookspecs import hookimpl
 
@@ -165,9 +155,27 @@ def test_register_requires_metric_scale(site):
         @hookimpl
         def register_metrics(register):
             register(NoScale)
-    '''})
-    with pytest.raises(PluginError, match="must declare its output scale"):
+    """, "plugin 'no_scale'.*must declare its output scale"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_PLUGINS))
+def test_register_rejects_contract_breaches(site, name):
+    source, message = BAD_PLUGINS[name]
+    make_distribution(site, f"fclab-{name}", "0.1", {name: f"fclab_{name}"}, {f"fclab_{name}": source})
+    with pytest.raises(PluginError, match=message):
         Registry()
+
+
+def test_asymmetric_metric_is_refused_before_work(site, tmp_path, in_dir):
+    make_distribution(site, "fclab-asym", "0.1", {"asym": "fclab_asym"}, {"fclab_asym": DEMO_METRIC.replace(
+        'scale = "r"', 'scale = "r"\n    symmetric = False')})
+    params = small_params()
+    params["connectivity"]["metrics"] = ["anticorrelation"]
+    write_params(tmp_path, params)
+    in_dir(tmp_path)
+    code, _, err = run_cli("validate")
+    assert code == 2 and "connectivity.metrics[0]: 'anticorrelation' is not symmetric" in err
 
 
 def test_register_commands_hook_adds_a_command(site):

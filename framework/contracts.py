@@ -70,16 +70,41 @@ class RoiSet(Plugin):
 class Metric(Plugin):
     """A connectivity metric over the ROI signals of one or more equal-length windows.
 
-    ``compute`` takes an array of shape (..., T, R) and returns (..., R, R). ``scale`` names what
-    the values are (``fisher_z``, ``r``, ...), so statistics and plots can label them.
+    ``compute(ts, tr)`` takes an array of shape (..., T, R) and the repetition time in seconds, and
+    returns (..., R, R); a metric with more than one output returns a dict mapping output names to
+    such arrays ("" for the main output, e.g. ``{"": peak_r, "lag_s": lag}``), with the extra outputs'
+    scales in ``extra_scales``. Values that cannot be computed are NaN.
+
+    ``scale`` names what the values are (``fisher_z``, ``r``, ...) so statistics and plots can label
+    them. ``symmetric`` promises M[i, j] == M[j, i] (an extra output may instead be antisymmetric,
+    which ``antisymmetric_outputs`` lists); only i < j is stored. ``affine_invariant`` promises the
+    values do not change when an ROI signal is multiplied by a positive constant or shifted.
+    A metric with ``group_fit`` is fitted once, by ``fit``, on the windows ``reference_windows``
+    names before ``compute`` runs.
     """
 
     kind = "metric"
     scale: ClassVar[str] = ""
+    extra_scales: ClassVar[dict[str, str]] = {}
+    antisymmetric_outputs: ClassVar[tuple[str, ...]] = ()
     symmetric: ClassVar[bool] = True
+    affine_invariant: ClassVar[bool] = False
+    group_fit: ClassVar[bool] = False
 
-    def compute(self, ts: np.ndarray) -> np.ndarray:  # pragma: no cover - interface
+    def problem(self, n_volumes: int, tr: float) -> str | None:
+        """Why a window of ``n_volumes`` cannot be computed (it then gets a missing value and this
+        reason), or None when it can."""
+        return None if n_volumes >= 3 else f"{self.name} needs at least 3 volumes"
+
+    def fit(self, windows: list[np.ndarray], tr: float) -> None:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def compute(self, ts: np.ndarray, tr: float):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def outputs(self) -> dict[str, str]:
+        """Output name ("" for the main one) -> scale."""
+        return {"": self.scale, **self.extra_scales}
 
 
 @dataclass(frozen=True)

@@ -83,34 +83,93 @@ class ExtractParams(Section):
     denoise: DenoiseParams = Field(default_factory=DenoiseParams)
 
 
+def _span(spec, lo_min, hi_min, lo_s, hi_s) -> tuple[float | None, float | None]:
+    """Bounds in seconds from either the *_min or the *_s pair; (None, None) for the whole run."""
+    if (lo_min is not None or hi_min is not None) and (lo_s is not None or hi_s is not None):
+        raise ValueError(f"window {spec!r}: give bounds in minutes or in seconds, not both")
+    lo, hi = (lo_min, hi_min) if lo_s is None and hi_s is None else (lo_s, hi_s)
+    scale = 60.0 if lo_s is None and hi_s is None else 1.0
+    if (lo is None) != (hi is None):
+        raise ValueError(f"window {spec!r}: give both a start and an end, or neither for the whole run")
+    if lo is None:
+        return None, None
+    if hi <= lo:
+        raise ValueError(f"window {spec!r}: the end must be after the start")
+    return lo * scale, hi * scale
+
+
 class WindowSpec(Section):
+    """A fixed window: the whole run, or [start, end) relative to the run start or an event onset."""
+
     name: str
     run: str
     event: str | None = None  # times are relative to this event's onset; None: to the run start
-    start_min: float | None = None  # None with end_min None: the whole run
+    start_min: float | None = None
     end_min: float | None = None
+    start_s: float | None = None
+    end_s: float | None = None
 
     @model_validator(mode="after")
     def _bounds(self):
-        if (self.start_min is None) != (self.end_min is None):
-            raise ValueError("give both start_min and end_min, or neither for the whole run")
-        if self.start_min is not None and self.end_min <= self.start_min:
-            raise ValueError(f"window {self.name!r}: end_min must be after start_min")
+        _span(self.name, self.start_min, self.end_min, self.start_s, self.end_s)
         return self
+
+    def bounds_s(self) -> tuple[float | None, float | None]:
+        return _span(self.name, self.start_min, self.end_min, self.start_s, self.end_s)
+
+
+class SlidingSpec(Section):
+    """Sliding windows of ``length_s`` every ``step_s`` over a span of a run (default: all of it)."""
+
+    name: str
+    run: str
+    event: str | None = None
+    start_min: float | None = None
+    end_min: float | None = None
+    start_s: float | None = None
+    end_s: float | None = None
+    length_s: float = Field(gt=0)
+    step_s: float = Field(gt=0)
+    taper: Literal["none", "hann", "tukey"] = "none"
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        lo, hi = _span(self.name, self.start_min, self.end_min, self.start_s, self.end_s)
+        if lo is not None and hi - lo < self.length_s:
+            raise ValueError(f"sliding window {self.name!r}: the span is shorter than length_s")
+        return self
+
+    def bounds_s(self) -> tuple[float | None, float | None]:
+        return _span(self.name, self.start_min, self.end_min, self.start_s, self.end_s)
 
 
 class ConnectivityParams(Section):
     windows: list[WindowSpec] = Field(min_length=2)
+    sliding: list[SlidingSpec] = Field(default_factory=list)
+    allow_overlap: bool = False  # may fixed windows on the same run overlap?
+    min_volumes: int = Field(20, ge=2)  # fewer clean volumes: a missing value, with the reason
+    equalize: bool = False  # subsample every fixed window to the same clean-volume count
+    equalize_volumes: int | None = Field(None, ge=2)  # None: the smallest count of any fixed window
+    equalize_contiguous: bool = True  # one contiguous block (keeps autocorrelation) or scattered volumes
+    seed: int = 0
     metrics: list[PluginSpec] = Field(min_length=1)
 
-    @field_validator("windows")
-    @classmethod
-    def _unique(cls, v):
-        names = [w.name for w in v]
-        dup = {n for n in names if names.count(n) > 1}
+    @model_validator(mode="after")
+    def _names_and_overlap(self):
+        names = [w.name for w in self.windows] + [s.name for s in self.sliding]
+        dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
-            raise ValueError(f"duplicate window names: {sorted(dup)}")
-        return v
+            raise ValueError(f"duplicate window names: {dup}")
+        if not self.allow_overlap:
+            for i, a in enumerate(self.windows):
+                for b in self.windows[i + 1:]:
+                    if a.run != b.run or a.event != b.event:
+                        continue  # different references: checked against the data
+                    (a0, a1), (b0, b1) = a.bounds_s(), b.bounds_s()
+                    if a0 is None or b0 is None or (a0 < b1 and b0 < a1):
+                        raise ValueError(f"windows {a.name!r} and {b.name!r} overlap (set allow_overlap: true "
+                                         "to permit it)")
+        return self
 
 
 class StatsParams(Section):
@@ -218,6 +277,11 @@ def _cross_checks(p: Params) -> None:
             raise ParamsError(
                 f"connectivity.windows[{i}].run: {w.run!r} is not a run in extract.data.runs "
                 f"({', '.join(runs)})"
+            )
+    for i, w in enumerate(p.connectivity.sliding):
+        if w.run not in runs:
+            raise ParamsError(
+                f"connectivity.sliding[{i}].run: {w.run!r} is not a run in extract.data.runs ({', '.join(runs)})"
             )
     names = [w.name for w in p.connectivity.windows]
     if p.stats.baseline_window not in names:

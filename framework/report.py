@@ -96,6 +96,45 @@ def delta_figure(summary: pd.DataFrame, tests: pd.DataFrame, a: str, b: str, gro
     plt.close(fig)
 
 
+def sliding_course(edges: pd.DataFrame, events: pd.DataFrame, spec: dict, groups, alpha) -> pd.DataFrame:
+    """Mean and CI across subjects per group, edge and window centre (minutes after the event)."""
+    sl = edges[edges["window"] == spec["name"]].copy()
+    zero = 0.0
+    if spec.get("event"):
+        onset = events[(events["run"] == spec["run"]) & (events["trial_type"] == spec["event"])]
+        sl = sl.merge(onset[["subject", "onset_s"]], on="subject", how="left")
+        zero = sl["onset_s"]
+    sl["centre_min"] = ((sl["window_start_s"] + sl["window_end_s"]) / 2 - zero) / 60.0
+    sl["centre_min"] = sl["centre_min"].round(4)
+    rows = []
+    for (a, b, g, c), frame in sl.groupby(["roi_a", "roi_b", "group", "centre_min"], sort=True):
+        if g not in groups:
+            continue
+        m, lo, hi, n = mean_ci(frame["value"].to_numpy(), alpha)
+        rows.append({"edge": f"{a}~{b}", "roi_a": a, "roi_b": b, "group": g, "centre_min": c,
+                     "mean": m, "ci_low": lo, "ci_high": hi, "n": n})
+    return pd.DataFrame(rows, columns=["edge", "roi_a", "roi_b", "group", "centre_min", "mean", "ci_low",
+                                       "ci_high", "n"])
+
+
+def course_figure(course: pd.DataFrame, a: str, b: str, groups, scale: str, spec: dict, path) -> None:
+    fig, ax = plt.subplots(figsize=(6.0, 3.6), dpi=150)
+    for g, colour in zip(groups, GROUP_COLOURS):
+        s = course[(course["roi_a"] == a) & (course["roi_b"] == b) & (course["group"] == g)]
+        ax.fill_between(s["centre_min"], s["ci_low"], s["ci_high"], color=colour, alpha=0.25, lw=0)
+        ax.plot(s["centre_min"], s["mean"], color=colour, lw=1.8, label=f"{g} (n={int(s['n'].max())})")
+    ref = f"{spec['event']} onset" if spec.get("event") else "run start"
+    ax.set_xlabel(f"Window centre (min from {ref})")
+    ax.set_ylabel(f"Sliding-window connectivity ({SCALE_LABELS.get(scale, scale)})")
+    ax.set_title(edge_label(a, b))
+    ax.legend(frameon=False, fontsize=9)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
 def package_versions() -> dict[str, str]:
     out = {"fclab": __version__}
     for name in PACKAGES:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from framework.connectivity import build_metrics, connectivity
+from framework.connectivity import build_metrics, connectivity, output_scales
 from framework.contracts import Plugin
 from framework.errors import DataError
 from framework.extract import extract
@@ -68,10 +68,24 @@ def stage_extract(params: Params, jobs: int | None = None) -> None:
 
 
 def _window_text(w) -> str:
-    if w.start_min is None:
+    lo, hi = w.bounds_s()
+    if lo is None:
         return f"{w.name} (the whole {w.run} run)"
     ref = f"after {w.event} onset" if w.event else "from the run start"
-    return f"{w.name} ({w.start_min:g}–{w.end_min:g} min {ref})"
+    return f"{w.name} ({lo / 60:g}–{hi / 60:g} min {ref})"
+
+
+def _connectivity_methods(p, metrics) -> str:
+    text = (f"Connectivity was computed per subject in the windows {'; '.join(_window_text(w) for w in p.windows)}"
+            f", each needing at least {p.min_volumes} clean volumes")
+    if p.equalize:
+        how = "one contiguous block" if p.equalize_contiguous else "randomly chosen volumes"
+        size = p.equalize_volumes or "the smallest window's count"
+        text += f", subsampled to the same number of clean volumes ({size}; {how}, seed {p.seed})"
+    for s in p.sliding:
+        taper = "" if s.taper == "none" else f", {s.taper} taper"
+        text += f"; and in sliding windows '{s.name}' of {s.length_s:g} s every {s.step_s:g} s{taper}"
+    return text + f", with {'; '.join(m.describe() for m in metrics)}."
 
 
 def stage_connectivity(params: Params) -> None:
@@ -82,12 +96,10 @@ def stage_connectivity(params: Params) -> None:
     metrics = build_metrics(p)
     edges = connectivity(p, ts, run_qc, events, metrics, participants["subject"].tolist())
     prov = provenance("connectivity", section_hash(p), _plugin_versions(metrics), _digests(*inputs))
-    prov["methods"] = (
-        f"Connectivity was computed per subject in the windows {'; '.join(_window_text(w) for w in p.windows)}, "
-        f"with {'; '.join(m.describe() for m in metrics)}."
-    )
-    prov["scales"] = {m.name: m.scale for m in metrics}
+    prov["methods"] = _connectivity_methods(p, metrics)
+    prov["scales"] = output_scales(metrics)
     prov["windows"] = [w.name for w in p.windows]
+    prov["sliding"] = [{"name": s.name, "run": s.run, "event": s.event} for s in p.sliding]
     write_parquet(edges, CONNECTIVITY_DIR / "edges.parquet", prov)
 
 
@@ -98,6 +110,7 @@ def stage_stats(params: Params) -> None:
     path = CONNECTIVITY_DIR / "edges.parquet"
     edges = read_parquet(path)
     windows = read_provenance(path).get("windows") or list(dict.fromkeys(edges["window"]))
+    edges = edges[edges["window"].isin(windows)]  # sliding windows are for time courses, not tests
     tests = build_tests(p)
     result = run_stats(p, edges, windows, tests)
     prov = provenance("stats", section_hash(p), _plugin_versions(tests), _digests(path))
@@ -123,7 +136,7 @@ def stage_report(params: Params) -> Path:
     windows = provs["connectivity"].get("windows") or list(dict.fromkeys(edges["window"]))
     infusion_windows = [w for w in windows if w != sp.baseline_window]
     groups = list(sp.groups)
-    edges_m = edges[edges["metric"] == metric]
+    edges_m = edges[(edges["metric"] == metric) & edges["window"].isin(windows)]
     delta = rp.change_from_baseline(edges_m, sp.baseline_window)
     summary = rp.delta_summary(delta, groups, infusion_windows, sp.alpha)
     primary = tests[(tests["test"] == rp_params.primary_test) & (tests["metric"] == metric)]
@@ -139,6 +152,20 @@ def stage_report(params: Params) -> Path:
         name = f"delta_{rp.slug(a)}__{rp.slug(b)}.png"
         rp.delta_figure(summary, primary, a, b, groups, infusion_windows, scale, REPORT_DIR / "figures" / name)
         figures.append({"src": f"figures/{name}", "alt": f"Change from baseline, {rp.edge_label(a, b)}"})
+
+    courses = []
+    sliding = provs["connectivity"].get("sliding") or []
+    if sliding:
+        spec = sliding[0]
+        events = read_parquet(EXTRACT_DIR / "events.parquet")
+        course = rp.sliding_course(edges[edges["metric"] == metric], events, spec, groups, sp.alpha)
+        for a, b in course[["roi_a", "roi_b"]].drop_duplicates().itertuples(index=False):
+            name = f"course_{rp.slug(a)}__{rp.slug(b)}.png"
+            rp.course_figure(course, a, b, groups, scale, spec, REPORT_DIR / "figures" / name)
+            courses.append({"src": f"figures/{name}", "alt": f"Sliding-window course, {rp.edge_label(a, b)}"})
+        write_text(REPORT_DIR / "plots" / "sliding_course.csv",
+                   course[["edge", "group", "centre_min", "mean", "ci_low", "ci_high", "n"]].to_csv(
+                       index=False, float_format="%.6g"))
 
     plot_csv = summary[["edge", "group", "window", "window_mid_min", "mean_delta", "ci_low", "ci_high", "n"]]
     write_text(REPORT_DIR / "plots" / "delta_by_window.csv", plot_csv.to_csv(index=False, float_format="%.6g"))
@@ -160,6 +187,7 @@ def stage_report(params: Params) -> Path:
         "headline": headline(primary, sp.alpha),
         "summary": group_rows, "n_excluded": len(excl), "exclusions": excl.to_dict("records"),
         "primary_test": rp_params.primary_test, "correction": sp.correction, "figures": figures,
+        "courses": courses,
         "families": fams, "alpha": sp.alpha,
         "methods": rp.methods_text(provs, sp.correction, sp.confirmatory, sp.alpha),
         "versions": rp.package_versions(), "commit": git_commit(),

@@ -32,6 +32,7 @@ def small_params() -> dict:
     p = default_params()
     p["simulate"].update(SMALL_STUDY["simulate"])
     p["connectivity"]["windows"] = SMALL_STUDY["windows"]
+    p["connectivity"]["sliding"][0].update(end_min=20)
     return p
 
 

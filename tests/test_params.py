@@ -49,7 +49,7 @@ def test_unknown_plugin_lists_available(tmp_path, in_dir):
     code, err = _run_with(tmp_path, in_dir, lambda p: p["connectivity"]["metrics"].append("pearsn"))
     assert code == 2
     assert "connectivity.metrics[1]" in err and "'pearsn'" in err
-    assert "available: pearson" in err
+    assert "available: coherence, covariance, lagged, mtd, partial, pearson, precision, spearman, tangent" in err
 
 
 def test_unknown_plugin_option(tmp_path, in_dir):

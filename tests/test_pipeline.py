@@ -21,10 +21,11 @@ def test_outputs_have_the_documented_columns(ran_study):
     root, out, _ = ran_study
     assert list(pd.read_parquet(root / "results/connectivity/edges.parquet").columns) == EDGE_COLUMNS
     assert list(pd.read_parquet(root / "results/stats/tests.parquet").columns) == TEST_COLUMNS
-    for f in ("reports/index.html", "reports/metrics.json", "reports/plots/delta_by_window.csv"):
+    for f in ("reports/index.html", "reports/metrics.json", "reports/plots/delta_by_window.csv",
+              "reports/plots/sliding_course.csv"):
         assert (root / f).is_file(), f
-    figures = sorted(p.name for p in (root / "reports/figures").glob("*.png"))
-    assert len(figures) == 6  # one per amygdala-mPFC edge
+    assert len(list((root / "reports/figures").glob("delta_*.png"))) == 6  # one per amygdala-mPFC edge
+    assert len(list((root / "reports/figures").glob("course_*.png"))) == 10  # one per ROI pair
     assert "report:" in out and "p_adj" in out
 
 

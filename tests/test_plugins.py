@@ -25,7 +25,7 @@ class Anticorrelation(Metric):
     name = "anticorrelation"
     scale = "r"
 
-    def compute(self, ts):
+    def compute(self, ts, tr):
         x = ts - ts.mean(axis=-2, keepdims=True)
         x = x / np.linalg.norm(x, axis=-2, keepdims=True)
         return -(np.swapaxes(x, -1, -2) @ x)

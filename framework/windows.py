@@ -1,0 +1,82 @@
+"""Windows: where each fixed and sliding window lies in each subject's runs, and which volumes it uses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.signal import get_window
+
+from framework.errors import DataError, ParamsError
+from framework.params import ConnectivityParams
+
+CUT_COLUMNS = ["subject", "group", "run", "window", "kind", "window_start_s", "window_end_s", "tr_s"]
+
+
+def _zero(run, event, onsets, what) -> float:
+    if event is None:
+        return 0.0
+    key = (run.subject, run.run, event)
+    if key not in onsets:
+        raise DataError(f"sub-{run.subject} run {run.run!r}: no {event!r} event (needed by window {what!r})")
+    return onsets[key]
+
+
+def resolve(p: ConnectivityParams, run_qc: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
+    """One row per subject and window (fixed and sliding), with bounds in seconds from the run start."""
+    onsets = {(r.subject, r.run, r.trial_type): r.onset_s for r in events.itertuples()}
+    rows = []
+    for run in run_qc.itertuples():
+        duration = run.n_volumes * run.tr_s
+        base = {"subject": run.subject, "group": run.group, "run": run.run, "tr_s": run.tr_s}
+        fixed = []
+        for w in p.windows:
+            if w.run != run.run:
+                continue
+            zero = _zero(run, w.event, onsets, w.name)
+            lo, hi = w.bounds_s()
+            start, end = (0.0, duration) if lo is None else (zero + lo, zero + hi)
+            _inside(start, end, duration, run, w.name)
+            fixed.append((w.name, start, end))
+            rows.append({**base, "window": w.name, "kind": "fixed", "window_start_s": start, "window_end_s": end})
+        if not p.allow_overlap:
+            for i, (a, a0, a1) in enumerate(fixed):
+                for b, b0, b1 in fixed[i + 1:]:
+                    if a0 < b1 - 1e-9 and b0 < a1 - 1e-9:
+                        raise ParamsError(f"connectivity.windows: {a!r} and {b!r} overlap in sub-{run.subject} "
+                                          "(set allow_overlap: true to permit it)")
+        for s in p.sliding:
+            if s.run != run.run:
+                continue
+            zero = _zero(run, s.event, onsets, s.name)
+            lo, hi = s.bounds_s()
+            span0, span1 = (zero, duration) if lo is None else (zero + lo, zero + hi)
+            _inside(span0, span1, duration, run, s.name)
+            n = int(np.floor((span1 - span0 - s.length_s) / s.step_s + 1e-9)) + 1
+            for k in range(max(n, 0)):
+                start = span0 + k * s.step_s
+                rows.append({**base, "window": s.name, "kind": "sliding", "window_start_s": start,
+                             "window_end_s": start + s.length_s})
+    return pd.DataFrame(rows, columns=CUT_COLUMNS)
+
+
+def _inside(start, end, duration, run, name):
+    if start < -1e-9 or end > duration + 1e-6:
+        raise ParamsError(
+            f"connectivity: window {name!r} ({start:g}-{end:g} s) lies outside run {run.run!r} of "
+            f"sub-{run.subject} (0-{duration:g} s)"
+        )
+
+
+def subsample(n: int, target: int, rng: np.random.Generator, contiguous: bool) -> np.ndarray:
+    """Indices of ``target`` of ``n`` volumes: one contiguous block, or scattered volumes in order."""
+    if contiguous:
+        start = int(rng.integers(0, n - target + 1))
+        return np.arange(start, start + target)
+    return np.sort(rng.choice(n, size=target, replace=False))
+
+
+def taper(kind: str, n: int) -> np.ndarray | None:
+    """Per-volume weights for a sliding window (None for a plain rectangle)."""
+    if kind == "none":
+        return None
+    return get_window("hann" if kind == "hann" else ("tukey", 0.5), n, fftbins=False)

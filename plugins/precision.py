@@ -1,0 +1,34 @@
+"""Metric plugin ``precision``: the inverse of the (Ledoit-Wolf by default) covariance.
+
+A singular covariance (for example an empirical estimate with fewer volumes than ROIs) gives
+missing values rather than numbers from an ill-posed inverse.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from framework.contracts import Metric, PluginParams
+from framework.hookspecs import hookimpl
+from framework.linalg import COVARIANCE_ESTIMATORS, inverse_spd
+
+
+class Precision(Metric):
+    name = "precision"
+    scale = "precision"
+
+    class Params(PluginParams):
+        estimator: Literal["ledoit_wolf", "empirical"] = "ledoit_wolf"
+
+    def compute(self, ts: np.ndarray, tr: float) -> np.ndarray:
+        return inverse_spd(COVARIANCE_ESTIMATORS[self.params.estimator](ts))
+
+    def describe(self) -> str:
+        return f"precision (inverse {self.params.estimator.replace('_', '-')} covariance)"
+
+
+@hookimpl
+def register_metrics(register):
+    register(Precision)

@@ -1,4 +1,10 @@
-"""Stage ``connectivity``: cut each subject's time series into windows and apply every metric."""
+"""Stage ``connectivity``: cut each subject's time series into windows and apply every metric.
+
+Windows are index ranges into each run's (T × R) array of clean volumes. Plain windows go to the
+metric's ``compute_ranges`` run by run (one batched call, or running sums for overlapping sliding
+windows); equalised or tapered windows, which are no longer plain ranges, go to ``compute`` stacked
+by length. The edges table is assembled from integer codes, one row per window × edge.
+"""
 
 from __future__ import annotations
 
@@ -36,109 +42,182 @@ def output_scales(metrics: list[Metric]) -> dict[str, str]:
     return {output_name(m, k): scale for m in metrics for k, scale in m.outputs().items()}
 
 
-def cut_windows(p: ConnectivityParams, timeseries: pd.DataFrame, cuts: pd.DataFrame, rois: list[str],
-                subject_order: list[str]):
-    """The (T × R) array of every window and the reason it has no value ("" when it has one)."""
-    by_run = {key: g for key, g in timeseries.groupby(["subject", "run"], sort=False)}
-    arrays, reasons = [], []
-    for c in cuts.itertuples(index=False):
-        run_ts = by_run.get((c.subject, c.run))
-        if run_ts is None:
-            raise DataError(f"sub-{c.subject}: no time series for run {c.run!r}")
-        t = run_ts["time_s"].to_numpy()
-        sel = (t >= c.window_start_s - 1e-9) & (t < c.window_end_s - 1e-9)
-        arrays.append(run_ts.loc[sel, rois].to_numpy(dtype=np.float64))
-        n = int(sel.sum())
-        reasons.append(f"{n} clean volumes, fewer than min_volumes ({p.min_volumes})" if n < p.min_volumes else "")
-    fixed = (cuts["kind"] == "fixed").to_numpy()
-    if p.equalize:
-        counts = [a.shape[0] for a, ok, f in zip(arrays, reasons, fixed) if f and not ok]
-        target = p.equalize_volumes or (min(counts) if counts else 0)
+class Reasons:
+    """Why values are missing, as integer codes into a list of distinct messages (-1: none)."""
+
+    def __init__(self):
+        self.messages: list[str] = []
+        self._index: dict[str, int] = {}
+
+    def code(self, message: str) -> int:
+        if message not in self._index:
+            self._index[message] = len(self.messages)
+            self.messages.append(message)
+        return self._index[message]
+
+
+class Windows:
+    """Every window of every subject: its run, volume range, and any replaced (subsampled/tapered) data."""
+
+    def __init__(self, p: ConnectivityParams, timeseries: pd.DataFrame, run_qc, events, subject_order):
+        self.rois = [c for c in timeseries.columns if c not in TIMESERIES_KEYS]
+        cuts = resolve(p, run_qc, events)
+        names = [w.name for w in p.windows] + [s.name for s in p.sliding]
         sub_index = {s: i for i, s in enumerate(subject_order)}
-        win_index = {w.name: i for i, w in enumerate(p.windows)}
-        for i, c in enumerate(cuts.itertuples(index=False)):
-            if not fixed[i] or reasons[i]:
-                continue
-            n = arrays[i].shape[0]
-            if n < target:
-                reasons[i] = f"{n} clean volumes, fewer than equalize_volumes ({target})"
-            elif n > target:
-                # A seed per (study seed, subject, window): stable whatever else is in the study.
-                rng = np.random.default_rng([p.seed, sub_index.get(c.subject, 0), win_index[c.window]])
-                arrays[i] = arrays[i][subsample(n, target, rng, p.equalize_contiguous)]
-    spec = {s.name: s for s in p.sliding}
-    for i, c in enumerate(cuts.itertuples(index=False)):
-        if c.kind == "sliding" and not reasons[i]:
-            w = taper(spec[c.window].taper, arrays[i].shape[0])
+        # Stable order: subject as in participants.tsv, window as listed, then time.
+        cuts["_s"] = cuts["subject"].map(sub_index)
+        cuts["_w"] = cuts["window"].map({w: i for i, w in enumerate(names)})
+        self.cuts = cuts.sort_values(["_s", "_w", "window_start_s"], kind="stable").reset_index(drop=True)
+        self.runs = {}
+        for key, g in timeseries.groupby(["subject", "run"], sort=False):
+            self.runs[key] = (g[self.rois].to_numpy(dtype=np.float64), g["time_s"].to_numpy())
+        n = len(self.cuts)
+        self.start = np.zeros(n, dtype=np.int64)
+        self.stop = np.zeros(n, dtype=np.int64)
+        for i, c in enumerate(self.cuts.itertuples(index=False)):
+            if (c.subject, c.run) not in self.runs:
+                raise DataError(f"sub-{c.subject}: no time series for run {c.run!r}")
+            t = self.runs[(c.subject, c.run)][1]
+            self.start[i] = np.searchsorted(t, c.window_start_s - 1e-9, side="left")
+            self.stop[i] = np.searchsorted(t, c.window_end_s - 1e-9, side="left")
+        self.replaced: dict[int, np.ndarray] = {}  # window index -> data that is not a plain range
+        self.reasons = Reasons()
+        self.reason = np.full(n, -1, dtype=np.int32)
+        counts = self.stop - self.start
+        for i in np.flatnonzero(counts < p.min_volumes):
+            self.reason[i] = self.reasons.code(f"{counts[i]} clean volumes, fewer than min_volumes ({p.min_volumes})")
+        fixed = (self.cuts["kind"] == "fixed").to_numpy()
+        if p.equalize:
+            self._equalize(p, fixed, sub_index, {w.name: i for i, w in enumerate(p.windows)})
+        spec = {s.name: s for s in p.sliding}
+        for i in np.flatnonzero(~fixed & (self.reason < 0)):
+            w = taper(spec[self.cuts.at[i, "window"]].taper, self.stop[i] - self.start[i])
             if w is not None:  # Allen et al. (2014): the centred window is multiplied by the taper
-                arrays[i] = (arrays[i] - arrays[i].mean(axis=0)) * w[:, None]
-    return arrays, reasons
+                arr = self.data(i)
+                self.replaced[i] = (arr - arr.mean(axis=0)) * w[:, None]
+
+    def _equalize(self, p, fixed, sub_index, win_index):
+        counts = self.stop - self.start
+        ok = fixed & (self.reason < 0)
+        target = p.equalize_volumes or (int(counts[ok].min()) if ok.any() else 0)
+        for i in np.flatnonzero(ok):
+            n = counts[i]
+            if n < target:
+                self.reason[i] = self.reasons.code(f"{n} clean volumes, fewer than equalize_volumes ({target})")
+            elif n > target:
+                c = self.cuts.iloc[i]
+                # A seed per (study seed, subject, window): stable whatever else is in the study.
+                rng = np.random.default_rng([p.seed, sub_index.get(c["subject"], 0), win_index[c["window"]]])
+                self.replaced[i] = self.data(i)[subsample(n, target, rng, p.equalize_contiguous)]
+
+    def data(self, i: int) -> np.ndarray:
+        if i in self.replaced:
+            return self.replaced[i]
+        return self.runs[(self.cuts.at[i, "subject"], self.cuts.at[i, "run"])][0][self.start[i]:self.stop[i]]
+
+    def n_volumes(self) -> np.ndarray:
+        n = self.stop - self.start
+        for i, arr in self.replaced.items():
+            n[i] = arr.shape[0]
+        return n
+
+    def constant_rois(self) -> np.ndarray:
+        """(n_windows, R): ROIs whose signal does not vary within the window."""
+        out = np.zeros((len(self.cuts), len(self.rois)), dtype=bool)
+        for i in range(len(self.cuts)):
+            arr = self.data(i)
+            if arr.shape[0]:
+                out[i] = np.ptp(arr, axis=0) == 0
+        return out
 
 
-def _apply(metric: Metric, arrays, reasons, trs, cuts: pd.DataFrame):
-    """{output name: (n_windows, R, R) values}, and each window's reason for this metric."""
-    own = list(reasons)
-    for i, arr in enumerate(arrays):
-        if not own[i]:
-            own[i] = metric.problem(arr.shape[0], trs[i]) or ""
+def _apply(metric: Metric, win: Windows, n_volumes: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """{output name: (n_windows, R, R)} and each window's reason code for this metric."""
+    trs = win.cuts["tr_s"].to_numpy()
+    reason = win.reason.copy()
+    for i in np.flatnonzero(reason < 0):
+        problem = metric.problem(int(n_volumes[i]), float(trs[i]))
+        if problem:
+            reason[i] = win.reasons.code(problem)
+    ok = reason < 0
     if metric.group_fit:
-        ref = [arrays[i] for i, w in enumerate(cuts["window"]) if w in metric.params.reference_windows and not own[i]]
+        ref = [win.data(i) for i in np.flatnonzero(ok & win.cuts["window"].isin(metric.params.reference_windows))]
         if not ref:
             raise DataError(f"{metric.name}: no usable reference window ({', '.join(metric.params.reference_windows)})")
         metric.fit(ref, float(np.median(trs)))
-    R = arrays[0].shape[1]
-    out = {k: np.full((len(arrays), R, R), np.nan) for k in metric.outputs()}
-    groups = defaultdict(list)  # equal length and TR: one batched call each
-    for i, arr in enumerate(arrays):
-        if not own[i]:
-            groups[(arr.shape[0], trs[i])].append(i)
-    for (_, tr), idx in groups.items():
-        res = metric.compute(np.stack([arrays[i] for i in idx]), tr)
+    R = len(win.rois)
+    out = {k: np.full((len(win.cuts), R, R), np.nan) for k in metric.outputs()}
+
+    def store(idx, res):
         res = res if isinstance(res, dict) else {"": res}
         for k, v in res.items():
             out[k][idx] = v
-    return out, own
+
+    plain = defaultdict(list)  # (subject, run) -> windows that are plain ranges of that run
+    replaced = defaultdict(list)  # (length, TR) -> windows with replaced data
+    for i in np.flatnonzero(ok):
+        c = win.cuts.iloc[i]
+        if i in win.replaced:
+            replaced[(win.replaced[i].shape[0], trs[i])].append(i)
+        else:
+            plain[(c["subject"], c["run"])].append(i)
+    for key, idx in plain.items():
+        idx = np.array(idx)
+        store(idx, metric.compute_ranges(win.runs[key][0], win.start[idx], win.stop[idx], float(trs[idx[0]])))
+    for (_, tr), idx in replaced.items():
+        store(np.array(idx), metric.compute(np.stack([win.replaced[i] for i in idx]), float(tr)))
+    return out, reason
 
 
 def connectivity(p: ConnectivityParams, timeseries: pd.DataFrame, run_qc: pd.DataFrame,
                  events: pd.DataFrame, metrics: list[Metric], subject_order: list[str]) -> pd.DataFrame:
-    rois = [c for c in timeseries.columns if c not in TIMESERIES_KEYS]
-    cuts = resolve(p, run_qc, events)
-    arrays, reasons = cut_windows(p, timeseries, cuts, rois, subject_order)
-    trs = cuts["tr_s"].to_numpy()
-    iu = np.triu_indices(len(rois), 1)
-    roi_a, roi_b = np.array(rois)[iu[0]], np.array(rois)[iu[1]]
-    # Edges touching an ROI that is constant in a window have no value, whatever the metric.
-    constant = np.array([np.ptp(a, axis=0) == 0 if a.shape[0] else np.zeros(len(rois), bool) for a in arrays])
-    meta = cuts.loc[cuts.index.repeat(iu[0].size)].reset_index(drop=True)
-    meta["n_volumes"] = np.repeat([a.shape[0] for a in arrays], iu[0].size)
-    frames = []
+    win = Windows(p, timeseries, run_qc, events, subject_order)
+    W, R = len(win.cuts), len(win.rois)
+    iu = np.triu_indices(R, 1)
+    E = iu[0].size
+    n_volumes = win.n_volumes()
+    constant = win.constant_rois()
+    touches = constant[:, iu[0]] | constant[:, iu[1]]  # (W, E)
+    const_codes = np.full((W, E), -1, dtype=np.int32)
+    for w, e in zip(*np.nonzero(touches)):
+        bad = [win.rois[k] for k in (iu[0][e], iu[1][e]) if constant[w, k]]
+        const_codes[w, e] = win.reasons.code(f"constant signal in {', '.join(bad)}")
+
+    names, values, reasons = [], [], []
     for metric in metrics:
-        values, own = _apply(metric, arrays, reasons, trs, cuts)
-        why = np.repeat(np.array(own, dtype=object), iu[0].size).reshape(len(arrays), -1)
-        flat_const = constant[:, iu[0]] | constant[:, iu[1]]
-        for w, e in zip(*np.nonzero(flat_const & (why == ""))):
-            bad = [r for r, c in zip((roi_a[e], roi_b[e]), constant[w, [iu[0][e], iu[1][e]]]) if c]
-            why[w, e] = f"constant signal in {', '.join(bad)}"
-        for key, mats in values.items():
-            frame = meta.copy()
-            frame["metric"] = output_name(metric, key)
-            frame["roi_a"] = np.tile(roi_a, len(arrays))
-            frame["roi_b"] = np.tile(roi_b, len(arrays))
+        out, reason = _apply(metric, win, n_volumes)
+        codes = np.where(const_codes >= 0, const_codes, reason[:, None])
+        undefined = win.reasons.code(f"{metric.name} is not defined for this window")
+        for key, mats in out.items():
             vals = mats[:, iu[0], iu[1]]
-            reason = why.copy()
-            reason[(reason == "") & ~np.isfinite(vals)] = f"{metric.name} is not defined for this window"
-            vals[reason != ""] = np.nan
-            frame["value"] = vals.ravel()
-            frame["reason"] = [r or None for r in reason.ravel()]
-            frames.append(frame)
-    edges = pd.concat(frames, ignore_index=True)
-    order = [output_name(m, k) for m in metrics for k in m.outputs()]
-    names = [w.name for w in p.windows] + [s.name for s in p.sliding]
-    # Stable order: metric as listed, subject as in participants.tsv, window as listed, then time, edge.
-    edges["_m"] = edges["metric"].map({m: i for i, m in enumerate(order)})
-    edges["_s"] = edges["subject"].map({s: i for i, s in enumerate(subject_order)})
-    edges["_w"] = edges["window"].map({w: i for i, w in enumerate(names)})
-    edges = edges.sort_values(["_m", "_s", "_w", "window_start_s"], kind="stable")
-    edges["n_volumes"] = edges["n_volumes"].astype(np.int32)
-    return edges[EDGE_COLUMNS].reset_index(drop=True)
+            c = np.where((codes < 0) & ~np.isfinite(vals), undefined, codes)
+            vals[c >= 0] = np.nan
+            names.append(output_name(metric, key))
+            values.append(vals.ravel())
+            reasons.append(c.ravel())
+
+    M = len(names)
+    cuts = win.cuts
+
+    def per_window(col):  # window-level column -> categorical over all rows
+        cats, codes = np.unique(cuts[col].to_numpy().astype(str), return_inverse=True)
+        return pd.Categorical.from_codes(np.tile(np.repeat(codes, E), M), categories=cats)
+
+    used = sorted(set(np.concatenate(reasons)) - {-1})
+    remap = np.full(len(win.reasons.messages) + 1, -1, dtype=np.int32)
+    remap[used] = np.arange(len(used))
+    reason_codes = remap[np.concatenate(reasons)]
+    edges = pd.DataFrame({
+        "subject": per_window("subject"),
+        "group": per_window("group"),
+        "window": per_window("window"),
+        "window_start_s": np.tile(np.repeat(cuts["window_start_s"].to_numpy(), E), M),
+        "window_end_s": np.tile(np.repeat(cuts["window_end_s"].to_numpy(), E), M),
+        "n_volumes": np.tile(np.repeat(n_volumes.astype(np.int32), E), M),
+        "metric": pd.Categorical.from_codes(np.repeat(np.arange(M), W * E), categories=names),
+        "roi_a": pd.Categorical.from_codes(np.tile(iu[0], W * M), categories=win.rois),
+        "roi_b": pd.Categorical.from_codes(np.tile(iu[1], W * M), categories=win.rois),
+        "value": np.concatenate(values),
+        "reason": pd.Categorical.from_codes(reason_codes, categories=[win.reasons.messages[k] for k in used]),
+    })
+    return edges[EDGE_COLUMNS]

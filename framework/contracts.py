@@ -102,6 +102,24 @@ class Metric(Plugin):
     def compute(self, ts: np.ndarray, tr: float):  # pragma: no cover - interface
         raise NotImplementedError
 
+    def compute_ranges(self, ts: np.ndarray, starts: np.ndarray, stops: np.ndarray, tr: float):
+        """Values for the windows ``ts[starts[k]:stops[k]]`` of one run's (T × R) series.
+
+        The default stacks windows of equal length and calls ``compute``; a metric with a faster
+        route over many overlapping windows (running sums, say) overrides it.
+        """
+        lengths = stops - starts
+        out = None
+        for n in np.unique(lengths):
+            idx = np.flatnonzero(lengths == n)
+            res = self.compute(ts[starts[idx, None] + np.arange(n)], tr)
+            res = res if isinstance(res, dict) else {"": res}
+            if out is None:
+                out = {k: np.full((len(starts),) + v.shape[1:], np.nan) for k, v in res.items()}
+            for k, v in res.items():
+                out[k][idx] = v
+        return out
+
     def outputs(self) -> dict[str, str]:
         """Output name ("" for the main one) -> scale."""
         return {"": self.scale, **self.extra_scales}

@@ -104,6 +104,10 @@ def provenance(stage: str, params_hash: str, plugins: dict[str, str], inputs: di
 def write_parquet(df: pd.DataFrame, path: str | Path, prov: dict) -> None:
     """Write ``df`` atomically, without the index, with ``prov`` in the schema metadata."""
     table = pa.Table.from_pandas(df, preserve_index=False)
+    # Categorical columns (built that way for speed) are stored as plain strings, so readers get
+    # ordinary columns back; Parquet's own dictionary encoding keeps the file small.
+    fields = [pa.field(f.name, f.type.value_type) if pa.types.is_dictionary(f.type) else f for f in table.schema]
+    table = table.cast(pa.schema(fields, metadata=table.schema.metadata))
     meta = dict(table.schema.metadata or {})
     meta[PROVENANCE_KEY] = json.dumps(prov, sort_keys=True).encode()
     table = table.replace_schema_metadata(meta)

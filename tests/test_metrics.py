@@ -167,3 +167,21 @@ def test_metric_properties(args):
             for key, mat in base.items():
                 np.testing.assert_allclose(moved[key][:, off], mat[:, off], rtol=1e-7, atol=1e-9,
                                            err_msg=f"{metric.name}{key} not scale/offset invariant")
+
+
+@pytest.mark.parametrize("metric", _instances(), ids=lambda m: m.name)
+def test_compute_ranges_equals_compute_per_window(metric):
+    run = windows(n=1, T=160, R=4, seed=5)[0]
+    starts, stops = np.array([0, 20, 50, 0]), np.array([100, 120, 150, 130])
+    if metric.group_fit:
+        metric.fit([run[:100], run[60:160]], TR)
+    ranged = metric.compute_ranges(run, starts, stops, TR)
+    for k, (a, b) in enumerate(zip(starts, stops)):
+        single = _run_plain(metric, run[a:b][None])
+        for key, mat in single.items():
+            np.testing.assert_allclose(ranged[key][k], mat[0], rtol=1e-10, atol=1e-12)
+
+
+def _run_plain(metric, ts):
+    out = metric.compute(ts, TR)
+    return out if isinstance(out, dict) else {"": out}

@@ -87,13 +87,7 @@ def delta_figure(summary: pd.DataFrame, tests: pd.DataFrame, a: str, b: str, gro
     ax.set_xticks(x, [w.replace("min", " min") for w in windows])
     ax.set_xlabel("Window after infusion onset")
     ax.set_ylabel(f"Δ connectivity from baseline ({SCALE_LABELS.get(scale, scale)})")
-    ax.set_title(edge_label(a, b))
-    ax.legend(frameon=False, fontsize=9)
-    ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    finish_figure(fig, ax, edge_label(a, b), path)
 
 
 def sliding_course(edges: pd.DataFrame, events: pd.DataFrame, spec: dict, groups, alpha) -> pd.DataFrame:
@@ -126,7 +120,12 @@ def course_figure(course: pd.DataFrame, a: str, b: str, groups, scale: str, spec
     ref = f"{spec['event']} onset" if spec.get("event") else "run start"
     ax.set_xlabel(f"Window centre (min from {ref})")
     ax.set_ylabel(f"Sliding-window connectivity ({SCALE_LABELS.get(scale, scale)})")
-    ax.set_title(edge_label(a, b))
+    finish_figure(fig, ax, edge_label(a, b), path)
+
+
+def finish_figure(fig, ax, title: str, path) -> None:
+    """Shared styling, then an atomic PNG write."""
+    ax.set_title(title)
     ax.legend(frameon=False, fontsize=9)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()

@@ -109,10 +109,11 @@ def stage_stats(params: Params) -> None:
     p = params.stats
     path = CONNECTIVITY_DIR / "edges.parquet"
     edges = read_parquet(path)
-    windows = read_provenance(path).get("windows") or list(dict.fromkeys(edges["window"]))
+    upstream = read_provenance(path)
+    windows = upstream.get("windows") or list(dict.fromkeys(edges["window"]))
     edges = edges[edges["window"].isin(windows)]  # sliding windows are for time courses, not tests
     tests = build_tests(p)
-    result = run_stats(p, edges, windows, tests)
+    result = run_stats(p, edges, windows, tests, upstream.get("scales"))
     prov = provenance("stats", section_hash(p), _plugin_versions(tests), _digests(path))
     ref, target = p.groups
     prov["methods"] = (

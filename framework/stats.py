@@ -11,7 +11,7 @@ from framework.errors import DataError
 from framework.params import StatsParams, plugin_spec
 from framework.registry import get_registry
 
-TEST_COLUMNS = RESULT_COLUMNS + ["family"]
+TEST_COLUMNS = RESULT_COLUMNS + ["family", "scale"]
 
 
 def build_tests(p: StatsParams) -> list[StatTest]:
@@ -59,7 +59,8 @@ def adjust(tests: pd.DataFrame, method: str) -> pd.DataFrame:
     return tests
 
 
-def run_stats(p: StatsParams, edges: pd.DataFrame, windows: list[str], tests: list[StatTest]) -> pd.DataFrame:
+def run_stats(p: StatsParams, edges: pd.DataFrame, windows: list[str], tests: list[StatTest],
+              scales: dict[str, str] | None = None) -> pd.DataFrame:
     edges = edges[edges["group"].isin(p.groups)]
     design = make_design(p, edges, windows)
     frames = []
@@ -80,6 +81,7 @@ def run_stats(p: StatsParams, edges: pd.DataFrame, windows: list[str], tests: li
         if col not in out.columns:
             out[col] = None if col in ("effect_size_kind",) else np.nan
     out["family"] = families(out, p.confirmatory)
+    out["scale"] = out["metric"].map(scales or {}).fillna("unknown")  # what the estimates are in
     out = adjust(out, p.correction)
     out["n"] = out["n"].astype(np.int32)
     return out[TEST_COLUMNS].reset_index(drop=True)

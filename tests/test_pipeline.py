@@ -20,7 +20,9 @@ from framework.stats import TEST_COLUMNS
 def test_outputs_have_the_documented_columns(ran_study):
     root, out, _ = ran_study
     assert list(pd.read_parquet(root / "results/connectivity/edges.parquet").columns) == EDGE_COLUMNS
-    assert list(pd.read_parquet(root / "results/stats/tests.parquet").columns) == TEST_COLUMNS
+    tests = pd.read_parquet(root / "results/stats/tests.parquet")
+    assert list(tests.columns) == TEST_COLUMNS
+    assert set(tests["scale"]) == {"fisher_z"}  # declared by the pearson metric
     for f in ("reports/index.html", "reports/metrics.json", "reports/plots/delta_by_window.csv",
               "reports/plots/sliding_course.csv"):
         assert (root / f).is_file(), f

@@ -134,6 +134,47 @@ class Design:
     windows: tuple[str, ...]  # every window in analysis order, baseline first
     subjects: pd.DataFrame  # one row per subject: subject, group and any covariates
     alpha: float = 0.05  # for confidence intervals
+    covariates: tuple[str, ...] = ()  # columns of ``subjects`` that enter models as covariates
+
+    @property
+    def effect_windows(self) -> list[str]:
+        return [w for w in self.windows if w != self.baseline_window]
+
+    def check(self, test: str, min_per_group: int = 2) -> None:
+        """Raise a one-line DataError naming ``test`` when the design cannot be estimated."""
+        from framework.errors import DataError
+
+        counts = self.subjects["group"].value_counts()
+        for g in self.groups:
+            if counts.get(g, 0) < min_per_group:
+                raise DataError(f"stats.tests: {test}: group {g!r} has {counts.get(g, 0)} subject(s); "
+                                f"at least {min_per_group} are needed")
+
+    def covariate_matrix(self, test: str) -> tuple[np.ndarray, list[str]]:
+        """Centred subject-level covariates (dummy-coded when categorical) and their names."""
+        from framework.errors import DataError
+
+        cols, names = [], []
+        for c in self.covariates:
+            x = self.subjects[c]
+            if x.isna().all():
+                raise DataError(f"stats.tests: {test}: covariate {c!r} is missing for every subject")
+            if x.isna().any():
+                bad = ", ".join(self.subjects.loc[x.isna(), "subject"].astype(str))
+                raise DataError(f"stats.tests: {test}: covariate {c!r} is missing for subject(s) {bad}")
+            if x.nunique() < 2:
+                raise DataError(f"stats.tests: {test}: covariate {c!r} is constant ({x.iloc[0]!r})")
+            if pd.api.types.is_numeric_dtype(x) and not pd.api.types.is_bool_dtype(x):
+                cols.append(x.to_numpy(float) - x.to_numpy(float).mean())
+                names.append(c)
+            else:
+                levels = sorted(x.astype(str).unique())
+                for lev in levels[1:]:
+                    d = (x.astype(str) == lev).to_numpy(float)
+                    cols.append(d - d.mean())
+                    names.append(f"{c}[{lev}]")
+        S = len(self.subjects)
+        return (np.column_stack(cols) if cols else np.zeros((S, 0))), names
 
 
 class StatTest(Plugin):
@@ -149,7 +190,7 @@ class StatTest(Plugin):
 RESULT_COLUMNS = [
     "test", "metric", "roi_a", "roi_b", "window", "term", "estimate", "se", "stat", "df", "p",
     "p_adj", "adj_method", "ci_low", "ci_high", "n", "effect_size", "effect_size_kind",
-    "effect_size_ci_low", "effect_size_ci_high",
+    "effect_size_ci_low", "effect_size_ci_high", "reason",
 ]
 
 KINDS: dict[str, type[Plugin]] = {"roi": RoiSet, "metric": Metric, "test": StatTest}

@@ -179,10 +179,14 @@ class StatsParams(Section):
     correction: Literal["holm", "fdr_bh", "bonferroni"] = "holm"
     alpha: float = Field(0.05, gt=0, lt=1)
     confirmatory: list[tuple[str, str]] = Field(default_factory=list)
+    # Subject-level covariates for the models that take them (lmm, lmm_reference, ancova): columns of
+    # participants.tsv, or mean_fd (the subject's mean framewise displacement over its runs).
+    covariates: list[str] = Field(default_factory=list)
 
 
 class ReportParams(Section):
     primary_test: str = "lmm"
+    primary_term: str = "group:window"  # the contrast the figures mark and the headline reports
     metric: str | None = None  # which metric the figures show; None: the first one
 
 

@@ -33,6 +33,7 @@ DEFAULT_PLUGINS = (
     "plugins.lagged",
     "plugins.mtd",
     "plugins.lmm",
+    "plugins.lmm_reference",
     "plugins.change_welch",
 )
 ENTRY_POINT_GROUP = "fclab"

@@ -182,6 +182,7 @@ def metrics_payload(tests: pd.DataFrame, primary: str, metric: str, n_per_group:
             "p_adj": round(r.p_adj, 8),
         }
     return {
-        "test": primary, "metric": metric, "n_per_group": n_per_group,
+        "test": primary, "metric": metric, "term": str(tests["term"].iloc[0]) if len(tests) else None,
+        "n_per_group": n_per_group,
         "excluded_runs": int(run_qc["excluded"].sum()), "edges": edges,
     }

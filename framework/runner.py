@@ -104,7 +104,7 @@ def stage_connectivity(params: Params) -> None:
 
 
 def stage_stats(params: Params) -> None:
-    from framework.stats import build_tests, run_stats
+    from framework.stats import build_tests, run_stats, subject_table
 
     p = params.stats
     path = CONNECTIVITY_DIR / "edges.parquet"
@@ -113,12 +113,15 @@ def stage_stats(params: Params) -> None:
     windows = upstream.get("windows") or list(dict.fromkeys(edges["window"]))
     edges = edges[edges["window"].isin(windows)]  # sliding windows are for time courses, not tests
     tests = build_tests(p)
-    result = run_stats(p, edges, windows, tests, upstream.get("scales"))
+    subjects = subject_table(read_parquet(EXTRACT_DIR / "participants.parquet"),
+                             read_parquet(EXTRACT_DIR / "run_qc.parquet"))
+    result = run_stats(p, edges, windows, tests, upstream.get("scales"), subjects)
     prov = provenance("stats", section_hash(p), _plugin_versions(tests), _digests(path))
     ref, target = p.groups
     prov["methods"] = (
         f"Group differences ({target} − {ref}) in the change from the {p.baseline_window} window were "
         f"tested with {'; and '.join(t.describe() for t in tests)}."
+        + (f" Models with covariates adjusted for {', '.join(p.covariates)} (centred)." if p.covariates else "")
     )
     write_parquet(result, STATS_DIR / "tests.parquet", prov)
 
@@ -140,9 +143,11 @@ def stage_report(params: Params) -> Path:
     edges_m = edges[(edges["metric"] == metric) & edges["window"].isin(windows)]
     delta = rp.change_from_baseline(edges_m, sp.baseline_window)
     summary = rp.delta_summary(delta, groups, infusion_windows, sp.alpha)
-    primary = tests[(tests["test"] == rp_params.primary_test) & (tests["metric"] == metric)]
+    primary = tests[(tests["test"] == rp_params.primary_test) & (tests["metric"] == metric)
+                    & (tests["term"] == rp_params.primary_term)]
     if primary.empty:
-        raise DataError(f"{paths['tests']}: no rows for test {rp_params.primary_test!r} and metric {metric!r}")
+        raise DataError(f"{paths['tests']}: no rows for test {rp_params.primary_test!r}, metric {metric!r} "
+                        f"and term {rp_params.primary_term!r}")
 
     figures = []
     shown = sp.confirmatory or list(edges_m[["roi_a", "roi_b"]].drop_duplicates().itertuples(index=False))
@@ -173,7 +178,7 @@ def stage_report(params: Params) -> Path:
 
     n_per_group = run_qc.drop_duplicates("subject")["group"].value_counts().sort_index().to_dict()
     n_per_group = {k: int(v) for k, v in n_per_group.items()}
-    write_json(REPORT_DIR / "metrics.json", rp.metrics_payload(tests, rp_params.primary_test, metric, n_per_group, run_qc))
+    write_json(REPORT_DIR / "metrics.json", rp.metrics_payload(primary, rp_params.primary_test, metric, n_per_group, run_qc))
 
     group_rows = []
     for g, frame in run_qc.groupby("group", sort=True):
@@ -224,7 +229,8 @@ def headline_lines(n: int = 3) -> list[str]:
     """The report's top results as short lines, for the end of `fclab run`."""
     tests = read_parquet(STATS_DIR / "tests.parquet")
     metrics = pd.read_json(REPORT_DIR / "metrics.json", typ="series")
-    primary = tests[(tests["test"] == metrics["test"]) & (tests["metric"] == metrics["metric"])]
+    primary = tests[(tests["test"] == metrics["test"]) & (tests["metric"] == metrics["metric"])
+                    & (tests["term"] == metrics["term"])]
     pool = primary[primary["family"] == "confirmatory"]
     pool = (pool if not pool.empty else primary).sort_values(["p_adj", "p"]).head(n)
     return [f"{r.roi_a} – {r.roi_b} {r.window}: estimate {r.estimate:+.3f} "

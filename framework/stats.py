@@ -24,17 +24,52 @@ def build_tests(p: StatsParams) -> list[StatTest]:
     return out
 
 
-def make_design(p: StatsParams, edges: pd.DataFrame, windows: list[str]) -> Design:
+def subject_table(participants: pd.DataFrame, run_qc: pd.DataFrame | None) -> pd.DataFrame:
+    """One row per subject: participants.tsv's columns plus mean_fd over the subject's runs."""
+    table = participants.copy()
+    if run_qc is not None and "mean_fd" in run_qc:
+        fd = run_qc.groupby("subject")["mean_fd"].mean()
+        table["mean_fd"] = table["subject"].map(fd)
+    return table
+
+
+def make_design(p: StatsParams, edges: pd.DataFrame, windows: list[str],
+                subjects: pd.DataFrame | None = None) -> Design:
     present = set(edges["group"].unique())
     for g in p.groups:
         if g not in present:
             raise DataError(f"stats.groups: group {g!r} has no subjects in the data (found {sorted(present)})")
     if p.baseline_window not in set(edges["window"]):
         raise DataError(f"stats.baseline_window: no {p.baseline_window!r} window in the edges")
-    subjects = edges[["subject", "group"]].drop_duplicates().reset_index(drop=True)
-    subjects = subjects[subjects["group"].isin(p.groups)]
+    table = edges[["subject", "group"]].drop_duplicates().reset_index(drop=True)
+    table = table[table["group"].isin(p.groups)].reset_index(drop=True)
+    if p.covariates:
+        if subjects is None:
+            raise DataError("stats.covariates: no participants table to take covariates from")
+        for c in p.covariates:
+            if c not in subjects.columns:
+                have = ", ".join(c for c in subjects.columns if c not in ("subject", "group"))
+                raise DataError(f"stats.covariates: no column {c!r} in the participants table (have: {have})")
+        table = table.merge(subjects[["subject", *p.covariates]], on="subject", how="left")
     return Design(groups=tuple(p.groups), baseline_window=p.baseline_window, windows=tuple(windows),
-                  subjects=subjects, alpha=p.alpha)
+                  subjects=table, alpha=p.alpha, covariates=tuple(p.covariates))
+
+
+def edge_cube(edges: pd.DataFrame, design: Design) -> tuple[pd.DataFrame, np.ndarray]:
+    """The edge table as an array: keys (metric, roi_a, roi_b) and values (E, subjects, windows).
+
+    Subjects and windows follow ``design.subjects`` and ``design.windows``; NaN marks a value that
+    is missing or absent.
+    """
+    edges = edges[edges["subject"].isin(design.subjects["subject"]) & edges["window"].isin(design.windows)]
+    key = pd.MultiIndex.from_frame(edges[["metric", "roi_a", "roi_b"]].astype(str))
+    e_codes, e_uniques = pd.factorize(key)
+    s_codes = pd.Index(design.subjects["subject"]).get_indexer(edges["subject"])
+    w_codes = pd.Index(design.windows).get_indexer(edges["window"])
+    cube = np.full((len(e_uniques), len(design.subjects), len(design.windows)), np.nan)
+    cube[e_codes, s_codes, w_codes] = edges["value"].to_numpy(float)
+    keys = pd.DataFrame(list(e_uniques), columns=["metric", "roi_a", "roi_b"])
+    return keys, cube
 
 
 def families(tests: pd.DataFrame, confirmatory: list[tuple[str, str]]) -> pd.Series:
@@ -60,9 +95,9 @@ def adjust(tests: pd.DataFrame, method: str) -> pd.DataFrame:
 
 
 def run_stats(p: StatsParams, edges: pd.DataFrame, windows: list[str], tests: list[StatTest],
-              scales: dict[str, str] | None = None) -> pd.DataFrame:
+              scales: dict[str, str] | None = None, subjects: pd.DataFrame | None = None) -> pd.DataFrame:
     edges = edges[edges["group"].isin(p.groups)]
-    design = make_design(p, edges, windows)
+    design = make_design(p, edges, windows, subjects)
     frames = []
     available = set(edges.columns) | set(design.subjects.columns)
     for test in tests:
@@ -79,7 +114,7 @@ def run_stats(p: StatsParams, edges: pd.DataFrame, windows: list[str], tests: li
     out = pd.concat(frames, ignore_index=True)
     for col in RESULT_COLUMNS:
         if col not in out.columns:
-            out[col] = None if col in ("effect_size_kind",) else np.nan
+            out[col] = None if col in ("effect_size_kind", "reason") else np.nan
     out["family"] = families(out, p.confirmatory)
     out["scale"] = out["metric"].map(scales or {}).fillna("unknown")  # what the estimates are in
     out = adjust(out, p.correction)

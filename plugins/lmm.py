@@ -1,92 +1,108 @@
-"""Test plugin ``lmm``: a linear mixed model per edge with statsmodels MixedLM.
+"""Test plugin ``lmm``: the batched linear mixed model, fitted for every edge at once.
 
-``value ~ group * window + (1 | subject)``, fitted by REML, with the reference group and the
-baseline window as the reference levels. It reports the group × window interaction for every
-non-baseline window: the difference between groups (target − reference) in the change from
-baseline.
+``value ~ group * window (+ covariates) + (1 | subject)`` by REML, with the reference group and
+the baseline window as reference levels and covariates centred (see ``framework.mixed`` for the
+algorithm). Missing values are allowed: each edge uses the observations it has. Contrasts, each a
+``term`` in tests.parquet:
 
-Degrees of freedom use the between-within method: a term that varies within subjects (window and
-group × window) gets N_obs − N_subjects − (number of within-subject fixed effects). For a random
-intercept model on complete, balanced data this equals the exact F-test denominator df; the batched
-engine with Satterthwaite df is a later addition.
+* ``group:window`` — the group difference (target − reference) in the change from baseline, per
+  non-baseline window (the interaction coefficient);
+* ``group`` — the group difference within each window, baseline included;
+* ``group:trend`` — the group difference in the least-squares linear slope of the change from
+  baseline across the non-baseline windows, per window step (``window`` = ``trend``).
+
+Standard errors are the model-based ``σ² (X'V⁻¹X)⁻¹`` of lme4 and lmerTest; degrees of freedom are
+Satterthwaite's.
 """
 
 from __future__ import annotations
 
-import warnings
+from typing import Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats as st
-from statsmodels.regression.mixed_linear_model import MixedLM
-from statsmodels.tools.sm_exceptions import ConvergenceWarning, SingularMatrixWarning
 
 from framework.contracts import Design, PluginParams, StatTest
 from framework.hookspecs import hookimpl
+from framework.mixed import fit_reml
+from framework.stats import edge_cube
 
-TERM = "group:window"
+Contrast = Literal["group:window", "group", "group:trend"]
 
 
-def design_matrix(frame: pd.DataFrame, design: Design) -> pd.DataFrame:
-    """Treatment-coded fixed effects with readable column names."""
+def subject_design(design: Design, test: str) -> tuple[np.ndarray, list[str]]:
+    """Fixed effects per subject and window slot: (S, K, p) and the column names."""
     target = design.groups[1]
-    windows = [w for w in design.windows if w != design.baseline_window]
-    X = pd.DataFrame({"intercept": 1.0, "group": (frame["group"] == target).astype(float)}, index=frame.index)
-    for w in windows:
-        X[f"window[{w}]"] = (frame["window"] == w).astype(float)
-    for w in windows:
-        X[f"group:window[{w}]"] = X["group"] * X[f"window[{w}]"]
-    return X
+    g = (design.subjects["group"] == target).to_numpy(float)
+    cov, cov_names = design.covariate_matrix(test)
+    eff = design.effect_windows
+    K = len(design.windows)
+    W = np.array([[float(w == e) for e in eff] for w in design.windows])  # (K, windows − 1)
+    S = len(g)
+    parts = [np.ones((S, K, 1)), np.broadcast_to(g[:, None, None], (S, K, 1)),
+             np.broadcast_to(W[None], (S, K, len(eff))), g[:, None, None] * W[None],
+             np.broadcast_to(cov[:, None, :], (S, K, cov.shape[1]))]
+    names = ["intercept", "group", *[f"window[{w}]" for w in eff], *[f"group:window[{w}]" for w in eff],
+             *cov_names]
+    return np.concatenate(parts, axis=2), names
+
+
+def contrasts(design: Design, names: list[str], which) -> list[tuple[str, str, np.ndarray]]:
+    """(term, window, L) for every requested contrast over the columns ``names``."""
+    col = {n: i for i, n in enumerate(names)}
+    eff = design.effect_windows
+    out = []
+
+    def unit(*cols):
+        L = np.zeros(len(names))
+        for c in cols:
+            L[col[c]] += 1.0
+        return L
+
+    if "group:window" in which:
+        out += [("group:window", w, unit(f"group:window[{w}]")) for w in eff]
+    if "group" in which:
+        out += [("group", w, unit("group") + (unit(f"group:window[{w}]") if w in eff else 0))
+                for w in design.windows]
+    if "group:trend" in which and len(eff) >= 2:
+        c = np.arange(len(eff), dtype=float)
+        c -= c.mean()
+        L = sum(ck * unit(f"group:window[{w}]") for ck, w in zip(c, eff)) / (c**2).sum()
+        out.append(("group:trend", "trend", L))
+    return out
+
+
+def result_rows(keys: pd.DataFrame, term: str, window: str, res: dict, n, reason) -> pd.DataFrame:
+    frame = keys.copy()
+    frame["window"] = window
+    frame["term"] = term
+    for k, v in res.items():
+        frame[k] = v
+    frame["n"] = n
+    frame["reason"] = reason
+    return frame
 
 
 class Lmm(StatTest):
     name = "lmm"
 
     class Params(PluginParams):
-        reml: bool = True
-
-    def fit_edge(self, frame: pd.DataFrame, design: Design):
-        frame = frame.dropna(subset=["value"])
-        X = design_matrix(frame, design)
-        X = X.loc[:, X.any(axis=0)]  # a window no subject has is dropped
-        model = MixedLM(frame["value"].to_numpy(), X, groups=frame["subject"].to_numpy())
-        with warnings.catch_warnings():
-            # A subject variance at the boundary (zero) is a legitimate REML answer, not a failure.
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            warnings.simplefilter("ignore", RuntimeWarning)
-            warnings.simplefilter("ignore", SingularMatrixWarning)
-            try:
-                result = model.fit(reml=self.params.reml)
-            except np.linalg.LinAlgError:  # the gradient optimiser can step onto a singular point
-                result = model.fit(reml=self.params.reml, method="powell")
-        n_sub = frame["subject"].nunique()
-        n_within = sum(c.startswith(("window[", "group:window[")) for c in X.columns)
-        return result, X.columns, len(frame) - n_sub - n_within, n_sub
+        contrasts: list[Contrast] = ["group:window", "group", "group:trend"]
 
     def run(self, edges: pd.DataFrame, design: Design) -> pd.DataFrame:
-        rows = []
-        for (metric, a, b), frame in edges.groupby(["metric", "roi_a", "roi_b"], sort=False):
-            result, columns, df, n_sub = self.fit_edge(frame, design)
-            params = pd.Series(np.asarray(result.fe_params), index=columns)
-            bse = pd.Series(np.asarray(result.bse_fe), index=columns)
-            q = st.t.ppf(1 - design.alpha / 2, df)
-            for w in design.windows:
-                col = f"group:window[{w}]"
-                if w == design.baseline_window or col not in params:
-                    continue
-                est, se = float(params[col]), float(bse[col])
-                t = est / se if se > 0 else np.nan
-                rows.append({
-                    "metric": metric, "roi_a": a, "roi_b": b, "window": w, "term": TERM,
-                    "estimate": est, "se": se, "stat": t, "df": float(df),
-                    "p": float(2 * st.t.sf(abs(t), df)), "ci_low": est - q * se, "ci_high": est + q * se,
-                    "n": n_sub,
-                })
-        return pd.DataFrame(rows)
+        design.check(self.name)
+        X, names = subject_design(design, self.name)
+        keys, y = edge_cube(edges, design)
+        fit = fit_reml(y, X)
+        frames = []
+        for term, window, L in contrasts(design, names, self.params.contrasts):
+            res = fit.contrast(L, design.alpha)
+            frames.append(result_rows(keys, term, window, res, fit.n_subjects, fit.reason))
+        return pd.concat(frames, ignore_index=True)
 
     def describe(self) -> str:
-        return ("a linear mixed model per edge (statsmodels MixedLM, value ~ group × window + (1 | subject), "
-                f"{'REML' if self.params.reml else 'ML'}, between-within degrees of freedom)")
+        return ("a linear mixed model fitted to every edge at once (value ~ group × window + (1 | subject), "
+                "REML, Satterthwaite degrees of freedom; fclab's batched engine)")
 
 
 @hookimpl

@@ -35,6 +35,8 @@ DEFAULT_PLUGINS = (
     "plugins.lmm",
     "plugins.lmm_reference",
     "plugins.change_welch",
+    "plugins.change_mannwhitney",
+    "plugins.ancova",
 )
 ENTRY_POINT_GROUP = "fclab"
 ENV_SELECT = "FCLAB_LOAD_PLUGINS"

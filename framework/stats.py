@@ -72,6 +72,27 @@ def edge_cube(edges: pd.DataFrame, design: Design) -> tuple[pd.DataFrame, np.nda
     return keys, cube
 
 
+def change_cube(edges: pd.DataFrame, design: Design) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Keys, the change from baseline (E, subjects, non-baseline windows) and a target-group mask."""
+    keys, cube = edge_cube(edges, design)
+    k = design.windows.index(design.baseline_window)
+    others = [i for i in range(len(design.windows)) if i != k]
+    delta = cube[:, :, others] - cube[:, :, k : k + 1]
+    return keys, delta, (design.subjects["group"] == design.groups[1]).to_numpy()
+
+
+def long_rows(keys: pd.DataFrame, windows: list[str], term: str, columns: dict[str, np.ndarray],
+              **extra) -> pd.DataFrame:
+    """Result rows from (E, windows) arrays: window-major, edges in ``keys`` order within a window."""
+    W = len(windows)
+    frame = pd.concat([keys] * W, ignore_index=True)
+    frame["window"] = np.repeat(windows, len(keys))
+    frame["term"] = term
+    for k, v in {**columns, **extra}.items():
+        frame[k] = np.asarray(v).T.ravel()
+    return frame
+
+
 def families(tests: pd.DataFrame, confirmatory: list[tuple[str, str]]) -> pd.Series:
     """'confirmatory' for the pre-registered edges, 'exploratory' for the rest."""
     wanted = {frozenset(pair) for pair in confirmatory}

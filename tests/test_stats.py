@@ -5,10 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import statsmodels.formula.api as smf
 from scipy import special, stats as st
 
 from framework.contracts import Design
 from framework.stats import adjust
+from plugins.ancova import Ancova
+from plugins.change_mannwhitney import ChangeMannWhitney
 from plugins.change_welch import ChangeWelch, hedges_g
 
 WINDOWS = ("baseline", "w1", "w2", "w3")
@@ -78,3 +81,56 @@ def test_families_are_adjusted_separately():
                           "p": [0.01, 0.02, 0.01, 0.02]})
     out = adjust(tests, "bonferroni")
     np.testing.assert_allclose(out["p_adj"], [0.02, 0.04, 0.02, 0.04])
+
+
+def _delta(edges, design, window):
+    wide = edges.pivot(index="subject", columns="window", values="value")
+    group = design.subjects.set_index("subject")["group"].loc[wide.index]
+    return wide, wide[window] - wide["baseline"], group
+
+
+def test_change_mannwhitney_matches_scipy_and_closed_forms():
+    edges, design = random_edges(8)
+    out = ChangeMannWhitney().run(edges, design).set_index("window")
+    _, delta, group = _delta(edges, design, "w2")
+    x, y = delta[group == "target"].to_numpy(), delta[group == "ref"].to_numpy()
+    res = st.mannwhitneyu(x, y, alternative="two-sided")
+    row = out.loc["w2"]
+    assert row["stat"] == res.statistic and row["p"] == pytest.approx(res.pvalue, rel=1e-12)
+    # Rank-biserial r = P(x > y) - P(x < y), counted directly.
+    direct = (np.sign(x[:, None] - y[None, :])).mean()
+    assert row["effect_size"] == pytest.approx(direct, abs=1e-12)
+    assert row["effect_size_ci_low"] < row["effect_size"] < row["effect_size_ci_high"]
+    assert row["estimate"] == pytest.approx(np.median(np.subtract.outer(x, y)))
+    assert row["ci_low"] < row["estimate"] < row["ci_high"]
+
+
+def test_ancova_matches_statsmodels_ols():
+    edges, design = random_edges(9, drop=3)
+    out = Ancova().run(edges, design).set_index("window")
+    for w in ("w1", "w2", "w3"):
+        wide, delta, group = _delta(edges, design, w)
+        frame = pd.DataFrame({"d": delta, "g": (group == "target").astype(float), "b": wide["baseline"]}).dropna()
+        ref = smf.ols("d ~ g + b", frame).fit()
+        row = out.loc[w]
+        assert row["estimate"] == pytest.approx(ref.params["g"], rel=1e-9)
+        assert row["se"] == pytest.approx(ref.bse["g"], rel=1e-9)
+        assert row["p"] == pytest.approx(ref.pvalues["g"], rel=1e-9)
+        assert row["df"] == ref.df_resid and row["n"] == len(frame)
+        lo, hi = ref.conf_int().loc["g"]
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx((lo, hi), rel=1e-9)
+
+
+def test_ancova_with_covariates_matches_statsmodels():
+    edges, design = random_edges(10)
+    rng = np.random.default_rng(1)
+    subjects = design.subjects.assign(age=rng.normal(40, 10, len(design.subjects)),
+                                      sex=rng.choice(["F", "M"], len(design.subjects)))
+    design = Design(design.groups, design.baseline_window, design.windows, subjects, covariates=("age", "sex"))
+    row = Ancova().run(edges, design).set_index("window").loc["w2"]
+    wide, delta, group = _delta(edges, design, "w2")
+    frame = pd.DataFrame({"d": delta, "g": (group == "target").astype(float), "b": wide["baseline"]})
+    frame = frame.join(subjects.set_index("subject")[["age", "sex"]])
+    ref = smf.ols("d ~ g + b + age + C(sex)", frame).fit()
+    assert row["estimate"] == pytest.approx(ref.params["g"], rel=1e-9)
+    assert row["se"] == pytest.approx(ref.bse["g"], rel=1e-9)

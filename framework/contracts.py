@@ -135,6 +135,12 @@ class Design:
     subjects: pd.DataFrame  # one row per subject: subject, group and any covariates
     alpha: float = 0.05  # for confidence intervals
     covariates: tuple[str, ...] = ()  # columns of ``subjects`` that enter models as covariates
+    confirmatory: frozenset = frozenset()  # frozensets of ROI-name pairs: the confirmatory family
+
+    def family(self, roi_a, roi_b) -> np.ndarray:
+        """'confirmatory' or 'exploratory' for each edge (the adjustment families)."""
+        return np.array(["confirmatory" if frozenset(x) in self.confirmatory else "exploratory"
+                         for x in zip(roi_a, roi_b)], dtype=object)
 
     @property
     def effect_windows(self) -> list[str]:

@@ -37,6 +37,7 @@ DEFAULT_PLUGINS = (
     "plugins.change_welch",
     "plugins.change_mannwhitney",
     "plugins.ancova",
+    "plugins.permutation",
 )
 ENTRY_POINT_GROUP = "fclab"
 ENV_SELECT = "FCLAB_LOAD_PLUGINS"

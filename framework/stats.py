@@ -52,7 +52,8 @@ def make_design(p: StatsParams, edges: pd.DataFrame, windows: list[str],
                 raise DataError(f"stats.covariates: no column {c!r} in the participants table (have: {have})")
         table = table.merge(subjects[["subject", *p.covariates]], on="subject", how="left")
     return Design(groups=tuple(p.groups), baseline_window=p.baseline_window, windows=tuple(windows),
-                  subjects=table, alpha=p.alpha, covariates=tuple(p.covariates))
+                  subjects=table, alpha=p.alpha, covariates=tuple(p.covariates),
+                  confirmatory=frozenset(frozenset(pair) for pair in p.confirmatory))
 
 
 def edge_cube(edges: pd.DataFrame, design: Design) -> tuple[pd.DataFrame, np.ndarray]:
@@ -93,19 +94,17 @@ def long_rows(keys: pd.DataFrame, windows: list[str], term: str, columns: dict[s
     return frame
 
 
-def families(tests: pd.DataFrame, confirmatory: list[tuple[str, str]]) -> pd.Series:
-    """'confirmatory' for the pre-registered edges, 'exploratory' for the rest."""
-    wanted = {frozenset(pair) for pair in confirmatory}
-    pairs = [frozenset(x) for x in zip(tests["roi_a"], tests["roi_b"])]
-    return pd.Series(["confirmatory" if x in wanted else "exploratory" for x in pairs], index=tests.index)
-
-
 def adjust(tests: pd.DataFrame, method: str) -> pd.DataFrame:
-    """Adjust p within each (test, metric, term, family): the family is its edges × windows."""
+    """Adjust p within each (test, metric, term, family): the family is its edges × windows.
+
+    Rows whose test already adjusted them (permutation max-T, NBS) keep their p_adj and adj_method.
+    """
     tests = tests.copy()
-    tests["p_adj"] = np.nan
-    tests["adj_method"] = method
-    for _, idx in tests.groupby(["test", "metric", "term", "family"], sort=False).groups.items():
+    own = tests["adj_method"].notna() if "adj_method" in tests else pd.Series(False, index=tests.index)
+    if "p_adj" not in tests:
+        tests["p_adj"] = np.nan
+    tests["adj_method"] = tests["adj_method"].where(own, method) if "adj_method" in tests else method
+    for _, idx in tests[~own].groupby(["test", "metric", "term", "family"], sort=False).groups.items():
         p = tests.loc[idx, "p"].to_numpy()
         ok = np.isfinite(p)
         adj = np.full(p.shape, np.nan)
@@ -135,8 +134,8 @@ def run_stats(p: StatsParams, edges: pd.DataFrame, windows: list[str], tests: li
     out = pd.concat(frames, ignore_index=True)
     for col in RESULT_COLUMNS:
         if col not in out.columns:
-            out[col] = None if col in ("effect_size_kind", "reason") else np.nan
-    out["family"] = families(out, p.confirmatory)
+            out[col] = None if col in ("effect_size_kind", "reason", "adj_method") else np.nan
+    out["family"] = design.family(out["roi_a"], out["roi_b"])
     out["scale"] = out["metric"].map(scales or {}).fillna("unknown")  # what the estimates are in
     out = adjust(out, p.correction)
     out["n"] = out["n"].astype(np.int32)

@@ -13,6 +13,7 @@ from framework.stats import adjust
 from plugins.ancova import Ancova
 from plugins.change_mannwhitney import ChangeMannWhitney
 from plugins.change_welch import ChangeWelch, hedges_g
+from plugins.permutation import Permutation
 
 WINDOWS = ("baseline", "w1", "w2", "w3")
 
@@ -134,3 +135,53 @@ def test_ancova_with_covariates_matches_statsmodels():
     ref = smf.ols("d ~ g + b + age + C(sex)", frame).fit()
     assert row["estimate"] == pytest.approx(ref.params["g"], rel=1e-9)
     assert row["se"] == pytest.approx(ref.bse["g"], rel=1e-9)
+
+
+def _welch_abs(x, y, axis=-1):
+    return np.abs(st.ttest_ind(x, y, equal_var=False, axis=axis).statistic)
+
+
+@pytest.mark.parametrize("n_ref, n_target", [(4, 4), (5, 3)])
+def test_permutation_exact_matches_scipy_and_brute_force(n_ref, n_target):
+    edges, design = random_edges(11, n_ref=n_ref, n_target=n_target)
+    edges = pd.concat([edges, edges.assign(roi_b="C", value=edges["value"] * 0.5 + np.sin(edges.index))])
+    out = Permutation(Permutation.Params(n_perm=1000)).run(edges, design)
+    assert (out["adj_method"] == "maxT-exact").all()
+    cube = {}
+    for (b, w), frame in edges.groupby(["roi_b", "window"]):
+        cube[b, w] = frame.set_index("subject")["value"]
+    subjects = design.subjects["subject"].to_numpy()
+    target = (design.subjects["group"] == "target").to_numpy()
+    deltas = {(b, w): (cube[b, w] - cube[b, "baseline"]).loc[subjects].to_numpy()
+              for b in ("B", "C") for w in ("w1", "w2", "w3")}
+    # Uncorrected p: scipy's exact permutation test of |Welch t| over all distinct partitions.
+    for (b, w), d in deltas.items():
+        ref = st.permutation_test((d[target], d[~target]), _welch_abs, permutation_type="independent",
+                                  alternative="greater", n_resamples=10**6, vectorized=True)
+        row = out[(out["roi_b"] == b) & (out["window"] == w)].iloc[0]
+        assert row["p"] == pytest.approx(ref.pvalue, rel=1e-12)
+    # FWER p: brute-force enumeration of every relabeling, max |t| over the 6 edge-windows.
+    import itertools
+
+    keys = list(deltas)
+    obs = np.array([_welch_abs(deltas[k][target], deltas[k][~target]) for k in keys])
+    maxima = []
+    for idx in itertools.combinations(range(len(subjects)), int(target.sum())):
+        lab = np.zeros(len(subjects), bool)
+        lab[list(idx)] = True
+        maxima.append(max(_welch_abs(deltas[k][lab], deltas[k][~lab]) for k in keys))
+    maxima = np.array(maxima)
+    for k, o in zip(keys, obs):
+        row = out[(out["roi_b"] == k[0]) & (out["window"] == k[1])].iloc[0]
+        assert row["p_adj"] == pytest.approx((maxima >= o * (1 - 1e-10)).mean(), rel=1e-12)
+
+
+def test_permutation_random_relabelings_and_kept_adjustment():
+    edges, design = random_edges(12)  # C(13, 6) = 1716 relabelings > n_perm
+    out = Permutation(Permutation.Params(n_perm=199, seed=3)).run(edges, design)
+    assert (out["adj_method"] == "maxT").all() and (out["df"] == 199).all()
+    counts = out["p"] * 200 - 1
+    np.testing.assert_allclose(counts, np.round(counts), atol=1e-9)  # p = (1 + count) / (1 + n_perm)
+    assert (out["p_adj"] >= out["p"]).all()
+    adjusted = adjust(out.assign(test="permutation", metric="pearson", family="exploratory"), "holm")
+    np.testing.assert_array_equal(adjusted["p_adj"], out["p_adj"])  # max-T is not re-adjusted

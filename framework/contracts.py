@@ -136,6 +136,7 @@ class Design:
     alpha: float = 0.05  # for confidence intervals
     covariates: tuple[str, ...] = ()  # columns of ``subjects`` that enter models as covariates
     confirmatory: frozenset = frozenset()  # frozensets of ROI-name pairs: the confirmatory family
+    family_by: tuple[str, ...] = ("test", "metric", "term")  # what else splits adjustment families
 
     def family(self, roi_a, roi_b) -> np.ndarray:
         """'confirmatory' or 'exploratory' for each edge (the adjustment families)."""

@@ -177,6 +177,9 @@ class StatsParams(Section):
     baseline_window: str = "baseline"
     tests: list[PluginSpec] = Field(min_length=1)
     correction: Literal["holm", "fdr_bh", "bonferroni"] = "holm"
+    # What one adjustment family spans besides the confirmatory/exploratory split: the family is
+    # the rows sharing these columns (edges × windows when "window" is absent).
+    family: list[Literal["test", "metric", "term", "window"]] = ["test", "metric", "term"]
     alpha: float = Field(0.05, gt=0, lt=1)
     confirmatory: list[tuple[str, str]] = Field(default_factory=list)
     # Subject-level covariates for the models that take them (lmm, lmm_reference, ancova): columns of

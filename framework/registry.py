@@ -38,6 +38,7 @@ DEFAULT_PLUGINS = (
     "plugins.change_mannwhitney",
     "plugins.ancova",
     "plugins.permutation",
+    "plugins.nbs",
 )
 ENTRY_POINT_GROUP = "fclab"
 ENV_SELECT = "FCLAB_LOAD_PLUGINS"

@@ -144,7 +144,8 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def methods_text(provs: dict[str, dict], correction: str, confirmatory, alpha) -> str:
+def methods_text(provs: dict[str, dict], correction: str, confirmatory, alpha,
+                 family=("test", "metric", "term")) -> str:
     ex, co, stt = provs["extract"], provs["connectivity"], provs["stats"]
     versions = package_versions()
     plugins = {**ex.get("plugins", {}), **co.get("plugins", {}), **stt.get("plugins", {})}
@@ -152,8 +153,11 @@ def methods_text(provs: dict[str, dict], correction: str, confirmatory, alpha) -
     conf = "; ".join(edge_label(a, b) for a, b in confirmatory) or "none declared"
     return (
         f"{ex['methods']} {co['methods']} {stt['methods']} "
-        f"P-values were adjusted with the {correction} method within each family of edges × windows "
-        f"(confirmatory edges: {conf}; all other edges exploratory), at α = {alpha}. "
+        f"P-values were adjusted with the {correction} method within each family: one per "
+        f"{' × '.join(family)}, split into confirmatory and exploratory edges, spanning its edges"
+        f"{'' if 'window' in family else ' × windows'} (confirmatory edges: {conf}; all other edges "
+        f"exploratory), at α = {alpha}; permutation and network-based tests report their own "
+        f"family-wise error rate over the same families. "
         f"Analyses used fclab {versions['fclab']} with nilearn {versions['nilearn']}, nibabel "
         f"{versions['nibabel']}, numpy {versions['numpy']}, pandas {versions['pandas']}, scipy "
         f"{versions['scipy']} and statsmodels {versions['statsmodels']}; plugins: {plugin_list}. "

@@ -195,7 +195,7 @@ def stage_report(params: Params) -> Path:
         "primary_test": rp_params.primary_test, "correction": sp.correction, "figures": figures,
         "courses": courses,
         "families": fams, "alpha": sp.alpha,
-        "methods": rp.methods_text(provs, sp.correction, sp.confirmatory, sp.alpha),
+        "methods": rp.methods_text(provs, sp.correction, sp.confirmatory, sp.alpha, sp.family),
         "versions": rp.package_versions(), "commit": git_commit(),
         "data_version": file_digest(paths["timeseries"]),
     }

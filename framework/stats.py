@@ -53,7 +53,8 @@ def make_design(p: StatsParams, edges: pd.DataFrame, windows: list[str],
         table = table.merge(subjects[["subject", *p.covariates]], on="subject", how="left")
     return Design(groups=tuple(p.groups), baseline_window=p.baseline_window, windows=tuple(windows),
                   subjects=table, alpha=p.alpha, covariates=tuple(p.covariates),
-                  confirmatory=frozenset(frozenset(pair) for pair in p.confirmatory))
+                  confirmatory=frozenset(frozenset(pair) for pair in p.confirmatory),
+                  family_by=tuple(p.family))
 
 
 def edge_cube(edges: pd.DataFrame, design: Design) -> tuple[pd.DataFrame, np.ndarray]:
@@ -94,8 +95,8 @@ def long_rows(keys: pd.DataFrame, windows: list[str], term: str, columns: dict[s
     return frame
 
 
-def adjust(tests: pd.DataFrame, method: str) -> pd.DataFrame:
-    """Adjust p within each (test, metric, term, family): the family is its edges × windows.
+def adjust(tests: pd.DataFrame, method: str, by=("test", "metric", "term")) -> pd.DataFrame:
+    """Adjust p within each family: the rows sharing ``by`` and the confirmatory/exploratory label.
 
     Rows whose test already adjusted them (permutation max-T, NBS) keep their p_adj and adj_method.
     """
@@ -104,7 +105,7 @@ def adjust(tests: pd.DataFrame, method: str) -> pd.DataFrame:
     if "p_adj" not in tests:
         tests["p_adj"] = np.nan
     tests["adj_method"] = tests["adj_method"].where(own, method) if "adj_method" in tests else method
-    for _, idx in tests[~own].groupby(["test", "metric", "term", "family"], sort=False).groups.items():
+    for _, idx in tests[~own].groupby([*by, "family"], sort=False).groups.items():
         p = tests.loc[idx, "p"].to_numpy()
         ok = np.isfinite(p)
         adj = np.full(p.shape, np.nan)
@@ -137,6 +138,6 @@ def run_stats(p: StatsParams, edges: pd.DataFrame, windows: list[str], tests: li
             out[col] = None if col in ("effect_size_kind", "reason", "adj_method") else np.nan
     out["family"] = design.family(out["roi_a"], out["roi_b"])
     out["scale"] = out["metric"].map(scales or {}).fillna("unknown")  # what the estimates are in
-    out = adjust(out, p.correction)
+    out = adjust(out, p.correction, p.family)
     out["n"] = out["n"].astype(np.int32)
     return out[TEST_COLUMNS].reset_index(drop=True)

@@ -37,8 +37,12 @@ class Permutation(StatTest):
         keys, delta, is_target = change_cube(edges, design)
         E, S, W = delta.shape
         data = delta.transpose(1, 2, 0).reshape(S, W * E)  # window-major columns, as long_rows
-        fam = np.tile(design.family(keys["roi_a"], keys["roi_b"]), W)
-        codes = pd.factorize(fam)[0]
+        # One max-T family per confirmatory/exploratory label and metric (and window, if declared).
+        fam = pd.DataFrame({"family": np.tile(design.family(keys["roi_a"], keys["roi_b"]), W),
+                            "metric": np.tile(keys["metric"].to_numpy(), W),
+                            "window": np.repeat(design.effect_windows, E)})
+        by = ["family", "metric"] + (["window"] if "window" in design.family_by else [])
+        codes = fam.groupby(by, sort=False).ngroup().to_numpy()
         t, p, p_fwer, n_rel, exact = max_t_pvalues(data, is_target, codes, self.params.n_perm, self.params.seed)
         welch = ChangeWelch().run(edges, design)  # estimate, CI and Hedges' g of the same contrast
         out = long_rows(keys, design.effect_windows, TERM,

@@ -116,6 +116,27 @@ def run(open_: Annotated[bool, typer.Option("--open", help="Open the report in a
 
 @app.command()
 @guarded
+def power(
+    delta_z: Annotated[list[float] | None, typer.Option("--delta-z", help="Planted Δz values (repeat the option).")] = None,
+    n_sims: Annotated[int, typer.Option("--n-sims", min=10, help="Simulated studies per Δz.")] = 200,
+    edge: Annotated[tuple[str, str] | None, typer.Option("--edge", help="The planted edge (default: first confirmatory).")] = None,
+    window: Annotated[str | None, typer.Option("--window", help="The planted window (default: first after baseline).")] = None,
+    n_ref: Annotated[int | None, typer.Option("--n-ref", min=2, help="Reference-group size.")] = None,
+    n_target: Annotated[int | None, typer.Option("--n-target", min=2, help="Target-group size.")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+):
+    """Simulation-based power of every test in params for a planted effect; CSV and PNG under reports/power/."""
+    deltas = delta_z or [round(0.05 * k, 2) for k in range(13)]
+    _, found, study = runner.stage_power(_params(), deltas, n_sims, edge, window, n_ref, n_target, seed, _state["jobs"])
+    typer.echo(f"wrote {runner.REPORT_DIR / 'power'}/power.csv and power.png "
+               f"({study.n_target} target vs {study.n_ref} reference subjects)")
+    for r in found.itertuples():
+        dz = "not reached in the grid" if r.delta_z != r.delta_z else f"Δz = {r.delta_z:.3f}"
+        typer.echo(f"80% power: {r.test} ({r.term}): {dz}")
+
+
+@app.command()
+@guarded
 def validate():
     """Check params.yaml (keys, types, plugin names and options) without computing anything."""
     _params()

@@ -134,6 +134,21 @@ def finish_figure(fig, ax, title: str, path) -> None:
     plt.close(fig)
 
 
+def power_figure(curve: pd.DataFrame, detectable: pd.DataFrame, title: str, path) -> None:
+    """Power against the planted Δz, one line per test and term, with the 80 % line."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=150)
+    for (test, term), f in curve[curve["outcome"] == "single_adj"].groupby(["test", "term"], sort=False):
+        f = f.sort_values("delta_z")
+        line = ax.plot(f["delta_z"], f["rate"], marker="o", ms=3, label=f"{test} ({term})")[0]
+        ax.fill_between(f["delta_z"], f["ci_low"], f["ci_high"], color=line.get_color(), alpha=0.15, lw=0)
+    target = float(detectable["power"].iloc[0]) if len(detectable) else 0.8
+    ax.axhline(target, color="0.4", lw=0.8, ls="--")
+    ax.set_xlabel("planted decrease Δz (Fisher z), target group only")
+    ax.set_ylabel("power (adjusted p < α)")
+    ax.set_ylim(0, 1)
+    finish_figure(fig, ax, title, path)
+
+
 def package_versions() -> dict[str, str]:
     out = {"fclab": __version__}
     for name in PACKAGES:

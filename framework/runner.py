@@ -12,7 +12,7 @@ from framework.contracts import Plugin
 from framework.errors import DataError
 from framework.extract import extract
 from framework.io import (
-    file_digest, git_commit, provenance, read_parquet, read_provenance, write_json, write_parquet, write_text,
+    atomic_path, file_digest, git_commit, provenance, read_parquet, read_provenance, write_json, write_parquet, write_text,
 )
 from framework.params import Params, section_hash
 from framework.registry import get_registry
@@ -200,6 +200,40 @@ def stage_report(params: Params) -> Path:
         "data_version": file_digest(paths["timeseries"]),
     }
     return rp.write_report(REPORT_DIR, context)
+
+
+def stage_power(params: Params, deltas: list[float], n_sims: int, edge: tuple[str, str] | None,
+                window: str | None, n_ref: int | None, n_target: int | None, seed: int = 0,
+                jobs: int | None = None, out_dir: Path = REPORT_DIR / "power", progress=None):
+    """Simulation-based power at ROI level for every test in params; writes power.csv and power.png."""
+    from dataclasses import replace
+
+    from framework import report as rp
+    from framework.power import detectable_effect, power_curve
+    from framework.roisim import RoiStudy
+
+    sp = params.stats
+    study = RoiStudy.from_params(params)
+    study = replace(study, n_ref=n_ref or study.n_ref, n_target=n_target or study.n_target)
+    edge = tuple(edge) if edge else (tuple(sp.confirmatory[0]) if sp.confirmatory else study.rois[:2])
+    for roi in edge:
+        if roi not in study.rois:
+            raise DataError(f"power: --edge: unknown ROI {roi!r} (the ROI-level study has {', '.join(study.rois)})")
+    effect_windows = [w for w in study.windows if w != sp.baseline_window]
+    window = window or effect_windows[0]
+    if window not in effect_windows:
+        raise DataError(f"power: --window: {window!r} is not a non-baseline window ({', '.join(effect_windows)})")
+    curve = power_curve(study, sp, deltas, n_sims, seed, edge, window, jobs or default_jobs(), progress)
+    curve = curve[curve["term"] != "group"]  # the within-window group difference ignores baseline
+    found = detectable_effect(curve)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = curve.assign(n_ref=study.n_ref, n_target=study.n_target, edge=f"{edge[0]}~{edge[1]}", window=window)
+    with atomic_path(out_dir / "power.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    ref, target = sp.groups
+    rp.power_figure(curve, found, f"{edge[0]} – {edge[1]}, {window}\n{study.n_target} {target} vs "
+                    f"{study.n_ref} {ref}, {n_sims} simulated studies per point", out_dir / "power.png")
+    return table, found, study
 
 
 def headline(primary: pd.DataFrame, alpha: float) -> str:

@@ -185,3 +185,14 @@ def test_permutation_random_relabelings_and_kept_adjustment():
     assert (out["p_adj"] >= out["p"]).all()
     adjusted = adjust(out.assign(test="permutation", metric="pearson", family="exploratory"), "holm")
     np.testing.assert_array_equal(adjusted["p_adj"], out["p_adj"])  # max-T is not re-adjusted
+
+
+@pytest.mark.parametrize("method", ["holm", "bonferroni", "fdr_bh"])
+def test_adjusted_p_equals_statsmodels(method):
+    from statsmodels.stats.multitest import multipletests
+
+    from framework.stats import adjusted_p
+
+    rng = np.random.default_rng(4)
+    p = np.concatenate([rng.uniform(0, 1, 40), rng.uniform(0, 0.01, 10), [0.5, 0.5]])
+    np.testing.assert_allclose(adjusted_p(p, method), multipletests(p, method=method)[1], rtol=1e-12)

@@ -1,0 +1,118 @@
+"""Simulation-based power and null calibration of the statistical tests, at ROI level.
+
+Each simulated study (``framework.roisim``) goes through the same ``run_stats`` as a real one, so
+the tests, their contrasts and the family-wise adjustments are exactly those of the stats stage.
+Per study and per (test, term) this records:
+
+* ``single``: whether the pre-specified edge and window has p < α (unadjusted);
+* ``confirmatory`` / ``exploratory``: whether any row of that family has p_adj < α (the FWER event
+  under the null; the detection event for the planted edge under an effect is ``single_adj``);
+* ``single_adj``: whether the pre-specified edge and window has p_adj < α.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import pandas as pd
+from statsmodels.stats.proportion import proportion_confint
+
+from framework.params import StatsParams
+from framework.roisim import RoiStudy, simulate_edges
+
+
+def study_outcomes(study: RoiStudy, stats: StatsParams, seed, edge: tuple[str, str], window: str) -> pd.DataFrame:
+    """Simulate one study, run every test, and return one row of outcomes per (test, term)."""
+    from framework.stats import build_tests, run_stats
+
+    edges = simulate_edges(study, seed)
+    res = run_stats(stats, edges, list(study.windows), build_tests(stats))
+    res = res[res["term"] != "group:trend"] if "group:trend" in set(res["term"]) else res
+    pair = frozenset(edge)
+    is_edge = np.array([frozenset(x) == pair for x in zip(res["roi_a"], res["roi_b"])]) & (res["window"] == window)
+    rows = []
+    for (test, term), f in res.groupby(["test", "term"], sort=False):
+        sel = is_edge[f.index]
+        row = {"seed": seed, "test": test, "term": term,
+               "single": bool((f.loc[sel, "p"] < stats.alpha).any()),
+               "single_adj": bool((f.loc[sel, "p_adj"] < stats.alpha).any())}
+        for fam in ("confirmatory", "exploratory"):
+            g = f[f["family"] == fam]
+            row[fam] = bool((g["p_adj"] < stats.alpha).any()) if len(g) else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _chunk(args):
+    study, stats, seeds, edge, window = args
+    return pd.concat([study_outcomes(study, stats, s, edge, window) for s in seeds], ignore_index=True)
+
+
+def simulate_many(study: RoiStudy, stats: StatsParams, n_sims: int, seed: int, edge, window,
+                  jobs: int = 1, progress=None) -> pd.DataFrame:
+    """Outcomes of ``n_sims`` simulated studies (independent seeds from one SeedSequence)."""
+    seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n_sims)]
+    chunks = [seeds[i:i + 25] for i in range(0, n_sims, 25)]
+    args = [(study, stats, c, tuple(edge), window) for c in chunks]
+    if jobs <= 1:
+        parts = []
+        for a in args:
+            parts.append(_chunk(a))
+            if progress:
+                progress(len(a[2]))
+        return pd.concat(parts, ignore_index=True)
+    with ProcessPoolExecutor(jobs) as pool:
+        parts = []
+        for part in pool.map(_chunk, args):
+            parts.append(part)
+            if progress:
+                progress(part["seed"].nunique())
+    return pd.concat(parts, ignore_index=True)
+
+
+def rates(outcomes: pd.DataFrame, alpha_ci: float = 0.05) -> pd.DataFrame:
+    """Rate of each outcome per (test, term), with its Clopper–Pearson interval."""
+    rows = []
+    for (test, term), f in outcomes.groupby(["test", "term"], sort=False):
+        for what in ("single", "single_adj", "confirmatory", "exploratory"):
+            x = f[what].dropna().astype(bool)
+            if not len(x):
+                continue
+            lo, hi = proportion_confint(int(x.sum()), len(x), alpha=alpha_ci, method="beta")
+            rows.append({"test": test, "term": term, "outcome": what, "n_sims": len(x),
+                         "rate": x.mean(), "ci_low": lo, "ci_high": hi})
+    return pd.DataFrame(rows)
+
+
+def power_curve(study: RoiStudy, stats: StatsParams, deltas, n_sims: int, seed: int, edge, window,
+                jobs: int = 1, progress=None) -> pd.DataFrame:
+    """Power (rate of p_adj < α at the planted edge and window) for each Δz in ``deltas``."""
+    from dataclasses import replace
+
+    frames = []
+    for k, dz in enumerate(deltas):
+        s = replace(study, effect=(edge[0], edge[1], window, float(dz)))
+        out = simulate_many(s, stats, n_sims, seed + k, edge, window, jobs, progress)
+        r = rates(out)
+        r = r[r["outcome"].isin(["single", "single_adj"])].assign(delta_z=float(dz))
+        frames.append(r)
+    return pd.concat(frames, ignore_index=True)
+
+
+def detectable_effect(curve: pd.DataFrame, target: float = 0.8, outcome: str = "single_adj") -> pd.DataFrame:
+    """The smallest Δz with the target power per test, by linear interpolation along the curve."""
+    rows = []
+    for (test, term), f in curve[curve["outcome"] == outcome].groupby(["test", "term"], sort=False):
+        f = f.sort_values("delta_z")
+        x, y = f["delta_z"].to_numpy(), f["rate"].to_numpy()
+        above = np.flatnonzero(y >= target)
+        if not len(above):
+            dz = np.nan
+        elif above[0] == 0:
+            dz = x[0]
+        else:
+            i = above[0]
+            dz = x[i - 1] + (target - y[i - 1]) * (x[i] - x[i - 1]) / (y[i] - y[i - 1])
+        rows.append({"test": test, "term": term, "power": target, "delta_z": dz})
+    return pd.DataFrame(rows)

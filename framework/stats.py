@@ -57,20 +57,36 @@ def make_design(p: StatsParams, edges: pd.DataFrame, windows: list[str],
                   family_by=tuple(p.family))
 
 
+def _positions(column: pd.Series, values) -> np.ndarray:
+    """Position of each entry of ``column`` in ``values`` (−1 if absent); fast for categoricals."""
+    index = pd.Index(values)
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        lut = np.append(index.get_indexer(column.cat.categories), -1)
+        return lut[column.cat.codes.to_numpy()]
+    return index.get_indexer(column)
+
+
 def edge_cube(edges: pd.DataFrame, design: Design) -> tuple[pd.DataFrame, np.ndarray]:
     """The edge table as an array: keys (metric, roi_a, roi_b) and values (E, subjects, windows).
 
     Subjects and windows follow ``design.subjects`` and ``design.windows``; NaN marks a value that
-    is missing or absent.
+    is missing or absent. Edges keep the order of their first appearance.
     """
-    edges = edges[edges["subject"].isin(design.subjects["subject"]) & edges["window"].isin(design.windows)]
-    key = pd.MultiIndex.from_frame(edges[["metric", "roi_a", "roi_b"]].astype(str))
-    e_codes, e_uniques = pd.factorize(key)
-    s_codes = pd.Index(design.subjects["subject"]).get_indexer(edges["subject"])
-    w_codes = pd.Index(design.windows).get_indexer(edges["window"])
-    cube = np.full((len(e_uniques), len(design.subjects), len(design.windows)), np.nan)
-    cube[e_codes, s_codes, w_codes] = edges["value"].to_numpy(float)
-    keys = pd.DataFrame(list(e_uniques), columns=["metric", "roi_a", "roi_b"])
+    s_codes = _positions(edges["subject"], design.subjects["subject"])
+    w_codes = _positions(edges["window"], design.windows)
+    sel = (s_codes >= 0) & (w_codes >= 0)
+    edges = edges[sel]
+    codes, labels = zip(*(pd.factorize(edges[c]) for c in ("metric", "roi_a", "roi_b")))
+    sizes = [len(x) for x in labels]
+    combined = (codes[0].astype(np.int64) * sizes[1] + codes[1]) * sizes[2] + codes[2]
+    e_codes, uniq = pd.factorize(combined)
+    m, rest = np.divmod(uniq, sizes[1] * sizes[2])
+    a, b = np.divmod(rest, sizes[2])
+    keys = pd.DataFrame({"metric": np.asarray(labels[0], dtype=object)[m].astype(str),
+                         "roi_a": np.asarray(labels[1], dtype=object)[a].astype(str),
+                         "roi_b": np.asarray(labels[2], dtype=object)[b].astype(str)})
+    cube = np.full((len(keys), len(design.subjects), len(design.windows)), np.nan)
+    cube[e_codes, s_codes[sel], w_codes[sel]] = edges["value"].to_numpy(float)
     return keys, cube
 
 

@@ -196,3 +196,18 @@ def test_adjusted_p_equals_statsmodels(method):
     rng = np.random.default_rng(4)
     p = np.concatenate([rng.uniform(0, 1, 40), rng.uniform(0, 0.01, 10), [0.5, 0.5]])
     np.testing.assert_allclose(adjusted_p(p, method), multipletests(p, method=method)[1], rtol=1e-12)
+
+
+@pytest.mark.parametrize("missing", [False, True])
+def test_batched_welch_t_matches_scipy(missing):
+    from framework.permutation import WelchBatch
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(26, 50)) * rng.uniform(0.5, 2, 50) + 3
+    if missing:
+        x[3, 4] = x[7, 9] = np.nan
+    lab = np.zeros(26, bool)
+    lab[:12] = True
+    G = np.stack([rng.permutation(lab) for _ in range(7)])
+    ref = np.stack([st.ttest_ind(x[g], x[~g], equal_var=False, nan_policy="omit").statistic for g in G])
+    np.testing.assert_allclose(WelchBatch(x).t(G), ref, rtol=1e-10)

@@ -159,3 +159,35 @@ def test_extracted_signals_match_nilearn_maskers(ran_study):
     np.testing.assert_allclose(ours[["Left_Amygdala", "Right_Amygdala"]].to_numpy(), labels, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(ours[["vmPFC", "dmPFC", "amPFC"]].to_numpy(), spheres, rtol=1e-6, atol=1e-9)
     assert pq.read_metadata(root / "results/extract/timeseries.parquet").num_rows == len(ts)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"groups": ["midazolam", "placebo"]}, "stats.tests: lmm: group 'placebo' has 0 subject(s)"),
+    ({"covariates": ["handedness"]}, "stats.covariates: no column 'handedness' in the participants table"),
+])
+def test_inestimable_design_is_a_one_line_error(ran_study, tmp_path, in_dir, change, message):
+    directory, _, _ = ran_study
+    shutil.copytree(directory / "results", tmp_path / "results")
+    params = small_params()
+    params["stats"].update(change)
+    write_params(tmp_path, params)
+    in_dir(tmp_path)
+    before = (tmp_path / "results/stats/tests.parquet").read_bytes()
+    code, _, err = run_cli("stats")
+    assert code == 1 and message in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "results/stats/tests.parquet").read_bytes() == before  # nothing half-written
+
+
+def test_covariates_from_participants_and_run_qc(ran_study, tmp_path, in_dir):
+    directory, _, _ = ran_study
+    shutil.copytree(directory / "results", tmp_path / "results")
+    params = small_params()
+    params["stats"].update(covariates=["age", "sex", "mean_fd"], tests=["lmm", "ancova"])
+    write_params(tmp_path, params)
+    in_dir(tmp_path)
+    code, _, err = run_cli("stats")
+    assert code == 0, err
+    tests = pd.read_parquet(tmp_path / "results/stats/tests.parquet")
+    assert set(tests["test"]) == {"lmm", "ancova"} and tests["p"].notna().all()
+    meta = json.loads(pq.read_schema(tmp_path / "results/stats/tests.parquet").metadata[b"fclab"])
+    assert "adjusted for age, sex, mean_fd" in meta["methods"]

@@ -7,7 +7,9 @@ Per study and per (test, term) this records:
 * ``single``: whether the pre-specified edge and window has p < α (unadjusted);
 * ``confirmatory`` / ``exploratory``: whether any row of that family has p_adj < α (the FWER event
   under the null; the detection event for the planted edge under an effect is ``single_adj``);
-* ``single_adj``: whether the pre-specified edge and window has p_adj < α.
+* ``single_adj``: whether the pre-specified edge and window has p_adj < α;
+* ``any``: whether any row of the test has p_adj < α (the FWER event of a test whose family is the
+  whole network, like ``nbs``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def study_outcomes(study: RoiStudy, stats: StatsParams, seed, edge: tuple[str, s
         for fam in ("confirmatory", "exploratory"):
             g = f[f["family"] == fam]
             row[fam] = bool((g["p_adj"] < stats.alpha).any()) if len(g) else np.nan
+        row["any"] = bool((f["p_adj"] < stats.alpha).any())
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -75,7 +78,7 @@ def rates(outcomes: pd.DataFrame, alpha_ci: float = 0.05) -> pd.DataFrame:
     """Rate of each outcome per (test, term), with its Clopper–Pearson interval."""
     rows = []
     for (test, term), f in outcomes.groupby(["test", "term"], sort=False):
-        for what in ("single", "single_adj", "confirmatory", "exploratory"):
+        for what in ("single", "single_adj", "confirmatory", "exploratory", "any"):
             x = f[what].dropna().astype(bool)
             if not len(x):
                 continue

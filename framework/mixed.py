@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 GRID = np.linspace(np.log(1e-6), np.log(1e4), 31)  # log γ
-GOLDEN_STEPS = 60
+GOLDEN_STEPS = 45  # bracket of two grid steps shrinks to ~1e-10 in log γ
 _PHI = (np.sqrt(5) - 1) / 2
 
 
@@ -56,7 +56,7 @@ class MixedFit:
 
         L = np.asarray(L, float)
         est = self.beta @ L
-        var = np.einsum("p,epq,q->e", L, self.cov, L)
+        var = (self.cov @ L) @ L
         se = np.sqrt(var)
         df = np.full(est.shape, np.nan)
         for pat in self._patterns:
@@ -78,7 +78,9 @@ class _Pattern:
         keep, X = keep[sub], X[sub]
         E, S, K, p = len(rows), *keep.shape, X.shape[-1]
         Xd = (X * keep[..., None]).reshape(S * K, p)
-        y0 = np.nan_to_num(y[:, sub].reshape(E, S * K), nan=0.0)
+        y0 = (y if sub.all() else y[:, sub]).reshape(E, S * K)
+        if not keep.all():
+            y0 = np.where(keep.reshape(1, S * K), y0, 0.0)
         self.n = keep.sum(axis=1).astype(float)  # (S,)
         self.n_values, self.n_counts = np.unique(self.n, return_counts=True)
         self.N = self.n.sum()
@@ -102,6 +104,7 @@ class _Pattern:
             self.v = (self.ty @ self.s) @ V
             self.tt = np.einsum("es,es->e", self.ty, self.ty)
             self.yy_within = self.yy - (self.u[:, ~nz] ** 2).sum(axis=1)
+            self.u_nz, self.v_nz, self.lam_nz = self.u[:, nz], self.v[:, nz], lam[nz]
         else:
             self.ss = np.einsum("sp,sq->spq", self.s, self.s).reshape(S, -1)
 
@@ -114,17 +117,16 @@ class _Pattern:
         """log|M|, RSS and, with ``solve``, M⁻¹ and β at γ (one per edge in ``idx``)."""
         if self.balanced:
             w0 = gamma / (1 + self.n_values[0] * gamma)
-            nz = self.nz
-            d = 1 - w0[:, None] * self.lam[nz][None]  # (E, k), > 0
-            r = self.u[idx][:, nz] - w0[:, None] * self.v[idx][:, nz]
+            d = 1 - w0[:, None] * self.lam_nz[None]  # (E, k), > 0
+            r = self.u_nz[idx] - w0[:, None] * self.v_nz[idx]
             rss = self.yy_within[idx] - w0 * self.tt[idx] - (r**2 / d).sum(axis=1)
             logdet = self.logdetA + np.log(d).sum(axis=1)
             if not solve:
                 return logdet, rss, None, None
             d = 1 - w0[:, None] * self.lam[None]
             r = self.u[idx] - w0[:, None] * self.v[idx]
-            Minv = np.einsum("pk,ek,qk->epq", self.V, 1 / d, self.V)
-            beta = np.einsum("pk,ek->ep", self.V, r / d)
+            Minv = (self.V[None] / d[:, None, :]) @ self.V.T
+            beta = (r / d) @ self.V.T
             return logdet, rss, Minv, beta
         w = gamma[:, None] / (1 + self.n[None] * gamma[:, None])  # (E, S)
         M = self.A[None] - (w @ self.ss).reshape(-1, self.p, self.p)
@@ -180,23 +182,35 @@ class _Pattern:
         return (self.N - self.p) * log_s2 + self._logdet_h(gamma) + logdet + rss / s2
 
     def _lcl(self, L, log_s2, log_t2):
+        """L' (σ² M(γ)⁻¹) L at the given variance parameters."""
         s2, t2 = np.exp(log_s2), np.exp(log_t2)
-        _, _, Minv, _ = self.terms(t2 / s2)
-        return s2 * np.einsum("p,epq,q->e", L, Minv, L)
+        gamma = t2 / s2
+        if self.balanced:  # M⁻¹ = V diag(1/d) V'
+            d = 1 - (gamma / (1 + self.n_values[0] * gamma))[:, None] * self.lam[None]
+            return s2 * ((1 / d) @ (self.V.T @ L) ** 2)
+        _, _, Minv, _ = self.terms(gamma)
+        return s2 * ((Minv @ L) @ L)
+
+    def _hessian(self, h):
+        """Central-difference Hessian of the REML deviance in (log σ², log τ²), once per fit."""
+        if getattr(self, "_hess", None) is None:
+            inner = self.gamma > 0
+            x = np.log(self.sigma2)
+            y = np.log(np.where(inner, self.gamma * self.sigma2, 1.0))
+            f = self._deviance
+            f0 = f(x, y)
+            hxx = (f(x + h, y) - 2 * f0 + f(x - h, y)) / h**2
+            hyy = (f(x, y + h) - 2 * f0 + f(x, y - h)) / h**2
+            hxy = (f(x + h, y + h) - f(x + h, y - h) - f(x - h, y + h) + f(x - h, y - h)) / (4 * h**2)
+            self._hess = (inner, x, y, hxx, hyy, hxy)
+        return self._hess
 
     def satterthwaite(self, L, h=1e-3):
         E = len(self.rows)
         df = np.full(E, self.N - self.p)  # τ² = 0: the OLS residual df
-        inner = self.gamma > 0
+        inner, x, y, hxx, hyy, hxy = self._hessian(h)
         if not inner.any():
             return df
-        x = np.log(self.sigma2)
-        y = np.log(np.where(inner, self.gamma * self.sigma2, 1.0))
-        f = self._deviance
-        f0 = f(x, y)
-        hxx = (f(x + h, y) - 2 * f0 + f(x - h, y)) / h**2
-        hyy = (f(x, y + h) - 2 * f0 + f(x, y - h)) / h**2
-        hxy = (f(x + h, y + h) - f(x + h, y - h) - f(x - h, y + h) + f(x - h, y - h)) / (4 * h**2)
         g = self._lcl(L, x, y)
         gx = (self._lcl(L, x + h, y) - self._lcl(L, x - h, y)) / (2 * h)
         gy = (self._lcl(L, x, y + h) - self._lcl(L, x, y - h)) / (2 * h)
@@ -217,8 +231,7 @@ def fit_reml(y: np.ndarray, X: np.ndarray, min_subjects: int = 2) -> MixedFit:
     E, S, K = y.shape
     p = X.shape[-1]
     keep = np.isfinite(y)
-    beta = np.full((E, p), np.nan)
-    cov = np.full((E, p, p), np.nan)
+    beta = cov = None
     sigma2, tau2 = np.full(E, np.nan), np.full(E, np.nan)
     n_obs = keep.sum(axis=(1, 2))
     n_sub = keep.any(axis=2).sum(axis=1)
@@ -244,8 +257,16 @@ def fit_reml(y: np.ndarray, X: np.ndarray, min_subjects: int = 2) -> MixedFit:
         if why:
             reason[rows] = why
             continue
-        pat = _Pattern(rows, kp, X, y[rows])
+        pat = _Pattern(rows, kp, X, y if len(rows) == E else y[rows])
         b, c, s2, t2 = pat.fit()
-        beta[rows], cov[rows], sigma2[rows], tau2[rows] = b, c, s2, t2
+        if len(rows) == E:  # one pattern for every edge: no copies
+            beta, cov = b, c
+        else:
+            if beta is None:
+                beta, cov = np.full((E, p), np.nan), np.full((E, p, p), np.nan)
+            beta[rows], cov[rows] = b, c
+        sigma2[rows], tau2[rows] = s2, t2
         patterns.append(pat)
+    if beta is None:
+        beta, cov = np.full((E, p), np.nan), np.full((E, p, p), np.nan)
     return MixedFit(beta, cov, sigma2, tau2, n_obs, n_sub, reason, patterns)

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.fclab-installed
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test lock clean
+.PHONY: run test lock clean browser
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,11 @@ run: $(STAMP)
 	$(BIN)/dvc repro
 	@$(BIN)/python -c "from framework.runner import headline_lines; print('report: reports/index.html'); print('\n'.join(headline_lines()))"
 
-test: $(STAMP)
+# The report test drives Debian's chromium (playwright is only its driver; nothing is downloaded).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
 
 lock:

@@ -195,6 +195,10 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams):
     })
 
     fd = pd.read_csv(run.confounds, sep="\t", usecols=["framewise_displacement"])["framewise_displacement"]
+    censored = np.ones(T, bool)
+    censored[kept] = False
+    motion = pd.DataFrame({"subject": run.subject, "run": run.run, "volume": np.arange(T, dtype=np.int32),
+                           "framewise_displacement": fd.to_numpy(np.float64), "censored": censored})
     run_qc = {
         "subject": run.subject, "group": run.group, "run": run.run, "bold": run.bold.name,
         "tr_s": run.tr, "n_volumes": T, "n_retained": int(kept.size),
@@ -210,7 +214,32 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams):
                str(run.confounds): file_digest(run.confounds)}
     if run.events is not None:
         digests[str(run.events)] = file_digest(run.events)
-    return ts, roi_qc, run_qc, events, digests
+    return ts, roi_qc, run_qc, events, digests, motion
+
+
+def roi_atlas(rois: RoiWeights, grid: nib.Nifti1Image) -> tuple[nib.Nifti1Image, pd.DataFrame]:
+    """The ROI set as a label image on ``grid`` (1-based, in ROI order; the larger weight wins an
+    overlap) and a table of ROI centroids in world (MNI) mm and voxel counts, for figures."""
+    support = rois.support.tocsr()
+    n_vox = np.asarray(support.sum(axis=1)).ravel()
+    shape = grid.shape[:3]
+    labels = np.zeros(int(np.prod(shape)), np.int16)
+    best = np.zeros(labels.shape)
+    ijk_all = []
+    for r in range(len(rois.names)):
+        row = rois.weights.getrow(r)
+        idx, w = row.indices, np.abs(row.data)
+        win = w > best[idx]
+        labels[idx[win]], best[idx[win]] = r + 1, w[win]
+        ijk_all.append(np.column_stack(np.unravel_index(idx, shape)))
+    img = nib.Nifti1Image(labels.reshape(shape), grid.affine)
+    img.header.set_data_dtype(np.int16)
+    cent = [nib.affines.apply_affine(grid.affine, ijk).mean(axis=0) if len(ijk) else np.full(3, np.nan)
+            for ijk in ijk_all]
+    table = pd.DataFrame({"roi": rois.names, "label": np.arange(1, len(rois.names) + 1, dtype=np.int16),
+                          "x_mm": [c[0] for c in cent], "y_mm": [c[1] for c in cent], "z_mm": [c[2] for c in cent],
+                          "n_voxels": n_vox.astype(np.int32)})
+    return img, table
 
 
 def _extract_job(args):
@@ -218,8 +247,22 @@ def _extract_job(args):
     return _extract_run(run, rois, denoise)
 
 
-def extract(p: ExtractParams, n_jobs: int = 2):
-    """Return (timeseries, roi_qc, run_qc, events, participants, input digests, ROI plugins)."""
+@dataclass
+class Extracted:
+    timeseries: pd.DataFrame
+    roi_qc: pd.DataFrame
+    run_qc: pd.DataFrame
+    events: pd.DataFrame
+    participants: pd.DataFrame
+    motion: pd.DataFrame
+    atlas_img: nib.Nifti1Image
+    atlas: pd.DataFrame
+    digests: dict
+    plugins: list
+
+
+def extract(p: ExtractParams, n_jobs: int = 2) -> Extracted:
+    """Extract every run; the tables, the ROI atlas on the first run's grid, digests and plugins."""
     participants, runs = discover(p.data)
     builder = RoiBuilder(p.rois)
     jobs = []
@@ -242,4 +285,6 @@ def extract(p: ExtractParams, n_jobs: int = 2):
         columns=["subject", "run", "trial_type", "onset_s", "duration_s"])
     digests = {k: v for r in results for k, v in r[4].items()}
     digests[str(Path(p.data.root) / p.data.participants)] = file_digest(Path(p.data.root) / p.data.participants)
-    return ts, roi_qc, run_qc, events, participants, digests, builder.plugins
+    motion = pd.concat([r[5] for r in results], ignore_index=True)
+    atlas_img, atlas = roi_atlas(jobs[0][1], nib.load(runs[0].mask))
+    return Extracted(ts, roi_qc, run_qc, events, participants, motion, atlas_img, atlas, digests, builder.plugins)

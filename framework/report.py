@@ -16,9 +16,9 @@ from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
 from scipy import stats as st  # noqa: E402
 
 from framework import __version__  # noqa: E402
-from framework.io import atomic_path, write_json, write_text  # noqa: E402
+from framework.figures import GROUP_COLOURS, finish_figure  # noqa: E402
+from framework.io import write_json, write_text  # noqa: E402
 
-GROUP_COLOURS = ("#4c72b0", "#dd8452")  # reference, target
 SCALE_LABELS = {"fisher_z": "Fisher z", "r": "Pearson r"}
 PACKAGES = ("nilearn", "nibabel", "numpy", "pandas", "scipy", "statsmodels", "pyarrow", "pluggy", "dvc")
 
@@ -121,17 +121,6 @@ def course_figure(course: pd.DataFrame, a: str, b: str, groups, scale: str, spec
     ax.set_xlabel(f"Window centre (min from {ref})")
     ax.set_ylabel(f"Sliding-window connectivity ({SCALE_LABELS.get(scale, scale)})")
     finish_figure(fig, ax, edge_label(a, b), path)
-
-
-def finish_figure(fig, ax, title: str, path) -> None:
-    """Shared styling, then an atomic PNG write."""
-    ax.set_title(title)
-    ax.legend(frameon=False, fontsize=9)
-    ax.spines[["top", "right"]].set_visible(False)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
 
 
 def power_figure(curve: pd.DataFrame, detectable: pd.DataFrame, title: str, path) -> None:

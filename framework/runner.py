@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 from pathlib import Path
 
+import nibabel as nib
 import pandas as pd
 
 from framework.connectivity import build_metrics, connectivity, output_scales
@@ -45,7 +47,8 @@ def stage_simulate(params: Params, jobs: int | None = None) -> Path:
 
 def stage_extract(params: Params, jobs: int | None = None) -> None:
     p = params.extract
-    ts, roi_qc, run_qc, events, participants, digests, plugins = extract(p, n_jobs=jobs or default_jobs())
+    out = extract(p, n_jobs=jobs or default_jobs())
+    ts, roi_qc, run_qc, plugins = out.timeseries, out.roi_qc, out.run_qc, out.plugins
     d = p.denoise
     band = (f"band-pass filtered between {d.high_pass_hz} and {d.low_pass_hz} Hz (Butterworth)"
             if d.high_pass_hz and d.low_pass_hz else "not band-pass filtered")
@@ -58,13 +61,17 @@ def stage_extract(params: Params, jobs: int | None = None) -> None:
         f"{'detrended, ' if d.detrend else ''}{band}, cleaned of confounds orthogonally to the filter, "
         f"and standardised ({d.standardize}) with nilearn signal.clean."
     )
-    prov = provenance("extract", section_hash(p), _plugin_versions(plugins), digests)
+    prov = provenance("extract", section_hash(p), _plugin_versions(plugins), out.digests)
     prov["methods"] = methods
     write_parquet(ts, EXTRACT_DIR / "timeseries.parquet", prov)
     write_parquet(roi_qc, EXTRACT_DIR / "roi_qc.parquet", prov)
     write_parquet(run_qc, EXTRACT_DIR / "run_qc.parquet", prov)
-    write_parquet(events, EXTRACT_DIR / "events.parquet", prov)
-    write_parquet(participants, EXTRACT_DIR / "participants.parquet", prov)
+    write_parquet(out.events, EXTRACT_DIR / "events.parquet", prov)
+    write_parquet(out.participants, EXTRACT_DIR / "participants.parquet", prov)
+    write_parquet(out.motion, EXTRACT_DIR / "motion.parquet", prov)
+    write_parquet(out.atlas, EXTRACT_DIR / "rois.parquet", prov)
+    with atomic_path(EXTRACT_DIR / "rois.nii.gz") as tmp:  # gzip without a timestamp: reproducible bytes
+        tmp.write_bytes(gzip.compress(out.atlas_img.to_bytes(), mtime=0))
 
 
 def _window_text(w) -> str:
@@ -173,6 +180,8 @@ def stage_report(params: Params) -> Path:
                    course[["edge", "group", "centre_min", "mean", "ci_low", "ci_high", "n"]].to_csv(
                        index=False, float_format="%.6g"))
 
+    study_figs, qc_figs = study_figures(edges_m, run_qc, groups, windows, sp.baseline_window, scale)
+
     plot_csv = summary[["edge", "group", "window", "window_mid_min", "mean_delta", "ci_low", "ci_high", "n"]]
     write_text(REPORT_DIR / "plots" / "delta_by_window.csv", plot_csv.to_csv(index=False, float_format="%.6g"))
 
@@ -193,13 +202,40 @@ def stage_report(params: Params) -> Path:
         "headline": headline(primary, sp.alpha),
         "summary": group_rows, "n_excluded": len(excl), "exclusions": excl.to_dict("records"),
         "primary_test": rp_params.primary_test, "correction": sp.correction, "figures": figures,
-        "courses": courses,
+        "courses": courses, "study_figures": study_figs, "qc_figures": qc_figs,
         "families": fams, "alpha": sp.alpha,
         "methods": rp.methods_text(provs, sp.correction, sp.confirmatory, sp.alpha, sp.family),
         "versions": rp.package_versions(), "commit": git_commit(),
         "data_version": file_digest(paths["timeseries"]),
     }
     return rp.write_report(REPORT_DIR, context)
+
+
+def study_figures(edges_m, run_qc, groups, windows, baseline, scale):
+    """The ROI, matrix and QC figures; returns (study figures, QC figures) for the template."""
+    from framework import figures as fg
+
+    fig_dir = REPORT_DIR / "figures"
+    atlas = read_parquet(EXTRACT_DIR / "rois.parquet")
+    rois = atlas["roi"].tolist()
+    study, qc = [], []
+
+    def add(where, name, caption):
+        where.append({"src": f"figures/{name}", "alt": caption})
+
+    fg.roi_figure(nib.load(EXTRACT_DIR / "rois.nii.gz"), atlas, fig_dir / "rois.png")
+    add(study, "rois.png", "Regions of interest on the MNI152 template (axial slices)")
+    fg.matrices_figure(edges_m, rois, groups, windows, scale, fig_dir / "matrices.png")
+    add(study, "matrices.png", "Group-mean connectivity per window, and the group difference")
+    fg.fd_figure(read_parquet(EXTRACT_DIR / "motion.parquet"), run_qc, groups, fig_dir / "qc_fd.png")
+    add(qc, "qc_fd.png", "Framewise displacement per volume, by group")
+    fg.censoring_figure(edges_m, run_qc, groups, windows, fig_dir / "qc_censoring.png")
+    add(qc, "qc_censoring.png", "Censored fraction of each window, by group")
+    fg.qcfc_distance_figure(edges_m, run_qc, atlas, groups, baseline, scale, fig_dir / "qc_fc_distance.png")
+    add(qc, "qc_fc_distance.png", f"QC-FC and connectivity against ROI distance ({baseline} window)")
+    fg.roi_qc_figure(read_parquet(EXTRACT_DIR / "roi_qc.parquet"), fig_dir / "qc_rois.png")
+    add(qc, "qc_rois.png", "ROI coverage and tSNR")
+    return study, qc
 
 
 def stage_power(params: Params, deltas: list[float], n_sims: int, edge: tuple[str, str] | None,

@@ -149,7 +149,7 @@ def package_versions() -> dict[str, str]:
 
 
 def methods_text(provs: dict[str, dict], correction: str, confirmatory, alpha,
-                 family=("test", "metric", "term")) -> str:
+                 family=("test", "metric", "term"), report_hash: str = "", params_hash: str = "") -> str:
     ex, co, stt = provs["extract"], provs["connectivity"], provs["stats"]
     versions = package_versions()
     plugins = {**ex.get("plugins", {}), **co.get("plugins", {}), **stt.get("plugins", {})}
@@ -166,12 +166,22 @@ def methods_text(provs: dict[str, dict], correction: str, confirmatory, alpha,
         f"{versions['nibabel']}, numpy {versions['numpy']}, pandas {versions['pandas']}, scipy "
         f"{versions['scipy']} and statsmodels {versions['statsmodels']}; plugins: {plugin_list}. "
         f"Parameter hashes: extract {ex['params_hash']}, connectivity {co['params_hash']}, "
-        f"stats {stt['params_hash']}."
+        f"stats {stt['params_hash']}, report {report_hash}; params.yaml as a whole {params_hash}."
     )
+
+
+def _num(value, fmt: str) -> str:
+    """Format a number for the report; missing values (None, NaN) as a dash."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "–"
+    return fmt % v if np.isfinite(v) else "–"
 
 
 def render_html(context: dict) -> str:
     env = Environment(loader=PackageLoader("framework", "templates"), autoescape=select_autoescape(["html", "j2"]))
+    env.filters["num"] = _num
     return env.get_template("report.html.j2").render(**context)
 
 

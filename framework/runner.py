@@ -204,7 +204,8 @@ def stage_report(params: Params) -> Path:
         "primary_test": rp_params.primary_test, "correction": sp.correction, "figures": figures,
         "courses": courses, "study_figures": study_figs, "qc_figures": qc_figs,
         "families": fams, "alpha": sp.alpha,
-        "methods": rp.methods_text(provs, sp.correction, sp.confirmatory, sp.alpha, sp.family),
+        "methods": rp.methods_text(provs, sp.correction, sp.confirmatory, sp.alpha, sp.family,
+                                   section_hash(rp_params), section_hash(params)),
         "versions": rp.package_versions(), "commit": git_commit(),
         "data_version": file_digest(paths["timeseries"]),
     }

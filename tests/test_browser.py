@@ -47,3 +47,52 @@ def test_report_renders_in_headless_chromium(ran_study, tmp_path):
     assert shot.stat().st_size > 50_000
     for heading in ("Study summary", "Regions and connectivity", "Quality control", "Statistics", "Methods"):
         assert heading in text
+
+
+def test_hostile_names_render_as_text(ran_study, tmp_path, in_dir):
+    """An ROI named like a script and a group with markup stay text in the page, in a real browser."""
+    if os.environ.get("FCLAB_SKIP_BROWSER") == "1":
+        pytest.skip("FCLAB_SKIP_BROWSER=1")
+    import pandas as pd
+    from playwright.sync_api import sync_playwright
+
+    from conftest import run_cli, small_params, write_params
+    from framework.io import read_provenance, write_parquet
+
+    roi, group = "<script>alert(1)</script>", "<b>ketamine</b>"
+    directory, _, _ = ran_study
+    shutil.copytree(directory / "results", tmp_path / "results")
+    for path in (tmp_path / "results").rglob("*.parquet"):
+        table = pd.read_parquet(path)
+        for col in ("roi_a", "roi_b", "roi"):
+            if col in table:
+                table[col] = table[col].replace("vmPFC", roi)
+        if "group" in table:
+            table["group"] = table["group"].replace("ketamine", group)
+        if path.name == "timeseries.parquet":
+            table = table.rename(columns={"vmPFC": roi})
+        write_parquet(table, path, read_provenance(path))
+    params = small_params()
+    params["stats"]["groups"] = ["midazolam", group]
+    params["stats"]["confirmatory"] = [["Left_Amygdala", roi], ["Right_Amygdala", roi]]
+    write_params(tmp_path, params)
+    in_dir(tmp_path)
+    code, _, err = run_cli("report")
+    assert code == 0, err
+    html = (tmp_path / "reports" / "index.html").read_text()
+    assert roi not in html and group not in html
+    dialogs = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page()
+            page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+            page.goto((tmp_path / "reports" / "index.html").resolve().as_uri())
+            page.wait_for_load_state("load")
+            text = page.inner_text("body")
+            scripts = page.evaluate("document.scripts.length")
+            bold = page.evaluate("document.querySelectorAll('b').length")
+        finally:
+            browser.close()
+    assert dialogs == [] and scripts == 0 and bold == 0
+    assert roi in text and group in text  # shown literally, as text

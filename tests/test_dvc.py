@@ -1,4 +1,5 @@
-"""DVC in a temporary git clone: full run, no-op rerun, and a stats change reruns only what depends on it."""
+"""DVC in a temporary git clone: full run, no-op rerun, an experiment on a stats parameter reruns
+only stats and report, and params, metrics and plots commands work."""
 
 from __future__ import annotations
 
@@ -47,12 +48,17 @@ def test_repro_noop_and_partial_rerun(tmp_path, ran_study):
     second = sh("dvc", "repro", cwd=clone)
     assert "Running stage" not in second and "up to date" in second
 
-    params = yaml.safe_load((clone / "params.yaml").read_text())
-    params["stats"]["correction"] = "fdr_bh"
-    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    third = sh("dvc", "repro", cwd=clone)
-    ran = {s for s in ("simulate", "extract", "connectivity", "stats", "report") if f"Running stage '{s}'" in third}
+    git = ("git", "-c", "user.name=t", "-c", "user.email=t@t")
+    sh("git", "add", "-A", cwd=clone)
+    sh(*git, "commit", "-qm", "baseline run", cwd=clone)
+    exp = sh("dvc", "exp", "run", "-S", "stats.alpha=0.01", cwd=clone)
+    ran = {s for s in ("simulate", "extract", "connectivity", "stats", "report") if f"Running stage '{s}'" in exp}
     assert ran == {"stats", "report"}
 
+    diff = sh("dvc", "params", "diff", cwd=clone)
+    assert "stats.alpha" in diff and "0.05" in diff and "0.01" in diff
     shown = sh("dvc", "metrics", "show", cwd=clone)
     assert "reports/metrics.json" in shown and "Left_Amygdala~vmPFC" in shown
+    sh("dvc", "metrics", "diff", cwd=clone)
+    plots = sh("dvc", "plots", "show", cwd=clone)
+    assert "dvc_plots" in plots and (clone / "dvc_plots" / "index.html").exists()

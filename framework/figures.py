@@ -117,12 +117,19 @@ def fd_figure(motion: pd.DataFrame, run_qc: pd.DataFrame, groups, path) -> None:
     finish_figure(fig, ax, "Head motion: FD per volume", path)
 
 
-def censoring_figure(edges: pd.DataFrame, run_qc: pd.DataFrame, groups, windows, path) -> None:
-    """Fraction of each window's volumes censored (1 − clean volumes / volumes in the window)."""
+def censored_fraction(edges: pd.DataFrame, run_qc: pd.DataFrame, windows) -> pd.DataFrame:
+    """Per subject and window: 1 − clean volumes used / volumes the window spans at the run's TR."""
     tr = run_qc.drop_duplicates("subject").set_index("subject")["tr_s"]
     e = edges[edges["window"].isin(windows)].drop_duplicates(["subject", "window", "window_start_s"])
-    nominal = np.round((e["window_end_s"] - e["window_start_s"]) / e["subject"].map(tr).to_numpy())
-    e = e.assign(censored=np.clip(1 - e["n_volumes"] / nominal, 0, 1))
+    nominal = np.round((e["window_end_s"] - e["window_start_s"]).to_numpy() / e["subject"].map(tr).to_numpy())
+    out = e[["subject", "group", "window"]].reset_index(drop=True)
+    out["censored"] = np.clip(1 - e["n_volumes"].to_numpy() / nominal, 0, 1)
+    return out
+
+
+def censoring_figure(edges: pd.DataFrame, run_qc: pd.DataFrame, groups, windows, path) -> None:
+    """Fraction of each window's volumes censored, per group."""
+    e = censored_fraction(edges, run_qc, windows)
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     width = 0.38
     for k, (g, colour) in enumerate(zip(groups, GROUP_COLOURS)):

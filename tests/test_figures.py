@@ -1,0 +1,53 @@
+"""The numbers behind the report's QC and matrix figures, against independent computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as st
+
+from framework.figures import censored_fraction, group_matrices, qc_fc
+
+
+def table(seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(10):
+        g = "ref" if s < 5 else "target"
+        for w, (lo, hi) in {"baseline": (0, 480), "w1": (60, 660)}.items():
+            for a, b in (("A", "B"), ("A", "C"), ("B", "C")):
+                rows.append({"subject": f"{s:02d}", "group": g, "window": w, "roi_a": a, "roi_b": b,
+                             "value": rng.normal(), "window_start_s": lo, "window_end_s": hi,
+                             "n_volumes": (hi - lo) / 2.5 - (s if w == "w1" else 0)})
+    edges = pd.DataFrame(rows)
+    run_qc = pd.DataFrame({"subject": [f"{s:02d}" for s in range(10) for _ in range(2)],
+                           "group": ["ref"] * 10 + ["target"] * 10, "tr_s": 2.5,
+                           "mean_fd": rng.uniform(0.05, 0.4, 20)})
+    return edges, run_qc
+
+
+def test_qc_fc_is_the_pearson_correlation_with_mean_fd():
+    edges, run_qc = table()
+    q = qc_fc(edges, run_qc, "baseline").set_index(["roi_a", "roi_b"])
+    fd = run_qc.groupby("subject")["mean_fd"].mean()
+    e = edges[(edges["window"] == "baseline") & (edges["roi_a"] == "A") & (edges["roi_b"] == "C")]
+    ref = st.pearsonr(e["subject"].map(fd), e["value"]).statistic
+    assert q.loc[("A", "C"), "qc_fc_r"] == pytest.approx(ref, rel=1e-12)
+
+
+def test_group_matrices_and_difference():
+    edges, _ = table(1)
+    mats = group_matrices(edges, ["A", "B", "C"], ("ref", "target"), ["w1"])
+    means = edges[edges["window"] == "w1"].pivot_table(index="group", columns=["roi_a", "roi_b"], values="value")
+    assert mats["target", "w1"][0, 2] == pytest.approx(means.loc["target", ("A", "C")])
+    assert mats["target", "w1"][2, 0] == mats["target", "w1"][0, 2]  # symmetric
+    assert mats["difference", "w1"][1, 2] == pytest.approx(means.loc["target", ("B", "C")] - means.loc["ref", ("B", "C")])
+    assert np.isnan(mats["ref", "w1"][0, 0])
+
+
+def test_censored_fraction_from_window_length_and_tr():
+    edges, run_qc = table()
+    c = censored_fraction(edges, run_qc, ["baseline", "w1"]).set_index(["subject", "window"])["censored"]
+    assert c[("03", "baseline")] == 0.0
+    assert c[("04", "w1")] == pytest.approx(4 / 240)  # 4 of the 240 volumes in 600 s at TR 2.5

@@ -18,6 +18,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from framework.io import atomic_path  # noqa: E402
 
 GROUP_COLOURS = ("#4c72b0", "#dd8452")  # reference, target
+SCALE_LABELS = {"fisher_z": "Fisher z", "r": "Pearson r"}
 DPI = 150
 
 
@@ -72,6 +73,7 @@ def group_matrices(edges: pd.DataFrame, rois: list[str], groups, windows) -> dic
 
 def matrices_figure(edges: pd.DataFrame, rois: list[str], groups, windows, scale: str, path) -> None:
     """Group-mean matrices per window (one row per group) and their difference (target − reference)."""
+    scale = SCALE_LABELS.get(scale, scale)
     mats = group_matrices(edges, rois, groups, windows)
     rows = [*groups, "difference"]
     W = len(windows)
@@ -164,6 +166,7 @@ def qc_fc(edges: pd.DataFrame, run_qc: pd.DataFrame, window: str) -> pd.DataFram
 def qcfc_distance_figure(edges: pd.DataFrame, run_qc: pd.DataFrame, atlas: pd.DataFrame, groups,
                          window: str, scale: str, path) -> pd.DataFrame:
     """QC-FC distribution, and FC against inter-ROI (centroid) distance per group, in ``window``."""
+    scale = SCALE_LABELS.get(scale, scale)
     q = qc_fc(edges, run_qc, window)
     xyz = atlas.set_index("roi")[["x_mm", "y_mm", "z_mm"]]
     dist = {(a, b): float(np.linalg.norm(xyz.loc[a].to_numpy() - xyz.loc[b].to_numpy()))

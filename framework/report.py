@@ -16,10 +16,9 @@ from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
 from scipy import stats as st  # noqa: E402
 
 from framework import __version__  # noqa: E402
-from framework.figures import GROUP_COLOURS, finish_figure  # noqa: E402
+from framework.figures import GROUP_COLOURS, SCALE_LABELS, finish_figure  # noqa: E402
 from framework.io import write_json, write_text  # noqa: E402
 
-SCALE_LABELS = {"fisher_z": "Fisher z", "r": "Pearson r"}
 PACKAGES = ("nilearn", "nibabel", "numpy", "pandas", "scipy", "statsmodels", "pyarrow", "pluggy", "dvc")
 
 

@@ -191,3 +191,19 @@ def test_covariates_from_participants_and_run_qc(ran_study, tmp_path, in_dir):
     assert set(tests["test"]) == {"lmm", "ancova"} and tests["p"].notna().all()
     meta = json.loads(pq.read_schema(tmp_path / "results/stats/tests.parquet").metadata[b"fclab"])
     assert "adjusted for age, sex, mean_fd" in meta["methods"]
+
+
+def test_any_params_change_changes_the_methods_text(ran_study, tmp_path, in_dir):
+    directory, _, _ = ran_study
+    shutil.copytree(directory / "results", tmp_path / "results")
+    in_dir(tmp_path)
+    texts = []
+    for seed in (1, 2):  # a key no stage after simulate reads
+        params = small_params()
+        params["simulate"]["seed"] = seed
+        write_params(tmp_path, params)
+        code, _, err = run_cli("report")
+        assert code == 0, err
+        html = (tmp_path / "reports" / "index.html").read_text()
+        texts.append(html[html.index('<p class="methods">'):html.index("</p>", html.index('<p class="methods">'))])
+    assert texts[0] != texts[1] and "params.yaml as a whole" in texts[0]

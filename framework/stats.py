@@ -63,28 +63,52 @@ def _positions(column: pd.Series, values) -> np.ndarray:
     return index.get_indexer(column)
 
 
+def _codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes and their labels; categoricals use their own codes (no hashing)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return column.cat.codes.to_numpy(), np.asarray(column.cat.categories, dtype=object)
+    codes, labels = pd.factorize(column)
+    return codes, np.asarray(labels, dtype=object)
+
+
 def edge_cube(edges: pd.DataFrame, design: Design) -> tuple[pd.DataFrame, np.ndarray]:
     """The edge table as an array: keys (metric, roi_a, roi_b) and values (E, subjects, windows).
 
     Subjects and windows follow ``design.subjects`` and ``design.windows``; NaN marks a value that
-    is missing or absent. Edges keep the order of their first appearance.
+    is missing or absent. Edges are ordered by (metric, roi_a, roi_b) codes: category order for
+    categorical columns, order of first appearance otherwise.
     """
     s_codes = _positions(edges["subject"], design.subjects["subject"])
     w_codes = _positions(edges["window"], design.windows)
-    sel = (s_codes >= 0) & (w_codes >= 0)
-    edges = edges[sel]
-    codes, labels = zip(*(pd.factorize(edges[c]) for c in ("metric", "roi_a", "roi_b")))
-    sizes = [len(x) for x in labels]
-    combined = (codes[0].astype(np.int64) * sizes[1] + codes[1]) * sizes[2] + codes[2]
-    e_codes, uniq = pd.factorize(combined)
-    m, rest = np.divmod(uniq, sizes[1] * sizes[2])
-    a, b = np.divmod(rest, sizes[2])
-    keys = pd.DataFrame({"metric": np.asarray(labels[0], dtype=object)[m].astype(str),
-                         "roi_a": np.asarray(labels[1], dtype=object)[a].astype(str),
-                         "roi_b": np.asarray(labels[2], dtype=object)[b].astype(str)})
-    cube = np.full((len(keys), len(design.subjects), len(design.windows)), np.nan)
-    cube[e_codes, s_codes[sel], w_codes[sel]] = edges["value"].to_numpy(float)
-    return keys, cube
+    (m, lm), (a, la), (b, lb) = (_codes(edges[c]) for c in ("metric", "roi_a", "roi_b"))
+    sel = (s_codes >= 0) & (w_codes >= 0) & (m >= 0) & (a >= 0) & (b >= 0)
+    values = edges["value"].to_numpy(float)
+    if not sel.all():
+        s_codes, w_codes, m, a, b, values = (x[sel] for x in (s_codes, w_codes, m, a, b, values))
+    space = len(lm) * len(la) * len(lb)
+    itype = np.int32 if space < 2**31 else np.int64
+    m, a, b = (x.astype(itype, copy=False) for x in (m, a, b))
+    combined = (m * itype(len(la)) + a) * itype(len(lb)) + b
+    if space <= 50_000_000:  # a dense lookup table: linear time, no hashing
+        present = np.zeros(space, bool)
+        present[combined] = True
+        uniq = np.flatnonzero(present)
+        lut = np.full(space, -1, itype)
+        lut[uniq] = np.arange(len(uniq))
+        e_codes = lut[combined]
+    else:
+        uniq, e_codes = np.unique(combined, return_inverse=True)
+    mi, rest = np.divmod(uniq, len(la) * len(lb))
+    ai, bi = np.divmod(rest, len(lb))
+    keys = pd.DataFrame({"metric": lm[mi].astype(str), "roi_a": la[ai].astype(str), "roi_b": lb[bi].astype(str)})
+    S, W = len(design.subjects), len(design.windows)
+    cube = np.full(len(keys) * S * W, np.nan)
+    flat = e_codes.astype(np.int64) * S
+    flat += s_codes
+    flat *= W
+    flat += w_codes
+    cube[flat] = values
+    return keys, cube.reshape(len(keys), S, W)
 
 
 def change_cube(edges: pd.DataFrame, design: Design) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:

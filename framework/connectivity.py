@@ -84,7 +84,12 @@ class Windows:
         self.reasons = Reasons()
         self.reason = np.full(n, -1, dtype=np.int32)
         counts = self.stop - self.start
-        for i in np.flatnonzero(counts < p.min_volumes):
+        excluded = {} if "excluded" not in run_qc else {
+            (r.subject, r.run): r.reason for r in run_qc[run_qc["excluded"]].itertuples()}
+        for i, c in enumerate(self.cuts[["subject", "run"]].itertuples(index=False)):
+            if (c.subject, c.run) in excluded:
+                self.reason[i] = self.reasons.code(f"run excluded: {excluded[c.subject, c.run]}")
+        for i in np.flatnonzero((counts < p.min_volumes) & (self.reason < 0)):
             self.reason[i] = self.reasons.code(f"{counts[i]} clean volumes, fewer than min_volumes ({p.min_volumes})")
         fixed = (self.cuts["kind"] == "fixed").to_numpy()
         if p.equalize:

@@ -247,6 +247,30 @@ def _extract_job(args):
     return _extract_run(run, rois, denoise)
 
 
+def apply_exclusions(run_qc: pd.DataFrame, rules) -> pd.DataFrame:
+    """Mark runs that break a rule as excluded, with every broken rule in ``reason``."""
+    run_qc = run_qc.copy()
+    reasons = [[] for _ in range(len(run_qc))]
+    censored = 1 - run_qc["n_retained"] / run_qc["n_volumes"]
+    for i, r in enumerate(run_qc.itertuples()):
+        if rules.max_mean_fd is not None and r.mean_fd > rules.max_mean_fd:
+            reasons[i].append(f"mean FD {r.mean_fd:.3f} mm > {rules.max_mean_fd:g} mm")
+        if rules.max_censored_fraction is not None and censored.iloc[i] > rules.max_censored_fraction:
+            reasons[i].append(f"censored fraction {censored.iloc[i]:.2f} > {rules.max_censored_fraction:g}")
+        if rules.min_clean_volumes is not None and r.n_retained < rules.min_clean_volumes:
+            reasons[i].append(f"{r.n_retained} clean volumes < {rules.min_clean_volumes}")
+    run_qc["excluded"] = [bool(x) for x in reasons]
+    run_qc["reason"] = ["; ".join(x) for x in reasons]
+    if rules.whole_subject:
+        for sub, f in run_qc.groupby("subject", sort=False):
+            if f["excluded"].any():
+                first = f.loc[f["excluded"], ["run", "reason"]].iloc[0]
+                for i in f.index[~f["excluded"]]:
+                    run_qc.loc[i, "excluded"] = True
+                    run_qc.loc[i, "reason"] = f"subject excluded (run {first['run']}: {first['reason']})"
+    return run_qc
+
+
 @dataclass
 class Extracted:
     timeseries: pd.DataFrame
@@ -279,7 +303,7 @@ def extract(p: ExtractParams, n_jobs: int = 2) -> Extracted:
         results = [_extract_job(job) for job in jobs]
     ts = pd.concat([r[0] for r in results], ignore_index=True)
     roi_qc = pd.concat([r[1] for r in results], ignore_index=True)
-    run_qc = pd.DataFrame([r[2] for r in results])
+    run_qc = apply_exclusions(pd.DataFrame([r[2] for r in results]), p.exclude)
     events = [r[3] for r in results if r[3] is not None]
     events = pd.concat(events, ignore_index=True) if events else pd.DataFrame(
         columns=["subject", "run", "trial_type", "onset_s", "duration_s"])

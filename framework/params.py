@@ -77,10 +77,20 @@ class DenoiseParams(Section):
     high_pass_hz: float | None = Field(0.01, gt=0)
 
 
+class ExclusionParams(Section):
+    """Run exclusion rules, applied after denoising; None switches a rule off."""
+
+    max_mean_fd: float | None = Field(None, gt=0)  # mm, mean framewise displacement of the run
+    max_censored_fraction: float | None = Field(None, ge=0, le=1)  # volumes left out by the sample mask
+    min_clean_volumes: int | None = Field(None, ge=1)
+    whole_subject: bool = False  # one excluded run excludes every run of that subject
+
+
 class ExtractParams(Section):
     data: DataParams = Field(default_factory=DataParams)
     rois: list[PluginSpec] = Field(min_length=1)
     denoise: DenoiseParams = Field(default_factory=DenoiseParams)
+    exclude: ExclusionParams = Field(default_factory=ExclusionParams)
 
 
 def _span(spec, lo_min, hi_min, lo_s, hi_s) -> tuple[float | None, float | None]:

@@ -120,8 +120,8 @@ def stage_stats(params: Params) -> None:
     windows = upstream.get("windows") or list(dict.fromkeys(edges["window"]))
     edges = edges[edges["window"].isin(windows)]  # sliding windows are for time courses, not tests
     tests = build_tests(p)
-    subjects = subject_table(read_parquet(EXTRACT_DIR / "participants.parquet"),
-                             read_parquet(EXTRACT_DIR / "run_qc.parquet"))
+    run_qc = read_parquet(EXTRACT_DIR / "run_qc.parquet")
+    subjects = subject_table(read_parquet(EXTRACT_DIR / "participants.parquet"), run_qc)
     result = run_stats(p, edges, windows, tests, upstream.get("scales"), subjects)
     prov = provenance("stats", section_hash(p), _plugin_versions(tests), _digests(path))
     ref, target = p.groups
@@ -129,8 +129,19 @@ def stage_stats(params: Params) -> None:
         f"Group differences ({target} − {ref}) in the change from the {p.baseline_window} window were "
         f"tested with {'; and '.join(t.describe() for t in tests)}."
         + (f" Models with covariates adjusted for {', '.join(p.covariates)} (centred)." if p.covariates else "")
+        + exclusion_text(run_qc)
     )
     write_parquet(result, STATS_DIR / "tests.parquet", prov)
+
+
+def exclusion_text(run_qc: pd.DataFrame) -> str:
+    """One sentence on excluded runs: how many, of how many subjects, and why."""
+    excl = run_qc[run_qc["excluded"]] if "excluded" in run_qc else run_qc.iloc[:0]
+    if excl.empty:
+        return " No run was excluded."
+    why = "; ".join(f"sub-{r.subject} {r.run}: {r.reason}" for r in excl.itertuples())
+    return (f" {len(excl)} of {len(run_qc)} runs ({excl['subject'].nunique()} subjects) were excluded and their "
+            f"windows treated as missing ({why}).")
 
 
 def stage_report(params: Params) -> Path:
@@ -192,7 +203,8 @@ def stage_report(params: Params) -> Path:
     group_rows = []
     for g, frame in run_qc.groupby("group", sort=True):
         group_rows.append({"group": g, "subjects": frame["subject"].nunique(), "runs": len(frame),
-                           "volumes": int(frame["n_volumes"].sum()), "mean_fd": float(frame["mean_fd"].mean())})
+                           "volumes": int(frame["n_volumes"].sum()), "mean_fd": float(frame["mean_fd"].mean()),
+                           "excluded": int(frame["excluded"].sum())})
     excl = run_qc[run_qc["excluded"]]
     fams = [{"name": f, "rows": tests[tests["family"] == f].to_dict("records")}
             for f in ("confirmatory", "exploratory") if (tests["family"] == f).any()]

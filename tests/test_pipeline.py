@@ -207,3 +207,43 @@ def test_any_params_change_changes_the_methods_text(ran_study, tmp_path, in_dir)
         html = (tmp_path / "reports" / "index.html").read_text()
         texts.append(html[html.index('<p class="methods">'):html.index("</p>", html.index('<p class="methods">'))])
     assert texts[0] != texts[1] and "params.yaml as a whole" in texts[0]
+
+
+def test_exclusion_rules_mark_runs_and_their_windows_go_missing(ran_study, small_study, tmp_path, in_dir):
+    directory, _, _ = ran_study
+    fd = pd.read_parquet(directory / "results/extract/run_qc.parquet")["mean_fd"]
+    limit = float(np.quantile(fd, 0.85))  # the highest-motion runs break the rule
+    work = _copy_study(small_study, tmp_path)
+    params = small_params()
+    params["extract"]["exclude"] = {"max_mean_fd": limit}
+    write_params(work, params)
+    in_dir(work)
+    code, _, err = run_cli("run")
+    assert code == 0, err
+    run_qc = pd.read_parquet(work / "results/extract/run_qc.parquet")
+    excl = run_qc[run_qc["excluded"]]
+    assert len(excl) == int((fd > limit).sum()) > 0
+    assert excl["reason"].str.contains(f"> {limit:g} mm").all()
+    edges = pd.read_parquet(work / "results/connectivity/edges.parquet")
+    hit = edges.merge(excl[["subject", "run"]], on="subject")
+    assert len(hit) and hit["value"].isna().any()
+    gone = edges.set_index(["subject"]).loc[excl["subject"]]
+    assert gone["reason"].fillna("").str.startswith("run excluded: mean FD").any()
+    meta = json.loads(pq.read_schema(work / "results/stats/tests.parquet").metadata[b"fclab"])
+    assert f"{len(excl)} of {len(run_qc)} runs" in meta["methods"]
+    html = (work / "reports/index.html").read_text()
+    assert f"Excluded runs: {len(excl)}" in html and "mean FD" in html
+
+
+def test_exclusion_rules_whole_subject_and_censoring():
+    from framework.extract import apply_exclusions
+    from framework.params import ExclusionParams
+
+    run_qc = pd.DataFrame({"subject": ["01", "01", "02", "02"], "run": ["a", "b", "a", "b"],
+                           "mean_fd": [0.1, 0.6, 0.1, 0.1], "n_volumes": 100, "n_retained": [100, 100, 70, 95]})
+    out = apply_exclusions(run_qc, ExclusionParams(max_mean_fd=0.5, max_censored_fraction=0.2, whole_subject=True))
+    assert out["excluded"].tolist() == [True, True, True, True]
+    assert out.loc[0, "reason"] == "subject excluded (run b: mean FD 0.600 mm > 0.5 mm)"
+    assert out.loc[2, "reason"] == "censored fraction 0.30 > 0.2"
+    out = apply_exclusions(run_qc, ExclusionParams(min_clean_volumes=80))
+    assert out["excluded"].tolist() == [False, False, True, False]

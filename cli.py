@@ -137,10 +137,23 @@ def power(
 
 @app.command()
 @guarded
-def validate():
-    """Check params.yaml (keys, types, plugin names and options) without computing anything."""
-    _params()
+def validate(
+    params_only: Annotated[bool, typer.Option("--params-only", help="Check params.yaml only, not the inputs.")] = False,
+):
+    """Check params.yaml and every input file (headers, tables, events) without computing anything."""
+    params = _params()
     typer.echo(f"{_state['params']}: ok")
+    if params_only:
+        return
+    lines, problems = runner.validate_inputs(params)
+    for line in lines:
+        typer.echo(line)
+    if problems:
+        typer.echo(f"{len(problems)} problem{'s' if len(problems) > 1 else ''}:", err=True)
+        for problem in problems:
+            typer.echo(f"  {problem}", err=True)
+        raise typer.Exit(1)
+    typer.echo("inputs: ok")
 
 
 @app.command("plugins")

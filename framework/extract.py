@@ -60,12 +60,32 @@ def read_participants(data: DataParams) -> pd.DataFrame:
         sub = table.loc[missing, "participant_id"].iloc[0]
         raise DataError(f"{path}: {sub} has no value in group column {data.group_column!r}")
     table = table.rename(columns={data.group_column: "group"})
+    table["group"] = table["group"].astype(str)
     table["subject"] = table["participant_id"].str.removeprefix("sub-")
+    if data.group_map:
+        unmapped = ~table["group"].isin(list(data.group_map))
+        if unmapped.any():
+            r = table[unmapped].iloc[0]
+            raise DataError(f"{path}: sub-{r['subject']} has group value {r['group']!r}, which "
+                            f"extract.data.group_map does not map (maps {', '.join(map(repr, data.group_map))})")
+        table["group"] = table["group"].map(data.group_map)
+    include, exclude = ([x.removeprefix("sub-") for x in v] for v in (data.include, data.exclude))
+    for key, labels in (("include", include), ("exclude", exclude)):
+        unknown = sorted(set(labels) - set(table["subject"]))
+        if unknown:
+            raise DataError(f"extract.data.{key}: no subject {', '.join(unknown)} in {path}")
+    if include:
+        table = table[table["subject"].isin(include)]
+    table = table[~table["subject"].isin(exclude)].reset_index(drop=True)
     return table
 
 
-def discover(data: DataParams) -> tuple[pd.DataFrame, list[RunInput]]:
-    """The participants table and every run to extract, with their files, via nilearn's BIDS tools."""
+def discover(data: DataParams, problems: list[str] | None = None) -> tuple[pd.DataFrame, list[RunInput]]:
+    """The participants table and every run to extract, with their files, via nilearn's BIDS tools.
+
+    With a ``problems`` list, a run whose files are missing is reported there and skipped instead of
+    raising (``fclab validate`` lists them all).
+    """
     root = Path(data.root)
     if not root.is_dir():
         raise DataError(f"{root}: data root not found (run `fclab simulate` for the default study)")
@@ -73,22 +93,77 @@ def discover(data: DataParams) -> tuple[pd.DataFrame, list[RunInput]]:
     runs = []
     for sub, group in zip(participants["subject"], participants["group"]):
         for key, sel in data.runs.items():
-            filters = [("task", sel.task)] + ([("run", sel.run)] if sel.run else [])
-            where = f"sub-{sub} run {key!r}"
-            bold = _one(get_bids_files(str(root), "bold", "nii.gz", sub, "func",
-                                       filters + [("space", data.space), ("desc", "preproc")]),
-                        "preprocessed BOLD", where)
-            mask = _one(get_bids_files(str(root), "mask", "nii.gz", sub, "func",
-                                       filters + [("space", data.space), ("desc", "brain")]),
-                        "brain mask", where)
-            conf = _one(get_bids_files(str(root), "timeseries", "tsv", sub, "func",
-                                       filters + [("desc", "confounds")]), "confounds TSV", where)
-            events = get_bids_files(str(root), "events", "tsv", sub, "func", filters)
-            sidecar = Path(str(bold).removesuffix(".nii.gz") + ".json")
-            tr = _repetition_time(sidecar)
-            runs.append(RunInput(sub, str(group), key, bold, mask, conf,
-                                 Path(events[0]) if events else None, tr))
+            try:
+                runs.append(_find_run(root, data, sub, group, key, sel))
+            except DataError as exc:
+                if problems is None:
+                    raise
+                problems.append(str(exc))
     return participants, runs
+
+
+def _find_run(root: Path, data: DataParams, sub: str, group, key: str, sel) -> RunInput:
+    """The files of one run (BIDS entities from params), located with nilearn.interfaces.bids."""
+    filters = [("task", sel.task)] + ([("run", sel.run)] if sel.run else [])
+    where = f"sub-{sub} run {key!r}"
+    bold = _one(get_bids_files(str(root), "bold", "nii.gz", sub, "func",
+                               filters + [("space", data.space), ("desc", "preproc")]),
+                "preprocessed BOLD", where)
+    mask = _one(get_bids_files(str(root), "mask", "nii.gz", sub, "func",
+                               filters + [("space", data.space), ("desc", "brain")]),
+                "brain mask", where)
+    conf = _one(get_bids_files(str(root), "timeseries", "tsv", sub, "func",
+                               filters + [("desc", "confounds")]), "confounds TSV", where)
+    events = get_bids_files(str(root), "events", "tsv", sub, "func", filters)
+    sidecar = Path(str(bold).removesuffix(".nii.gz") + ".json")
+    tr = _repetition_time(sidecar)
+    return RunInput(sub, str(group), key, bold, mask, conf, Path(events[0]) if events else None, tr)
+
+
+def check_inputs(p: ExtractParams, needed_events: dict[str, set[str]]) -> tuple[pd.DataFrame, list[str]]:
+    """Every input ``extract`` will read, checked from headers and tables without computing anything.
+
+    Returns one row per run found (subject, group, run, TR, volumes) and every problem as a line.
+    """
+    problems: list[str] = []
+    participants, runs = discover(p.data, problems)
+    rows = []
+    for run in runs:
+        row = {"subject": run.subject, "group": run.group, "run": run.run, "tr_s": run.tr, "n_volumes": np.nan}
+        try:
+            bold, mask = (_header(f) for f in (run.bold, run.mask))
+            if len(bold.shape) != 4:
+                raise DataError(f"{run.bold}: expected a 4D BOLD image, got shape {bold.shape}")
+            row["n_volumes"] = bold.shape[3]
+            if mask.shape[:3] != bold.shape[:3] or not np.allclose(mask.affine, bold.affine, atol=1e-4):
+                raise DataError(f"{run.mask}: grid differs from {run.bold.name} (shape or affine)")
+            n_rows = len(pd.read_csv(run.confounds, sep="\t"))
+            if n_rows != bold.shape[3]:
+                raise DataError(f"{run.confounds}: {n_rows} rows for {bold.shape[3]} volumes in {run.bold.name}")
+            try:
+                load_confounds_strategy(str(run.bold), denoise_strategy=p.denoise.strategy,
+                                        **p.denoise.strategy_options)
+            except (ValueError, KeyError, FileNotFoundError) as exc:
+                raise DataError(f"{run.confounds}: cannot build {p.denoise.strategy!r} confounds ({exc})") from exc
+            wanted = needed_events.get(run.run, set())
+            if wanted:
+                have = set() if run.events is None else set(pd.read_csv(run.events, sep="\t")["trial_type"].astype(str))
+                for name in sorted(wanted - have):
+                    where = run.events or f"sub-{run.subject} run {run.run!r}"
+                    raise DataError(f"{where}: no event {name!r} (needed by connectivity.windows)")
+        except DataError as exc:
+            problems.append(str(exc))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["subject", "group", "run", "tr_s", "n_volumes"]), problems
+
+
+def _header(path: Path) -> nib.Nifti1Image:
+    try:
+        return nib.load(path)
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: file not found") from exc
+    except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as exc:
+        raise DataError(f"{path}: not a readable NIfTI image ({type(exc).__name__}: {exc})") from exc
 
 
 def _repetition_time(sidecar: Path) -> float:

@@ -56,6 +56,9 @@ class DataParams(Section):
     space: str = "MNI152NLin2009cAsym"
     participants: str = "participants.tsv"
     group_column: str = "group"
+    group_map: dict[str, str] = Field(default_factory=dict)  # participants.tsv value -> group name
+    include: list[str] = Field(default_factory=list)  # subject labels to keep (empty: all)
+    exclude: list[str] = Field(default_factory=list)  # subject labels to leave out
     runs: dict[str, RunSelect] = Field(
         default_factory=lambda: {"baseline": RunSelect(run="1"), "infusion": RunSelect(run="2")}
     )

@@ -134,6 +134,26 @@ def stage_stats(params: Params) -> None:
     write_parquet(result, STATS_DIR / "tests.parquet", prov)
 
 
+def validate_inputs(params: Params) -> tuple[list[str], list[str]]:
+    """(summary lines, problems) for every input of the extract stage; nothing is computed or written."""
+    from framework.extract import check_inputs
+
+    needed: dict[str, set[str]] = {}
+    for w in [*params.connectivity.windows, *params.connectivity.sliding]:
+        if w.event:
+            needed.setdefault(w.run, set()).add(w.event)
+    runs, problems = check_inputs(params.extract, needed)
+    subjects = runs.drop_duplicates("subject")
+    per_group = ", ".join(f"{g} {n}" for g, n in subjects["group"].value_counts().sort_index().items())
+    trs = ", ".join(f"{t:g}" for t in sorted(runs["tr_s"].dropna().unique()))
+    vols = runs["n_volumes"].dropna()
+    lines = [f"{params.extract.data.root}: {len(subjects)} subjects ({per_group or 'none'}), {len(runs)} runs "
+             f"({', '.join(f'{k} {v}' for k, v in runs['run'].value_counts().sort_index().items())})",
+             f"TR (s): {trs or '-'}; volumes per run: "
+             + (f"{int(vols.min())}–{int(vols.max())}" if len(vols) else "-")]
+    return lines, problems
+
+
 def exclusion_text(run_qc: pd.DataFrame) -> str:
     """One sentence on excluded runs: how many, of how many subjects, and why."""
     excl = run_qc[run_qc["excluded"]] if "excluded" in run_qc else run_qc.iloc[:0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def default_params() -> dict:
 def small_params() -> dict:
     p = default_params()
     p["simulate"].update(SMALL_STUDY["simulate"])
-    p["connectivity"]["windows"] = SMALL_STUDY["windows"]
+    p["connectivity"]["windows"] = copy.deepcopy(SMALL_STUDY["windows"])  # callers may mutate it
     p["connectivity"]["sliding"][0].update(end_min=20)
     return p
 

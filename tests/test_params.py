@@ -10,7 +10,7 @@ def _run_with(tmp_path: Path, in_dir, mutate) -> tuple[int, str]:
     mutate(params)
     write_params(tmp_path, params)
     in_dir(tmp_path)
-    code, _, err = run_cli("validate")
+    code, _, err = run_cli("validate", "--params-only")
     return code, err
 
 
@@ -67,11 +67,11 @@ def test_window_on_undeclared_run(tmp_path, in_dir):
 def test_invalid_yaml(tmp_path, in_dir):
     (tmp_path / "params.yaml").write_text("stats: [unclosed\n")
     in_dir(tmp_path)
-    code, _, err = run_cli("validate")
+    code, _, err = run_cli("validate", "--params-only")
     assert code == 2 and "params.yaml" in err
 
 
 def test_verbose_shows_traceback(tmp_path, in_dir):
     in_dir(tmp_path)
-    code, _, err = run_cli("-v", "--params", "nope.yaml", "validate")
+    code, _, err = run_cli("-v", "--params", "nope.yaml", "validate", "--params-only")
     assert code == 2 and "Traceback" in err

@@ -247,3 +247,46 @@ def test_exclusion_rules_whole_subject_and_censoring():
     assert out.loc[2, "reason"] == "censored fraction 0.30 > 0.2"
     out = apply_exclusions(run_qc, ExclusionParams(min_clean_volumes=80))
     assert out["excluded"].tolist() == [False, False, True, False]
+
+
+def test_validate_summarises_inputs_and_lists_every_problem(small_study, tmp_path, in_dir):
+    work = _copy_study(small_study, tmp_path)
+    in_dir(work)
+    code, out, err = run_cli("validate")
+    assert code == 0, err
+    assert "16 subjects (ketamine 8, midazolam 8), 32 runs (baseline 16, infusion 16)" in out
+    assert "TR (s): 2.5" in out and "inputs: ok" in out
+    func = work / "data/simulated"
+    conf = sorted(func.glob("sub-02/func/*run-1*confounds_timeseries.tsv"))[0]
+    conf.unlink()  # a missing file
+    short = sorted(func.glob("sub-03/func/*run-2*confounds_timeseries.tsv"))[0]
+    lines = short.read_text().splitlines()
+    short.write_text("\n".join(lines[:-5]) + "\n")  # fewer rows than volumes
+    events = sorted(func.glob("sub-04/func/*run-2*events.tsv"))[0]
+    events.write_text("onset\tduration\ttrial_type\n0\t1\tsomething_else\n")  # the named event is gone
+    code, out, err = run_cli("validate")
+    assert code == 1
+    assert "3 problems" in err
+    assert "sub-02 run 'baseline': no confounds TSV found" in err
+    assert f"{short.name}" in err and "rows for" in err
+    assert f"{events.name}: no event 'infusion'" in err
+    assert not (work / "results").exists()  # nothing computed or written
+
+
+def test_group_map_include_and_exclude(small_study, tmp_path, in_dir):
+    from framework.extract import read_participants
+    from framework.params import DataParams
+
+    work = _copy_study(small_study, tmp_path)
+    root = str(work / "data/simulated")
+    table = read_participants(DataParams(root=root, group_map={"ketamine": "drug", "midazolam": "control"},
+                                         exclude=["sub-01"], include=[]))
+    assert set(table["group"]) == {"drug", "control"} and "01" not in set(table["subject"])
+    table = read_participants(DataParams(root=root, include=["02", "sub-03"]))
+    assert table["subject"].tolist() == ["02", "03"]
+    from framework.errors import DataError
+
+    with pytest.raises(DataError, match="group value 'midazolam', which extract.data.group_map does not map"):
+        read_participants(DataParams(root=root, group_map={"ketamine": "drug"}))
+    with pytest.raises(DataError, match="extract.data.exclude: no subject 99"):
+        read_participants(DataParams(root=root, exclude=["99"]))

@@ -138,7 +138,7 @@ def test_overlapping_windows_rejected_by_validation(tmp_path, in_dir):
     raw["connectivity"]["windows"][2]["start_min"] = 5  # 10-20 min now starts inside 0-10 min
     write_params(tmp_path, raw)
     in_dir(tmp_path)
-    code, _, err = run_cli("validate")
+    code, _, err = run_cli("validate", "--params-only")
     assert code == 2 and "'0-10min' and '10-20min' overlap" in err
 
 

@@ -268,6 +268,10 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams):
         "subject": run.subject, "run": run.run, "roi": rois.names, "n_voxels": n_vox.astype(np.int32),
         "coverage": per_roi(inside.astype(float)), "tsnr": per_roi(tsnr), "frac_bad": per_roi(bad.astype(float)),
     })
+    outside = roi_qc["coverage"].to_numpy() == 0
+    if outside.any():
+        raise DataError(f"{run.mask}: ROI {roi_qc['roi'][np.flatnonzero(outside)[0]]!r} has no voxel inside "
+                        f"sub-{run.subject}'s brain mask")
 
     fd = pd.read_csv(run.confounds, sep="\t", usecols=["framewise_displacement"])["framewise_displacement"]
     censored = np.ones(T, bool)

@@ -11,6 +11,7 @@ sphere smaller than a voxel keeps the voxel nearest its centre, as nilearn's Nif
 
 from __future__ import annotations
 
+import nibabel as nib
 import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
@@ -33,6 +34,12 @@ class Spheres(RoiSet):
     def build(self, reference) -> RoiWeights:
         names = list(self.params.centres)
         centres = np.array([self.params.centres[n] for n in names])
+        ijk = nib.affines.apply_affine(np.linalg.inv(reference.affine), centres)
+        outside = ((ijk < -0.5) | (ijk > np.array(reference.shape[:3]) - 0.5)).any(axis=1)
+        if outside.any():
+            i = int(np.flatnonzero(outside)[0])
+            raise ParamsError(f"extract.rois.spheres: sphere {names[i]!r} at "
+                              f"({', '.join(f'{c:g}' for c in centres[i])}) lies outside the BOLD field of view")
         masks = sphere_masks(centres, self.params.radius_mm, reference.shape[:3], reference.affine)
         shared = masks.sum(axis=0) > 1
         if shared.any() and not self.params.allow_overlap:

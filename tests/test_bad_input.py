@@ -1,0 +1,117 @@
+"""Each kind of bad input: a one-line error naming the file, subject or key, a non-zero exit, no output."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import run_cli, small_params, write_params
+
+SUB = "02"
+
+
+def func(work, run, suffix):
+    return sorted((work / "data/simulated" / f"sub-{SUB}" / "func").glob(f"*run-{run}*{suffix}"))[0]
+
+
+def missing_bold(work, params):
+    func(work, 1, "_bold.nii.gz").unlink()
+    return f"sub-{SUB} run 'baseline': no preprocessed BOLD found"
+
+
+def shifted_mask(work, params):
+    path = func(work, 1, "_mask.nii.gz")
+    img = nib.load(path)
+    affine = img.affine.copy()
+    affine[0, 3] += 6
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), affine, img.header), path)
+    return f"{path.name}: grid differs from"
+
+
+def short_confounds(work, params):
+    path = func(work, 2, "_timeseries.tsv")
+    table = pd.read_csv(path, sep="\t")
+    table.iloc[:-3].to_csv(path, sep="\t", index=False, na_rep="n/a")
+    return f"{path.name}: {len(table) - 3} rows for {len(table)} volumes"
+
+
+def missing_column(work, params):
+    path = func(work, 1, "_timeseries.tsv")
+    pd.read_csv(path, sep="\t").drop(columns=["trans_x"]).to_csv(path, sep="\t", index=False, na_rep="n/a")
+    return f"{path.name}: cannot build 'simple' confounds"
+
+
+def nan_bold(work, params):
+    path = func(work, 1, "_bold.nii.gz")
+    img = nib.load(path)
+    data = np.asarray(img.dataobj).astype(np.float32)
+    data[..., 5] = np.nan
+    nib.save(nib.Nifti1Image(data, img.affine), path)
+    return f"{path.name}: NaN or infinite values inside the ROIs"
+
+
+def no_group(work, params):
+    path = work / "data/simulated/participants.tsv"
+    table = pd.read_csv(path, sep="\t", dtype=str)
+    table.loc[table["participant_id"] == f"sub-{SUB}", "group"] = None
+    table.to_csv(path, sep="\t", index=False)
+    return f"participants.tsv: sub-{SUB} has no value in group column 'group'"
+
+
+def no_tr(work, params):
+    path = func(work, 2, "_bold.json")
+    meta = json.loads(path.read_text())
+    del meta["RepetitionTime"]
+    path.write_text(json.dumps(meta))
+    return f"{path.name}: no valid RepetitionTime"
+
+
+def roi_outside_brain(work, params):
+    path = func(work, 1, "_mask.nii.gz")
+    img = nib.load(path)
+    nib.save(nib.Nifti1Image(np.zeros(img.shape, np.uint8), img.affine), path)
+    return f"{path.name}: ROI 'Left_Amygdala' has no voxel inside sub-{SUB}'s brain mask"
+
+
+def sphere_outside_fov(work, params):
+    params["extract"]["rois"][1]["centres"]["vmPFC"] = [0, 26, 300]
+    return "extract.rois.spheres: sphere 'vmPFC' at (0, 26, 300) lies outside the BOLD field of view"
+
+
+def unknown_label(work, params):
+    params["extract"]["rois"][0]["labels"] = ["Left_Amygdala", "Left_Amygdale"]
+    return "extract.rois.atlas.labels: 'Left_Amygdale' is not a harvard_oxford label"
+
+
+def missing_event(work, params):
+    path = func(work, 2, "_events.tsv")
+    path.write_text("onset\tduration\ttrial_type\n10\t1\tsomething_else\n")
+    return f"sub-{SUB} run 'infusion': no 'infusion' event"
+
+
+CASES = [missing_bold, shifted_mask, short_confounds, missing_column, nan_bold, no_group, no_tr,
+         roi_outside_brain, sphere_outside_fov, unknown_label, missing_event]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])
+def test_bad_input_is_one_clear_line(case, small_study, tmp_path, in_dir):
+    shutil.copytree(small_study / "data", tmp_path / "data")
+    params = small_params()
+    params["extract"]["data"]["include"] = ["01", SUB, "03"]  # three subjects keep this fast
+    message = case(tmp_path, params)
+    write_params(tmp_path, params)
+    in_dir(tmp_path)
+    stage = "connectivity" if case is missing_event else "extract"
+    if stage == "connectivity":
+        code, _, err = run_cli("extract")
+        assert code == 0, err
+    code, _, err = run_cli(stage)
+    assert code in (1, 2), err
+    assert message in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "results" / stage).exists()  # nothing half-written

@@ -74,8 +74,12 @@ class Windows:
         n = len(self.cuts)
         self.start = np.zeros(n, dtype=np.int64)
         self.stop = np.zeros(n, dtype=np.int64)
+        excluded = {} if "excluded" not in run_qc else {
+            (r.subject, r.run): r.reason for r in run_qc[run_qc["excluded"]].itertuples()}
         for i, c in enumerate(self.cuts.itertuples(index=False)):
             if (c.subject, c.run) not in self.runs:
+                if (c.subject, c.run) in excluded:  # skipped at extraction: no data, a reason below
+                    continue
                 raise DataError(f"sub-{c.subject}: no time series for run {c.run!r}")
             t = self.runs[(c.subject, c.run)][1]
             self.start[i] = np.searchsorted(t, c.window_start_s - 1e-9, side="left")
@@ -84,8 +88,6 @@ class Windows:
         self.reasons = Reasons()
         self.reason = np.full(n, -1, dtype=np.int32)
         counts = self.stop - self.start
-        excluded = {} if "excluded" not in run_qc else {
-            (r.subject, r.run): r.reason for r in run_qc[run_qc["excluded"]].itertuples()}
         for i, c in enumerate(self.cuts[["subject", "run"]].itertuples(index=False)):
             if (c.subject, c.run) in excluded:
                 self.reason[i] = self.reasons.code(f"run excluded: {excluded[c.subject, c.run]}")
@@ -130,6 +132,8 @@ class Windows:
         """(n_windows, R): ROIs whose signal does not vary within the window."""
         out = np.zeros((len(self.cuts), len(self.rois)), dtype=bool)
         for i in range(len(self.cuts)):
+            if i not in self.replaced and (self.cuts.at[i, "subject"], self.cuts.at[i, "run"]) not in self.runs:
+                continue  # a run skipped at extraction
             arr = self.data(i)
             if arr.shape[0]:
                 out[i] = np.ptp(arr, axis=0) == 0

@@ -80,11 +80,11 @@ def read_participants(data: DataParams) -> pd.DataFrame:
     return table
 
 
-def discover(data: DataParams, problems: list[str] | None = None) -> tuple[pd.DataFrame, list[RunInput]]:
+def discover(data: DataParams, problems: list | None = None) -> tuple[pd.DataFrame, list[RunInput]]:
     """The participants table and every run to extract, with their files, via nilearn's BIDS tools.
 
-    With a ``problems`` list, a run whose files are missing is reported there and skipped instead of
-    raising (``fclab validate`` lists them all).
+    With a ``problems`` list, a run whose files are missing is reported there as (subject, group,
+    run key, message) and left out instead of raising.
     """
     root = Path(data.root)
     if not root.is_dir():
@@ -98,7 +98,7 @@ def discover(data: DataParams, problems: list[str] | None = None) -> tuple[pd.Da
             except DataError as exc:
                 if problems is None:
                     raise
-                problems.append(str(exc))
+                problems.append((sub, str(group), key, str(exc)))
     return participants, runs
 
 
@@ -125,8 +125,9 @@ def check_inputs(p: ExtractParams, needed_events: dict[str, set[str]]) -> tuple[
 
     Returns one row per run found (subject, group, run, TR, volumes) and every problem as a line.
     """
-    problems: list[str] = []
-    participants, runs = discover(p.data, problems)
+    found: list = []
+    participants, runs = discover(p.data, found)
+    problems = [msg for *_, msg in found]
     rows = []
     for run in runs:
         row = {"subject": run.subject, "group": run.group, "run": run.run, "tr_s": run.tr, "n_volumes": np.nan}
@@ -322,8 +323,20 @@ def roi_atlas(rois: RoiWeights, grid: nib.Nifti1Image) -> tuple[nib.Nifti1Image,
 
 
 def _extract_job(args):
-    run, rois, denoise = args
-    return _extract_run(run, rois, denoise)
+    run, rois, denoise, skip = args
+    try:
+        return _extract_run(run, rois, denoise)
+    except DataError as exc:
+        if not skip:
+            raise
+        return str(exc)
+
+
+def skipped_run(subject: str, group: str, run: str, message: str, bold: str = "") -> dict:
+    """The run_qc row of a run left out under ``on_error: skip``."""
+    return {"subject": subject, "group": group, "run": run, "bold": bold, "tr_s": np.nan, "n_volumes": np.nan,
+            "n_retained": np.nan, "mean_fd": np.nan, "max_fd": np.nan, "excluded": True,
+            "reason": f"skipped: {message}"}
 
 
 def apply_exclusions(run_qc: pd.DataFrame, rules) -> pd.DataFrame:
@@ -366,28 +379,47 @@ class Extracted:
 
 def extract(p: ExtractParams, n_jobs: int = 2) -> Extracted:
     """Extract every run; the tables, the ROI atlas on the first run's grid, digests and plugins."""
-    participants, runs = discover(p.data)
+    skip = p.on_error == "skip"
+    found: list = []
+    participants, runs = discover(p.data, found if skip else None)
+    skipped = [skipped_run(*f) for f in found]
     builder = RoiBuilder(p.rois)
     jobs = []
     for run in runs:
         try:
             grid = nib.load(run.mask)  # header only: ROIs are placed once per distinct grid
         except (OSError, EOFError, ValueError, nib.filebasedimages.ImageFileError) as exc:
-            raise DataError(f"{run.mask}: not a readable NIfTI image ({exc})") from exc
-        jobs.append((run, builder.for_grid(grid), p.denoise))
+            if not skip:
+                raise DataError(f"{run.mask}: not a readable NIfTI image ({exc})") from exc
+            skipped.append(skipped_run(run.subject, run.group, run.run, f"{run.mask}: not a readable NIfTI image",
+                                       run.bold.name))
+            continue
+        jobs.append((run, builder.for_grid(grid), p.denoise, skip))
+    if not jobs:
+        raise DataError(f"{p.data.root}: no run could be extracted")
     if n_jobs > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=n_jobs) as pool:
             results = list(pool.map(_extract_job, jobs, chunksize=2))
     else:
         results = [_extract_job(job) for job in jobs]
+    for job, res in zip(jobs, results):
+        if isinstance(res, str):
+            skipped.append(skipped_run(job[0].subject, job[0].group, job[0].run, res, job[0].bold.name))
+    results = [r for r in results if not isinstance(r, str)]
     ts = pd.concat([r[0] for r in results], ignore_index=True)
     roi_qc = pd.concat([r[1] for r in results], ignore_index=True)
     run_qc = apply_exclusions(pd.DataFrame([r[2] for r in results]), p.exclude)
+    if skipped:
+        keys = [(s, k) for s in participants["subject"] for k in p.data.runs]  # discovery order
+        order = {key: i for i, key in enumerate(keys)}
+        run_qc = pd.concat([run_qc, pd.DataFrame(skipped)], ignore_index=True)
+        run_qc["_o"] = [order[(s, r)] for s, r in zip(run_qc["subject"], run_qc["run"])]
+        run_qc = run_qc.sort_values("_o", kind="stable").drop(columns="_o").reset_index(drop=True)
     events = [r[3] for r in results if r[3] is not None]
     events = pd.concat(events, ignore_index=True) if events else pd.DataFrame(
         columns=["subject", "run", "trial_type", "onset_s", "duration_s"])
     digests = {k: v for r in results for k, v in r[4].items()}
     digests[str(Path(p.data.root) / p.data.participants)] = file_digest(Path(p.data.root) / p.data.participants)
     motion = pd.concat([r[5] for r in results], ignore_index=True)
-    atlas_img, atlas = roi_atlas(jobs[0][1], nib.load(runs[0].mask))
+    atlas_img, atlas = roi_atlas(jobs[0][1], nib.load(jobs[0][0].mask))
     return Extracted(ts, roi_qc, run_qc, events, participants, motion, atlas_img, atlas, digests, builder.plugins)

@@ -121,8 +121,9 @@ def fd_figure(motion: pd.DataFrame, run_qc: pd.DataFrame, groups, path) -> None:
 
 def censored_fraction(edges: pd.DataFrame, run_qc: pd.DataFrame, windows) -> pd.DataFrame:
     """Per subject and window: 1 − clean volumes used / volumes the window spans at the run's TR."""
-    tr = run_qc.drop_duplicates("subject").set_index("subject")["tr_s"]
+    tr = run_qc.dropna(subset=["tr_s"]).drop_duplicates("subject").set_index("subject")["tr_s"]
     e = edges[edges["window"].isin(windows)].drop_duplicates(["subject", "window", "window_start_s"])
+    e = e[np.isfinite(e["window_start_s"].to_numpy(float))]  # runs skipped at extraction have no bounds
     nominal = np.round((e["window_end_s"] - e["window_start_s"]).to_numpy() / e["subject"].map(tr).to_numpy())
     out = e[["subject", "group", "window"]].reset_index(drop=True)
     out["censored"] = np.clip(1 - e["n_volumes"].to_numpy() / nominal, 0, 1)

@@ -94,6 +94,8 @@ class ExtractParams(Section):
     rois: list[PluginSpec] = Field(min_length=1)
     denoise: DenoiseParams = Field(default_factory=DenoiseParams)
     exclude: ExclusionParams = Field(default_factory=ExclusionParams)
+    # A run whose files are missing or unreadable: stop (fail) or record it in run_qc and go on (skip).
+    on_error: Literal["fail", "skip"] = "fail"
 
 
 def _span(spec, lo_min, hi_min, lo_s, hi_s) -> tuple[float | None, float | None]:

@@ -26,6 +26,11 @@ def resolve(p: ConnectivityParams, run_qc: pd.DataFrame, events: pd.DataFrame) -
     onsets = {(r.subject, r.run, r.trial_type): r.onset_s for r in events.itertuples()}
     rows = []
     for run in run_qc.itertuples():
+        if not np.isfinite(run.n_volumes):  # skipped (on_error: skip): its fixed windows stay, missing
+            rows += [{"subject": run.subject, "group": run.group, "run": run.run, "tr_s": np.nan, "window": w.name,
+                      "kind": "fixed", "window_start_s": np.nan, "window_end_s": np.nan}
+                     for w in p.windows if w.run == run.run]
+            continue
         duration = run.n_volumes * run.tr_s
         base = {"subject": run.subject, "group": run.group, "run": run.run, "tr_s": run.tr_s}
         fixed = []

@@ -115,3 +115,32 @@ def test_bad_input_is_one_clear_line(case, small_study, tmp_path, in_dir):
     assert message in err, err
     assert len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "results" / stage).exists()  # nothing half-written
+
+
+def test_on_error_skip_records_the_run_and_goes_on(small_study, tmp_path, in_dir):
+    shutil.copytree(small_study / "data", tmp_path / "data")
+    params = small_params()
+    params["extract"]["data"]["include"] = ["01", SUB, "03"]
+    params["extract"]["on_error"] = "skip"
+    bold = func(tmp_path, 2, "_bold.nii.gz")
+    raw = bold.read_bytes()
+    bold.write_bytes(raw[: len(raw) // 2])  # truncated
+    func(tmp_path, 1, "_timeseries.tsv").unlink()  # and the other run has no confounds
+    write_params(tmp_path, params)
+    in_dir(tmp_path)
+    for stage in ("extract", "connectivity"):
+        code, _, err = run_cli(stage)
+        assert code == 0, err
+    run_qc = pd.read_parquet(tmp_path / "results/extract/run_qc.parquet")
+    assert run_qc[["subject", "run"]].values.tolist() == [[s, r] for s in ("01", SUB, "03")
+                                                          for r in ("baseline", "infusion")]
+    bad = run_qc[run_qc["subject"] == SUB].set_index("run")
+    assert bad["excluded"].all()
+    assert bad.loc["baseline", "reason"].startswith(f"skipped: sub-{SUB} run 'baseline': no confounds TSV found")
+    assert bad.loc["infusion", "reason"].startswith("skipped: ") and f"{bold.name}: not a readable NIfTI" in bad.loc["infusion", "reason"]
+    edges = pd.read_parquet(tmp_path / "results/connectivity/edges.parquet")
+    mine = edges[edges["subject"] == SUB]
+    fixed = [w["name"] for w in params["connectivity"]["windows"]]
+    assert set(mine["window"]) == set(fixed)  # every fixed window keeps its rows, no silent drop
+    assert mine["value"].isna().all() and mine["reason"].str.startswith("run excluded: skipped:").all()
+    assert edges[edges["subject"] != SUB]["value"].notna().any()

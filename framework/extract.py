@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import zlib
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from nilearn.interfaces.fmriprep import load_confounds_strategy
 
 from framework.contracts import RoiSet, RoiWeights
 from framework.errors import DataError, ParamsError
+from framework.executor import Executor, LocalExecutor, progress
 from framework.io import file_digest
 from framework.params import DataParams, DenoiseParams, ExtractParams, plugin_spec
 from framework.registry import get_registry
@@ -377,7 +377,7 @@ class Extracted:
     plugins: list
 
 
-def extract(p: ExtractParams, n_jobs: int = 2) -> Extracted:
+def extract(p: ExtractParams, n_jobs: int = 2, executor: Executor | None = None) -> Extracted:
     """Extract every run; the tables, the ROI atlas on the first run's grid, digests and plugins."""
     skip = p.on_error == "skip"
     found: list = []
@@ -397,11 +397,8 @@ def extract(p: ExtractParams, n_jobs: int = 2) -> Extracted:
         jobs.append((run, builder.for_grid(grid), p.denoise, skip))
     if not jobs:
         raise DataError(f"{p.data.root}: no run could be extracted")
-    if n_jobs > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=n_jobs) as pool:
-            results = list(pool.map(_extract_job, jobs, chunksize=2))
-    else:
-        results = [_extract_job(job) for job in jobs]
+    executor = executor or LocalExecutor(n_jobs)
+    results = list(progress(executor.map(_extract_job, jobs), len(jobs), "extract: runs"))
     for job, res in zip(jobs, results):
         if isinstance(res, str):
             skipped.append(skipped_run(job[0].subject, job[0].group, job[0].run, res, job[0].bold.name))

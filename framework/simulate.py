@@ -21,7 +21,6 @@ the infusion onset. ``ground_truth.json`` records the window-averaged latent cor
 from __future__ import annotations
 
 import json
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import nibabel as nib
@@ -30,6 +29,7 @@ import pandas as pd
 from nilearn.image import resample_img
 
 from framework.anatomy import ANDREWS_HANNA_2010_MPFC, probability_atlas, sphere_masks
+from framework.executor import LocalExecutor, progress
 from framework.io import atomic_dir
 from framework.params import SimulateParams
 
@@ -322,12 +322,8 @@ def simulate(p: SimulateParams, n_jobs: int = 2) -> Path:
     _anatomy(p.voxel_size_mm)  # load the atlas once before workers fork
     with atomic_dir(out) as tmp:
         jobs = [(tmp, lab, g, s, p) for lab, g, s in zip(labels, groups, subject_seqs)]
-        if n_jobs > 1:
-            with ProcessPoolExecutor(max_workers=n_jobs) as pool:
-                list(pool.map(_simulate_subject, jobs))
-        else:
-            for job in jobs:
-                _simulate_subject(job)
+        for _ in progress(LocalExecutor(n_jobs).map(_simulate_subject, jobs), len(jobs), "simulate: subjects"):
+            pass
         subjects.to_csv(tmp / "participants.tsv", sep="\t", index=False)
         (tmp / "dataset_description.json").write_text(json.dumps({
             "Name": "fclab embedded default study (simulated)", "BIDSVersion": "1.9.0",

@@ -290,3 +290,24 @@ def test_group_map_include_and_exclude(small_study, tmp_path, in_dir):
         read_participants(DataParams(root=root, group_map={"ketamine": "drug"}))
     with pytest.raises(DataError, match="extract.data.exclude: no subject 99"):
         read_participants(DataParams(root=root, exclude=["99"]))
+
+
+def test_extract_runs_through_any_executor(small_study):
+    """A backend only needs map(fn, items); extract hands it one job per run."""
+    from framework.extract import extract
+    from framework.params import ExtractParams
+
+    class Recording:
+        def __init__(self):
+            self.items = 0
+
+        def map(self, fn, items):
+            self.items += len(items)
+            return (fn(item) for item in items)
+
+    params = small_params()["extract"]
+    params["data"].update(root=str(small_study / "data/simulated"), include=["01", "02"])
+    rec = Recording()
+    out = extract(ExtractParams.model_validate(params), executor=rec)
+    assert rec.items == 4 and len(out.run_qc) == 4
+    assert set(out.timeseries["subject"]) == {"01", "02"}

@@ -142,8 +142,9 @@ def check_inputs(p: ExtractParams, needed_events: dict[str, set[str]]) -> tuple[
             if n_rows != bold.shape[3]:
                 raise DataError(f"{run.confounds}: {n_rows} rows for {bold.shape[3]} volumes in {run.bold.name}")
             try:
-                load_confounds_strategy(str(run.bold), denoise_strategy=p.denoise.strategy,
-                                        **p.denoise.strategy_options)
+                if p.denoise.strategy != "none":
+                    load_confounds_strategy(str(run.bold), denoise_strategy=p.denoise.strategy,
+                                            **p.denoise.strategy_options)
             except (ValueError, KeyError, FileNotFoundError) as exc:
                 raise DataError(f"{run.confounds}: cannot build {p.denoise.strategy!r} confounds ({exc})") from exc
             wanted = needed_events.get(run.run, set())
@@ -238,17 +239,20 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams):
         raise DataError(f"{run.bold}: NaN or infinite values inside the ROIs")
     raw_signals = (rois.weights[:, cols] @ voxels).T  # (T, R)
 
-    try:
-        confounds, sample_mask = load_confounds_strategy(
-            str(run.bold), denoise_strategy=denoise.strategy, **denoise.strategy_options
-        )
-    except (ValueError, KeyError, FileNotFoundError) as exc:
-        raise DataError(f"{run.confounds}: cannot build {denoise.strategy!r} confounds ({exc})") from exc
-    if len(confounds) != T:
-        raise DataError(f"{run.confounds}: {len(confounds)} rows for {T} volumes in {run.bold.name}")
+    if denoise.strategy == "none":  # detrending, filtering and scaling only
+        confounds, sample_mask = None, None
+    else:
+        try:
+            confounds, sample_mask = load_confounds_strategy(
+                str(run.bold), denoise_strategy=denoise.strategy, **denoise.strategy_options
+            )
+        except (ValueError, KeyError, FileNotFoundError) as exc:
+            raise DataError(f"{run.confounds}: cannot build {denoise.strategy!r} confounds ({exc})") from exc
+        if len(confounds) != T:
+            raise DataError(f"{run.confounds}: {len(confounds)} rows for {T} volumes in {run.bold.name}")
     cleaned = signal.clean(
-        raw_signals, confounds=confounds.to_numpy(), sample_mask=sample_mask, t_r=run.tr,
-        detrend=denoise.detrend, standardize=denoise.standardize,
+        raw_signals, confounds=None if confounds is None else confounds.to_numpy(), sample_mask=sample_mask,
+        t_r=run.tr, detrend=denoise.detrend, standardize=denoise.standardize,
         low_pass=denoise.low_pass_hz, high_pass=denoise.high_pass_hz,
     )
     kept = np.arange(T) if sample_mask is None else np.asarray(sample_mask)

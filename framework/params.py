@@ -44,6 +44,9 @@ class SimulateParams(Section):
     thermal_noise: float = Field(10.0, ge=0)
     motion_scale_mm: float = Field(0.03, ge=0)
     spike_rate: float = Field(0.01, ge=0, le=1)
+    # A motion confound for testing denoising: this group moves more during the infusion run.
+    extra_motion_group: str | None = None
+    extra_motion_factor: float = Field(4.0, ge=1)
 
 
 class RunSelect(Section):
@@ -72,7 +75,7 @@ class DataParams(Section):
 
 
 class DenoiseParams(Section):
-    strategy: Literal["simple", "scrubbing", "compcor", "ica_aroma"] = "simple"
+    strategy: Literal["simple", "scrubbing", "compcor", "ica_aroma", "none"] = "simple"  # none: no confounds
     strategy_options: dict[str, Any] = Field(default_factory=dict)
     detrend: bool = True
     standardize: Literal["zscore_sample", "zscore", "psc", False] = "zscore_sample"

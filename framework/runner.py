@@ -53,12 +53,16 @@ def stage_extract(params: Params, jobs: int | None = None) -> None:
     band = (f"band-pass filtered between {d.high_pass_hz} and {d.low_pass_hz} Hz (Butterworth)"
             if d.high_pass_hz and d.low_pass_hz else "not band-pass filtered")
     opts = ", ".join(f"{k}={v}" for k, v in d.strategy_options.items())
+    confounds = ("No confound was regressed out (denoising strategy 'none'); signals were "
+                 if d.strategy == "none" else
+                 f"Confounds followed nilearn's load_confounds_strategy '{d.strategy}'"
+                 f"{f' ({opts})' if opts else ''}; signals were ")
+    cleaned = "" if d.strategy == "none" else ", cleaned of confounds orthogonally to the filter"
     methods = (
         f"ROI time series were extracted from {run_qc['run'].nunique()} runs per subject of "
         f"{run_qc['subject'].nunique()} subjects ({p.data.space} preprocessed BOLD) for these ROIs: "
-        f"{'; '.join(pl.describe() for pl in plugins)}. Confounds followed nilearn's "
-        f"load_confounds_strategy '{d.strategy}'{f' ({opts})' if opts else ''}; signals were "
-        f"{'detrended, ' if d.detrend else ''}{band}, cleaned of confounds orthogonally to the filter, "
+        f"{'; '.join(pl.describe() for pl in plugins)}. {confounds}"
+        f"{'detrended, ' if d.detrend else ''}{band}{cleaned}, "
         f"and standardised ({d.standardize}) with nilearn signal.clean."
     )
     prov = provenance("extract", section_hash(p), _plugin_versions(plugins), out.digests)

@@ -249,7 +249,12 @@ def _simulate_subject(args):
     _write_run(func, f"sub-{label}_task-rest_run-1", data, anat, motion, tr, "rest (baseline)")
     t_inf = int(round((p.pre_onset_s + p.infusion_duration_s) / tr))
     t_min = (np.arange(t_inf) * tr - p.pre_onset_s) / 60.0
-    data, motion = _run_data(rng, anat, t_inf, tr, t_min, group == "ketamine", base, p)
+    p_inf = p
+    if p.extra_motion_group == group:  # more drift and more spikes during the infusion run
+        f = p.extra_motion_factor
+        p_inf = p.model_copy(update={"motion_scale_mm": p.motion_scale_mm * f,
+                                     "spike_rate": min(1.0, p.spike_rate * f)})
+    data, motion = _run_data(rng, anat, t_inf, tr, t_min, group == "ketamine", base, p_inf)
     _write_run(func, f"sub-{label}_task-rest_run-2", data, anat, motion, tr, "rest (infusion)")
     events = pd.DataFrame(
         {"onset": [p.pre_onset_s], "duration": [p.infusion_duration_s], "trial_type": ["infusion"]}

@@ -71,6 +71,27 @@ def max_probability_labels(atlas: str, threshold: float) -> tuple[nib.Nifti1Imag
     return nib.Nifti1Image(label, affine), tuple(names)
 
 
+BUNDLED_ATLASES = ("aal", "aicha", "desikan_killiany", "destrieux", "harvard_oxford", "juelich", "marsatlas",
+                   "neuromorphometrics", "talairach_ba", "talairach_gyrus")
+
+
+@lru_cache(maxsize=8)
+def atlas_labels(atlas: str, threshold: float) -> tuple[nib.Nifti1Image, tuple[str, ...], tuple[int, ...]]:
+    """(3D label image, label names, label values) of any bundled atlas.
+
+    A probabilistic (4D) atlas becomes maximum-probability labels at ``threshold`` percent (values
+    1..n in name order); a label (3D) atlas keeps its own values from the labels CSV.
+    """
+    image, labels = bundled_atlas_files(atlas)
+    img = nib.load(image)
+    if len(img.shape) == 4:
+        label_img, names = max_probability_labels(atlas, threshold)
+        return label_img, names, tuple(range(1, len(names) + 1))
+    table = pd.read_csv(labels)
+    return (nib.Nifti1Image(np.asarray(img.dataobj).astype(np.int32), img.affine),
+            tuple(table["name"].astype(str)), tuple(int(v) for v in table["index"]))
+
+
 def voxel_centres(shape, affine) -> np.ndarray:
     """World (mm) coordinates of every voxel centre of a 3D grid, in C order: (n_voxels, 3)."""
     ijk = np.indices(shape[:3]).reshape(3, -1).T

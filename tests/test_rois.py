@@ -70,3 +70,74 @@ def test_atlas_regex_order_and_merge_names():
 def test_atlas_selection_errors_name_the_key(params, message):
     with pytest.raises(ParamsError, match=message.replace("(", r"\(").replace(".", r"\.").replace("*", r"\*")):
         Atlas(Atlas.Params(**params)).selection()
+
+
+def _blob_maps(tmp_path):
+    """Three overlapping Gaussian maps on a 3 mm grid (not the BOLD grid), as a 4D NIfTI."""
+    aff = np.array([[3.0, 0, 0, -80], [0, 3, 0, -110], [0, 0, 3, -60], [0, 0, 0, 1]])
+    ijk = np.indices((55, 70, 50)).reshape(3, -1).T
+    xyz = nib.affines.apply_affine(aff, ijk)
+    maps = []
+    for centre in ((-20, -5, -18), (20, -4, -17), (0, 26, -10)):
+        d2 = ((xyz - centre) ** 2).sum(1)
+        m = np.exp(-d2 / (2 * 8.0**2))
+        m[m < 0.05] = 0
+        maps.append(m.reshape(55, 70, 50))
+    path = tmp_path / "maps.nii.gz"
+    nib.save(nib.Nifti1Image(np.stack(maps, -1).astype(np.float32), aff), path)
+    return path
+
+
+def test_maps_match_nilearn_maps_masker(bold, tmp_path):
+    from nilearn.maskers import NiftiMapsMasker
+
+    from plugins.maps import Maps
+
+    path = _blob_maps(tmp_path)
+    got, names = ours(Maps(Maps.Params(path=str(path), names=["L", "R", "M"])), bold)
+    ref = NiftiMapsMasker(str(path), resampling_target="data", standardize=None).fit_transform(bold)
+    assert names == ["L", "R", "M"]
+    np.testing.assert_allclose(got, ref, rtol=1e-6)
+
+
+def test_labels_file_and_masks_match_nilearn(bold, tmp_path):
+    from nilearn.maskers import NiftiMasker
+
+    from plugins.labels_file import LabelsFile
+    from plugins.masks import Masks
+
+    label_img, names, values = atlas_labels("aal", 0)
+    img_path = tmp_path / "labels.nii.gz"
+    nib.save(label_img, img_path)
+    tsv = tmp_path / "labels.tsv"
+    tsv.write_text("index\tname\n" + "".join(f"{v}\t{n}\n" for n, v in zip(names, values)))
+    plugin = LabelsFile(LabelsFile.Params(path=str(img_path), labels=str(tsv), names=["Amygdala_R", "Insula_L"]))
+    got, got_names = ours(plugin, bold)
+    ref = nilearn_labels(label_img, [[values[names.index("Amygdala_R")]], [values[names.index("Insula_L")]]], bold)
+    assert got_names == ["Amygdala_R", "Insula_L"]
+    np.testing.assert_allclose(got, ref, rtol=1e-6)
+
+    data = np.asarray(label_img.dataobj)
+    mask_paths = {}
+    for name in ("Amygdala_L", "Hippocampus_L"):
+        path = tmp_path / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image((data == values[names.index(name)]).astype(np.uint8), label_img.affine), path)
+        mask_paths[name] = str(path)
+    got, _ = ours(Masks(Masks.Params(masks=mask_paths)), bold)
+    for k, path in enumerate(mask_paths.values()):
+        mask = resample_img(nib.load(path), target_affine=bold.affine, target_shape=bold.shape[:3],
+                            interpolation="nearest", force_resample=True, copy_header=True)
+        ref = NiftiMasker(mask, standardize=None).fit_transform(bold).mean(axis=1)
+        np.testing.assert_allclose(got[:, k], ref, rtol=1e-6)
+
+
+def test_rois_plugins_bad_input(tmp_path, bold):
+    from framework.errors import DataError
+    from plugins.labels_file import LabelsFile
+    from plugins.maps import Maps
+
+    with pytest.raises(DataError, match="nope.nii.gz: file not found"):
+        LabelsFile(LabelsFile.Params(path=str(tmp_path / "nope.nii.gz"), labels=str(tmp_path / "x.tsv"))).build(bold)
+    path = _blob_maps(tmp_path)
+    with pytest.raises(ParamsError, match="2 names for 3 maps"):
+        Maps(Maps.Params(path=str(path), names=["a", "b"])).build(bold)

@@ -1,0 +1,69 @@
+"""ROI plugin ``labels_file``: your own label image plus a TSV of its label values and names.
+
+``path`` is a 3D NIfTI of integer labels (0 = background) in the BOLD space; ``labels`` is a TSV
+with columns ``index`` and ``name``; ``names`` picks a subset (default: every row). Labels are
+resampled to each BOLD grid with nearest-neighbour interpolation and averaged over voxels, like
+nilearn's NiftiLabelsMasker.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from nilearn.image import resample_img
+from pydantic import Field
+
+from framework.contracts import PluginParams, RoiSet, RoiWeights
+from framework.errors import DataError, ParamsError
+from framework.extract import load_nifti
+from framework.hookspecs import hookimpl
+from plugins.atlas import labels_weights
+
+
+def read_label_table(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"{path}: label table not found")
+    table = pd.read_csv(path, sep="\t")
+    for col in ("index", "name"):
+        if col not in table.columns:
+            raise DataError(f"{path}: no column {col!r} (it needs index and name)")
+    return table
+
+
+class LabelsFile(RoiSet):
+    name = "labels_file"
+
+    class Params(PluginParams):
+        path: str
+        labels: str
+        names: list[str] = Field(default_factory=list)
+
+    def selection(self) -> tuple[list[str], list[list[int]]]:
+        table = read_label_table(Path(self.params.labels))
+        lookup = dict(zip(table["name"].astype(str), table["index"].astype(int)))
+        names = self.params.names or list(lookup)
+        unknown = [n for n in names if n not in lookup]
+        if unknown:
+            raise ParamsError(f"extract.rois.labels_file.names: {unknown[0]!r} is not in {self.params.labels}")
+        return names, [[lookup[n]] for n in names]
+
+    def build(self, reference) -> RoiWeights:
+        img, _ = load_nifti(Path(self.params.path))
+        if len(img.shape) != 3:
+            raise DataError(f"{self.params.path}: expected a 3D label image, got shape {img.shape}")
+        names, groups = self.selection()
+        resampled = resample_img(img, target_affine=reference.affine, target_shape=reference.shape[:3],
+                                 interpolation="nearest", force_resample=True, copy_header=True)
+        data = np.rint(np.asarray(resampled.dataobj)).astype(np.int64)
+        return labels_weights(data, groups, names, f"labels_file {self.params.path}")
+
+    def describe(self) -> str:
+        names, _ = self.selection()
+        return f"{', '.join(names)} from the label image {Path(self.params.path).name} (nearest-neighbour resampled)"
+
+
+@hookimpl
+def register_rois(register):
+    register(LabelsFile)

@@ -69,8 +69,13 @@ class Windows:
         cuts["_w"] = cuts["window"].map({w: i for i, w in enumerate(names)})
         self.cuts = cuts.sort_values(["_s", "_w", "window_start_s"], kind="stable").reset_index(drop=True)
         self.runs = {}
+        self.missing = {}  # (subject, run) -> ROIs with no values in that run (min_coverage)
         for key, g in timeseries.groupby(["subject", "run"], sort=False):
-            self.runs[key] = (g[self.rois].to_numpy(dtype=np.float64), g["time_s"].to_numpy())
+            arr = g[self.rois].to_numpy(dtype=np.float64)
+            self.runs[key] = (arr, g["time_s"].to_numpy())
+            gone = np.isnan(arr).all(axis=0) if len(arr) else np.zeros(len(self.rois), bool)
+            if gone.any():
+                self.missing[key] = gone
         n = len(self.cuts)
         self.start = np.zeros(n, dtype=np.int64)
         self.stop = np.zeros(n, dtype=np.int64)
@@ -128,6 +133,14 @@ class Windows:
             n[i] = arr.shape[0]
         return n
 
+    def missing_rois(self) -> np.ndarray:
+        """(n_windows, R): ROIs with no values in the window's run."""
+        out = np.zeros((len(self.cuts), len(self.rois)), dtype=bool)
+        for i, key in enumerate(zip(self.cuts["subject"], self.cuts["run"])):
+            if key in self.missing:
+                out[i] = self.missing[key]
+        return out
+
     def constant_rois(self) -> np.ndarray:
         """(n_windows, R): ROIs whose signal does not vary within the window."""
         out = np.zeros((len(self.cuts), len(self.rois)), dtype=bool)
@@ -136,7 +149,8 @@ class Windows:
                 continue  # a run skipped at extraction
             arr = self.data(i)
             if arr.shape[0]:
-                out[i] = np.ptp(arr, axis=0) == 0
+                with np.errstate(invalid="ignore"):
+                    out[i] = np.ptp(arr, axis=0) == 0
         return out
 
 
@@ -164,8 +178,20 @@ def _apply(metric: Metric, win: Windows, n_volumes: np.ndarray) -> tuple[dict[st
 
     plain = defaultdict(list)  # (subject, run) -> windows that are plain ranges of that run
     replaced = defaultdict(list)  # (length, TR) -> windows with replaced data
+    missing = win.missing_rois()
     for i in np.flatnonzero(ok):
         c = win.cuts.iloc[i]
+        if missing[i].any():  # computed on the ROIs present; the missing ones stay NaN
+            present = ~missing[i]
+            if metric.group_fit or present.sum() < 2:
+                reason[i] = win.reasons.code(f"{metric.name} needs every ROI; "
+                                             f"{', '.join(np.array(win.rois)[missing[i]])} missing")
+                continue
+            res = metric.compute(win.data(i)[None][:, :, present], float(trs[i]))
+            res = res if isinstance(res, dict) else {"": res}
+            for k, v in res.items():
+                out[k][i][np.ix_(present, present)] = v[0]
+            continue
         if i in win.replaced:
             replaced[(win.replaced[i].shape[0], trs[i])].append(i)
         else:
@@ -179,7 +205,8 @@ def _apply(metric: Metric, win: Windows, n_volumes: np.ndarray) -> tuple[dict[st
 
 
 def connectivity(p: ConnectivityParams, timeseries: pd.DataFrame, run_qc: pd.DataFrame,
-                 events: pd.DataFrame, metrics: list[Metric], subject_order: list[str]) -> pd.DataFrame:
+                 events: pd.DataFrame, metrics: list[Metric], subject_order: list[str],
+                 roi_reasons: dict | None = None) -> pd.DataFrame:
     win = Windows(p, timeseries, run_qc, events, subject_order)
     W, R = len(win.cuts), len(win.rois)
     iu = np.triu_indices(R, 1)
@@ -191,6 +218,13 @@ def connectivity(p: ConnectivityParams, timeseries: pd.DataFrame, run_qc: pd.Dat
     for w, e in zip(*np.nonzero(touches)):
         bad = [win.rois[k] for k in (iu[0][e], iu[1][e]) if constant[w, k]]
         const_codes[w, e] = win.reasons.code(f"constant signal in {', '.join(bad)}")
+    missing = win.missing_rois()
+    roi_reasons = roi_reasons or {}
+    for w, e in zip(*np.nonzero(missing[:, iu[0]] | missing[:, iu[1]])):
+        s_, r_ = win.cuts.at[w, "subject"], win.cuts.at[w, "run"]
+        bad = [f"{win.rois[k]} ({roi_reasons.get((s_, r_, win.rois[k]), 'no values')})"
+               for k in (iu[0][e], iu[1][e]) if missing[w, k]]
+        const_codes[w, e] = win.reasons.code(f"ROI missing: {', '.join(bad)}")
 
     names, values, reasons = [], [], []
     for metric in metrics:

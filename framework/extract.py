@@ -220,7 +220,7 @@ class RoiBuilder:
         return self._cache[key]
 
 
-def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams):
+def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_coverage: float | None = None):
     bold, bold_digest = load_nifti(run.bold)
     mask, mask_digest = load_nifti(run.mask)
     if bold.ndim != 4:
@@ -273,10 +273,20 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams):
         "subject": run.subject, "run": run.run, "roi": rois.names, "n_voxels": n_vox.astype(np.int32),
         "coverage": per_roi(inside.astype(float)), "tsnr": per_roi(tsnr), "frac_bad": per_roi(bad.astype(float)),
     })
-    outside = roi_qc["coverage"].to_numpy() == 0
-    if outside.any():
-        raise DataError(f"{run.mask}: ROI {roi_qc['roi'][np.flatnonzero(outside)[0]]!r} has no voxel inside "
-                        f"sub-{run.subject}'s brain mask")
+    cover = roi_qc["coverage"].to_numpy()
+    if min_coverage is None:
+        outside = cover == 0
+        if outside.any():
+            raise DataError(f"{run.mask}: ROI {roi_qc['roi'][np.flatnonzero(outside)[0]]!r} has no voxel inside "
+                            f"sub-{run.subject}'s brain mask")
+        roi_qc["missing"], roi_qc["reason"] = False, ""
+    else:
+        low = cover < min_coverage
+        roi_qc["missing"] = low
+        roi_qc["reason"] = [f"coverage {c:.2f} < min_coverage {min_coverage:g}" if m else ""
+                            for c, m in zip(cover, low)]
+        for name in roi_qc.loc[low, "roi"]:
+            ts[name] = np.nan  # the ROI keeps its column, with no values for this run
 
     fd = pd.read_csv(run.confounds, sep="\t", usecols=["framewise_displacement"])["framewise_displacement"]
     censored = np.ones(T, bool)
@@ -327,9 +337,9 @@ def roi_atlas(rois: RoiWeights, grid: nib.Nifti1Image) -> tuple[nib.Nifti1Image,
 
 
 def _extract_job(args):
-    run, rois, denoise, skip = args
+    run, rois, denoise, skip, min_coverage = args
     try:
-        return _extract_run(run, rois, denoise)
+        return _extract_run(run, rois, denoise, min_coverage)
     except DataError as exc:
         if not skip:
             raise
@@ -398,7 +408,7 @@ def extract(p: ExtractParams, n_jobs: int = 2, executor: Executor | None = None)
             skipped.append(skipped_run(run.subject, run.group, run.run, f"{run.mask}: not a readable NIfTI image",
                                        run.bold.name))
             continue
-        jobs.append((run, builder.for_grid(grid), p.denoise, skip))
+        jobs.append((run, builder.for_grid(grid), p.denoise, skip, p.min_coverage))
     if not jobs:
         raise DataError(f"{p.data.root}: no run could be extracted")
     executor = executor or LocalExecutor(n_jobs)

@@ -97,6 +97,9 @@ class ExtractParams(Section):
     rois: list[PluginSpec] = Field(min_length=1)
     denoise: DenoiseParams = Field(default_factory=DenoiseParams)
     exclude: ExclusionParams = Field(default_factory=ExclusionParams)
+    # An ROI covering less than this fraction of its voxels inside a run's brain mask is set to missing
+    # for that run (roi_qc says why); None: an ROI with no voxel in the mask is an error instead.
+    min_coverage: float | None = Field(None, gt=0, le=1)
     # A run whose files are missing or unreadable: stop (fail) or record it in run_qc and go on (skip).
     on_error: Literal["fail", "skip"] = "fail"
 

@@ -105,7 +105,11 @@ def stage_connectivity(params: Params) -> None:
                                        "participants.parquet")]
     ts, run_qc, events, participants = (read_parquet(f) for f in inputs)
     metrics = build_metrics(p)
-    edges = connectivity(p, ts, run_qc, events, metrics, participants["subject"].tolist())
+    roi_qc = read_parquet(EXTRACT_DIR / "roi_qc.parquet")
+    gone = roi_qc[roi_qc["missing"]] if "missing" in roi_qc else roi_qc.iloc[:0]
+    roi_reasons = {(r.subject, r.run, r.roi): r.reason for r in gone.itertuples()}
+    edges = connectivity(p, ts, run_qc, events, metrics, participants["subject"].tolist(), roi_reasons)
+    inputs.append(EXTRACT_DIR / "roi_qc.parquet")
     prov = provenance("connectivity", section_hash(p), _plugin_versions(metrics), _digests(*inputs))
     prov["methods"] = _connectivity_methods(p, metrics)
     prov["scales"] = output_scales(metrics)
@@ -160,7 +164,9 @@ def validate_inputs(params: Params) -> tuple[list[str], list[str]]:
 
 def exclusion_text(run_qc: pd.DataFrame) -> str:
     """One sentence on excluded runs: how many, of how many subjects, and why."""
-    excl = run_qc[run_qc["excluded"]] if "excluded" in run_qc else run_qc.iloc[:0]
+    excl = run_qc[run_qc["excluded"]]
+    roi_qc = read_parquet(EXTRACT_DIR / "roi_qc.parquet")
+    missing_rois = (roi_qc[roi_qc["missing"]] if "missing" in roi_qc else roi_qc.iloc[:0]).to_dict("records") if "excluded" in run_qc else run_qc.iloc[:0]
     if excl.empty:
         return " No run was excluded."
     why = "; ".join(f"sub-{r.subject} {r.run}: {r.reason}" for r in excl.itertuples())
@@ -230,6 +236,8 @@ def stage_report(params: Params) -> Path:
                            "volumes": int(frame["n_volumes"].sum()), "mean_fd": float(frame["mean_fd"].mean()),
                            "excluded": int(frame["excluded"].sum())})
     excl = run_qc[run_qc["excluded"]]
+    roi_qc = read_parquet(EXTRACT_DIR / "roi_qc.parquet")
+    missing_rois = (roi_qc[roi_qc["missing"]] if "missing" in roi_qc else roi_qc.iloc[:0]).to_dict("records")
     fams = [{"name": f, "rows": tests[tests["family"] == f].to_dict("records")}
             for f in ("confirmatory", "exploratory") if (tests["family"] == f).any()]
     context = {
@@ -237,6 +245,7 @@ def stage_report(params: Params) -> Path:
         else f"{groups[1]} vs {groups[0]}",
         "headline": headline(primary, sp.alpha),
         "summary": group_rows, "n_excluded": len(excl), "exclusions": excl.to_dict("records"),
+        "missing_rois": missing_rois,
         "primary_test": rp_params.primary_test, "correction": sp.correction, "figures": figures,
         "courses": courses, "study_figures": study_figs, "qc_figures": qc_figs,
         "families": fams, "alpha": sp.alpha,

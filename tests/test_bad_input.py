@@ -144,3 +144,52 @@ def test_on_error_skip_records_the_run_and_goes_on(small_study, tmp_path, in_dir
     assert set(mine["window"]) == set(fixed)  # every fixed window keeps its rows, no silent drop
     assert mine["value"].isna().all() and mine["reason"].str.startswith("run excluded: skipped:").all()
     assert edges[edges["subject"] != SUB]["value"].notna().any()
+
+
+def test_min_coverage_sets_the_roi_missing_and_it_flows_to_stats(small_study, tmp_path, in_dir):
+    from framework.anatomy import voxel_centres
+
+    shutil.copytree(small_study / "data", tmp_path / "data")
+    path = func(tmp_path, 1, "_mask.nii.gz")  # sub-02's baseline mask loses the vmPFC
+    img = nib.load(path)
+    mask = np.asarray(img.dataobj).copy()
+    near = ((voxel_centres(img.shape, img.affine) - np.array([0, 26, -18])) ** 2).sum(1) <= 14**2
+    mask.reshape(-1)[near] = 0
+    nib.save(nib.Nifti1Image(mask, img.affine, img.header), path)
+    params = small_params()
+    params["extract"]["min_coverage"] = 0.5
+    params["connectivity"]["metrics"] = ["pearson", "partial"]
+    params["stats"]["tests"] = ["lmm", "change_welch"]
+    write_params(tmp_path, params)
+    in_dir(tmp_path)
+    for stage in ("extract", "connectivity", "stats", "report"):
+        code, _, err = run_cli(stage)
+        assert code == 0, err
+    roi_qc = pd.read_parquet(tmp_path / "results/extract/roi_qc.parquet")
+    gone = roi_qc[roi_qc["missing"]]
+    assert gone[["subject", "run", "roi"]].values.tolist() == [[SUB, "baseline", "vmPFC"]]
+    assert gone["reason"].iloc[0].startswith("coverage 0.00 < min_coverage 0.5")
+    ts = pd.read_parquet(tmp_path / "results/extract/timeseries.parquet")
+    sel = (ts["subject"] == SUB) & (ts["run"] == "baseline")
+    assert ts.loc[sel, "vmPFC"].isna().all() and ts.loc[sel, "dmPFC"].notna().all()
+    edges = pd.read_parquet(tmp_path / "results/connectivity/edges.parquet")
+    e = edges[(edges["subject"] == SUB) & (edges["window"] == "baseline")]
+    touches = (e["roi_a"] == "vmPFC") | (e["roi_b"] == "vmPFC")
+    assert e.loc[touches, "value"].isna().all()
+    assert e.loc[touches, "reason"].str.startswith("ROI missing: vmPFC (coverage 0.00").all()
+    assert e.loc[~touches, "value"].notna().all()  # pearson and partial on the four ROIs present
+    # partial correlation computed on the ROIs present equals a direct computation on them
+    from plugins.partial import Partial
+
+    rois = ["Left_Amygdala", "Right_Amygdala", "dmPFC", "amPFC"]
+    x = ts.loc[sel, rois].to_numpy()
+    direct = Partial().compute(x[None], 2.5)[0]
+    row = e[(e["metric"] == "partial") & (e["roi_a"] == "dmPFC") & (e["roi_b"] == "amPFC")]
+    assert row["value"].iloc[0] == pytest.approx(direct[2, 3], rel=1e-10)
+    tests = pd.read_parquet(tmp_path / "results/stats/tests.parquet")
+    welch = tests[(tests["test"] == "change_welch") & (tests["metric"] == "pearson")]
+    n_vm = welch[(welch["roi_b"] == "vmPFC") | (welch["roi_a"] == "vmPFC")]["n"]
+    assert (n_vm == 15).all() and (welch[~welch.index.isin(n_vm.index)]["n"] == 16).all()
+    lmm = tests[(tests["test"] == "lmm") & (tests["term"] == "group:window")]
+    assert lmm["p"].notna().all()  # the mixed model uses what is there
+    assert "ROIs set to missing (below <code>min_coverage</code>): 1" in (tmp_path / "reports/index.html").read_text()

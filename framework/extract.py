@@ -104,13 +104,15 @@ def discover(data: DataParams, problems: list | None = None) -> tuple[pd.DataFra
 
 def _find_run(root: Path, data: DataParams, sub: str, group, key: str, sel) -> RunInput:
     """The files of one run (BIDS entities from params), located with nilearn.interfaces.bids."""
-    filters = [("task", sel.task)] + ([("run", sel.run)] if sel.run else [])
+    filters = ([("ses", sel.session)] if sel.session else []) + [("task", sel.task)] + (
+        [("run", sel.run)] if sel.run else [])
+    image = [("space", data.space)] + ([("res", data.res)] if data.res else [])
     where = f"sub-{sub} run {key!r}"
     bold = _one(get_bids_files(str(root), "bold", "nii.gz", sub, "func",
-                               filters + [("space", data.space), ("desc", "preproc")]),
+                               filters + image + [("desc", "preproc")]),
                 "preprocessed BOLD", where)
     mask = _one(get_bids_files(str(root), "mask", "nii.gz", sub, "func",
-                               filters + [("space", data.space), ("desc", "brain")]),
+                               filters + image + [("desc", "brain")]),
                 "brain mask", where)
     conf = _one(get_bids_files(str(root), "timeseries", "tsv", sub, "func",
                                filters + [("desc", "confounds")]), "confounds TSV", where)
@@ -147,6 +149,8 @@ def check_inputs(p: ExtractParams, needed_events: dict[str, set[str]]) -> tuple[
                                             **p.denoise.strategy_options)
             except (ValueError, KeyError, FileNotFoundError) as exc:
                 raise DataError(f"{run.confounds}: cannot build {p.denoise.strategy!r} confounds ({exc})") from exc
+            if p.denoise.columns:
+                custom_confounds(run.confounds, p.denoise.columns, bold.shape[3], run.bold.name)
             wanted = needed_events.get(run.run, set())
             if wanted:
                 have = set() if run.events is None else set(pd.read_csv(run.events, sep="\t")["trial_type"].astype(str))
@@ -220,6 +224,17 @@ class RoiBuilder:
         return self._cache[key]
 
 
+def custom_confounds(path: Path, columns: list[str], n_volumes: int, bold_name: str) -> pd.DataFrame:
+    """The named columns of a confounds TSV, leading n/a (derivatives) as 0; errors name file and column."""
+    table = pd.read_csv(path, sep="\t", na_values=["n/a"])
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise DataError(f"{path}: no confound column {missing[0]!r} (extract.denoise.columns)")
+    if len(table) != n_volumes:
+        raise DataError(f"{path}: {len(table)} rows for {n_volumes} volumes in {bold_name}")
+    return table[columns].astype(float).fillna(0.0)
+
+
 def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_coverage: float | None = None):
     bold, bold_digest = load_nifti(run.bold)
     mask, mask_digest = load_nifti(run.mask)
@@ -234,6 +249,11 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_co
         dataobj = np.asarray(bold.dataobj)
     except (ValueError, EOFError, OSError) as exc:
         raise DataError(f"{run.bold}: data block unreadable ({exc})") from exc
+    if denoise.smoothing_fwhm:  # as the nilearn maskers do: smooth the image, then extract
+        from nilearn.image import smooth_img
+
+        dataobj = np.asarray(smooth_img(nib.Nifti1Image(dataobj.astype(np.float64), bold.affine),
+                                        denoise.smoothing_fwhm).dataobj)
     voxels = dataobj[ijk].astype(np.float64)  # (n_roi_voxels, T): only the voxels ROIs use
     if not np.isfinite(voxels).all():
         raise DataError(f"{run.bold}: NaN or infinite values inside the ROIs")
@@ -250,6 +270,10 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_co
             raise DataError(f"{run.confounds}: cannot build {denoise.strategy!r} confounds ({exc})") from exc
         if len(confounds) != T:
             raise DataError(f"{run.confounds}: {len(confounds)} rows for {T} volumes in {run.bold.name}")
+    if denoise.columns:
+        extra = custom_confounds(run.confounds, denoise.columns, T, run.bold.name)
+        confounds = extra if confounds is None else pd.concat([confounds, extra.drop(
+            columns=[c for c in extra.columns if c in confounds.columns])], axis=1)
     cleaned = signal.clean(
         raw_signals, confounds=None if confounds is None else confounds.to_numpy(), sample_mask=sample_mask,
         t_r=run.tr, detrend=denoise.detrend, standardize=denoise.standardize,

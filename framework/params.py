@@ -52,11 +52,13 @@ class SimulateParams(Section):
 class RunSelect(Section):
     task: str = "rest"
     run: str | None = None
+    session: str | None = None  # BIDS ses- label
 
 
 class DataParams(Section):
     root: str = "data/simulated"
     space: str = "MNI152NLin2009cAsym"
+    res: str | None = None  # BIDS res- label of the BOLD and mask (fMRIPrep's output resolutions)
     participants: str = "participants.tsv"
     group_column: str = "group"
     group_map: dict[str, str] = Field(default_factory=dict)  # participants.tsv value -> group name
@@ -81,6 +83,10 @@ class DenoiseParams(Section):
     standardize: Literal["zscore_sample", "zscore", "psc", False] = "zscore_sample"
     low_pass_hz: float | None = Field(0.08, gt=0)
     high_pass_hz: float | None = Field(0.01, gt=0)
+    # Confounds TSV columns regressed out in addition to the strategy's (alone with strategy none);
+    # their leading n/a (derivatives) become 0.
+    columns: list[str] = Field(default_factory=list)
+    smoothing_fwhm: float | None = Field(None, gt=0)  # mm, applied to the BOLD image before extraction
 
 
 class ExclusionParams(Section):

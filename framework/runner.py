@@ -57,7 +57,13 @@ def stage_extract(params: Params, jobs: int | None = None) -> None:
                  if d.strategy == "none" else
                  f"Confounds followed nilearn's load_confounds_strategy '{d.strategy}'"
                  f"{f' ({opts})' if opts else ''}; signals were ")
-    cleaned = "" if d.strategy == "none" else ", cleaned of confounds orthogonally to the filter"
+    if d.columns:
+        confounds = (confounds.removesuffix("; signals were ")
+                     + f"{'' if d.strategy == 'none' else ','} plus the confound columns {', '.join(d.columns)}"
+                     + "; signals were ")
+    cleaned = ", cleaned of confounds orthogonally to the filter" if d.strategy != "none" or d.columns else ""
+    if d.smoothing_fwhm:
+        confounds = f"Images were smoothed with a {d.smoothing_fwhm:g} mm FWHM Gaussian before extraction. " + confounds
     methods = (
         f"ROI time series were extracted from {run_qc['run'].nunique()} runs per subject of "
         f"{run_qc['subject'].nunique()} subjects ({p.data.space} preprocessed BOLD) for these ROIs: "

@@ -193,3 +193,58 @@ def test_min_coverage_sets_the_roi_missing_and_it_flows_to_stats(small_study, tm
     lmm = tests[(tests["test"] == "lmm") & (tests["term"] == "group:window")]
     assert lmm["p"].notna().all()  # the mixed model uses what is there
     assert "ROIs set to missing (below <code>min_coverage</code>): 1" in (tmp_path / "reports/index.html").read_text()
+
+
+def _amygdala_masker(**kw):
+    from nilearn.image import math_img
+    from nilearn.maskers import NiftiLabelsMasker
+
+    from framework.anatomy import max_probability_labels
+
+    labels_img, names = max_probability_labels("harvard_oxford", 25)
+    amy = [names.index("Left_Amygdala") + 1, names.index("Right_Amygdala") + 1]
+    sub = math_img(f"np.where(img == {amy[0]}, 1, np.where(img == {amy[1]}, 2, 0))", img=labels_img)
+    return NiftiLabelsMasker(sub, resampling_target="data", **kw)
+
+
+@pytest.mark.parametrize("denoise", [
+    {"strategy": "none", "columns": ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z",
+                                     "trans_x_derivative1", "csf", "white_matter"], "smoothing_fwhm": 6.0},
+    {"strategy": "scrubbing", "strategy_options": {"fd_threshold": 0.2, "std_dvars_threshold": 3}},
+])
+def test_denoising_options_match_nilearn(denoise, small_study, tmp_path, in_dir):
+    """Custom confound columns with smoothing, and scrubbing with its sample mask (censored volumes
+    interpolated before filtering), equal NiftiLabelsMasker with the same settings."""
+    from nilearn.interfaces.fmriprep import load_confounds_strategy
+
+    shutil.copytree(small_study / "data", tmp_path / "data")
+    params = small_params()
+    params["extract"]["data"]["include"] = [SUB]
+    params["extract"]["denoise"].update(denoise)
+    write_params(tmp_path, params)
+    in_dir(tmp_path)
+    code, _, err = run_cli("extract")
+    assert code == 0, err
+    bold = func(tmp_path, 2, "_bold.nii.gz")
+    kw = dict(detrend=True, standardize="zscore_sample", low_pass=0.08, high_pass=0.01, t_r=2.5)
+    if denoise["strategy"] == "none":
+        table = pd.read_csv(func(tmp_path, 2, "_timeseries.tsv"), sep="\t", na_values=["n/a"])
+        confounds, sample_mask = table[denoise["columns"]].fillna(0.0), None
+        masker = _amygdala_masker(smoothing_fwhm=6.0, **kw)
+        img = nib.load(bold)
+        img = nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float64), img.affine)
+    else:
+        confounds, sample_mask = load_confounds_strategy(str(bold), denoise_strategy="scrubbing",
+                                                         **denoise["strategy_options"])
+        assert sample_mask is not None and len(sample_mask) < nib.load(bold).shape[3]  # volumes censored
+        masker, img = _amygdala_masker(**kw), str(bold)
+    ref = masker.fit_transform(img, confounds=confounds, sample_mask=sample_mask)
+    ts = pd.read_parquet(tmp_path / "results/extract/timeseries.parquet")
+    ours = ts[ts["run"] == "infusion"]
+    np.testing.assert_allclose(ours[["Left_Amygdala", "Right_Amygdala"]].to_numpy(), ref, rtol=1e-6, atol=1e-9)
+    motion = pd.read_parquet(tmp_path / "results/extract/motion.parquet")
+    censored = motion[(motion["run"] == "infusion")]["censored"].to_numpy()
+    kept = np.arange(len(censored)) if sample_mask is None else np.asarray(sample_mask)
+    assert (~censored).sum() == len(kept) == len(ours)
+    run_qc = pd.read_parquet(tmp_path / "results/extract/run_qc.parquet").set_index("run")
+    assert run_qc.loc["infusion", "n_retained"] == len(kept)

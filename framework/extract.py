@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import zlib
 from dataclasses import dataclass
@@ -185,13 +184,14 @@ def _repetition_time(sidecar: Path) -> float:
 
 
 def load_nifti(path: Path) -> tuple[nib.Nifti1Image, str]:
-    """The image and its content digest, from one read; a corrupt file is a DataError naming it."""
+    """The image (header read, data loaded on access) and the file's digest; errors name the file.
+
+    The digest streams the file, and the image is not built from an in-memory copy of the
+    compressed bytes, so a run's peak memory is its data array, not twice it.
+    """
     try:
-        raw = path.read_bytes()
-        digest = file_digest(path, raw)
-        if path.name.endswith(".gz"):
-            raw = gzip.decompress(raw)
-        img = nib.Nifti1Image.from_bytes(raw)
+        digest = file_digest(path)
+        img = nib.load(path)
     except FileNotFoundError as exc:
         raise DataError(f"{path}: file not found") from exc
     except (OSError, EOFError, zlib.error, ValueError, nib.filebasedimages.ImageFileError) as exc:
@@ -247,7 +247,7 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_co
     ijk = np.unravel_index(cols, bold.shape[:3])
     try:
         dataobj = np.asarray(bold.dataobj)
-    except (ValueError, EOFError, OSError) as exc:
+    except (ValueError, EOFError, OSError, zlib.error) as exc:
         raise DataError(f"{run.bold}: data block unreadable ({exc})") from exc
     if denoise.smoothing_fwhm:  # as the nilearn maskers do: smooth the image, then extract
         from nilearn.image import smooth_img

@@ -53,14 +53,17 @@ def stage_extract(params: Params, jobs: int | None = None) -> None:
     band = (f"band-pass filtered between {d.high_pass_hz} and {d.low_pass_hz} Hz (Butterworth)"
             if d.high_pass_hz and d.low_pass_hz else "not band-pass filtered")
     opts = ", ".join(f"{k}={v}" for k, v in d.strategy_options.items())
-    confounds = ("No confound was regressed out (denoising strategy 'none'); signals were "
-                 if d.strategy == "none" else
-                 f"Confounds followed nilearn's load_confounds_strategy '{d.strategy}'"
-                 f"{f' ({opts})' if opts else ''}; signals were ")
-    if d.columns:
-        confounds = (confounds.removesuffix("; signals were ")
-                     + f"{'' if d.strategy == 'none' else ','} plus the confound columns {', '.join(d.columns)}"
-                     + "; signals were ")
+    cols = ", ".join(d.columns)
+    if d.strategy == "none":
+        confounds = (f"Confounds were the columns {cols} of the fMRIPrep confounds file" if d.columns
+                     else "No confound was regressed out")
+    else:
+        confounds = (f"Confounds followed nilearn's load_confounds_strategy '{d.strategy}'"
+                     f"{f' ({opts})' if opts else ''}{f', plus the columns {cols}' if d.columns else ''}")
+    if d.strategy == "scrubbing":
+        confounds += ("; volumes flagged by the strategy were censored through nilearn's sample mask "
+                      "(interpolated before filtering, then left out)")
+    confounds += "; signals were "
     cleaned = ", cleaned of confounds orthogonally to the filter" if d.strategy != "none" or d.columns else ""
     if d.smoothing_fwhm:
         confounds = f"Images were smoothed with a {d.smoothing_fwhm:g} mm FWHM Gaussian before extraction. " + confounds

@@ -137,7 +137,7 @@ def test_on_error_skip_records_the_run_and_goes_on(small_study, tmp_path, in_dir
     bad = run_qc[run_qc["subject"] == SUB].set_index("run")
     assert bad["excluded"].all()
     assert bad.loc["baseline", "reason"].startswith(f"skipped: sub-{SUB} run 'baseline': no confounds TSV found")
-    assert bad.loc["infusion", "reason"].startswith("skipped: ") and f"{bold.name}: not a readable NIfTI" in bad.loc["infusion", "reason"]
+    assert bad.loc["infusion", "reason"].startswith("skipped: ") and f"{bold.name}: data block unreadable" in bad.loc["infusion", "reason"]
     edges = pd.read_parquet(tmp_path / "results/connectivity/edges.parquet")
     mine = edges[edges["subject"] == SUB]
     fixed = [w["name"] for w in params["connectivity"]["windows"]]

@@ -248,3 +248,29 @@ def test_denoising_options_match_nilearn(denoise, small_study, tmp_path, in_dir)
     assert (~censored).sum() == len(kept) == len(ours)
     run_qc = pd.read_parquet(tmp_path / "results/extract/run_qc.parquet").set_index("run")
     assert run_qc.loc["infusion", "n_retained"] == len(kept)
+
+
+def test_session_and_resolution_entities_select_files(small_study, tmp_path):
+    """Files in ses-* folders with res-* entities are found by those filters, and only by them."""
+    from framework.errors import DataError
+    from framework.extract import discover
+    from framework.params import DataParams
+
+    src = small_study / "data/simulated"
+    root = tmp_path / "bids"
+    root.mkdir()
+    shutil.copy(src / "participants.tsv", root / "participants.tsv")
+    for ses in ("1", "2"):
+        out = root / "sub-01" / f"ses-{ses}" / "func"
+        out.mkdir(parents=True)
+        for f in (src / "sub-01" / "func").iterdir():
+            name = f.name.replace("sub-01_", f"sub-01_ses-{ses}_").replace(
+                "space-MNI152NLin2009cAsym_", "space-MNI152NLin2009cAsym_res-2_")
+            shutil.copy(f, out / name)
+    runs = {"baseline": {"task": "rest", "run": "1", "session": "2"}}
+    _, found = discover(DataParams(root=str(root), res="2", include=["01"], runs=runs))
+    assert len(found) == 1 and "ses-2" in found[0].bold.name and "res-2" in found[0].mask.name
+    with pytest.raises(DataError, match="2 preprocessed BOLD files match"):
+        discover(DataParams(root=str(root), res="2", include=["01"], runs={"baseline": {"task": "rest", "run": "1"}}))
+    with pytest.raises(DataError, match="no preprocessed BOLD found"):
+        discover(DataParams(root=str(root), res="1", include=["01"], runs=runs))

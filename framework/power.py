@@ -14,12 +14,11 @@ Per study and per (test, term) this records:
 
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
-
 import numpy as np
 import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
+from framework.executor import LocalExecutor, progress
 from framework.params import StatsParams
 from framework.roisim import RoiStudy, simulate_edges
 
@@ -53,25 +52,13 @@ def _chunk(args):
 
 
 def simulate_many(study: RoiStudy, stats: StatsParams, n_sims: int, seed: int, edge, window,
-                  jobs: int = 1, progress=None) -> pd.DataFrame:
+                  jobs: int = 1) -> pd.DataFrame:
     """Outcomes of ``n_sims`` simulated studies (independent seeds from one SeedSequence)."""
     seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n_sims)]
     chunks = [seeds[i:i + 25] for i in range(0, n_sims, 25)]
     args = [(study, stats, c, tuple(edge), window) for c in chunks]
-    if jobs <= 1:
-        parts = []
-        for a in args:
-            parts.append(_chunk(a))
-            if progress:
-                progress(len(a[2]))
-        return pd.concat(parts, ignore_index=True)
-    with ProcessPoolExecutor(jobs) as pool:
-        parts = []
-        for part in pool.map(_chunk, args):
-            parts.append(part)
-            if progress:
-                progress(part["seed"].nunique())
-    return pd.concat(parts, ignore_index=True)
+    parts = progress(LocalExecutor(jobs).map(_chunk, args), len(args), "simulated studies (x25)")
+    return pd.concat(list(parts), ignore_index=True)
 
 
 def rates(outcomes: pd.DataFrame, alpha_ci: float = 0.05) -> pd.DataFrame:
@@ -89,14 +76,14 @@ def rates(outcomes: pd.DataFrame, alpha_ci: float = 0.05) -> pd.DataFrame:
 
 
 def power_curve(study: RoiStudy, stats: StatsParams, deltas, n_sims: int, seed: int, edge, window,
-                jobs: int = 1, progress=None) -> pd.DataFrame:
+                jobs: int = 1) -> pd.DataFrame:
     """Power (rate of p_adj < α at the planted edge and window) for each Δz in ``deltas``."""
     from dataclasses import replace
 
     frames = []
     for k, dz in enumerate(deltas):
         s = replace(study, effect=(edge[0], edge[1], window, float(dz)))
-        out = simulate_many(s, stats, n_sims, seed + k, edge, window, jobs, progress)
+        out = simulate_many(s, stats, n_sims, seed + k, edge, window, jobs)
         r = rates(out)
         r = r[r["outcome"].isin(["single", "single_adj"])].assign(delta_z=float(dz))
         frames.append(r)

@@ -17,7 +17,7 @@ from scipy import stats as st  # noqa: E402
 
 from framework import __version__  # noqa: E402
 from framework.figures import GROUP_COLOURS, SCALE_LABELS, finish_figure  # noqa: E402
-from framework.io import write_json, write_text  # noqa: E402
+from framework.io import write_text  # noqa: E402
 
 PACKAGES = ("nilearn", "nibabel", "numpy", "pandas", "scipy", "statsmodels", "pyarrow", "pluggy", "dvc")
 

@@ -115,8 +115,7 @@ def stage_connectivity(params: Params) -> None:
     ts, run_qc, events, participants = (read_parquet(f) for f in inputs)
     metrics = build_metrics(p)
     roi_qc = read_parquet(EXTRACT_DIR / "roi_qc.parquet")
-    gone = roi_qc[roi_qc["missing"]] if "missing" in roi_qc else roi_qc.iloc[:0]
-    roi_reasons = {(r.subject, r.run, r.roi): r.reason for r in gone.itertuples()}
+    roi_reasons = {(r.subject, r.run, r.roi): r.reason for r in roi_qc[roi_qc["missing"]].itertuples()}
     edges = connectivity(p, ts, run_qc, events, metrics, participants["subject"].tolist(), roi_reasons)
     inputs.append(EXTRACT_DIR / "roi_qc.parquet")
     prov = provenance("connectivity", section_hash(p), _plugin_versions(metrics), _digests(*inputs))
@@ -173,9 +172,7 @@ def validate_inputs(params: Params) -> tuple[list[str], list[str]]:
 
 def exclusion_text(run_qc: pd.DataFrame) -> str:
     """One sentence on excluded runs: how many, of how many subjects, and why."""
-    excl = run_qc[run_qc["excluded"]]
-    roi_qc = read_parquet(EXTRACT_DIR / "roi_qc.parquet")
-    missing_rois = (roi_qc[roi_qc["missing"]] if "missing" in roi_qc else roi_qc.iloc[:0]).to_dict("records") if "excluded" in run_qc else run_qc.iloc[:0]
+    excl = run_qc[run_qc["excluded"]] if "excluded" in run_qc else run_qc.iloc[:0]
     if excl.empty:
         return " No run was excluded."
     why = "; ".join(f"sub-{r.subject} {r.run}: {r.reason}" for r in excl.itertuples())
@@ -230,7 +227,8 @@ def stage_report(params: Params) -> Path:
                    course[["edge", "group", "centre_min", "mean", "ci_low", "ci_high", "n"]].to_csv(
                        index=False, float_format="%.6g"))
 
-    study_figs, qc_figs = study_figures(edges_m, run_qc, groups, windows, sp.baseline_window, scale)
+    roi_qc = read_parquet(EXTRACT_DIR / "roi_qc.parquet")
+    study_figs, qc_figs = study_figures(edges_m, run_qc, roi_qc, groups, windows, sp.baseline_window, scale)
 
     plot_csv = summary[["edge", "group", "window", "window_mid_min", "mean_delta", "ci_low", "ci_high", "n"]]
     write_text(REPORT_DIR / "plots" / "delta_by_window.csv", plot_csv.to_csv(index=False, float_format="%.6g"))
@@ -245,8 +243,7 @@ def stage_report(params: Params) -> Path:
                            "volumes": int(frame["n_volumes"].sum()), "mean_fd": float(frame["mean_fd"].mean()),
                            "excluded": int(frame["excluded"].sum())})
     excl = run_qc[run_qc["excluded"]]
-    roi_qc = read_parquet(EXTRACT_DIR / "roi_qc.parquet")
-    missing_rois = (roi_qc[roi_qc["missing"]] if "missing" in roi_qc else roi_qc.iloc[:0]).to_dict("records")
+    missing_rois = roi_qc[roi_qc["missing"]].to_dict("records")
     fams = [{"name": f, "rows": tests[tests["family"] == f].to_dict("records")}
             for f in ("confirmatory", "exploratory") if (tests["family"] == f).any()]
     context = {
@@ -266,7 +263,7 @@ def stage_report(params: Params) -> Path:
     return rp.write_report(REPORT_DIR, context)
 
 
-def study_figures(edges_m, run_qc, groups, windows, baseline, scale):
+def study_figures(edges_m, run_qc, roi_qc, groups, windows, baseline, scale):
     """The ROI, matrix and QC figures; returns (study figures, QC figures) for the template."""
     from framework import figures as fg
 
@@ -288,14 +285,14 @@ def study_figures(edges_m, run_qc, groups, windows, baseline, scale):
     add(qc, "qc_censoring.png", "Censored fraction of each window, by group")
     fg.qcfc_distance_figure(edges_m, run_qc, atlas, groups, baseline, scale, fig_dir / "qc_fc_distance.png")
     add(qc, "qc_fc_distance.png", f"QC-FC and connectivity against ROI distance ({baseline} window)")
-    fg.roi_qc_figure(read_parquet(EXTRACT_DIR / "roi_qc.parquet"), fig_dir / "qc_rois.png")
+    fg.roi_qc_figure(roi_qc, fig_dir / "qc_rois.png")
     add(qc, "qc_rois.png", "ROI coverage and tSNR")
     return study, qc
 
 
 def stage_power(params: Params, deltas: list[float], n_sims: int, edge: tuple[str, str] | None,
                 window: str | None, n_ref: int | None, n_target: int | None, seed: int = 0,
-                jobs: int | None = None, out_dir: Path = REPORT_DIR / "power", progress=None):
+                jobs: int | None = None, out_dir: Path = REPORT_DIR / "power"):
     """Simulation-based power at ROI level for every test in params; writes power.csv and power.png."""
     from dataclasses import replace
 
@@ -314,7 +311,7 @@ def stage_power(params: Params, deltas: list[float], n_sims: int, edge: tuple[st
     window = window or effect_windows[0]
     if window not in effect_windows:
         raise DataError(f"power: --window: {window!r} is not a non-baseline window ({', '.join(effect_windows)})")
-    curve = power_curve(study, sp, deltas, n_sims, seed, edge, window, jobs or default_jobs(), progress)
+    curve = power_curve(study, sp, deltas, n_sims, seed, edge, window, jobs or default_jobs())
     curve = curve[curve["term"] != "group"]  # the within-window group difference ignores baseline
     found = detectable_effect(curve)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.fclab-installed
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test lock clean browser
+.PHONY: run test lock clean browser rref
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,11 @@ run: $(STAMP)
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
 
-test: $(STAMP) browser
+# The statistics tests compare with R (nlme::gls, emmeans, lme4/lmerTest), from Debian's packages.
+rref:
+	@command -v Rscript >/dev/null 2>&1 && Rscript -e 'for (p in c("nlme","emmeans","lmerTest","numDeriv")) library(p, character.only=TRUE)' >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends r-base-core r-cran-nlme r-cran-emmeans r-cran-numderiv r-cran-lme4 r-cran-lmertest; }
+
+test: $(STAMP) browser rref
 	$(BIN)/python -m pytest -q
 
 lock:

@@ -37,6 +37,7 @@ DEFAULT_PLUGINS = (
     "plugins.mtd",
     "plugins.lmm",
     "plugins.lmm_reference",
+    "plugins.mmrm",
     "plugins.change_welch",
     "plugins.change_mannwhitney",
     "plugins.ancova",

@@ -22,8 +22,10 @@ unbalanced pattern uses batched Cholesky factorisations instead.
 γ = 0 is compared explicitly. Denominator degrees of freedom use Satterthwaite's approximation as
 in lmerTest (Kuznetsova et al. 2017): for a contrast ``L``, ``df = 2 (L'CL)² / (g' A g)`` where
 ``C = σ² M⁻¹``, ``g`` is the gradient of ``L'CL`` in the variance parameters and ``A`` is twice the
-inverse Hessian of the REML deviance, both by central differences. When τ² = 0 is the estimate,
-the subject variance is treated as known to be zero and ``df = N − p``.
+inverse Hessian of the REML deviance, both exact (closed forms in the per-subject sums, in the
+linear coordinates (σ², τ²), which stay well conditioned as τ² → 0). When τ² = 0 is the estimate,
+the subject variance is treated as known to be zero and ``df = N − p``. A df outside
+(0, N − p] is never used: the row gets NaN and a reason.
 """
 
 from __future__ import annotations
@@ -61,12 +63,17 @@ class MixedFit:
         df = np.full(est.shape, np.nan)
         for pat in self._patterns:
             df[pat.rows] = pat.satterthwaite(L)
+        p_max = self.n_obs - self.beta.shape[1]
+        fitted = np.array([r is None for r in self.reason])
+        bad = fitted & ~(np.isfinite(df) & (df > 0) & (df <= p_max * (1 + 1e-8)))
+        df = np.where(bad, np.nan, np.minimum(df, p_max))
         with np.errstate(invalid="ignore", divide="ignore"):
             t = est / se
             p = 2 * st.t.sf(np.abs(t), df)
             q = st.t.ppf(1 - alpha / 2, df)
         return {"estimate": est, "se": se, "df": df, "stat": t, "p": p,
-                "ci_low": est - q * se, "ci_high": est + q * se}
+                "ci_low": est - q * se, "ci_high": est + q * se,
+                "df_reason": np.where(bad, "Satterthwaite df not in (0, observations − fixed effects]", None)}
 
 
 class _Pattern:
@@ -175,50 +182,68 @@ class _Pattern:
         return beta, self.sigma2[:, None, None] * Minv, self.sigma2, gamma * self.sigma2
 
     # -- Satterthwaite degrees of freedom ------------------------------------------------------
-    def _deviance(self, log_s2, log_t2):
-        s2, t2 = np.exp(log_s2), np.exp(log_t2)
-        gamma = t2 / s2
-        logdet, rss, _, _ = self.terms(gamma, solve=False)
-        return (self.N - self.p) * log_s2 + self._logdet_h(gamma) + logdet + rss / s2
+    def _exact(self):
+        """Exact Hessian of the REML deviance in (σ², τ²) and X'V⁻¹V_iV⁻¹X, once per fit.
 
-    def _lcl(self, L, log_s2, log_t2):
-        """L' (σ² M(γ)⁻¹) L at the given variance parameters."""
-        s2, t2 = np.exp(log_s2), np.exp(log_t2)
-        gamma = t2 / s2
-        if self.balanced:  # M⁻¹ = V diag(1/d) V'
-            d = 1 - (gamma / (1 + self.n_values[0] * gamma))[:, None] * self.lam[None]
-            return s2 * ((1 / d) @ (self.V.T @ L) ** 2)
-        _, _, Minv, _ = self.terms(gamma)
-        return s2 * ((Minv @ L) @ L)
+        With V_1 = ∂V/∂σ² = I, V_2 = ∂V/∂τ² = blockdiag(11'), and per subject
+        V_s⁻¹ = (I − w_s 11')/σ², V_s⁻¹1 = a_s 1 (a_s = 1/(σ²(1 + n_s γ))), the Hessian
+        −tr(P V_i P V_j) + 2 y'P V_i P V_j P y reduces to per-subject sums (see framework.mmrm for
+        the general formula). Linear coordinates keep it well conditioned as τ² → 0, where the
+        log-variance parameterisation (and finite differences in it) break down.
+        """
+        if getattr(self, "_ex", None) is not None:
+            return self._ex
+        E, p = len(self.rows), self.p
+        s2, g, n, sv = self.sigma2, self.gamma, self.n[None], self.s
+        w = g[:, None] / (1 + n * g[:, None])
+        a = 1 / (s2[:, None] * (1 + n * g[:, None]))
+        mw_inv = s2[:, None, None] * self.Minv  # (X'V⁻¹X)⁻¹
+        ss = np.einsum("sp,sq->spq", sv, sv).reshape(len(sv), -1)
 
-    def _hessian(self, h):
-        """Central-difference Hessian of the REML deviance in (log σ², log τ²), once per fit."""
-        if getattr(self, "_hess", None) is None:
-            inner = self.gamma > 0
-            x = np.log(self.sigma2)
-            y = np.log(np.where(inner, self.gamma * self.sigma2, 1.0))
-            f = self._deviance
-            f0 = f(x, y)
-            hxx = (f(x + h, y) - 2 * f0 + f(x - h, y)) / h**2
-            hyy = (f(x, y + h) - 2 * f0 + f(x, y - h)) / h**2
-            hxy = (f(x + h, y + h) - f(x + h, y - h) - f(x - h, y + h) + f(x - h, y - h)) / (4 * h**2)
-            self._hess = (inner, x, y, hxx, hyy, hxy)
-        return self._hess
+        def wsum(c):
+            return (c @ ss).reshape(E, p, p)
 
-    def satterthwaite(self, L, h=1e-3):
+        c3 = 3 * w - 3 * w**2 * n + w**3 * n**2  # (I − wJ)³ = I − c3 J
+        d2 = 2 * w - w**2 * n  # (I − wJ)² = I − d2 J
+        bt1 = (self.A[None] - wsum(d2)) / s2[:, None, None] ** 2  # X'V⁻¹ V_1 V⁻¹X
+        bt2 = wsum(a**2)  # X'V⁻¹ V_2 V⁻¹X
+        xw3x = (self.A[None] - wsum(c3)) / s2[:, None, None] ** 3
+        sms = np.einsum("sp,epq,sq->es", sv, mw_inv, sv)
+        n1 = mw_inv @ bt1
+        n2 = mw_inv @ bt2
+        ex = np.empty((E, 2, 2))
+        ex[:, 0, 0] = ((n - 2 * w * n + w**2 * n**2).sum(1) / s2**2
+                       - 2 * np.einsum("epq,eqp->e", mw_inv, xw3x) + np.einsum("epq,eqp->e", n1, n1))
+        ex[:, 0, 1] = ((n * a**2).sum(1) - 2 * (a**3 * sms).sum(1) + np.einsum("epq,eqp->e", n1, n2))
+        ex[:, 1, 1] = (((n * a) ** 2).sum(1) - 2 * (n * a**3 * sms).sum(1) + np.einsum("epq,eqp->e", n2, n2))
+        ex[:, 1, 0] = ex[:, 0, 1]
+        # y'P V_i P V_j P y = q_i'P q_j with q_i = V_i P y; r = y − Xβ, t_s = 1'r_s.
+        beta = self.beta
+        t = self.ty - beta @ sv.T
+        rr = self.yy - 2 * (beta * self.xy).sum(1) + np.einsum("ep,pq,eq->e", beta, self.A, beta)
+        xr = self.xy - beta @ self.A
+        xwq = np.stack([(xr - (d2 * t) @ sv) / s2[:, None] ** 2, (a**2 * t) @ sv], axis=1)  # (E, 2, p)
+        qwq = np.empty((E, 2, 2))
+        qwq[:, 0, 0] = (rr - (c3 * t**2).sum(1)) / s2**3
+        qwq[:, 0, 1] = qwq[:, 1, 0] = (a**3 * t**2).sum(1)
+        qwq[:, 1, 1] = (n * a**3 * t**2).sum(1)
+        ai = qwq - np.einsum("eip,epq,ejq->eij", xwq, mw_inv, xwq)
+        self._ex = (mw_inv, -ex + 2 * ai, np.stack([bt1, bt2], axis=1))
+        return self._ex
+
+    def satterthwaite(self, L):
         E = len(self.rows)
-        df = np.full(E, self.N - self.p)  # τ² = 0: the OLS residual df
-        inner, x, y, hxx, hyy, hxy = self._hessian(h)
+        df = np.full(E, self.N - self.p)  # τ² = 0: the OLS residual df, as lmerTest gives there
+        inner = self.gamma > 0
         if not inner.any():
             return df
-        g = self._lcl(L, x, y)
-        gx = (self._lcl(L, x + h, y) - self._lcl(L, x - h, y)) / (2 * h)
-        gy = (self._lcl(L, x, y + h) - self._lcl(L, x, y - h)) / (2 * h)
-        det = hxx * hyy - hxy**2
-        # g' H⁻¹ g for the 2×2 Hessian H of the deviance; Var(φ̂) = 2 H⁻¹, df = 2 g²/(2 g'H⁻¹g).
-        quad = (gx**2 * hyy - 2 * gx * gy * hxy + gy**2 * hxx) / det
+        mw_inv, hess, bt = self._exact()
+        m = mw_inv @ L
+        lcl = m @ L
+        grad = np.einsum("ep,eipq,eq->ei", m, bt, m)
         with np.errstate(invalid="ignore", divide="ignore"):
-            out = g**2 / quad
+            quad = np.einsum("ei,eij,ej->e", grad, np.linalg.inv(hess), grad)
+            out = lcl**2 / quad
         return np.where(inner, out, df)
 
 

@@ -97,7 +97,9 @@ class Lmm(StatTest):
         frames = []
         for term, window, L in contrasts(design, names, self.params.contrasts):
             res = fit.contrast(L, design.alpha)
-            frames.append(result_rows(keys, term, window, res, fit.n_subjects, fit.reason))
+            why = res.pop("df_reason")
+            reason = np.where(fit.reason == None, why, fit.reason)  # noqa: E711
+            frames.append(result_rows(keys, term, window, res, fit.n_subjects, reason))
         return pd.concat(frames, ignore_index=True)
 
     def describe(self) -> str:

@@ -162,3 +162,80 @@ def test_inestimable_designs_name_the_test_and_reason(case, message):
     design = Design(design.groups, design.baseline_window, design.windows, subjects, covariates=("age",))
     with pytest.raises(DataError, match=re.escape(f"lmm: {message}")):
         Lmm().run(edges, design)
+
+
+def _lmer_df(tmp_path, y, X, Ls):
+    """lmerTest's Satterthwaite df for every edge of ``y`` (E, S, K; NaN = missing) and contrast."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    if shutil.which("Rscript") is None:
+        pytest.fail("Rscript not installed: `make test` installs r-base-core, r-cran-lme4 and r-cran-lmertest")
+    E, S, K = y.shape
+    e, s, k = np.nonzero(np.isfinite(y))
+    data = pd.DataFrame({"edge": e, "subject": s, "y": y[e, s, k]})
+    for j in range(X.shape[-1]):
+        data[f"x{j}"] = X[s, k, j]
+    cols = [f"x{j}" for j in range(X.shape[-1])]
+    data.to_csv(tmp_path / "d.csv", index=False)
+    pd.DataFrame(Ls, columns=cols).to_csv(tmp_path / "L.csv", index=False)
+    script = Path(__file__).parent / "r" / "lmer_df.R"
+    subprocess.run(["Rscript", str(script), str(tmp_path / "d.csv"), str(tmp_path / "L.csv"),
+                    str(tmp_path / "o.csv")], check=True, capture_output=True, text=True)
+    return pd.read_csv(tmp_path / "o.csv").pivot(index="edge", columns="contrast", values="df").to_numpy()
+
+
+RATIOS = [1e2, 1.0, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6]
+
+
+def _near_boundary(seed, drop):
+    """One edge per target τ²/σ²: within-subject noise plus a subject effect scaled (by bisection) so
+    that the REML estimate of τ²/σ² hits the target."""
+    rng = np.random.default_rng(seed)
+    S, K = 26, 5
+    g = np.r_[np.zeros(14), np.ones(12)]
+    X = np.zeros((S, K, 2 * K))
+    for k in range(K):
+        X[:, k, k], X[:, k, K + k] = 1, g  # cell means: window k, and the group shift at window k
+    e = rng.normal(0, 0.15, (S, K))
+    e -= e.mean(axis=1, keepdims=True)
+    b = rng.normal(0, 1, S)
+    miss = np.zeros((S, K), bool)
+    if drop:
+        miss.ravel()[rng.choice(S * K, drop, replace=False)] = True
+    ys = []
+    for target in RATIOS:
+        lo, hi = -10.0, 3.0
+        for _ in range(120):
+            mid = (lo + hi) / 2
+            y = np.where(miss, np.nan, e + 10**mid * b[:, None])[None]
+            f = fit_reml(y, X)
+            lo, hi = (mid, hi) if f.tau2[0] / f.sigma2[0] < target else (lo, mid)
+        ys.append(np.where(miss, np.nan, e + 10**hi * b[:, None]))
+    L_within = np.zeros(2 * K)
+    L_within[K + 2], L_within[K] = 1, -1  # group × window: change from window 0 to 2
+    L_between = np.zeros(2 * K)
+    L_between[K + 2] = 1  # the group difference within window 2
+    return np.stack(ys), X, [L_within, L_between]
+
+
+@pytest.mark.parametrize("drop", [0, 9])
+def test_satterthwaite_df_near_the_variance_boundary_match_lmertest(tmp_path, drop):
+    """Exact derivatives keep the df right for τ²/σ² from 1e2 down to 1e-6 (finite differences in
+    log variances gave up to 126 where at most N − p = 120 is possible)."""
+    y, X, Ls = _near_boundary(8, drop)
+    fit = fit_reml(y, X)
+    np.testing.assert_allclose(fit.tau2 / fit.sigma2, RATIOS, rtol=1e-3)
+    ours = np.stack([fit.contrast(L)["df"] for L in Ls], axis=1)
+    N, p = np.isfinite(y[0]).sum(), X.shape[-1]
+    assert np.all((ours > 0) & (ours <= N - p))
+    ref = _lmer_df(tmp_path, y, X, Ls)
+    # lme4's optimiser stops short of the REML optimum below τ²/σ² ≈ 1e-5 (at 1e-6 its τ² is half
+    # the optimum's), so its df drift there; above, they agree to well within 0.5.
+    ok = np.array(RATIOS) >= 1e-5
+    np.testing.assert_allclose(ours[ok], ref[ok], atol=0.5)
+    if not drop:  # balanced: the within-subject contrast has the split-plot df for every τ²
+        np.testing.assert_allclose(ours[:, 0], N - 26 - 2 * (5 - 1), rtol=1e-5)
+    # The between-subject df rise monotonically to N − p as τ² → 0.
+    assert np.all(np.diff(ours[:, 1]) > -1e-6) and ours[-1, 1] == pytest.approx(N - p, abs=0.05)

@@ -124,15 +124,35 @@ def power(
     n_ref: Annotated[int | None, typer.Option("--n-ref", min=2, help="Reference-group size.")] = None,
     n_target: Annotated[int | None, typer.Option("--n-target", min=2, help="Target-group size.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    planted: Annotated[bool, typer.Option("--planted", help="Plant simulate.effects (the study's own effect "
+                                          "description), scaled by each --delta-z value.")] = False,
 ):
     """Simulation-based power of every test in params for a planted effect; CSV and PNG under reports/power/."""
-    deltas = delta_z or [round(0.05 * k, 2) for k in range(13)]
-    _, found, study = runner.stage_power(_params(), deltas, n_sims, edge, window, n_ref, n_target, seed, _state["jobs"])
+    deltas = delta_z or ([0.0, 0.25, 0.5, 0.75, 1.0, 1.25] if planted else [round(0.05 * k, 2) for k in range(13)])
+    _, found, study = runner.stage_power(_params(), deltas, n_sims, edge, window, n_ref, n_target, seed,
+                                         _state["jobs"], planted=planted)
     typer.echo(f"wrote {runner.REPORT_DIR / 'power'}/power.csv and power.png "
                f"({study.n_target} target vs {study.n_ref} reference subjects)")
     for r in found.itertuples():
         dz = "not reached in the grid" if r.delta_z != r.delta_z else f"Δz = {r.delta_z:.3f}"
         typer.echo(f"80% power: {r.test} ({r.term}): {dz}")
+
+
+@app.command()
+@guarded
+def calibrate(
+    kind: Annotated[str, typer.Option("--kind", help="relabel: relabel the groups on this study's own "
+                                      "connectivity values; roi: simulate realistic ROI-level null studies.")] = "relabel",
+    n: Annotated[int, typer.Option("--n", min=10, help="Relabellings or simulated studies.")] = 1000,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+):
+    """Null calibration of every test in params: false-positive rate and FWER with exact 95% CIs."""
+    if kind not in ("relabel", "roi"):
+        raise typer.BadParameter("--kind must be relabel or roi")
+    r = runner.stage_calibrate(_params(), kind, n, seed, _state["jobs"])
+    lo, hi = runner.CALIBRATION_BAND
+    typer.echo(f"wrote {runner.REPORT_DIR / 'calibration' / (kind + '.csv')}; target band [{lo}, {hi}]")
+    typer.echo(r.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
 
 
 @app.command()

@@ -24,8 +24,40 @@ class Section(BaseModel):
 PluginSpec = str | dict[str, Any]
 
 
+SIM_ROIS = ("Left_Amygdala", "Right_Amygdala", "vmPFC", "dmPFC", "amPFC")  # the simulated ROI sources
+SIM_GROUPS = ("ketamine", "midazolam")
+
+
+class EffectSpec(Section):
+    """One planted effect: a change of the latent correlation of an ROI pair in one group over time.
+
+    ``delta_r`` is signed (negative: a decrease) and is the change at full strength; ``course``
+    sets the time profile over minutes after the infusion onset: ``gaussian`` (``peak_min``,
+    ``width_min``), ``step`` (full strength from ``start_min`` to ``end_min``) or ``ramp`` (rising
+    linearly from 0 at ``start_min`` to full strength at ``end_min``, then holding).
+    """
+
+    roi_a: Literal[SIM_ROIS]
+    roi_b: Literal[SIM_ROIS]
+    group: Literal[SIM_GROUPS] = "ketamine"
+    delta_r: float = Field(gt=-1, lt=1)
+    course: Literal["gaussian", "step", "ramp"] = "gaussian"
+    peak_min: float = 15.0
+    width_min: float = Field(4.0, gt=0)
+    start_min: float = Field(0.0, ge=0)
+    end_min: float | None = None
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.roi_a == self.roi_b:
+            raise ValueError(f"an effect needs two different ROIs (got {self.roi_a} twice)")
+        if self.course in ("step", "ramp") and (self.end_min is None or self.end_min <= self.start_min):
+            raise ValueError(f"a {self.course} effect needs end_min > start_min")
+        return self
+
+
 class SimulateParams(Section):
-    """The embedded default study: sizes, noise and the planted effect."""
+    """The embedded default study: sizes, noise and the planted effects."""
 
     output_dir: str = "data/simulated"
     seed: int = 20261126
@@ -47,6 +79,23 @@ class SimulateParams(Section):
     # A motion confound for testing denoising: this group moves more during the infusion run.
     extra_motion_group: str | None = None
     extra_motion_factor: float = Field(4.0, ge=1)
+    # Motion artefacts the realignment parameters do not capture (0: off), in % signal per mm of FD:
+    # a spin-history-like artefact with its own spatial pattern, decaying over two volumes, and a
+    # global signal change. Regressing the motion parameters leaves them; scrubbing and global
+    # signal regression remove more.
+    spin_history: float = Field(0.0, ge=0)
+    motion_global: float = Field(0.0, ge=0)
+    # Planted effects. None: the default study's, built from effect_delta_r, effect_peak_min and
+    # effect_width_min (a ketamine-only Gaussian decrease of left and right amygdala–vmPFC).
+    effects: list[EffectSpec] | None = None
+
+    def planted(self) -> list[EffectSpec]:
+        """The planted effects: ``effects``, or the default study's."""
+        if self.effects is not None:
+            return list(self.effects)
+        return [EffectSpec(roi_a=a, roi_b="vmPFC", group="ketamine", delta_r=-self.effect_delta_r,
+                           course="gaussian", peak_min=self.effect_peak_min, width_min=self.effect_width_min)
+                for a in ("Left_Amygdala", "Right_Amygdala")]
 
 
 class RunSelect(Section):
@@ -209,13 +258,13 @@ class StatsParams(Section):
     family: list[Literal["test", "metric", "term", "window"]] = ["test", "metric", "term"]
     alpha: float = Field(0.05, gt=0, lt=1)
     confirmatory: list[tuple[str, str]] = Field(default_factory=list)
-    # Subject-level covariates for the models that take them (lmm, lmm_reference, ancova): columns of
+    # Subject-level covariates for the models that take them (mmrm, lmm, lmm_reference, ancova): columns of
     # participants.tsv, or mean_fd (the subject's mean framewise displacement over its runs).
     covariates: list[str] = Field(default_factory=list)
 
 
 class ReportParams(Section):
-    primary_test: str = "lmm"
+    primary_test: str = "mmrm"
     primary_term: str = "group:window"  # the contrast the figures mark and the headline reports
     metric: str | None = None  # which metric the figures show; None: the first one
 

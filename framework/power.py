@@ -29,6 +29,11 @@ def study_outcomes(study: RoiStudy, stats: StatsParams, seed, edge: tuple[str, s
 
     edges = simulate_edges(study, seed)
     res = run_stats(stats, edges, list(study.windows), build_tests(stats))
+    return outcomes(res, stats, seed, edge, window)
+
+
+def outcomes(res: pd.DataFrame, stats: StatsParams, seed, edge: tuple[str, str], window: str) -> pd.DataFrame:
+    """One row per (test, term) of a tests table: the null-calibration events listed above."""
     res = res[res["term"] != "group:trend"] if "group:trend" in set(res["term"]) else res
     pair = frozenset(edge)
     is_edge = np.array([frozenset(x) == pair for x in zip(res["roi_a"], res["roi_b"])]) & (res["window"] == window)
@@ -61,6 +66,38 @@ def simulate_many(study: RoiStudy, stats: StatsParams, n_sims: int, seed: int, e
     return pd.concat(list(parts), ignore_index=True)
 
 
+def _relabel_chunk(args):
+    from framework.stats import build_tests, run_stats
+
+    edges, subjects, groups, windows, stats, seeds, edge, window = args
+    tests = build_tests(stats)
+    frames = []
+    for seed in seeds:
+        perm = np.random.default_rng(seed).permutation(groups)
+        relabelled = edges.assign(group=edges["subject"].map(dict(zip(subjects, perm))))
+        res = run_stats(stats, relabelled, windows, tests)
+        frames.append(outcomes(res, stats, seed, edge, window))
+    return pd.concat(frames, ignore_index=True)
+
+
+def relabel_many(edges: pd.DataFrame, stats: StatsParams, windows: list[str], n: int, seed: int, edge, window,
+                 jobs: int = 1) -> pd.DataFrame:
+    """Outcomes of ``n`` random relabellings of the groups on a study's own connectivity values.
+
+    Each relabelling permutes the group labels over subjects (group sizes kept; a subject's windows
+    move together, as in the permutation test), so every group effect is null while the data keep
+    their real covariance across windows, subjects and edges.
+    """
+    edges = edges[edges["group"].isin(stats.groups)]
+    table = edges[["subject", "group"]].drop_duplicates("subject")
+    subjects, groups = table["subject"].to_numpy(), table["group"].to_numpy()
+    seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n)]
+    chunks = [seeds[i:i + 25] for i in range(0, n, 25)]
+    args = [(edges, subjects, groups, windows, stats, c, tuple(edge), window) for c in chunks]
+    parts = progress(LocalExecutor(jobs).map(_relabel_chunk, args), len(args), "relabellings (x25)")
+    return pd.concat(list(parts), ignore_index=True)
+
+
 def rates(outcomes: pd.DataFrame, alpha_ci: float = 0.05) -> pd.DataFrame:
     """Rate of each outcome per (test, term), with its Clopper–Pearson interval."""
     rows = []
@@ -88,6 +125,44 @@ def power_curve(study: RoiStudy, stats: StatsParams, deltas, n_sims: int, seed: 
         r = r[r["outcome"].isin(["single", "single_adj"])].assign(delta_z=float(dz))
         frames.append(r)
     return pd.concat(frames, ignore_index=True)
+
+
+def planted_target(study: RoiStudy) -> tuple[tuple[str, str], str]:
+    """The edge and window where ``study.effects`` shift the correlation most (what power is of)."""
+    from framework.roisim import _planted_shifts
+
+    shifts = _planted_shifts(study, list(study.windows))
+    (window, (i, j, _)), _ = max((((w, k), abs(v)) for w, d in shifts.items() for k, v in d.items()),
+                                 key=lambda item: item[1])
+    return (study.rois[i], study.rois[j]), window
+
+
+def power_planted(study: RoiStudy, stats: StatsParams, effects, scales, n_sims: int, seed: int,
+                  jobs: int = 1) -> tuple[pd.DataFrame, tuple[str, str], str]:
+    """Power of detecting ``effects`` (simulate.effects) with every Δr multiplied by each scale.
+
+    Detection is p_adj < α at the edge and window the effects shift most. ``delta_z`` in the
+    result is that window's mean planted shift on Fisher's z scale at the baseline correlation.
+    """
+    from dataclasses import replace
+
+    base = replace(study, effect=None, effects=tuple(effects))
+    edge, window = planted_target(base)
+    i, j = study.rois.index(edge[0]), study.rois.index(edge[1])
+    r0 = float(study.base[i, j])
+    frames = []
+    for k, sc in enumerate(scales):
+        s = replace(base, effects=tuple(e.model_copy(update={"delta_r": e.delta_r * float(sc)}) for e in effects))
+        from framework.roisim import _planted_shifts
+
+        shift = sum(v for (a, b, _), v in _planted_shifts(s, [window]).get(window, {}).items()
+                    if (a, b) == tuple(sorted((i, j))))
+        out = simulate_many(s, stats, n_sims, seed + k, edge, window, jobs)
+        r = rates(out)
+        r = r[r["outcome"].isin(["single", "single_adj"])].assign(
+            scale=float(sc), delta_z=float(abs(np.arctanh(np.clip(r0 + shift, -0.999, 0.999)) - np.arctanh(r0))))
+        frames.append(r)
+    return pd.concat(frames, ignore_index=True), edge, window
 
 
 def detectable_effect(curve: pd.DataFrame, target: float = 0.8, outcome: str = "single_adj") -> pd.DataFrame:

@@ -292,17 +292,35 @@ def study_figures(edges_m, run_qc, roi_qc, groups, windows, baseline, scale):
 
 def stage_power(params: Params, deltas: list[float], n_sims: int, edge: tuple[str, str] | None,
                 window: str | None, n_ref: int | None, n_target: int | None, seed: int = 0,
-                jobs: int | None = None, out_dir: Path = REPORT_DIR / "power"):
-    """Simulation-based power at ROI level for every test in params; writes power.csv and power.png."""
+                jobs: int | None = None, out_dir: Path = REPORT_DIR / "power", planted: bool = False):
+    """Simulation-based power at ROI level for every test in params; writes power.csv and power.png.
+
+    With ``planted``, the effects are simulate.effects (the default study's when unset) with their
+    Δr multiplied by each value of ``deltas``; otherwise one edge and window get a decrease of Δz.
+    """
     from dataclasses import replace
 
     from framework import report as rp
-    from framework.power import detectable_effect, power_curve
+    from framework.power import detectable_effect, power_curve, power_planted
     from framework.roisim import RoiStudy
 
     sp = params.stats
     study = RoiStudy.from_params(params)
     study = replace(study, n_ref=n_ref or study.n_ref, n_target=n_target or study.n_target)
+    if planted:
+        curve, edge, window = power_planted(study, sp, params.simulate.planted(), deltas, n_sims, seed,
+                                            jobs or default_jobs())
+        curve = curve[curve["term"] != "group"]
+        found = detectable_effect(curve)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        table = curve.assign(n_ref=study.n_ref, n_target=study.n_target, edge=f"{edge[0]}~{edge[1]}", window=window)
+        with atomic_path(out_dir / "power.csv") as tmp:
+            table.to_csv(tmp, index=False)
+        ref, target = sp.groups
+        rp.power_figure(curve, found, f"simulate.effects scaled; {edge[0]} – {edge[1]}, {window}\n"
+                        f"{study.n_target} {target} vs {study.n_ref} {ref}, {n_sims} simulated studies per point",
+                        out_dir / "power.png")
+        return table, found, study
     edge = tuple(edge) if edge else (tuple(sp.confirmatory[0]) if sp.confirmatory else study.rois[:2])
     for roi in edge:
         if roi not in study.rois:
@@ -322,6 +340,47 @@ def stage_power(params: Params, deltas: list[float], n_sims: int, edge: tuple[st
     rp.power_figure(curve, found, f"{edge[0]} – {edge[1]}, {window}\n{study.n_target} {target} vs "
                     f"{study.n_ref} {ref}, {n_sims} simulated studies per point", out_dir / "power.png")
     return table, found, study
+
+
+CALIBRATION_BAND = (0.035, 0.065)
+
+
+def stage_calibrate(params: Params, kind: str, n: int, seed: int = 0, jobs: int | None = None,
+                    tests: list | None = None, out_dir: Path = REPORT_DIR / "calibration") -> pd.DataFrame:
+    """Null calibration of the stats tests in params: false-positive rate and FWER per test and term.
+
+    ``kind`` ``relabel`` relabels the groups ``n`` times on this study's own connectivity values
+    (results/connectivity/edges.parquet); ``roi`` simulates ``n`` realistic ROI-level null studies of
+    the design params describes. Writes ``<kind>.csv`` with exact (Clopper–Pearson) 95 % CIs.
+    """
+    from framework.power import rates, relabel_many, simulate_many
+    from framework.roisim import RoiStudy
+
+    sp = params.stats if tests is None else params.stats.model_copy(update={"tests": tests})
+    windows = [w.name for w in params.connectivity.windows]
+    effect_windows = [w for w in windows if w != sp.baseline_window]
+    edge = tuple(sp.confirmatory[0]) if sp.confirmatory else None
+    window = effect_windows[min(1, len(effect_windows) - 1)]
+    if kind == "relabel":
+        path = CONNECTIVITY_DIR / "edges.parquet"
+        if not path.exists():
+            raise DataError(f"calibrate: {path} not found; run `fclab connectivity` first")
+        edges = read_parquet(path)
+        edges = edges[edges["window"].isin(windows)]
+        if edge is None:
+            edge = tuple(edges[["roi_a", "roi_b"]].iloc[0])
+        out = relabel_many(edges, sp, windows, n, seed, edge, window, jobs or default_jobs())
+    else:
+        study = RoiStudy.from_params(params)
+        edge = edge or study.rois[:2]
+        out = simulate_many(study, sp, n, seed, edge, window, jobs or default_jobs())
+    r = rates(out)
+    r = r[r["outcome"].isin(["single", "confirmatory", "exploratory"])].reset_index(drop=True)
+    r["in_band"] = r["rate"].between(*CALIBRATION_BAND)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / f"{kind}.csv") as tmp:
+        r.assign(kind=kind, edge=f"{edge[0]}~{edge[1]}", window=window, alpha=sp.alpha).to_csv(tmp, index=False)
+    return r
 
 
 def headline(primary: pd.DataFrame, alpha: float) -> str:

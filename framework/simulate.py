@@ -31,12 +31,11 @@ from nilearn.image import resample_img
 from framework.anatomy import ANDREWS_HANNA_2010_MPFC, probability_atlas, sphere_masks
 from framework.executor import LocalExecutor, progress
 from framework.io import atomic_dir
-from framework.params import SimulateParams
+from framework.params import SIM_GROUPS, SIM_ROIS, SimulateParams
 
-ROI_NAMES = ("Left_Amygdala", "Right_Amygdala", "vmPFC", "dmPFC", "amPFC")
+ROI_NAMES = SIM_ROIS
 SPACE = "MNI152NLin2009cAsym"
-GROUPS = ("ketamine", "midazolam")
-EFFECT_PAIRS = (("Left_Amygdala", "vmPFC"), ("Right_Amygdala", "vmPFC"))
+GROUPS = SIM_GROUPS
 # Latent correlations at rest (both groups, before jitter), in ROI_NAMES order.
 BASE_CORR = np.array(
     [
@@ -73,23 +72,45 @@ def truth_windows(p: SimulateParams) -> dict[str, tuple[float, float]]:
     return {f"{lo:g}-{hi:g}min": (float(lo), float(hi)) for lo, hi in zip(edges[:-1], edges[1:])}
 
 
-def effect_profile(t_min, p: SimulateParams):
-    """Fraction of the planted decrease at ``t_min`` minutes after onset (0 before onset)."""
-    t_min = np.asarray(t_min, dtype=float)
-    bump = np.exp(-0.5 * ((t_min - p.effect_peak_min) / p.effect_width_min) ** 2)
-    return np.where(t_min >= 0, bump, 0.0)
+def effect_profile(t_min, effect):
+    """Fraction of a planted effect's full strength at ``t_min`` minutes after onset (0 before)."""
+    t = np.asarray(t_min, dtype=float)
+    if effect.course == "gaussian":
+        prof = np.exp(-0.5 * ((t - effect.peak_min) / effect.width_min) ** 2)
+    elif effect.course == "step":
+        prof = ((t >= effect.start_min) & (t < effect.end_min)).astype(float)
+    else:  # ramp
+        prof = np.clip((t - effect.start_min) / (effect.end_min - effect.start_min), 0.0, 1.0)
+    return np.where(t >= 0, prof, 0.0)
 
 
-def correlation_course(base, t_min, ketamine: bool, p: SimulateParams):
-    """(T, R, R) latent correlation at each volume."""
+def correlation_course(base, t_min, group: str, p: SimulateParams):
+    """(T, R, R) latent correlation at each volume for a subject of ``group``."""
     c = np.repeat(base[None], len(t_min), axis=0)
-    if ketamine:
-        drop = p.effect_delta_r * effect_profile(t_min, p)
-        for a, b in EFFECT_PAIRS:
-            i, j = ROI_NAMES.index(a), ROI_NAMES.index(b)
-            c[:, i, j] -= drop
-            c[:, j, i] -= drop
+    for eff in p.planted():
+        if eff.group != group:
+            continue
+        shift = eff.delta_r * effect_profile(t_min, eff)
+        i, j = ROI_NAMES.index(eff.roi_a), ROI_NAMES.index(eff.roi_b)
+        c[:, i, j] += shift
+        c[:, j, i] += shift
     return c
+
+
+def check_effects(p: SimulateParams) -> None:
+    """A ParamsError when the planted correlations are not a valid correlation matrix at some time."""
+    from framework.errors import ParamsError
+
+    tr = p.tr_s
+    t_min = (np.arange(int(round((p.pre_onset_s + p.infusion_duration_s) / tr))) * tr - p.pre_onset_s) / 60.0
+    for group in GROUPS:
+        course = correlation_course(BASE_CORR, t_min, group, p)
+        low = np.linalg.eigvalsh(course)[:, 0]
+        if low.min() < 0.05:
+            k = int(np.argmin(low))
+            raise ParamsError(f"simulate.effects: the planted correlations for {group} are not a valid "
+                              f"correlation matrix {t_min[k]:.1f} min after onset (smallest eigenvalue "
+                              f"{low[k]:.3f} < 0.05); plant smaller changes")
 
 
 class Anatomy:
@@ -178,10 +199,10 @@ def _confounds(data, anat: Anatomy, motion, tr):
     return pd.DataFrame(out)
 
 
-def _run_data(rng, anat: Anatomy, T, tr, t_min, ketamine, base, p: SimulateParams):
+def _run_data(rng, anat: Anatomy, T, tr, t_min, group, base, p: SimulateParams):
     """(n_brain_voxels, T) float32 intensities and (T, 6) motion for one run."""
     V = anat.region.size
-    corr = correlation_course(base, t_min, ketamine, p)
+    corr = correlation_course(base, t_min, group, p)
     chol = np.linalg.cholesky(corr)
     latent = np.einsum("tij,jt->it", chol, _bandlimited(rng, len(ROI_NAMES), T, tr))
     background = _bandlimited(rng, N_BACKGROUND, T, tr)
@@ -206,6 +227,17 @@ def _run_data(rng, anat: Anatomy, T, tr, t_min, ketamine, base, p: SimulateParam
     load = 2.0 * (shared + grad + 0.5 * rng.standard_normal((V, 6)))
     load[:, 3:] *= 50.0  # per radian -> per mm at the 50 mm sphere
     signal += load @ motion.T + 0.5 * load @ dmotion.T
+    if p.spin_history or p.motion_global:
+        dm = np.abs(np.diff(motion, axis=0, prepend=motion[:1]))
+        fd = dm[:, :3].sum(1) + 50.0 * dm[:, 3:].sum(1)
+        if p.spin_history:  # a smooth spatial pattern of its own, decaying over two volumes
+            echo = fd + 0.5 * np.concatenate([[0.0], fd[:-1]]) + 0.25 * np.concatenate([[0.0, 0.0], fd[:-2]])
+            centres = anat.xyz[rng.choice(len(anat.xyz), 6, replace=False)]
+            d2 = ((anat.xyz[:, None, :] - centres[None]) ** 2).sum(-1)
+            pattern = np.exp(-d2 / (2 * 30.0**2)) @ rng.choice([-1.0, 1.0], 6)
+            signal += p.spin_history * pattern[:, None] * echo[None]
+        if p.motion_global:  # a grey-matter-wide signal change with each movement (WM/CSF barely)
+            signal -= p.motion_global * np.where(anat.gm, 1.0, 0.1)[:, None] * fd[None]
     tt = np.linspace(-1, 1, T)
     signal += rng.standard_normal((V, 1)) * 3.0 * tt + rng.standard_normal((V, 1)) * 2.0 * tt**2
     # Percent-signal units scaled to intensity, plus thermal noise.
@@ -245,7 +277,7 @@ def _simulate_subject(args):
     base = _subject_base(rng, p)
     tr = p.tr_s
     t_base = int(round(p.baseline_duration_s / tr))
-    data, motion = _run_data(rng, anat, t_base, tr, np.full(t_base, -np.inf), False, base, p)
+    data, motion = _run_data(rng, anat, t_base, tr, np.full(t_base, -np.inf), None, base, p)
     _write_run(func, f"sub-{label}_task-rest_run-1", data, anat, motion, tr, "rest (baseline)")
     t_inf = int(round((p.pre_onset_s + p.infusion_duration_s) / tr))
     t_min = (np.arange(t_inf) * tr - p.pre_onset_s) / 60.0
@@ -254,7 +286,7 @@ def _simulate_subject(args):
         f = p.extra_motion_factor
         p_inf = p.model_copy(update={"motion_scale_mm": p.motion_scale_mm * f,
                                      "spike_rate": min(1.0, p.spike_rate * f)})
-    data, motion = _run_data(rng, anat, t_inf, tr, t_min, group == "ketamine", base, p_inf)
+    data, motion = _run_data(rng, anat, t_inf, tr, t_min, group, base, p_inf)
     _write_run(func, f"sub-{label}_task-rest_run-2", data, anat, motion, tr, "rest (infusion)")
     events = pd.DataFrame(
         {"onset": [p.pre_onset_s], "duration": [p.infusion_duration_s], "trial_type": ["infusion"]}
@@ -280,7 +312,7 @@ def ground_truth(p: SimulateParams, subjects: pd.DataFrame) -> dict:
     rows = []
     for group in GROUPS:
         windows = {"baseline": BASE_CORR}
-        course = correlation_course(BASE_CORR, t_min, group == "ketamine", p)
+        course = correlation_course(BASE_CORR, t_min, group, p)
         for name, (lo, hi) in truth_windows(p).items():
             sel = (t_min >= lo) & (t_min < hi)
             windows[name] = course[sel].mean(axis=0)
@@ -293,15 +325,13 @@ def ground_truth(p: SimulateParams, subjects: pd.DataFrame) -> dict:
                         "delta_r": round(float(c[i, j] - BASE_CORR[i, j]), 6),
                         "delta_z": round(float(np.arctanh(c[i, j]) - np.arctanh(BASE_CORR[i, j])), 6),
                     })
+    effects = p.planted()
     return {
         "description": "Latent-source correlations planted by fclab simulate, averaged over each window. "
         "Measured ROI correlations are attenuated by voxel noise; the planted change is what matters.",
         "seed": p.seed,
         "roi_names": list(ROI_NAMES),
-        "effect": {
-            "groups": ["ketamine"], "pairs": [list(x) for x in EFFECT_PAIRS], "delta_r": p.effect_delta_r,
-            "peak_min_after_onset": p.effect_peak_min, "width_min": p.effect_width_min,
-        },
+        "effects": [e.model_dump() for e in effects],
         "windows_min_after_onset": {k: list(v) for k, v in truth_windows(p).items()},
         "n_per_group": subjects["group"].value_counts().sort_index().to_dict(),
         "planted": rows,
@@ -311,6 +341,7 @@ def ground_truth(p: SimulateParams, subjects: pd.DataFrame) -> dict:
 def simulate(p: SimulateParams, n_jobs: int = 2) -> Path:
     """Write the study under ``p.output_dir`` (replacing it whole, atomically); return the path."""
     out = Path(p.output_dir)
+    check_effects(p)
     seq = np.random.SeedSequence(p.seed)
     design_seq, *subject_seqs = seq.spawn(1 + p.n_ketamine + p.n_midazolam)
     design_rng = np.random.default_rng(design_seq)

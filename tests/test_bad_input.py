@@ -159,7 +159,7 @@ def test_min_coverage_sets_the_roi_missing_and_it_flows_to_stats(small_study, tm
     params = small_params()
     params["extract"]["min_coverage"] = 0.5
     params["connectivity"]["metrics"] = ["pearson", "partial"]
-    params["stats"]["tests"] = ["lmm", "change_welch"]
+    params["stats"]["tests"] = ["mmrm", {"name": "lmm", "contrasts": ["group:window"]}, "change_welch"]
     write_params(tmp_path, params)
     in_dir(tmp_path)
     for stage in ("extract", "connectivity", "stats", "report"):
@@ -192,6 +192,9 @@ def test_min_coverage_sets_the_roi_missing_and_it_flows_to_stats(small_study, tm
     assert (n_vm == 15).all() and (welch[~welch.index.isin(n_vm.index)]["n"] == 16).all()
     lmm = tests[(tests["test"] == "lmm") & (tests["term"] == "group:window")]
     assert lmm["p"].notna().all()  # the mixed model uses what is there
+    mmrm = tests[(tests["test"] == "mmrm") & (tests["term"] == "group:window") & (tests["metric"] == "pearson")]
+    assert mmrm["p"].notna().all()  # without the subject's baseline vmPFC edges (a covariate)
+    assert (mmrm.loc[mmrm["roi_b"].eq("vmPFC") | mmrm["roi_a"].eq("vmPFC"), "n"] == 15).all()
     assert "ROIs set to missing (below <code>min_coverage</code>): 1" in (tmp_path / "reports/index.html").read_text()
 
 

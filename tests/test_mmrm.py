@@ -163,3 +163,37 @@ def test_rows_without_a_fit_say_why():
     assert bad["p"].isna().all() and bad["reason"].notna().all()
     good = out[out["roi_b"] == "B0"]
     assert good["p"].notna().all() and good["reason"].isna().all()
+
+
+def test_chance_baseline_imbalance_does_not_become_a_group_effect():
+    """Regression to the mean: with no group effect but a noisy baseline, edges where the groups
+    happen to differ at baseline show a 'change' difference. Among such edges the change-score test
+    rejects far above α; the baseline-adjusted MMRM stays at α (binomial tolerance)."""
+    rng = np.random.default_rng(12)
+    E, n_ref, n_target = 6000, 14, 12
+    S = n_ref + n_target
+    trait = rng.normal(0.4, 0.15, (E, S, 1))  # the subject's stable connectivity
+    y = trait + rng.normal(0, 0.12, (E, S, len(WINDOWS)))
+    y[:, :, 0] += rng.normal(0, 0.12, (E, S))  # a noisier baseline (separate, shorter run)
+    subjects = pd.DataFrame({"subject": [f"s{i:02d}" for i in range(S)], "group": ["ref"] * n_ref + ["target"] * n_target})
+    design = Design(("ref", "target"), "baseline", WINDOWS, subjects)
+    keys = pd.DataFrame({"metric": "pearson", "roi_a": "A", "roi_b": [f"B{e:04d}" for e in range(E)]})
+    edges = pd.DataFrame({
+        "subject": np.tile(np.repeat(subjects["subject"], len(WINDOWS)), E),
+        "group": np.tile(np.repeat(subjects["group"], len(WINDOWS)), E),
+        "window": np.tile(WINDOWS, E * S), "metric": "pearson", "roi_a": "A",
+        "roi_b": np.repeat(keys["roi_b"], S * len(WINDOWS)), "value": y.ravel()})
+    g = (subjects["group"] == "target").to_numpy()
+    t_base = st.ttest_ind(y[:, g, 0], y[:, ~g, 0], axis=1).statistic
+    imbalanced = set(keys["roi_b"][np.abs(t_base) > 2])
+    assert len(imbalanced) > 200
+    from plugins.change_welch import ChangeWelch
+
+    for test, inflated in [(ChangeWelch(), True), (Mmrm(Mmrm.Params(contrasts=["group:window"])), False)]:
+        out = test.run(edges, design)
+        sel = out[out["roi_b"].isin(imbalanced) & (out["window"] == "w2")]
+        k, n = int((sel["p"] < 0.05).sum()), len(sel)
+        if inflated:
+            assert k / n > 0.15, (type(test).__name__, k, n)
+        else:
+            assert st.binomtest(k, n, 0.05).pvalue > 0.001, (type(test).__name__, k, n)

@@ -41,29 +41,50 @@ def test_provenance_in_schema_metadata(ran_study):
     assert any(k.endswith("_bold.nii.gz") for k in read_provenance(root / "results/extract/run_qc.parquet")["inputs"])
 
 
-def test_planted_effect_found_and_nothing_else(ran_study):
-    """lmm finds the ketamine drop of amygdala-vmPFC at the peak window; unplanted edges stay null.
-
-    This is one realisation (seed 1). Each family is FWER-controlled at 5 %, so on other seeds an
-    unplanted edge can cross p_adj < .05 by chance (seen on 2 of seeds 1, 2, 3, 4, 7); the false-positive
-    rate itself is checked by null calibration, not here.
-    """
-    root, _, _ = ran_study
+def _primary_findings(root: Path):
+    """(planted edges, their peak window, the primary test's group:window rows) of a finished study."""
     truth = json.loads((root / "data/simulated/ground_truth.json").read_text())
     planted = pd.DataFrame(truth["planted"])
     ket = planted[planted["group"] == "ketamine"]
     changed = {(r.roi_a, r.roi_b) for r in ket.itertuples() if abs(r.delta_r) > 1e-3}
-    assert changed == {("Left_Amygdala", "vmPFC"), ("Right_Amygdala", "vmPFC")}
     peak = ket[ket["roi_b"] == "vmPFC"].sort_values("delta_r")["window"].iloc[0]
-
     tests = pd.read_parquet(root / "results/stats/tests.parquet")
-    lmm = tests[tests["test"] == "lmm"]
-    for a in ("Left_Amygdala", "Right_Amygdala"):
-        row = lmm[(lmm["roi_a"] == a) & (lmm["roi_b"] == "vmPFC") & (lmm["window"] == peak)].iloc[0]
-        assert row["estimate"] < 0 and row["p_adj"] < 0.05, row.to_dict()
-        assert row["ci_high"] < 0
-    null = tests[[(a, b) not in changed for a, b in zip(tests["roi_a"], tests["roi_b"])]]
-    assert (null["p_adj"] >= 0.05).all(), null[null["p_adj"] < 0.05]
+    primary = tests[(tests["test"] == "mmrm") & (tests["term"] == "group:window")]
+    return changed, peak, primary
+
+
+@pytest.fixture(scope="module")
+def more_seeds(tmp_path_factory):
+    """The small study with two more seeds, through the stats stage."""
+    roots = []
+    for seed in (2, 3):
+        root = tmp_path_factory.mktemp(f"seed{seed}")
+        params = small_params()
+        params["simulate"]["seed"] = seed
+        params["connectivity"]["sliding"] = []
+        write_params(root, params)
+        for stage in ("simulate", "extract", "connectivity", "stats"):
+            code, _, err = run_cli_in(root, stage)
+            assert code == 0, err
+        roots.append(root)
+    return roots
+
+
+def test_planted_effect_found_over_seeds_and_false_positives_within_tolerance(ran_study, more_seeds):
+    """On three seeds the primary test (mmrm, group:window) finds the ketamine drop of amygdala–vmPFC
+    at the peak window every time. Unplanted edges: each of the two families (confirmatory,
+    exploratory) has FWER ≤ 5 %, so a study shows any unplanted finding with probability ≤ 0.10, and
+    two or more of three studies with probability ≤ 0.028; the test allows at most one."""
+    with_false = 0
+    for root in [ran_study[0], *more_seeds]:
+        changed, peak, primary = _primary_findings(root)
+        assert changed == {("Left_Amygdala", "vmPFC"), ("Right_Amygdala", "vmPFC")}
+        for a in ("Left_Amygdala", "Right_Amygdala"):
+            row = primary[(primary["roi_a"] == a) & (primary["roi_b"] == "vmPFC") & (primary["window"] == peak)].iloc[0]
+            assert row["estimate"] < 0 and row["p_adj"] < 0.05 and row["ci_high"] < 0, (root, row.to_dict())
+        null = primary[[(a, b) not in changed for a, b in zip(primary["roi_a"], primary["roi_b"])]]
+        with_false += bool((null["p_adj"] < 0.05).any())
+    assert with_false <= 1
 
 
 def test_metrics_json_headline(ran_study):
@@ -162,7 +183,7 @@ def test_extracted_signals_match_nilearn_maskers(ran_study):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"groups": ["midazolam", "placebo"]}, "stats.tests: lmm: group 'placebo' has 0 subject(s)"),
+    ({"groups": ["midazolam", "placebo"]}, "stats.tests: mmrm: group 'placebo' has 0 subject(s)"),
     ({"covariates": ["handedness"]}, "stats.covariates: no column 'handedness' in the participants table"),
 ])
 def test_inestimable_design_is_a_one_line_error(ran_study, tmp_path, in_dir, change, message):
@@ -182,13 +203,13 @@ def test_covariates_from_participants_and_run_qc(ran_study, tmp_path, in_dir):
     directory, _, _ = ran_study
     shutil.copytree(directory / "results", tmp_path / "results")
     params = small_params()
-    params["stats"].update(covariates=["age", "sex", "mean_fd"], tests=["lmm", "ancova"])
+    params["stats"].update(covariates=["age", "sex", "mean_fd"], tests=["mmrm", "lmm", "ancova"])
     write_params(tmp_path, params)
     in_dir(tmp_path)
     code, _, err = run_cli("stats")
     assert code == 0, err
     tests = pd.read_parquet(tmp_path / "results/stats/tests.parquet")
-    assert set(tests["test"]) == {"lmm", "ancova"} and tests["p"].notna().all()
+    assert set(tests["test"]) == {"mmrm", "lmm", "ancova"} and tests["p"].notna().all()
     meta = json.loads(pq.read_schema(tmp_path / "results/stats/tests.parquet").metadata[b"fclab"])
     assert "adjusted for age, sex, mean_fd" in meta["methods"]
 
@@ -313,26 +334,35 @@ def test_extract_runs_through_any_executor(small_study):
     assert set(out.timeseries["subject"]) == {"01", "02"}
 
 
-def test_extra_motion_in_one_group_is_removed_by_denoising(tmp_path, in_dir):
-    """No planted effect; ketamine subjects move 8x more during the infusion run. Without denoising the
-    motion shows up as a group × window 'effect' on many edges; the default strategy removes it."""
+@pytest.mark.parametrize("seed", [11, 12])
+def test_motion_artefacts_need_more_than_motion_regression(tmp_path, in_dir, seed):
+    """No planted effect; ketamine subjects move 4x more during the infusion, and motion also leaves
+    a spin-history-like artefact with its own spatial pattern and a grey-matter-wide signal change,
+    which regressing the motion parameters cannot remove. The spurious group x window 'effect' (the
+    mean estimate over every edge and window: motion inflates connectivity) is large without
+    denoising, smaller but present with `simple`, and gone with global signal regression added.
+    Seeds 11, 12 and 13 gave none / simple / simple+GSR 0.136 / 0.063 / 0.008, 0.156 / 0.036 / -0.009
+    and 0.262 / 0.080 / 0.004 (docs/validation.md)."""
     params = small_params()
-    params["simulate"].update(effect_delta_r=0.0, extra_motion_group="ketamine", extra_motion_factor=8.0)
-    params["stats"]["tests"] = ["lmm"]
+    params["simulate"].update(effect_delta_r=0.0, extra_motion_group="ketamine", extra_motion_factor=4.0,
+                              spin_history=6.0, motion_global=6.0, seed=seed)
+    params["stats"]["tests"] = [{"name": "mmrm", "contrasts": ["group:window"]}]
+    params["connectivity"]["sliding"] = []
     params["extract"]["exclude"] = {"max_mean_fd": None}  # keep the high-motion runs in
     in_dir(tmp_path)
-    found = {}
-    for strategy in ("none", "simple"):
-        params["extract"]["denoise"]["strategy"] = strategy
+    bias = {}
+    for name, options in [("none", {"strategy": "none"}), ("simple", {"strategy": "simple"}),
+                          ("gsr", {"strategy": "simple", "strategy_options": {"global_signal": "basic"}})]:
+        params["extract"]["denoise"].update({"strategy_options": {}, **options})
         write_params(tmp_path, params)
-        for stage in (["simulate"] if strategy == "none" else []) + ["extract", "connectivity", "stats"]:
+        for stage in (["simulate"] if name == "none" else []) + ["extract", "connectivity", "stats"]:
             code, _, err = run_cli(stage)
             assert code == 0, err
         tests = pd.read_parquet(tmp_path / "results/stats/tests.parquet")
-        inter = tests[tests["term"] == "group:window"]
-        found[strategy] = (int((inter["p_adj"] < 0.05).sum()), float(inter["estimate"].mean()))
-    assert found["none"][0] >= 5 and found["none"][1] > 0.1, found  # spurious: motion inflates FC
-    assert found["simple"][0] == 0 and abs(found["simple"][1]) < 0.05, found
+        bias[name] = float(tests.loc[tests["term"] == "group:window", "estimate"].mean())
+    assert bias["none"] > 0.1, bias
+    assert 0.02 < bias["simple"] < 0.6 * bias["none"], bias
+    assert abs(bias["gsr"]) < 0.02 and abs(bias["gsr"]) < bias["simple"] / 2, bias
     run_qc = pd.read_parquet(tmp_path / "results/extract/run_qc.parquet")
     fd = run_qc.groupby(["group", "run"])["mean_fd"].mean()
-    assert fd["ketamine", "infusion"] > 3 * fd["midazolam", "infusion"]
+    assert fd["ketamine", "infusion"] > 2.5 * fd["midazolam", "infusion"]

@@ -20,7 +20,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_lmm import RATIOS, _lmer_df, _near_boundary  # noqa: E402
-from test_mmrm import WINDOWS, long_for_r, r_reference, study  # noqa: E402
+from test_mmrm import long_for_r, r_reference, study  # noqa: E402
 
 from framework.contracts import Design  # noqa: E402
 from framework.mixed import fit_reml  # noqa: E402

@@ -189,6 +189,8 @@ class StatTest(Plugin):
 
     kind = "test"
     requires: ClassVar[tuple[str, ...]] = ("subject", "group", "window")
+    # A known limit of the test's calibration, shown beside its results in the report.
+    caveat: ClassVar[str | None] = None
 
     def run(self, edges: pd.DataFrame, design: Design) -> pd.DataFrame:  # pragma: no cover
         raise NotImplementedError

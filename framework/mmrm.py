@@ -88,7 +88,7 @@ class Structure:
         """∂Σ/∂θ: (q, K, K) when constant, else (E, q, K, K)."""
         if self.linear:
             return self._J
-        E, K = len(th), self.K
+        K = self.K
         if self.name == "csh":
             s, rho = th[:, :K], th[:, K]
             R = rho[:, None, None] + (1 - rho[:, None, None]) * np.eye(K)
@@ -188,9 +188,9 @@ class _Eval:
         M = np.einsum("eskp,eskq->epq", X, self.WX)
         Wy = np.einsum("eskl,esl->esk", W, y)
         b = np.einsum("eskp,esk->ep", X, Wy)
-        cm = np.linalg.cholesky(M)
-        logdet_m = 2 * np.log(np.diagonal(cm, axis1=1, axis2=2)).sum(axis=1)
-        self.Minv = np.linalg.inv(M)
+        sign, logdet_m = np.linalg.slogdet(M)
+        self.ok &= sign > 0  # X'V⁻¹X numerically singular: not a usable point
+        self.Minv = np.linalg.inv(np.where(self.ok[:, None, None], M, np.eye(M.shape[-1])))
         self.beta = np.einsum("epq,eq->ep", self.Minv, b)
         r = np.where(m, y - np.einsum("eskp,ep->esk", X, self.beta), 0.0)
         self.u = np.einsum("eskl,esl->esk", W, r)  # P y, per subject
@@ -335,9 +335,11 @@ def _fit_chunk(struct, y, X, m):
         active[idx[stuck]] = False
         th[idx] = np.where(stuck[:, None], th0, th_new)
         cur = _Eval(struct, th, y, X, m)
-    not_conv = active.copy()
     final = _Eval(struct, th, y, X, m)
     grad, obs, expd = final.derivatives()
+    # Converged means a Newton decrement at rounding level, whichever way the loop ended.
+    _, dec = _newton_step(grad, obs, expd)
+    not_conv = active | ~(dec < 1e-6) | ~final.ok
     return th, final, obs, failed, not_conv, iters
 
 
@@ -390,6 +392,10 @@ def fit_mmrm(y: np.ndarray, X: np.ndarray, structure: str = "us", min_subjects: 
     ev = np.linalg.eigvalsh(XtX / scale[:, None, None])
     full_rank = ev[:, 0] > 1e-10
     reason[n_sub < min_subjects] = f"fewer than {min_subjects} subjects with data"
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = y0.sum(axis=(1, 2)) / n_obs
+        spread = (np.where(m, y0 - mean[:, None, None], 0.0) ** 2).sum(axis=(1, 2))
+    reason[(reason == None) & ~(spread > 0)] = "no variation in the values"  # noqa: E711
     reason[(reason == None) & ~full_rank] = "fixed effects not estimable from the observations present"  # noqa: E711
     reason[(reason == None) & (n_obs - p < struct.q)] = (  # noqa: E711
         f"too few observations for the {structure} covariance ({struct.q} parameters)")

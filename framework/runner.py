@@ -140,6 +140,7 @@ def stage_stats(params: Params) -> None:
     subjects = subject_table(read_parquet(EXTRACT_DIR / "participants.parquet"), run_qc)
     result = run_stats(p, edges, windows, tests, upstream.get("scales"), subjects)
     prov = provenance("stats", section_hash(p), _plugin_versions(tests), _digests(path))
+    prov["caveats"] = {t.name: t.caveat for t in tests if t.caveat}
     ref, target = p.groups
     prov["methods"] = (
         f"Group differences ({target} − {ref}) in the change from the {p.baseline_window} window were "
@@ -254,7 +255,7 @@ def stage_report(params: Params) -> Path:
         "missing_rois": missing_rois,
         "primary_test": rp_params.primary_test, "correction": sp.correction, "figures": figures,
         "courses": courses, "study_figures": study_figs, "qc_figures": qc_figs,
-        "families": fams, "alpha": sp.alpha,
+        "families": fams, "alpha": sp.alpha, "caveats": provs["stats"].get("caveats", {}),
         "methods": rp.methods_text(provs, sp.correction, sp.confirmatory, sp.alpha, sp.family,
                                    section_hash(rp_params), section_hash(params)),
         "versions": rp.package_versions(), "commit": git_commit(),

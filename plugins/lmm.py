@@ -85,6 +85,9 @@ def result_rows(keys: pd.DataFrame, term: str, window: str, res: dict, n, reason
 
 class Lmm(StatTest):
     name = "lmm"
+    caveat = ("anti-conservative when windows differ in variance or covariance, as when the baseline is a "
+              "separate, shorter run: family-wise error up to 0.11 on realistic null studies (docs/validation.md); "
+              "use mmrm for confirmatory tests")
 
     class Params(PluginParams):
         contrasts: list[Contrast] = ["group:window", "group", "group:trend"]

@@ -155,12 +155,16 @@ def test_complete_data_response_model_is_the_pooled_t_test_of_the_change():
 
 
 def test_rows_without_a_fit_say_why():
-    edges, design = study(43, n_edges=3)
+    edges, design = study(43, n_edges=5)
     edges.loc[edges["roi_b"] == "B1", "value"] = np.nan
     edges = edges[~((edges["roi_b"] == "B2") & (edges["window"] == "w3"))]
+    edges.loc[edges["roi_b"] == "B3", "value"] = 0.25  # constant
+    edges = edges[~((edges["roi_b"] == "B4") & (edges["group"] == "target") & (edges["window"] != "baseline"))]
     out = Mmrm().run(edges, design)
-    bad = out[out["roi_b"].isin(["B1", "B2"])]
+    bad = out[out["roi_b"].isin(["B1", "B2", "B3", "B4"])]
     assert bad["p"].isna().all() and bad["reason"].notna().all()
+    assert (out.loc[out["roi_b"] == "B3", "reason"] == "no variation in the values").all()
+    assert (out.loc[out["roi_b"] == "B4", "reason"] == "fixed effects not estimable from the observations present").all()
     good = out[out["roi_b"] == "B0"]
     assert good["p"].notna().all() and good["reason"].isna().all()
 

@@ -29,6 +29,8 @@ def test_outputs_have_the_documented_columns(ran_study):
     assert len(list((root / "reports/figures").glob("delta_*.png"))) == 6  # one per amygdala-mPFC edge
     assert len(list((root / "reports/figures").glob("course_*.png"))) == 10  # one per ROI pair
     assert "report:" in out and "p_adj" in out
+    # lmm is among the default tests; the report flags its calibration
+    assert "Calibration caveat, lmm:</b> anti-conservative" in (root / "reports/index.html").read_text()
 
 
 def test_provenance_in_schema_metadata(ran_study):
@@ -366,3 +368,21 @@ def test_motion_artefacts_need_more_than_motion_regression(tmp_path, in_dir, see
     run_qc = pd.read_parquet(tmp_path / "results/extract/run_qc.parquet")
     fd = run_qc.groupby(["group", "run"])["mean_fd"].mean()
     assert fd["ketamine", "infusion"] > 2.5 * fd["midazolam", "infusion"]
+
+
+def test_calibrate_relabels_the_studys_own_values(ran_study, tmp_path, in_dir):
+    directory, _, _ = ran_study
+    shutil.copytree(directory / "results", tmp_path / "results")
+    params = small_params()
+    params["stats"]["tests"] = ["mmrm", "change_welch"]
+    write_params(tmp_path, params)
+    in_dir(tmp_path)
+    code, out, err = run_cli("calibrate", "--n", "20", "--seed", "3")
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "reports/calibration/relabel.csv")
+    assert set(table["test"]) == {"mmrm", "change_welch"} and (table["n_sims"] == 20).all()
+    assert set(table["outcome"]) == {"single", "confirmatory", "exploratory"}
+    assert ((table["ci_low"] <= table["rate"]) & (table["rate"] <= table["ci_high"])).all()
+    assert "target band [0.035, 0.065]" in out
+    code, _, err = run_cli("calibrate", "--kind", "nope")
+    assert code == 2 and "--kind" in err

@@ -42,8 +42,10 @@ cat(proc.time()[["elapsed"]] - t0, "\n"); cat(est, "\n")
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sample", type=int, default=40, help="edges for the R loop")
+    ap.add_argument("--edges", type=int, default=None, help="fit only this many edges (a quick check)")
     a = ap.parse_args(argv)
     y, design = study()
+    y = y[:a.edges] if a.edges else y
     E = y.shape[0]
     X, names = subject_design(design, "mmrm")
     todo = contrasts(design, names, ["group:window"])

@@ -174,61 +174,96 @@ class _Eval:
     def __init__(self, struct: Structure, th, y, X, m):
         self.struct, self.th = struct, th
         E, S, K = y.shape
+        p = X.shape[-1]
         Sig = struct.sigma(th)
         self.ok = struct.valid(th, Sig)
         Sig = np.where(self.ok[:, None, None], Sig, np.eye(K))
-        mm = m[..., :, None] & m[..., None, :]  # (E, S, K, K)
-        # Observed block of Σ per subject, identity on missing windows: block diagonal.
-        St = np.where(mm, Sig[:, None], 0.0) + np.eye(K) * (~m)[..., None]
-        Lc = np.linalg.cholesky(St)
-        logdet_v = 2 * np.log(np.diagonal(Lc, axis1=-2, axis2=-1)).sum(axis=(1, 2))
-        W = np.linalg.inv(St) * mm  # V_s⁻¹ embedded, zero at missing windows
+        if m.all():  # every subject has every window: one V⁻¹ per edge
+            Lc = np.linalg.cholesky(Sig)
+            logdet_v = S * 2 * np.log(np.diagonal(Lc, axis1=-2, axis2=-1)).sum(axis=1)
+            W = np.broadcast_to(np.linalg.inv(Sig)[:, None], (E, S, K, K))
+            self.shared = True
+        else:
+            self.shared = False
+            mm = m[..., :, None] & m[..., None, :]  # (E, S, K, K)
+            # Observed block of Σ per subject, identity on missing windows: block diagonal.
+            St = np.where(mm, Sig[:, None], 0.0) + np.eye(K) * (~m)[..., None]
+            Lc = np.linalg.cholesky(St)
+            logdet_v = 2 * np.log(np.diagonal(Lc, axis1=-2, axis2=-1)).sum(axis=(1, 2))
+            W = np.linalg.inv(St) * mm  # V_s⁻¹ embedded, zero at missing windows
         self.W, self.X, self.m = W, X, m
         self.WX = W @ X  # (E, S, K, p)
-        M = np.einsum("eskp,eskq->epq", X, self.WX)
-        Wy = np.einsum("eskl,esl->esk", W, y)
-        b = np.einsum("eskp,esk->ep", X, Wy)
+        Xf = X.reshape(E, S * K, p)
+        M = Xf.transpose(0, 2, 1) @ self.WX.reshape(E, S * K, p)
+        Wy = (W @ y[..., None])[..., 0]
+        b = (Xf.transpose(0, 2, 1) @ Wy.reshape(E, S * K, 1))[..., 0]
         sign, logdet_m = np.linalg.slogdet(M)
         self.ok &= sign > 0  # X'V⁻¹X numerically singular: not a usable point
-        self.Minv = np.linalg.inv(np.where(self.ok[:, None, None], M, np.eye(M.shape[-1])))
-        self.beta = np.einsum("epq,eq->ep", self.Minv, b)
-        r = np.where(m, y - np.einsum("eskp,ep->esk", X, self.beta), 0.0)
-        self.u = np.einsum("eskl,esl->esk", W, r)  # P y, per subject
-        ypy = np.einsum("esk,esk->e", r, self.u)
+        self.Minv = np.linalg.inv(np.where(self.ok[:, None, None], M, np.eye(p)))
+        self.beta = (self.Minv @ b[..., None])[..., 0]
+        r = np.where(m, y - (Xf @ self.beta[..., None]).reshape(E, S, K), 0.0)
+        self.u = (W @ r[..., None])[..., 0]  # P y, per subject
+        ypy = (r * self.u).sum(axis=(1, 2))
         self.dev = np.where(self.ok, logdet_v + logdet_m + ypy, np.inf)
 
     def derivatives(self):
         """Gradient (E, q), observed Hessian (E, q, q) and expected Hessian (E, q, q) of D."""
         st, W, WX, u, Minv = self.struct, self.W, self.WX, self.u, self.Minv
-        E, S, K, _ = W.shape
+        E, S, K, p = WX.shape
         q = st.q
         J = st.jacobian(self.th)
         Jb = np.broadcast_to(J, (E, q, K, K))
-        R = np.einsum("eskp,epq,eslq->eskl", WX, Minv, WX)  # diagonal blocks of V⁻¹X C X'V⁻¹
-        D = W.sum(axis=1) - R.sum(axis=1) - np.einsum("esk,esl->ekl", u, u)  # ∂D/∂Σ
-        grad = np.einsum("eab,eiab->ei", D, Jb)
-        # tr(P V_i P V_j) = Σ_s tr(W J_i W J_j) − [tr(Q V_i W V_j) + (i↔j)] + tr(C B_i C B_j)
         Jf = Jb.reshape(E, q, K * K)
-        P1 = np.einsum("esbc,esda->eabcd", W, W).reshape(E, K * K, K * K)
-        P2 = np.einsum("esbc,esda->eabcd", W, R).reshape(E, K * K, K * K)
-        A = Jf @ P1 @ Jf.transpose(0, 2, 1)
-        B = Jf @ P2 @ Jf.transpose(0, 2, 1)
-        O = np.einsum("esap,esbq->eabpq", WX, WX).reshape(E, K * K, -1)
-        p = WX.shape[-1]
-        Bt = (Jf @ O).reshape(E, q, p, p)  # X'V⁻¹ V_i V⁻¹X
+
+        def pair_sum(A, B):
+            """Σ_s A_s[b, c] B_s[d, a], arranged as (E, (a, b), (c, d)); A_s, B_s summed when shared."""
+            if A.ndim == 3:  # one matrix for every subject: the sum over subjects factorises
+                out = A.reshape(E, K * K, 1) @ B.reshape(E, 1, K * K)
+            else:
+                out = A.reshape(E, S, K * K).transpose(0, 2, 1) @ B.reshape(E, S, K * K)  # [(b, c), (d, a)]
+            return out.reshape(E, K, K, K, K).transpose(0, 4, 1, 2, 3).reshape(E, K * K, K * K)
+
+        G = WX @ Minv[:, None]
+        R = G @ WX.transpose(0, 1, 3, 2)  # diagonal blocks of V⁻¹X C X'V⁻¹
+        uu = u.transpose(0, 2, 1) @ u
+        W0 = W[:, 0] if self.shared else None
+        Wsum = S * W0 if self.shared else W.sum(axis=1)
+        Rsum = R.sum(axis=1)
+        D = Wsum - Rsum - uu  # ∂D/∂Σ
+        grad = (Jf @ D.reshape(E, K * K, 1))[..., 0]
+
+        def quad(P):  # J_i' P J_j for every i, j: (E, q, q)
+            if J.ndim == 3:  # one Jacobian for every edge
+                Jc = J.reshape(q, K * K)
+                return np.matmul(np.matmul(Jc, P), Jc.T)
+            return Jf @ P @ Jf.transpose(0, 2, 1)
+
+        # tr(P V_i P V_j) = Σ_s tr(W J_i W J_j) − [tr(Q V_i W V_j) + (i↔j)] + tr(C B_i C B_j)
+        A = quad(pair_sum(W0, Wsum) if self.shared else pair_sum(W, W))
+        B = quad(pair_sum(W0, Rsum) if self.shared else pair_sum(W, R))
+        WXf = WX.reshape(E, S, K * p)
+        O = (WXf.transpose(0, 2, 1) @ WXf).reshape(E, K, p, K, p).transpose(0, 1, 3, 2, 4).reshape(E, K * K, p * p)
+        if J.ndim == 3:
+            Bt = np.matmul(J.reshape(q, K * K), O).reshape(E, q, p, p)  # X'V⁻¹ V_i V⁻¹X
+        else:
+            Bt = (Jf @ O).reshape(E, q, p, p)
         N = Minv[:, None] @ Bt
-        C = np.einsum("eipq,ejqp->eij", N, N)
+        C = N.reshape(E, q, p * p) @ N.transpose(0, 1, 3, 2).reshape(E, q, p * p).transpose(0, 2, 1)
         expected = A - B - B.transpose(0, 2, 1) + C
-        # y'P V_i P V_j P y = q_i'P q_j with q_i = V_i P y
-        qv = np.einsum("eiab,esb->esia", Jb, u)
-        Wq = np.einsum("eskl,esil->esik", W, qv)
-        qWq = np.einsum("esik,esjk->eij", qv, Wq)
-        XWq = np.einsum("eskp,esik->eip", self.X, Wq)
-        ai = qWq - np.einsum("eip,epq,ejq->eij", XWq, Minv, XWq)
+        # y'P V_i P V_j P y = q_i'P q_j with q_i = V_i P y:
+        # q_i'V⁻¹q_j = Σ_s tr(J_i W_s J_j u_s u_s') and X'V⁻¹q_i = Σ_ab J_i[a, b] Σ_s (V⁻¹X)_s[a] u_s[b].
+        if self.shared:
+            qWq = quad(pair_sum(W0, uu))
+        else:
+            qWq = quad(pair_sum(W, u[..., :, None] * u[..., None, :]))
+        T = (WX.reshape(E, S, K * p).transpose(0, 2, 1) @ u).reshape(E, K, p, K).transpose(0, 1, 3, 2)
+        T = T.reshape(E, K * K, p)
+        XWq = np.matmul(J.reshape(q, K * K), T) if J.ndim == 3 else Jf @ T  # (E, q, p)
+        ai = qWq - XWq @ Minv @ XWq.transpose(0, 2, 1)
         observed = -expected + 2 * ai
         H2 = st.hessian(self.th)
         if H2 is not None:
-            observed = observed + np.einsum("eab,eijab->eij", D, H2)
+            observed = observed + (H2.reshape(E, q, q, K * K) @ D.reshape(E, 1, K * K, 1))[..., 0]
         self.Bt = Bt
         return grad, observed, expected
 

@@ -44,6 +44,9 @@ def hodges_lehmann(x: np.ndarray, y: np.ndarray, alpha: float = 0.05) -> tuple[f
 
 class ChangeMannWhitney(StatTest):
     name = "change_mannwhitney"
+    caveat = ("conservative under a multiple-comparison correction: exact U p-values are discrete, so Holm's "
+              "smallest thresholds fall between attainable values (family-wise error 0.018-0.029 on realistic "
+              "null studies, docs/validation.md)")
 
     def run(self, edges: pd.DataFrame, design: Design) -> pd.DataFrame:
         design.check(self.name)

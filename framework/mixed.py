@@ -193,43 +193,90 @@ class _Pattern:
         """
         if getattr(self, "_ex", None) is not None:
             return self._ex
+        if self.balanced:
+            self._ex = self._exact_balanced()
+            return self._ex
         E, p = len(self.rows), self.p
-        s2, g, n, sv = self.sigma2, self.gamma, self.n[None], self.s
+        mw_inv = self.sigma2[:, None, None] * self.Minv  # (X'V⁻¹X)⁻¹
+        hess, bt = np.empty((E, 2, 2)), np.empty((E, 2, p, p))
+        for lo in range(0, E, 16384):  # bounded temporaries
+            sl = slice(lo, min(lo + 16384, E))
+            hess[sl], bt[sl] = self._exact_block(sl, mw_inv[sl])
+        self._ex = (mw_inv, hess, bt)
+        return self._ex
+
+    def _exact_balanced(self):
+        """The same Hessian when every subject has n observations: in the basis V (V'AV = I,
+        V'SV = diag(λ), S = Σ_s s_s s_s') every p × p matrix of the formulas is diagonal, so each
+        edge costs O(p)."""
+        s2, g, lam, V = self.sigma2, self.gamma, self.lam, self.V
+        n0, n_sub = self.n_values[0], float(self.n_counts[0])
+        w = g / (1 + n0 * g)
+        a = 1 / (s2 * (1 + n0 * g))
+        d = 1 - w[:, None] * lam[None]  # V'MV
+        c3 = 3 * w - 3 * w**2 * n0 + w**3 * n0**2
+        d2 = 2 * w - w**2 * n0
+        f1 = (1 - d2[:, None] * lam[None]) / (s2[:, None] * d)  # eigenvalues of (X'V⁻¹X)⁻¹ X'V⁻¹V_1V⁻¹X
+        f2 = (s2 * a**2)[:, None] * lam[None] / d  # ... and of V_2
+        tr_s = s2 * (lam[None] / d).sum(1)  # Σ_s s_s'(X'V⁻¹X)⁻¹s_s
+        ex = np.empty((len(s2), 2, 2))
+        ex[:, 0, 0] = (n_sub * (n0 - 2 * w * n0 + w**2 * n0**2) / s2**2
+                       - 2 * ((1 - c3[:, None] * lam[None]) / d).sum(1) / s2**2 + (f1**2).sum(1))
+        ex[:, 0, 1] = n_sub * n0 * a**2 - 2 * a**3 * tr_s + (f1 * f2).sum(1)
+        ex[:, 1, 1] = n_sub * (n0 * a) ** 2 - 2 * n0 * a**3 * tr_s + (f2**2).sum(1)
+        ex[:, 1, 0] = ex[:, 0, 1]
+        beta, sv = self.beta, self.s
+        t = self.ty - beta @ sv.T
+        rr = self.yy - 2 * (beta * self.xy).sum(1) + ((beta @ self.A) * beta).sum(1)
+        xr = self.xy - beta @ self.A
+        xwq = np.stack([(xr - d2[:, None] * (t @ sv)) / s2[:, None] ** 2, (a**2)[:, None] * (t @ sv)], axis=1)
+        xv = xwq @ V  # in the basis V: (X'V⁻¹X)⁻¹ = σ² V diag(1/d) V'
+        qwq = np.empty_like(ex)
+        t2 = (t**2).sum(1)
+        qwq[:, 0, 0] = (rr - c3 * t2) / s2**3
+        qwq[:, 0, 1] = qwq[:, 1, 0] = a**3 * t2
+        qwq[:, 1, 1] = n0 * a**3 * t2
+        ai = qwq - s2[:, None, None] * ((xv[:, :, None, :] * xv[:, None, :, :]) / d[:, None, None, :]).sum(-1)
+        return ("balanced", -ex + 2 * ai, d, d2, a)
+
+    def _exact_block(self, sl, mw_inv):
+        E, p = len(mw_inv), self.p
+        s2, g, n, sv = self.sigma2[sl], self.gamma[sl], self.n[None], self.s
         w = g[:, None] / (1 + n * g[:, None])
         a = 1 / (s2[:, None] * (1 + n * g[:, None]))
-        mw_inv = s2[:, None, None] * self.Minv  # (X'V⁻¹X)⁻¹
-        ss = np.einsum("sp,sq->spq", sv, sv).reshape(len(sv), -1)
+        ss = (sv[:, :, None] * sv[:, None, :]).reshape(len(sv), -1)
 
         def wsum(c):
             return (c @ ss).reshape(E, p, p)
+
+        def trace(x, y):  # tr(x y) per edge
+            return (x * y.transpose(0, 2, 1)).sum(axis=(1, 2))
 
         c3 = 3 * w - 3 * w**2 * n + w**3 * n**2  # (I − wJ)³ = I − c3 J
         d2 = 2 * w - w**2 * n  # (I − wJ)² = I − d2 J
         bt1 = (self.A[None] - wsum(d2)) / s2[:, None, None] ** 2  # X'V⁻¹ V_1 V⁻¹X
         bt2 = wsum(a**2)  # X'V⁻¹ V_2 V⁻¹X
         xw3x = (self.A[None] - wsum(c3)) / s2[:, None, None] ** 3
-        sms = np.einsum("sp,epq,sq->es", sv, mw_inv, sv)
+        sms = (ss @ mw_inv.reshape(E, p * p).T).T  # s_s' (X'V⁻¹X)⁻¹ s_s
         n1 = mw_inv @ bt1
         n2 = mw_inv @ bt2
         ex = np.empty((E, 2, 2))
-        ex[:, 0, 0] = ((n - 2 * w * n + w**2 * n**2).sum(1) / s2**2
-                       - 2 * np.einsum("epq,eqp->e", mw_inv, xw3x) + np.einsum("epq,eqp->e", n1, n1))
-        ex[:, 0, 1] = ((n * a**2).sum(1) - 2 * (a**3 * sms).sum(1) + np.einsum("epq,eqp->e", n1, n2))
-        ex[:, 1, 1] = (((n * a) ** 2).sum(1) - 2 * (n * a**3 * sms).sum(1) + np.einsum("epq,eqp->e", n2, n2))
+        ex[:, 0, 0] = ((n - 2 * w * n + w**2 * n**2).sum(1) / s2**2 - 2 * trace(mw_inv, xw3x) + trace(n1, n1))
+        ex[:, 0, 1] = ((n * a**2).sum(1) - 2 * (a**3 * sms).sum(1) + trace(n1, n2))
+        ex[:, 1, 1] = (((n * a) ** 2).sum(1) - 2 * (n * a**3 * sms).sum(1) + trace(n2, n2))
         ex[:, 1, 0] = ex[:, 0, 1]
         # y'P V_i P V_j P y = q_i'P q_j with q_i = V_i P y; r = y − Xβ, t_s = 1'r_s.
-        beta = self.beta
-        t = self.ty - beta @ sv.T
-        rr = self.yy - 2 * (beta * self.xy).sum(1) + np.einsum("ep,pq,eq->e", beta, self.A, beta)
-        xr = self.xy - beta @ self.A
+        beta, xy = self.beta[sl], self.xy[sl]
+        t = self.ty[sl] - beta @ sv.T
+        rr = self.yy[sl] - 2 * (beta * xy).sum(1) + ((beta @ self.A) * beta).sum(1)
+        xr = xy - beta @ self.A
         xwq = np.stack([(xr - (d2 * t) @ sv) / s2[:, None] ** 2, (a**2 * t) @ sv], axis=1)  # (E, 2, p)
         qwq = np.empty((E, 2, 2))
         qwq[:, 0, 0] = (rr - (c3 * t**2).sum(1)) / s2**3
         qwq[:, 0, 1] = qwq[:, 1, 0] = (a**3 * t**2).sum(1)
         qwq[:, 1, 1] = (n * a**3 * t**2).sum(1)
-        ai = qwq - np.einsum("eip,epq,ejq->eij", xwq, mw_inv, xwq)
-        self._ex = (mw_inv, -ex + 2 * ai, np.stack([bt1, bt2], axis=1))
-        return self._ex
+        ai = qwq - xwq @ mw_inv @ xwq.transpose(0, 2, 1)
+        return -ex + 2 * ai, np.stack([bt1, bt2], axis=1)
 
     def satterthwaite(self, L):
         E = len(self.rows)
@@ -237,12 +284,20 @@ class _Pattern:
         inner = self.gamma > 0
         if not inner.any():
             return df
-        mw_inv, hess, bt = self._exact()
-        m = mw_inv @ L
-        lcl = m @ L
-        grad = np.einsum("ep,eipq,eq->ei", m, bt, m)
+        ex = self._exact()
+        if isinstance(ex[0], str):  # ("balanced", ...)
+            _, hess, d, d2, a = ex
+            lt = (self.V.T @ L)[None] / d  # V'L / d
+            lcl = self.sigma2 * (lt * (self.V.T @ L)[None]).sum(1)
+            grad = np.stack([(lt**2 * (1 - d2[:, None] * self.lam[None])).sum(1),
+                             self.sigma2**2 * a**2 * (lt**2 * self.lam[None]).sum(1)], axis=1)
+        else:
+            mw_inv, hess, bt = ex
+            m = mw_inv @ L
+            lcl = m @ L
+            grad = ((bt @ m[:, None, :, None])[..., 0] * m[:, None, :]).sum(axis=2)
         with np.errstate(invalid="ignore", divide="ignore"):
-            quad = np.einsum("ei,eij,ej->e", grad, np.linalg.inv(hess), grad)
+            quad = ((np.linalg.inv(hess) @ grad[..., None])[..., 0] * grad).sum(axis=1)
             out = lcl**2 / quad
         return np.where(inner, out, df)
 

@@ -63,7 +63,18 @@ def delta_summary(delta: pd.DataFrame, groups, windows, alpha) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def delta_figure(summary: pd.DataFrame, tests: pd.DataFrame, a: str, b: str, groups, windows, scale, path):
+def stars(p: float, alpha: float) -> str:
+    """Significance marks relative to α: * p < α, ** p < α/5, *** p < α/50 (.05, .01, .001 at α .05)."""
+    return "***" if p < alpha / 50 else "**" if p < alpha / 5 else "*" if p < alpha else ""
+
+
+def ci_level(alpha: float) -> str:
+    """The confidence level that α gives, as the report prints it: '95 %', '99 %', '99.5 %'."""
+    return f"{100 * (1 - alpha):.10g} %"
+
+
+def delta_figure(summary: pd.DataFrame, tests: pd.DataFrame, a: str, b: str, groups, windows, scale, path,
+                 alpha: float = 0.05):
     fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=150)
     x = np.arange(len(windows))
     for k, (g, colour) in enumerate(zip(groups, GROUP_COLOURS)):
@@ -79,10 +90,8 @@ def delta_figure(summary: pd.DataFrame, tests: pd.DataFrame, a: str, b: str, gro
     span = max(top - bottom, 1e-6)
     ax.set_ylim(bottom - 0.05 * span, top + 0.18 * span)  # room for the significance marks
     for i, w in enumerate(windows):
-        if w in t.index and t.loc[w, "p_adj"] < 0.05:
-            p = t.loc[w, "p_adj"]
-            ax.annotate("***" if p < 0.001 else "**" if p < 0.01 else "*", (i, top + 0.04 * span),
-                        ha="center", va="bottom", fontsize=14)
+        if w in t.index and t.loc[w, "p_adj"] < alpha:
+            ax.annotate(stars(t.loc[w, "p_adj"], alpha), (i, top + 0.04 * span), ha="center", va="bottom", fontsize=14)
     ax.set_xticks(x, [w.replace("min", " min") for w in windows])
     ax.set_xlabel("Window after infusion onset")
     ax.set_ylabel(f"Δ connectivity from baseline ({SCALE_LABELS.get(scale, scale)})")

@@ -211,7 +211,8 @@ def stage_report(params: Params) -> Path:
         if (a, b) not in order:
             a, b = b, a
         name = f"delta_{rp.slug(a)}__{rp.slug(b)}.png"
-        rp.delta_figure(summary, primary, a, b, groups, infusion_windows, scale, REPORT_DIR / "figures" / name)
+        rp.delta_figure(summary, primary, a, b, groups, infusion_windows, scale, REPORT_DIR / "figures" / name,
+                        sp.alpha)
         figures.append({"src": f"figures/{name}", "alt": f"Change from baseline, {rp.edge_label(a, b)}"})
 
     courses = []
@@ -256,6 +257,8 @@ def stage_report(params: Params) -> Path:
         "primary_test": rp_params.primary_test, "correction": sp.correction, "figures": figures,
         "courses": courses, "study_figures": study_figs, "qc_figures": qc_figs,
         "families": fams, "alpha": sp.alpha, "caveats": provs["stats"].get("caveats", {}),
+        "ci_level": rp.ci_level(sp.alpha), "primary_term": rp_params.primary_term,
+        "star_levels": [f"{sp.alpha:g}", f"{sp.alpha / 5:g}", f"{sp.alpha / 50:g}"],
         "methods": rp.methods_text(provs, sp.correction, sp.confirmatory, sp.alpha, sp.family,
                                    section_hash(rp_params), section_hash(params)),
         "versions": rp.package_versions(), "commit": git_commit(),
@@ -386,13 +389,15 @@ def stage_calibrate(params: Params, kind: str, n: int, seed: int = 0, jobs: int 
 
 def headline(primary: pd.DataFrame, alpha: float) -> str:
     """The strongest adjusted result of the primary test, in one sentence."""
+    from framework.report import ci_level
+
     pool = primary[primary["family"] == "confirmatory"]
     pool = pool if not pool.empty else primary
     best = pool.sort_values(["p_adj", "p"]).iloc[0]
     verdict = "significant" if best["p_adj"] < alpha else "not significant"
     return (
         f"Strongest {best['family']} effect ({best['test']}): {best['roi_a']} – {best['roi_b']} at {best['window']}, "
-        f"estimate {best['estimate']:.3f} [{best['ci_low']:.3f}, {best['ci_high']:.3f}], "
+        f"estimate {best['estimate']:.3f} [{best['ci_low']:.3f}, {best['ci_high']:.3f}] ({ci_level(alpha)} CI), "
         f"p_adj = {best['p_adj']:.2g} ({best['adj_method']}), {verdict} at α = {alpha}."
     )
 

@@ -386,3 +386,27 @@ def test_calibrate_relabels_the_studys_own_values(ran_study, tmp_path, in_dir):
     assert "target band [0.035, 0.065]" in out
     code, _, err = run_cli("calibrate", "--kind", "nope")
     assert code == 2 and "--kind" in err
+
+
+def test_labels_follow_alpha(ran_study, tmp_path, in_dir):
+    """At α = 0.01 the intervals are 99 %, and every label and legend says so; stars use α."""
+    directory, _, _ = ran_study
+    shutil.copytree(directory / "results", tmp_path / "results")
+    shutil.copytree(directory / "data", tmp_path / "data")
+    params = small_params()
+    params["stats"]["alpha"] = 0.01
+    write_params(tmp_path, params)
+    in_dir(tmp_path)
+    for stage in ("stats", "report"):
+        code, _, err = run_cli(stage)
+        assert code == 0, err
+    html = (tmp_path / "reports/index.html").read_text()
+    assert "95 %" not in html and "95%" not in html
+    assert "with 99 % confidence intervals" in html and "<th>99 % CI</th>" in html
+    assert "99 % confidence band" in html
+    assert "p<sub>adj</sub> &lt; 0.01, ** &lt; 0.002, *** &lt; 0.0002" in html
+    assert "(99 % CI)" in html and "at α = 0.01" in html
+    from framework.report import stars
+
+    assert [stars(p, 0.01) for p in (0.02, 0.009, 0.001, 0.0001)] == ["", "*", "**", "***"]
+    assert [stars(p, 0.05) for p in (0.04, 0.009, 0.0009)] == ["*", "**", "***"]

@@ -30,7 +30,7 @@ def test_outputs_have_the_documented_columns(ran_study):
     assert len(list((root / "reports/figures").glob("course_*.png"))) == 10  # one per ROI pair
     assert "report:" in out and "p_adj" in out
     # lmm is among the default tests; the report flags its calibration
-    assert "Calibration caveat, lmm:</b> anti-conservative" in (root / "reports/index.html").read_text()
+    assert "Calibration caveat, lmm:</strong> anti-conservative" in (root / "reports/index.html").read_text()
 
 
 def test_provenance_in_schema_metadata(ran_study):
@@ -112,8 +112,10 @@ def test_html_escapes_names(ran_study, tmp_path):
     html = render_html({"title": "<script>alert(1)</script>", "headline": "", "summary": [], "n_excluded": 0,
                         "exclusions": [], "primary_test": "lmm", "correction": "holm", "figures": [],
                         "families": [], "alpha": 0.05, "methods": "", "versions": {"fclab": "0"},
-                        "commit": "x", "data_version": "y"})
+                        "commit": "x", "data_version": "y", "caveats": {"<i>t</i>": "<script>x</script>"},
+                        "ci_level": "95 %", "primary_term": "<i>term</i>", "star_levels": ["0.05", "0.01", "0.001"]})
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
+    assert "<script>x</script>" not in html and "<i>" not in html
 
 
 def _copy_study(src: Path, dst: Path) -> Path:

@@ -411,7 +411,8 @@ def fit_mmrm(y: np.ndarray, X: np.ndarray, structure: str = "us", min_subjects: 
     """
     E, S, K = y.shape
     p = X.shape[-1]
-    struct = Structure(structure, K)
+    # With one window every structure is one variance; their correlation parameters would not exist.
+    struct = Structure(structure if K > 1 else "us", K)
     m = np.isfinite(y)
     if X.ndim == 4:
         m &= np.isfinite(X).all(axis=3)

@@ -201,3 +201,14 @@ def test_chance_baseline_imbalance_does_not_become_a_group_effect():
             assert k / n > 0.15, (type(test).__name__, k, n)
         else:
             assert st.binomtest(k, n, 0.05).pvalue > 0.001, (type(test).__name__, k, n)
+
+
+@pytest.mark.parametrize("structure", ["us", "csh", "cs", "ar1"])
+def test_one_effect_window_fits_with_every_structure(structure):
+    """Baseline as covariate with a single infusion window: one variance, the ANCOVA of that window."""
+    edges, design = study(5, windows=("baseline", "w1"))
+    a = Mmrm(Mmrm.Params(covariance=structure, contrasts=["group:window"])).run(edges, design)
+    b = Ancova().run(edges, design)
+    m = a.merge(b, on=["metric", "roi_a", "roi_b", "window", "term"])
+    assert len(m) == 3 and m["reason_x"].isna().all()
+    np.testing.assert_allclose(m["p_x"], m["p_y"], rtol=1e-6)

@@ -334,16 +334,14 @@ def _start(struct, y, X, m):
 def _fit_chunk(struct, y, X, m):
     E = len(y)
     th = _start(struct, y, X, m)
-    cur = _Eval(struct, th, y, X, m)
-    active = np.ones(E, bool)
+    failed = ~_Eval(struct, th, y, X, m).ok
+    active = ~failed
     iters = np.zeros(E, int)
-    failed = ~cur.ok
-    active &= cur.ok
     for it in range(MAX_ITER):
         idx = np.flatnonzero(active)
         if not len(idx):
             break
-        sub = _take(cur, idx, struct, y, X, m)
+        sub = _Eval(struct, th[idx], y[idx], X[idx], m[idx])
         grad, obs, expd = sub.derivatives()
         step, dec = _newton_step(grad, obs, expd)
         iters[idx] += 1
@@ -359,7 +357,7 @@ def _fit_chunk(struct, y, X, m):
         for _ in range(MAX_HALVINGS):
             k = np.flatnonzero(pending)
             cand = th0[k] + t[k, None] * step[k]
-            trial = _Eval(struct, cand, y[idx[k]], _rows(X, idx[k]), m[idx[k]])
+            trial = _Eval(struct, cand, y[idx[k]], X[idx[k]], m[idx[k]])
             accept = trial.ok & (trial.dev <= dev0[k] + 1e-10 * np.abs(dev0[k]))
             th_new[k[accept]] = cand[accept]
             pending[k[accept]] = False
@@ -369,7 +367,6 @@ def _fit_chunk(struct, y, X, m):
         stuck = pending  # no step lowered the deviance: at the optimum to rounding
         active[idx[stuck]] = False
         th[idx] = np.where(stuck[:, None], th0, th_new)
-        cur = _Eval(struct, th, y, X, m)
     final = _Eval(struct, th, y, X, m)
     grad, obs, expd = final.derivatives()
     # Converged means a Newton decrement at rounding level, whichever way the loop ended.
@@ -381,10 +378,6 @@ def _fit_chunk(struct, y, X, m):
 def _rows(X, idx):
     """The designs of the edges ``idx``, as an (E, S, K, p) array (a broadcast view when shared)."""
     return X[idx] if X.ndim == 4 else np.broadcast_to(X, (len(idx), *X.shape))
-
-
-def _take(ev: _Eval, idx, struct, y, X, m) -> _Eval:
-    return _Eval(struct, ev.th[idx], y[idx], _rows(X, idx), m[idx])
 
 
 def _newton_step(grad, obs, expd):

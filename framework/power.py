@@ -129,9 +129,9 @@ def power_curve(study: RoiStudy, stats: StatsParams, deltas, n_sims: int, seed: 
 
 def planted_target(study: RoiStudy) -> tuple[tuple[str, str], str]:
     """The edge and window where ``study.effects`` shift the correlation most (what power is of)."""
-    from framework.roisim import _planted_shifts
+    from framework.roisim import planted_shifts
 
-    shifts = _planted_shifts(study, list(study.windows))
+    shifts = planted_shifts(study, list(study.windows))
     (window, (i, j, _)), _ = max((((w, k), abs(v)) for w, d in shifts.items() for k, v in d.items()),
                                  key=lambda item: item[1])
     return (study.rois[i], study.rois[j]), window
@@ -146,6 +146,8 @@ def power_planted(study: RoiStudy, stats: StatsParams, effects, scales, n_sims: 
     """
     from dataclasses import replace
 
+    from framework.roisim import planted_shifts
+
     base = replace(study, effect=None, effects=tuple(effects))
     edge, window = planted_target(base)
     i, j = study.rois.index(edge[0]), study.rois.index(edge[1])
@@ -153,9 +155,7 @@ def power_planted(study: RoiStudy, stats: StatsParams, effects, scales, n_sims: 
     frames = []
     for k, sc in enumerate(scales):
         s = replace(base, effects=tuple(e.model_copy(update={"delta_r": e.delta_r * float(sc)}) for e in effects))
-        from framework.roisim import _planted_shifts
-
-        shift = sum(v for (a, b, _), v in _planted_shifts(s, [window]).get(window, {}).items()
+        shift = sum(v for (a, b, _), v in planted_shifts(s, [window]).get(window, {}).items()
                     if (a, b) == tuple(sorted((i, j))))
         out = simulate_many(s, stats, n_sims, seed + k, edge, window, jobs)
         r = rates(out)

@@ -128,7 +128,7 @@ def _clean(x, conf, study: RoiStudy):
     return x / x.std(axis=0, ddof=1)
 
 
-def _planted_shifts(study: RoiStudy, names: list[str]) -> dict:
+def planted_shifts(study: RoiStudy, names: list[str]) -> dict:
     """window -> {(i, j, group): mean Δr over the window's volumes} for ``study.effects``."""
     from framework.simulate import effect_profile
 
@@ -164,7 +164,7 @@ def simulate_edges(study: RoiStudy, seed) -> pd.DataFrame:
         return x + x.transpose(0, 2, 1)
 
     names = list(study.windows)
-    planted = _planted_shifts(study, names)
+    planted = planted_shifts(study, names)
     values = np.full((S, len(names), len(iu[0])), np.nan)
     subject = study.base[None] + jitter(study.subject_jitter_r, S)
     for run, T in study.runs.items():

@@ -314,26 +314,18 @@ def stage_power(params: Params, deltas: list[float], n_sims: int, edge: tuple[st
     if planted:
         curve, edge, window = power_planted(study, sp, params.simulate.planted(), deltas, n_sims, seed,
                                             jobs or default_jobs())
-        curve = curve[curve["term"] != "group"]
-        found = detectable_effect(curve)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        table = curve.assign(n_ref=study.n_ref, n_target=study.n_target, edge=f"{edge[0]}~{edge[1]}", window=window)
-        with atomic_path(out_dir / "power.csv") as tmp:
-            table.to_csv(tmp, index=False)
-        ref, target = sp.groups
-        rp.power_figure(curve, found, f"simulate.effects scaled; {edge[0]} – {edge[1]}, {window}\n"
-                        f"{study.n_target} {target} vs {study.n_ref} {ref}, {n_sims} simulated studies per point",
-                        out_dir / "power.png")
-        return table, found, study
-    edge = tuple(edge) if edge else (tuple(sp.confirmatory[0]) if sp.confirmatory else study.rois[:2])
-    for roi in edge:
-        if roi not in study.rois:
-            raise DataError(f"power: --edge: unknown ROI {roi!r} (the ROI-level study has {', '.join(study.rois)})")
-    effect_windows = [w for w in study.windows if w != sp.baseline_window]
-    window = window or effect_windows[0]
-    if window not in effect_windows:
-        raise DataError(f"power: --window: {window!r} is not a non-baseline window ({', '.join(effect_windows)})")
-    curve = power_curve(study, sp, deltas, n_sims, seed, edge, window, jobs or default_jobs())
+        what = "simulate.effects scaled; "
+    else:
+        edge = tuple(edge) if edge else (tuple(sp.confirmatory[0]) if sp.confirmatory else study.rois[:2])
+        for roi in edge:
+            if roi not in study.rois:
+                raise DataError(f"power: --edge: unknown ROI {roi!r} (the ROI-level study has {', '.join(study.rois)})")
+        effect_windows = [w for w in study.windows if w != sp.baseline_window]
+        window = window or effect_windows[0]
+        if window not in effect_windows:
+            raise DataError(f"power: --window: {window!r} is not a non-baseline window ({', '.join(effect_windows)})")
+        curve = power_curve(study, sp, deltas, n_sims, seed, edge, window, jobs or default_jobs())
+        what = ""
     curve = curve[curve["term"] != "group"]  # the within-window group difference ignores baseline
     found = detectable_effect(curve)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -341,10 +333,9 @@ def stage_power(params: Params, deltas: list[float], n_sims: int, edge: tuple[st
     with atomic_path(out_dir / "power.csv") as tmp:
         table.to_csv(tmp, index=False)
     ref, target = sp.groups
-    rp.power_figure(curve, found, f"{edge[0]} – {edge[1]}, {window}\n{study.n_target} {target} vs "
+    rp.power_figure(curve, found, f"{what}{edge[0]} – {edge[1]}, {window}\n{study.n_target} {target} vs "
                     f"{study.n_ref} {ref}, {n_sims} simulated studies per point", out_dir / "power.png")
     return table, found, study
-
 
 CALIBRATION_BAND = (0.035, 0.065)
 

@@ -83,6 +83,18 @@ def result_rows(keys: pd.DataFrame, term: str, window: str, res: dict, n, reason
     return frame
 
 
+def contrast_table(fit, keys: pd.DataFrame, design: Design, names: list[str], which) -> pd.DataFrame:
+    """Result rows of every requested contrast of a batched fit (lmm's or mmrm's); a row without a
+    p-value carries the fit's reason or the df's."""
+    frames = []
+    for term, window, L in contrasts(design, names, which):
+        res = fit.contrast(L, design.alpha)
+        why = res.pop("df_reason")
+        reason = np.where(fit.reason == None, why, fit.reason)  # noqa: E711
+        frames.append(result_rows(keys, term, window, res, fit.n_subjects, reason))
+    return pd.concat(frames, ignore_index=True)
+
+
 class Lmm(StatTest):
     name = "lmm"
     caveat = ("anti-conservative when windows differ in variance or covariance, as when the baseline is a "
@@ -96,14 +108,7 @@ class Lmm(StatTest):
         design.check(self.name)
         X, names = subject_design(design, self.name)
         keys, y = edge_cube(edges, design)
-        fit = fit_reml(y, X)
-        frames = []
-        for term, window, L in contrasts(design, names, self.params.contrasts):
-            res = fit.contrast(L, design.alpha)
-            why = res.pop("df_reason")
-            reason = np.where(fit.reason == None, why, fit.reason)  # noqa: E711
-            frames.append(result_rows(keys, term, window, res, fit.n_subjects, reason))
-        return pd.concat(frames, ignore_index=True)
+        return contrast_table(fit_reml(y, X), keys, design, names, self.params.contrasts)
 
     def describe(self) -> str:
         return ("a linear mixed model fitted to every edge at once (value ~ group × window + (1 | subject), "

@@ -35,7 +35,7 @@ from framework.contracts import Design, PluginParams, StatTest
 from framework.hookspecs import hookimpl
 from framework.mmrm import fit_mmrm
 from framework.stats import edge_cube
-from plugins.lmm import contrasts, result_rows, subject_design
+from plugins.lmm import contrast_table, subject_design
 
 Contrast = Literal["group:window", "group", "group:trend"]
 
@@ -87,14 +87,7 @@ class Mmrm(StatTest):
         else:
             y = cube
             X, names = subject_design(design, self.name)
-        fit = fit_mmrm(y, X, self.params.covariance)
-        frames = []
-        for term, window, L in contrasts(design, names, which):
-            res = fit.contrast(L, design.alpha)
-            why = res.pop("df_reason")
-            reason = np.where(fit.reason == None, why, fit.reason)  # noqa: E711
-            frames.append(result_rows(keys, term, window, res, fit.n_subjects, reason))
-        return pd.concat(frames, ignore_index=True)
+        return contrast_table(fit_mmrm(y, X, self.params.covariance), keys, design, names, which)
 
     def describe(self) -> str:
         cov = {"us": "unstructured", "csh": "heterogeneous compound-symmetry", "cs": "compound-symmetry",

@@ -84,6 +84,16 @@ def connectivity():
 
 @app.command()
 @guarded
+def truth():
+    """For the simulated study: the planted effects on the measured scale, to results/truth/."""
+    if runner.stage_truth(_params(), _state["jobs"]):
+        typer.echo(f"wrote {runner.TRUTH_DIR}/")
+    else:
+        typer.echo(f"wrote {runner.TRUTH_DIR}/ (empty: the data are not the simulated study)")
+
+
+@app.command()
+@guarded
 def stats():
     """Run the group-level tests to results/stats/tests.parquet."""
     runner.stage_stats(_params())

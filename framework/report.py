@@ -212,3 +212,15 @@ def metrics_payload(tests: pd.DataFrame, primary: str, metric: str, n_per_group:
         "n_per_group": n_per_group,
         "excluded_runs": int(run_qc["excluded"].sum()), "edges": edges,
     }
+
+
+def truth_check(primary: pd.DataFrame, planted: pd.DataFrame) -> pd.DataFrame:
+    """The primary test's group:window rows beside the planted contrast (simulated studies): whether
+    each confidence interval covers the planted value on the measured scale."""
+    keys = ["metric", "roi_a", "roi_b", "window"]
+    rows = primary[["family", *keys, "estimate", "ci_low", "ci_high", "p_adj"]].merge(
+        planted[[*keys, "measured_delta", "measured_se", "latent_delta_z"]], on=keys, how="inner")
+    ok = np.isfinite(rows["ci_low"]) & np.isfinite(rows["ci_high"])
+    rows["covered"] = np.where(ok, (rows["ci_low"] <= rows["measured_delta"]) & (rows["measured_delta"] <= rows["ci_high"]),
+                               None)
+    return rows

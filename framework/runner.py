@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 from pathlib import Path
 
 import nibabel as nib
+import numpy as np
 import pandas as pd
 
 from framework.connectivity import build_metrics, connectivity, output_scales
@@ -22,8 +24,9 @@ from framework.registry import get_registry
 EXTRACT_DIR = Path("results/extract")
 CONNECTIVITY_DIR = Path("results/connectivity")
 STATS_DIR = Path("results/stats")
+TRUTH_DIR = Path("results/truth")
 REPORT_DIR = Path("reports")
-STAGES = ("simulate", "extract", "connectivity", "stats", "report")
+STAGES = ("simulate", "extract", "connectivity", "truth", "stats", "report")
 
 
 def default_jobs() -> int:
@@ -124,6 +127,47 @@ def stage_connectivity(params: Params) -> None:
     prov["windows"] = [w.name for w in p.windows]
     prov["sliding"] = [{"name": s.name, "run": s.run, "event": s.event} for s in p.sliding]
     write_parquet(edges, CONNECTIVITY_DIR / "edges.parquet", prov)
+
+
+def stage_truth(params: Params, jobs: int | None = None) -> bool:
+    """The planted effects on the measured scale (results/truth/), for the simulated study; for other
+    data, empty outputs that say so. Returns whether the study is simulated."""
+    from framework.truth import TRUTH_COLUMNS, is_simulated, measured_truth
+
+    simulated = is_simulated(params)
+    inputs = [EXTRACT_DIR / f"{f}.parquet" for f in ("timeseries", "run_qc", "events", "participants", "roi_qc")]
+    inputs.append(CONNECTIVITY_DIR / "edges.parquet")
+    prov = provenance("truth", section_hash({k: section_hash(getattr(params, k))
+                                             for k in ("simulate", "extract", "connectivity")}), {}, {})
+    truth = pd.DataFrame({c: pd.Series(dtype=float if c.startswith(("measured", "latent", "window_")) else object)
+                          for c in TRUTH_COLUMNS})
+    latent = {}
+    if simulated:
+        ts, run_qc, events, participants, roi_qc, edges = (read_parquet(f) for f in inputs)
+        metrics = build_metrics(params.connectivity)
+        prov["plugins"] = _plugin_versions(metrics)
+        prov["inputs"] = _digests(*inputs)
+        roi_reasons = {(r.subject, r.run, r.roi): r.reason for r in roi_qc[roi_qc["missing"]].itertuples()}
+        TRUTH_DIR.mkdir(parents=True, exist_ok=True)
+        truth = measured_truth(params, ts, run_qc, events, participants, roi_reasons, edges, metrics, TRUTH_DIR,
+                               jobs or default_jobs())
+        latent = json.loads((Path(params.simulate.output_dir) / "ground_truth.json").read_text())
+    prov["simulated"] = simulated
+    write_parquet(truth, TRUTH_DIR / "truth.parquet", prov)
+    write_json(TRUTH_DIR / "ground_truth.json", {
+        "simulated": simulated,
+        "description": "The planted effects on two scales. latent: the change of the simulated sources' "
+        "correlation (ground_truth.json of the simulated data). measured: the mean over a group's subjects of "
+        "(edge value of the study) - (edge value of the same study simulated with the same seed but no effect), "
+        "through this study's extraction and connectivity settings; measured_se is its Monte Carlo standard "
+        "error. Rows per metric, edge, window and group are in truth.parquet." if simulated
+        else "The study's data are not the simulated study: there is no ground truth.",
+        "latent": latent,
+        "measured": [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
+                     for row in truth[truth["window"].isin([w.name for w in params.connectivity.windows])]
+                     .to_dict("records")],
+    })
+    return simulated
 
 
 def stage_stats(params: Params) -> None:
@@ -237,7 +281,21 @@ def stage_report(params: Params) -> Path:
 
     n_per_group = run_qc.drop_duplicates("subject")["group"].value_counts().sort_index().to_dict()
     n_per_group = {k: int(v) for k, v in n_per_group.items()}
-    write_json(REPORT_DIR / "metrics.json", rp.metrics_payload(primary, rp_params.primary_test, metric, n_per_group, run_qc))
+    payload = rp.metrics_payload(primary, rp_params.primary_test, metric, n_per_group, run_qc)
+    truth, truth_note = planted_contrasts(params, paths["edges"])
+    if truth is not None and rp_params.primary_term == "group:window":
+        truth = rp.truth_check(primary, truth)
+        conf = truth[truth["family"] == "confirmatory"] if (truth["family"] == "confirmatory").any() else truth
+        covered = conf["covered"].dropna()
+        payload["planted"] = {"family": str(conf["family"].iloc[0]) if len(conf) else None,
+                              "intervals": int(covered.size), "covering": int(covered.sum())}
+        truth_note = (f"The {rp.ci_level(sp.alpha)} intervals of {rp_params.primary_test} cover the planted "
+                      f"contrast (measured scale) in {int(covered.sum())} of {covered.size} "
+                      f"{payload['planted']['family']} edge-windows.")
+        truth = conf.to_dict("records")
+    elif truth is not None:
+        truth, truth_note = None, "Planted values are given for group:window contrasts only."
+    write_json(REPORT_DIR / "metrics.json", payload)
 
     group_rows = []
     for g, frame in run_qc.groupby("group", sort=True):
@@ -256,7 +314,7 @@ def stage_report(params: Params) -> Path:
         "missing_rois": missing_rois,
         "primary_test": rp_params.primary_test, "correction": sp.correction, "figures": figures,
         "courses": courses, "study_figures": study_figs, "qc_figures": qc_figs,
-        "families": fams, "alpha": sp.alpha, "caveats": provs["stats"].get("caveats", {}),
+        "families": fams, "alpha": sp.alpha, "truth": truth, "truth_note": truth_note, "caveats": provs["stats"].get("caveats", {}),
         "ci_level": rp.ci_level(sp.alpha), "primary_term": rp_params.primary_term,
         "star_levels": [f"{sp.alpha:g}", f"{sp.alpha / 5:g}", f"{sp.alpha / 50:g}"],
         "methods": rp.methods_text(provs, sp.correction, sp.confirmatory, sp.alpha, sp.family,
@@ -265,6 +323,23 @@ def stage_report(params: Params) -> Path:
         "data_version": file_digest(paths["timeseries"]),
     }
     return rp.write_report(REPORT_DIR, context)
+
+
+def planted_contrasts(params: Params, edges_path: Path) -> tuple[pd.DataFrame | None, str | None]:
+    """The planted group:window contrasts of a simulated study from results/truth/, or None and why not."""
+    from framework.truth import contrasts
+
+    path = TRUTH_DIR / "truth.parquet"
+    if not path.exists():
+        return None, None
+    prov = read_provenance(path)
+    if not prov.get("simulated"):
+        return None, None
+    if prov.get("inputs", {}).get(str(edges_path)) != file_digest(edges_path):
+        return None, f"{path} was computed from other connectivity values; run fclab truth to compare with the planted effect."
+    sp = params.stats
+    windows = [w.name for w in params.connectivity.windows]
+    return contrasts(read_parquet(path), tuple(sp.groups), windows, sp.baseline_window), None
 
 
 def study_figures(edges_m, run_qc, roi_qc, groups, windows, baseline, scale):
@@ -399,6 +474,7 @@ def run_all(params: Params, jobs: int | None = None) -> Path:
         stage_simulate(params, jobs)
     stage_extract(params, jobs)
     stage_connectivity(params)
+    stage_truth(params, jobs)
     stage_stats(params)
     return stage_report(params)
 

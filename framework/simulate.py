@@ -31,7 +31,7 @@ from nilearn.image import resample_img
 from framework.anatomy import ANDREWS_HANNA_2010_MPFC, probability_atlas, sphere_masks
 from framework.executor import LocalExecutor, progress
 from framework.io import atomic_dir
-from framework.params import SIM_GROUPS, SIM_ROIS, SimulateParams
+from framework.params import SIM_GROUPS, SIM_ROIS, SimulateParams, section_hash
 
 ROI_NAMES = SIM_ROIS
 SPACE = "MNI152NLin2009cAsym"
@@ -269,7 +269,9 @@ def _write_run(func: Path, stem: str, data, anat: Anatomy, motion, tr, task_desc
 
 
 def _simulate_subject(args):
-    root, label, group, seed_seq, p = args
+    """Write one subject's runs; ``runs`` names which ("1" baseline, "2" infusion). Both runs are always
+    generated, in the same order, so the random draws of a run do not depend on which are written."""
+    root, label, group, seed_seq, p, runs = args
     rng = np.random.default_rng(seed_seq)
     anat = _anatomy(p.voxel_size_mm)
     func = Path(root) / f"sub-{label}" / "func"
@@ -278,7 +280,8 @@ def _simulate_subject(args):
     tr = p.tr_s
     t_base = int(round(p.baseline_duration_s / tr))
     data, motion = _run_data(rng, anat, t_base, tr, np.full(t_base, -np.inf), None, base, p)
-    _write_run(func, f"sub-{label}_task-rest_run-1", data, anat, motion, tr, "rest (baseline)")
+    if "1" in runs:
+        _write_run(func, f"sub-{label}_task-rest_run-1", data, anat, motion, tr, "rest (baseline)")
     t_inf = int(round((p.pre_onset_s + p.infusion_duration_s) / tr))
     t_min = (np.arange(t_inf) * tr - p.pre_onset_s) / 60.0
     p_inf = p
@@ -287,11 +290,12 @@ def _simulate_subject(args):
         p_inf = p.model_copy(update={"motion_scale_mm": p.motion_scale_mm * f,
                                      "spike_rate": min(1.0, p.spike_rate * f)})
     data, motion = _run_data(rng, anat, t_inf, tr, t_min, group, base, p_inf)
-    _write_run(func, f"sub-{label}_task-rest_run-2", data, anat, motion, tr, "rest (infusion)")
-    events = pd.DataFrame(
-        {"onset": [p.pre_onset_s], "duration": [p.infusion_duration_s], "trial_type": ["infusion"]}
-    )
-    events.to_csv(func / f"sub-{label}_task-rest_run-2_events.tsv", sep="\t", index=False)
+    if "2" in runs:
+        _write_run(func, f"sub-{label}_task-rest_run-2", data, anat, motion, tr, "rest (infusion)")
+        events = pd.DataFrame(
+            {"onset": [p.pre_onset_s], "duration": [p.infusion_duration_s], "trial_type": ["infusion"]}
+        )
+        events.to_csv(func / f"sub-{label}_task-rest_run-2_events.tsv", sep="\t", index=False)
     return base
 
 
@@ -330,6 +334,7 @@ def ground_truth(p: SimulateParams, subjects: pd.DataFrame) -> dict:
         "description": "Latent-source correlations planted by fclab simulate, averaged over each window. "
         "Measured ROI correlations are attenuated by voxel noise; the planted change is what matters.",
         "seed": p.seed,
+        "simulate_params_hash": section_hash(p),
         "roi_names": list(ROI_NAMES),
         "effects": [e.model_dump() for e in effects],
         "windows_min_after_onset": {k: list(v) for k, v in truth_windows(p).items()},
@@ -338,10 +343,8 @@ def ground_truth(p: SimulateParams, subjects: pd.DataFrame) -> dict:
     }
 
 
-def simulate(p: SimulateParams, n_jobs: int = 2) -> Path:
-    """Write the study under ``p.output_dir`` (replacing it whole, atomically); return the path."""
-    out = Path(p.output_dir)
-    check_effects(p)
+def _design(p: SimulateParams):
+    """Subject table and per-subject seeds: a function of the seed and group sizes only."""
     seq = np.random.SeedSequence(p.seed)
     design_seq, *subject_seqs = seq.spawn(1 + p.n_ketamine + p.n_midazolam)
     design_rng = np.random.default_rng(design_seq)
@@ -355,15 +358,51 @@ def simulate(p: SimulateParams, n_jobs: int = 2) -> Path:
         "age": design_rng.integers(21, 60, n),
         "sex": design_rng.choice(["F", "M"], n),
     })
+    return subjects, labels, subject_seqs
+
+
+def _write_study(root: Path, p: SimulateParams, subjects: pd.DataFrame, jobs: list, n_jobs: int, what: str) -> None:
     _anatomy(p.voxel_size_mm)  # load the atlas once before workers fork
+    for _ in progress(LocalExecutor(n_jobs).map(_simulate_subject, jobs), len(jobs), what):
+        pass
+    subjects.to_csv(root / "participants.tsv", sep="\t", index=False)
+    (root / "dataset_description.json").write_text(json.dumps({
+        "Name": "fclab embedded default study (simulated)", "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative", "GeneratedBy": [{"Name": "fclab simulate"}],
+    }, indent=2))
+
+
+def simulate(p: SimulateParams, n_jobs: int = 2) -> Path:
+    """Write the study under ``p.output_dir`` (replacing it whole, atomically); return the path."""
+    out = Path(p.output_dir)
+    check_effects(p)
+    subjects, labels, seqs = _design(p)
     with atomic_dir(out) as tmp:
-        jobs = [(tmp, lab, g, s, p) for lab, g, s in zip(labels, groups, subject_seqs)]
-        for _ in progress(LocalExecutor(n_jobs).map(_simulate_subject, jobs), len(jobs), "simulate: subjects"):
-            pass
-        subjects.to_csv(tmp / "participants.tsv", sep="\t", index=False)
-        (tmp / "dataset_description.json").write_text(json.dumps({
-            "Name": "fclab embedded default study (simulated)", "BIDSVersion": "1.9.0",
-            "DatasetType": "derivative", "GeneratedBy": [{"Name": "fclab simulate"}],
-        }, indent=2))
+        jobs = [(tmp, lab, g, s, p, ("1", "2")) for lab, g, s in zip(labels, subjects["group"], seqs)]
+        _write_study(tmp, p, subjects, jobs, n_jobs, "simulate: subjects")
         (tmp / "ground_truth.json").write_text(json.dumps(ground_truth(p, subjects), indent=1))
     return out
+
+
+def affected_groups(p: SimulateParams) -> list[str]:
+    """The groups with at least one planted effect of non-zero size."""
+    return sorted({e.group for e in p.planted() if e.delta_r != 0})
+
+
+def simulate_counterfactual(p: SimulateParams, factual: Path, out: Path, n_jobs: int = 2) -> pd.DataFrame:
+    """Write under ``out`` the study ``p`` would have been without its planted effects.
+
+    The seed is the same, so every random draw (subject jitter, noise, motion, drift) is shared with
+    the study under ``factual``: only the infusion runs of subjects in a group with an effect differ,
+    and only those are generated; their baseline runs are links to the factual files. Returns the
+    subjects written (participants.tsv under ``out`` lists only them).
+    """
+    subjects, labels, seqs = _design(p)
+    null = p.model_copy(update={"effects": []})
+    keep = subjects["group"].isin(affected_groups(p)).to_numpy()
+    jobs = [(out, lab, g, s, null, ("2",)) for lab, g, s, k in zip(labels, subjects["group"], seqs, keep) if k]
+    _write_study(out, p, subjects[keep], jobs, n_jobs, "truth: counterfactual runs")
+    for lab in np.asarray(labels)[keep]:
+        for src in (Path(factual) / f"sub-{lab}" / "func").glob(f"sub-{lab}_task-rest_run-1_*"):
+            (out / f"sub-{lab}" / "func" / src.name).symlink_to(src.resolve())
+    return subjects[keep].reset_index(drop=True)

@@ -39,10 +39,10 @@ def test_repro_noop_and_partial_rerun(tmp_path, ran_study):
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "small study", "--allow-empty", cwd=clone)
 
     first = sh("dvc", "repro", cwd=clone)
-    for stage in ("simulate", "extract", "connectivity", "stats", "report"):
+    for stage in ("simulate", "extract", "connectivity", "truth", "stats", "report"):
         assert f"Running stage '{stage}'" in first
     # `dvc repro` and `fclab run` (the ran_study fixture, same params) give the same tables.
-    for table in ("results/connectivity/edges.parquet", "results/stats/tests.parquet"):
+    for table in ("results/connectivity/edges.parquet", "results/truth/truth.parquet", "results/stats/tests.parquet"):
         pd.testing.assert_frame_equal(pd.read_parquet(clone / table), pd.read_parquet(ran_study[0] / table))
 
     second = sh("dvc", "repro", cwd=clone)
@@ -52,7 +52,7 @@ def test_repro_noop_and_partial_rerun(tmp_path, ran_study):
     sh("git", "add", "-A", cwd=clone)
     sh(*git, "commit", "-qm", "baseline run", cwd=clone)
     exp = sh("dvc", "exp", "run", "-S", "stats.alpha=0.01", cwd=clone)
-    ran = {s for s in ("simulate", "extract", "connectivity", "stats", "report") if f"Running stage '{s}'" in exp}
+    ran = {s for s in ("simulate", "extract", "connectivity", "truth", "stats", "report") if f"Running stage '{s}'" in exp}
     assert ran == {"stats", "report"}
 
     diff = sh("dvc", "params", "diff", cwd=clone)

@@ -65,7 +65,7 @@ def more_seeds(tmp_path_factory):
         params["simulate"]["seed"] = seed
         params["connectivity"]["sliding"] = []
         write_params(root, params)
-        for stage in ("simulate", "extract", "connectivity", "stats"):
+        for stage in ("simulate", "extract", "connectivity", "truth", "stats"):
             code, _, err = run_cli_in(root, stage)
             assert code == 0, err
         roots.append(root)
@@ -76,8 +76,15 @@ def test_planted_effect_found_over_seeds_and_false_positives_within_tolerance(ra
     """On three seeds the primary test (mmrm, group:window) finds the ketamine drop of amygdala–vmPFC
     at the peak window every time. Unplanted edges: each of the two families (confirmatory,
     exploratory) has FWER ≤ 5 %, so a study shows any unplanted finding with probability ≤ 0.10, and
-    two or more of three studies with probability ≤ 0.028; the test allows at most one."""
-    with_false = 0
+    two or more of three studies with probability ≤ 0.028; the test allows at most one.
+
+    The confidence intervals of the confirmatory rows (6 edges × 2 windows × 3 seeds) are checked
+    against the planted contrast on the measured scale (results/truth): at 95 % nominal coverage,
+    6 or more misses of 36 has probability 0.01 for independent intervals; the test allows 5."""
+    from framework.report import truth_check
+    from framework.truth import contrasts
+
+    with_false = misses = 0
     for root in [ran_study[0], *more_seeds]:
         changed, peak, primary = _primary_findings(root)
         assert changed == {("Left_Amygdala", "vmPFC"), ("Right_Amygdala", "vmPFC")}
@@ -86,7 +93,13 @@ def test_planted_effect_found_over_seeds_and_false_positives_within_tolerance(ra
             assert row["estimate"] < 0 and row["p_adj"] < 0.05 and row["ci_high"] < 0, (root, row.to_dict())
         null = primary[[(a, b) not in changed for a, b in zip(primary["roi_a"], primary["roi_b"])]]
         with_false += bool((null["p_adj"] < 0.05).any())
+        planted = contrasts(pd.read_parquet(root / "results/truth/truth.parquet"), ("midazolam", "ketamine"),
+                            ["baseline", "0-10min", "10-20min"], "baseline")
+        checked = truth_check(primary[primary["family"] == "confirmatory"], planted)
+        assert len(checked) == 12 and checked["covered"].notna().all()
+        misses += int((~checked["covered"].astype(bool)).sum())
     assert with_false <= 1
+    assert misses <= 5
 
 
 def test_metrics_json_headline(ran_study):

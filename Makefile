@@ -6,7 +6,7 @@ STAMP := $(VENV)/.fclab-installed
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test lock clean browser rref
+.PHONY: run test faults lock clean browser rref
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ rref:
 
 test: $(STAMP) browser rref
 	$(BIN)/python -m pytest -q
+
+# Stages killed at every write point, a full disk, unreadable inputs, concurrent runs (~10 min).
+faults: $(STAMP)
+	$(BIN)/python -m pytest -q -m faults tests/test_faults.py
 
 lock:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

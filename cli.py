@@ -215,7 +215,21 @@ except Exception as exc:  # a plugin's extra commands must not break the built-i
 
 
 def entry() -> None:
-    app()
+    """Run the CLI; a usage error (unknown command or option, bad value) is one line and exit 2."""
+    from typer.exceptions import TyperException
+
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        typer.echo("fclab: aborted", err=True)
+        sys.exit(130)
+    except TyperException as exc:  # typer's click usage errors (typer does not export the class)
+        ctx = getattr(exc, "ctx", None)
+        where = f"{ctx.command_path}: " if ctx is not None else ""
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        typer.echo(f"fclab: error: {where}{message}", err=True)
+        sys.exit(getattr(exc, "exit_code", 2))
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -99,15 +99,23 @@ def voxel_centres(shape, affine) -> np.ndarray:
 
 
 def sphere_masks(centres: np.ndarray, radius: float, shape, affine) -> np.ndarray:
-    """Boolean (n_spheres, n_voxels) masks of voxels whose centres lie within ``radius`` mm.
-
-    As in nilearn's NiftiSpheresMasker, a sphere smaller than a voxel still gets the voxel
-    nearest to its centre.
+    """Boolean (n_spheres, n_voxels) masks, in C order, selecting the voxels nilearn's
+    NiftiSpheresMasker selects: voxel centres within ``radius`` mm (distance ≤ radius), plus the voxel
+    at the rounded voxel coordinates of the centre (numpy rounding: halves to even), plus the first
+    voxel whose world coordinates, truncated to integers, equal the centre's truncated coordinates.
+    The last two rules matter for spheres smaller than a voxel and for centres on voxel midpoints.
     """
     xyz = voxel_centres(shape, affine)
     centres = np.atleast_2d(np.asarray(centres, dtype=float))
     d2 = ((xyz[None, :, :] - centres[:, None, :]) ** 2).sum(-1)
     masks = d2 <= radius**2
-    nearest = np.argmin(d2, axis=1)
-    masks[np.arange(len(centres)), nearest] = True
+    shape = np.asarray(shape[:3])
+    nearest = np.round(nib.affines.apply_affine(np.linalg.inv(affine), centres)).astype(int)
+    truncated = xyz.astype(int)
+    for k, (ijk, centre) in enumerate(zip(nearest, centres)):
+        if ((ijk >= 0) & (ijk < shape)).all():
+            masks[k, np.ravel_multi_index(tuple(ijk), tuple(shape))] = True
+        same = np.flatnonzero((truncated == centre.astype(int)).all(axis=1))
+        if same.size:
+            masks[k, same[0]] = True
     return masks

@@ -13,13 +13,11 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from pydantic import BaseModel, ConfigDict
+from framework.params import Section
 
 
-class PluginParams(BaseModel):
-    """Base of every plugin's parameter schema: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class PluginParams(Section):
+    """Base of every plugin's parameter schema: unknown keys are errors, YAML booleans are not numbers."""
 
 
 class Plugin:
@@ -191,6 +189,8 @@ class StatTest(Plugin):
     requires: ClassVar[tuple[str, ...]] = ("subject", "group", "window")
     # A known limit of the test's calibration, shown beside its results in the report.
     caveat: ClassVar[str | None] = None
+    # The terms the test can produce (checked against report.primary_term); empty: not declared.
+    terms: ClassVar[tuple[str, ...]] = ()
 
     def run(self, edges: pd.DataFrame, design: Design) -> pd.DataFrame:  # pragma: no cover
         raise NotImplementedError

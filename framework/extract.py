@@ -19,7 +19,7 @@ from framework.contracts import RoiSet, RoiWeights
 from framework.errors import DataError, ParamsError
 from framework.executor import Executor, LocalExecutor, progress
 from framework.io import file_digest
-from framework.params import DataParams, DenoiseParams, ExtractParams, plugin_spec
+from framework.params import DataParams, DenoiseParams, ExtractParams, check_label, plugin_spec
 from framework.registry import get_registry
 
 TIMESERIES_KEYS = ["subject", "run", "volume", "time_s"]
@@ -45,21 +45,81 @@ def _one(files: list[str], what: str, where: str) -> Path:
     return Path(files[0])
 
 
+def read_tsv(path: Path, columns: tuple[str, ...] = (), **kwargs) -> pd.DataFrame:
+    """A BIDS TSV (``n/a`` missing); a missing, empty, unparsable or non-UTF-8 file, or a missing
+    column of ``columns``, is a DataError naming the file."""
+    try:
+        table = pd.read_csv(path, sep="\t", na_values=["n/a", ""], keep_default_na=False, **kwargs)
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: file not found") from exc
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{path}: empty file (no header row)") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable TSV ({str(exc).splitlines()[0]})") from exc
+    for col in columns:
+        if col not in table.columns:
+            raise DataError(f"{path}: no column {col!r}")
+    return table
+
+
+def read_events(path: Path) -> pd.DataFrame:
+    """An events.tsv with numeric, finite onset and duration and a trial_type for every row."""
+    table = read_tsv(path, ("onset", "duration", "trial_type"), dtype={"trial_type": str})
+    for col in ("onset", "duration"):
+        values = pd.to_numeric(table[col], errors="coerce")
+        bad = ~np.isfinite(values.to_numpy(float)) | (values.to_numpy(float) < 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raw = table[col].iloc[i]
+            raise DataError(f"{path}: row {i + 1}: {col} {'n/a' if pd.isna(raw) else repr(raw)} is not a number ≥ 0")
+        table[col] = values.astype(float)
+    if table["trial_type"].isna().any():
+        i = int(np.flatnonzero(table["trial_type"].isna())[0])
+        raise DataError(f"{path}: row {i + 1}: no trial_type")
+    return table
+
+
+def event_onsets(path: Path | None, names, where: str) -> dict[str, float]:
+    """The onset of each event type in ``names``: exactly one event of each must be in ``path``."""
+    if not names:
+        return {}
+    if path is None:
+        raise DataError(f"{where}: no events.tsv (needed for the event {sorted(names)[0]!r} of connectivity.windows)")
+    table = read_events(path)
+    out = {}
+    for name in sorted(names):
+        rows = table[table["trial_type"] == name]
+        if rows.empty:
+            raise DataError(f"{path}: no event {name!r} (needed by connectivity.windows)")
+        if len(rows) > 1:
+            raise DataError(f"{path}: {len(rows)} {name!r} events (onsets "
+                            f"{', '.join(f'{x:g}' for x in rows['onset'])} s); windows need exactly one")
+        out[name] = float(rows["onset"].iloc[0])
+    return out
+
+
 def read_participants(data: DataParams) -> pd.DataFrame:
     root = Path(data.root)
     path = root / data.participants
     if not path.is_file():
         raise DataError(f"{path}: participants file not found")
-    table = pd.read_csv(path, sep="\t", dtype={"participant_id": str})
-    for col in ("participant_id", data.group_column):
-        if col not in table.columns:
-            raise DataError(f"{path}: no column {col!r}")
+    table = read_tsv(path, ("participant_id", data.group_column), dtype={"participant_id": str})
+    if table.empty:
+        raise DataError(f"{path}: no participants")
+    ids = table["participant_id"]
+    for i, pid in enumerate(ids):
+        check_label(pid, f"{path}: row {i + 1}: participant_id", DataError)
+    dup = ids[ids.duplicated()]
+    if len(dup):
+        raise DataError(f"{path}: {dup.iloc[0]} is listed more than once")
     missing = table[data.group_column].isna()
     if missing.any():
         sub = table.loc[missing, "participant_id"].iloc[0]
         raise DataError(f"{path}: {sub} has no value in group column {data.group_column!r}")
     table = table.rename(columns={data.group_column: "group"})
     table["group"] = table["group"].astype(str)
+    for pid, g in zip(ids, table["group"]):
+        check_label(g, f"{path}: {pid}: group value", DataError)
     table["subject"] = table["participant_id"].str.removeprefix("sub-")
     if data.group_map:
         unmapped = ~table["group"].isin(list(data.group_map))
@@ -121,8 +181,11 @@ def _find_run(root: Path, data: DataParams, sub: str, group, key: str, sel) -> R
     return RunInput(sub, str(group), key, bold, mask, conf, Path(events[0]) if events else None, tr)
 
 
-def check_inputs(p: ExtractParams, needed_events: dict[str, set[str]]) -> tuple[pd.DataFrame, list[str]]:
-    """Every input ``extract`` will read, checked from headers and tables without computing anything.
+def check_inputs(p: ExtractParams, windows=()) -> tuple[pd.DataFrame, list[str]]:
+    """Every input ``extract`` will read, checked from headers and tables without computing anything:
+    image headers and grids, TR, confounds (rows, values, what the strategy needs), the filter against
+    the Nyquist frequency, and the events the ``windows`` (fixed and sliding specs) need, with each
+    window inside its run.
 
     Returns one row per run found (subject, group, run, TR, volumes) and every problem as a line.
     """
@@ -136,26 +199,22 @@ def check_inputs(p: ExtractParams, needed_events: dict[str, set[str]]) -> tuple[
             bold, mask = (_header(f) for f in (run.bold, run.mask))
             if len(bold.shape) != 4:
                 raise DataError(f"{run.bold}: expected a 4D BOLD image, got shape {bold.shape}")
-            row["n_volumes"] = bold.shape[3]
+            T = bold.shape[3]
+            row["n_volumes"] = T
             if mask.shape[:3] != bold.shape[:3] or not np.allclose(mask.affine, bold.affine, atol=1e-4):
                 raise DataError(f"{run.mask}: grid differs from {run.bold.name} (shape or affine)")
-            n_rows = len(pd.read_csv(run.confounds, sep="\t"))
-            if n_rows != bold.shape[3]:
-                raise DataError(f"{run.confounds}: {n_rows} rows for {bold.shape[3]} volumes in {run.bold.name}")
-            try:
-                if p.denoise.strategy != "none":
-                    load_confounds_strategy(str(run.bold), denoise_strategy=p.denoise.strategy,
-                                            **p.denoise.strategy_options)
-            except (ValueError, KeyError, FileNotFoundError) as exc:
-                raise DataError(f"{run.confounds}: cannot build {p.denoise.strategy!r} confounds ({exc})") from exc
-            if p.denoise.columns:
-                custom_confounds(run.confounds, p.denoise.columns, bold.shape[3], run.bold.name)
-            wanted = needed_events.get(run.run, set())
-            if wanted:
-                have = set() if run.events is None else set(pd.read_csv(run.events, sep="\t")["trial_type"].astype(str))
-                for name in sorted(wanted - have):
-                    where = run.events or f"sub-{run.subject} run {run.run!r}"
-                    raise DataError(f"{where}: no event {name!r} (needed by connectivity.windows)")
+            check_filter(run.tr, p.denoise, run.bold)
+            run_confounds(run, p.denoise, T)
+            mine = [w for w in windows if w.run == run.run]
+            onsets = event_onsets(run.events, {w.event for w in mine if w.event},
+                                  f"sub-{run.subject} run {run.run!r}")
+            for w in mine:
+                lo, hi = w.bounds_s()
+                if w.event and lo is not None:
+                    start, end = onsets[w.event] + lo, onsets[w.event] + hi
+                    if start < -1e-9 or end > T * run.tr + 1e-6:
+                        raise DataError(f"{run.events}: window {w.name!r} ({lo:g} to {hi:g} s from the {w.event!r} "
+                                        f"onset at {onsets[w.event]:g} s) lies outside the run (0-{T * run.tr:g} s)")
         except DataError as exc:
             problems.append(str(exc))
         rows.append(row)
@@ -178,9 +237,22 @@ def _repetition_time(sidecar: Path) -> float:
         raise DataError(f"{sidecar}: sidecar JSON not found (it gives the TR)") from exc
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise DataError(f"{sidecar}: no valid RepetitionTime") from exc
-    if not isinstance(tr, (int, float)) or tr <= 0:
-        raise DataError(f"{sidecar}: RepetitionTime must be a positive number, got {tr!r}")
+    if isinstance(tr, bool) or not isinstance(tr, (int, float)) or not np.isfinite(tr) or tr <= 0:
+        raise DataError(f"{sidecar}: RepetitionTime must be a positive number of seconds, got {tr!r}")
+    if tr > 100:
+        raise DataError(f"{sidecar}: RepetitionTime {tr:g} s looks like milliseconds (BIDS gives seconds)")
     return float(tr)
+
+
+def check_filter(tr: float, denoise: DenoiseParams, where) -> None:
+    """The band-pass cut-offs must lie below the run's Nyquist frequency (nilearn would drop them with a
+    warning, and the methods text would state a filter that was not applied)."""
+    nyquist = 0.5 / tr
+    for key in ("low_pass_hz", "high_pass_hz"):
+        f = getattr(denoise, key)
+        if f is not None and f >= nyquist:
+            raise DataError(f"{where}: extract.denoise.{key} {f:g} Hz is not below the Nyquist frequency "
+                            f"{nyquist:g} Hz of TR {tr:g} s")
 
 
 def load_nifti(path: Path) -> tuple[nib.Nifti1Image, str]:
@@ -216,6 +288,11 @@ class RoiBuilder:
         if key not in self._cache:
             parts = [plugin.build(reference) for plugin in self.plugins]
             names = [n for part in parts for n in part.names]
+            for n in names:
+                check_label(n, "extract.rois: ROI name")
+                if n in TIMESERIES_KEYS:
+                    raise ParamsError(f"extract.rois: ROI name {n!r} is reserved (a column of timeseries.parquet: "
+                                      f"{', '.join(TIMESERIES_KEYS)}); rename the ROI")
             dup = sorted({n for n in names if names.count(n) > 1})
             if dup:
                 raise ParamsError(f"extract.rois: ROI names defined twice: {', '.join(dup)}")
@@ -224,15 +301,64 @@ class RoiBuilder:
         return self._cache[key]
 
 
+def run_confounds(run: RunInput, denoise: DenoiseParams, n_volumes: int):
+    """(confounds or None, sample mask or None, framewise displacement) of one run.
+
+    Errors name the confounds file: too few or too many rows, a column the strategy needs, a missing
+    value after the first row (only derivatives may start with n/a), a framewise_displacement column
+    missing (run QC and exclusion use it), a sample mask that keeps too few volumes to clean.
+    """
+    path = run.confounds
+    table = read_tsv(path, ("framewise_displacement",))
+    if len(table) != n_volumes:
+        raise DataError(f"{path}: {len(table)} rows for {n_volumes} volumes in {run.bold.name}")
+    fd = table["framewise_displacement"]
+    if not np.isfinite(pd.to_numeric(fd.iloc[1:], errors="coerce").to_numpy(float)).all():
+        i = 1 + int(np.flatnonzero(~np.isfinite(pd.to_numeric(fd.iloc[1:], errors="coerce").to_numpy(float)))[0])
+        raise DataError(f"{path}: row {i + 1}: framewise_displacement {fd.iloc[i]!r} is not a number")
+    confounds, sample_mask = None, None
+    if denoise.strategy != "none":
+        import warnings
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", UserWarning)  # a strategy option it ignores is an error
+                confounds, sample_mask = load_confounds_strategy(
+                    str(run.bold), denoise_strategy=denoise.strategy, **denoise.strategy_options)
+        except (ValueError, KeyError, FileNotFoundError, TypeError, UserWarning) as exc:
+            raise DataError(f"{path}: cannot build {denoise.strategy!r} confounds ({str(exc).splitlines()[0]})") from exc
+        if len(confounds) != n_volumes:
+            raise DataError(f"{path}: {len(confounds)} rows for {n_volumes} volumes in {run.bold.name}")
+        bad = ~np.isfinite(confounds.to_numpy(float))
+        if bad.any():
+            i, j = (int(x[0]) for x in np.nonzero(bad))
+            raise DataError(f"{path}: row {i + 1}: column {confounds.columns[j]!r} has no value (only the first "
+                            "row of derivatives may be n/a)")
+    if denoise.columns:
+        extra = custom_confounds(path, denoise.columns, n_volumes, run.bold.name)
+        confounds = extra if confounds is None else pd.concat([confounds, extra.drop(
+            columns=[c for c in extra.columns if c in confounds.columns])], axis=1)
+    if sample_mask is not None and len(sample_mask) < 3:
+        raise DataError(f"{path}: the {denoise.strategy!r} strategy censors all but {len(sample_mask)} of "
+                        f"{n_volumes} volumes")
+    return confounds, sample_mask, pd.to_numeric(fd, errors="coerce")
+
+
 def custom_confounds(path: Path, columns: list[str], n_volumes: int, bold_name: str) -> pd.DataFrame:
     """The named columns of a confounds TSV, leading n/a (derivatives) as 0; errors name file and column."""
-    table = pd.read_csv(path, sep="\t", na_values=["n/a"])
+    table = read_tsv(path)
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise DataError(f"{path}: no confound column {missing[0]!r} (extract.denoise.columns)")
     if len(table) != n_volumes:
         raise DataError(f"{path}: {len(table)} rows for {n_volumes} volumes in {bold_name}")
-    return table[columns].astype(float).fillna(0.0)
+    values = table[columns].apply(pd.to_numeric, errors="coerce")
+    bad = ~np.isfinite(values.iloc[1:].to_numpy(float))
+    if bad.any():
+        i, j = (int(x[0]) for x in np.nonzero(bad))
+        raise DataError(f"{path}: row {i + 2}: column {columns[j]!r} has no numeric value "
+                        "(only the first row of derivatives may be n/a)")
+    return values.fillna(0.0)
 
 
 def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_coverage: float | None = None):
@@ -259,21 +385,8 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_co
         raise DataError(f"{run.bold}: NaN or infinite values inside the ROIs")
     raw_signals = (rois.weights[:, cols] @ voxels).T  # (T, R)
 
-    if denoise.strategy == "none":  # detrending, filtering and scaling only
-        confounds, sample_mask = None, None
-    else:
-        try:
-            confounds, sample_mask = load_confounds_strategy(
-                str(run.bold), denoise_strategy=denoise.strategy, **denoise.strategy_options
-            )
-        except (ValueError, KeyError, FileNotFoundError) as exc:
-            raise DataError(f"{run.confounds}: cannot build {denoise.strategy!r} confounds ({exc})") from exc
-        if len(confounds) != T:
-            raise DataError(f"{run.confounds}: {len(confounds)} rows for {T} volumes in {run.bold.name}")
-    if denoise.columns:
-        extra = custom_confounds(run.confounds, denoise.columns, T, run.bold.name)
-        confounds = extra if confounds is None else pd.concat([confounds, extra.drop(
-            columns=[c for c in extra.columns if c in confounds.columns])], axis=1)
+    check_filter(run.tr, denoise, run.bold)
+    confounds, sample_mask, fd = run_confounds(run, denoise, T)
     cleaned = signal.clean(
         raw_signals, confounds=None if confounds is None else confounds.to_numpy(), sample_mask=sample_mask,
         t_r=run.tr, detrend=denoise.detrend, standardize=denoise.standardize,
@@ -312,7 +425,6 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_co
         for name in roi_qc.loc[low, "roi"]:
             ts[name] = np.nan  # the ROI keeps its column, with no values for this run
 
-    fd = pd.read_csv(run.confounds, sep="\t", usecols=["framewise_displacement"])["framewise_displacement"]
     censored = np.ones(T, bool)
     censored[kept] = False
     motion = pd.DataFrame({"subject": run.subject, "run": run.run, "volume": np.arange(T, dtype=np.int32),
@@ -325,7 +437,7 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_co
     }
     events = None
     if run.events is not None:
-        ev = pd.read_csv(run.events, sep="\t")
+        ev = read_events(run.events)
         events = pd.DataFrame({"subject": run.subject, "run": run.run, "trial_type": ev["trial_type"].astype(str),
                                "onset_s": ev["onset"].astype(float), "duration_s": ev["duration"].astype(float)})
     digests = {str(run.bold): bold_digest, str(run.mask): mask_digest,

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -21,20 +24,118 @@ from framework.errors import DataError
 PROVENANCE_KEY = b"fclab"
 
 
+FAULT_ENV = "FCLAB_FAULT"
+_fault_counts: dict[str, int] = {}
+
+
+def fault_point(name: str) -> None:
+    """The fault-injection hook of the fault suite (tests/test_faults.py). ``FCLAB_FAULT=kill:<name>:<n>``
+    kills this process with SIGKILL at the n-th time it reaches point ``name``;
+    ``FCLAB_FAULT=enospc:<name>:<n>`` raises "No space left on device" there. Unset (always, outside
+    the suite), it does nothing."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    action, point, nth = (spec.split(":") + ["1"])[:3]
+    if point != name:
+        return
+    _fault_counts[name] = _fault_counts.get(name, 0) + 1
+    if _fault_counts[name] != int(nth):
+        return
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action == "enospc":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+MARKER = ".fclab"  # in every directory fclab writes whole; only such directories are ever replaced
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # mkstemp creates 0600 files; finished outputs follow the umask
+DIR_MODE = 0o777 & ~_umask()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale(parent: Path, name: str) -> None:
+    """Delete temporary files and directories of ``name`` left in ``parent`` by fclab processes that
+    died (killed mid-write): ``.<name>.<pid>.<random>.tmp`` and ``.<name>.<pid>.old`` whose process is
+    gone. A live process's temporaries (a concurrent run) are left alone."""
+    prefix = f".{name}."
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return
+    for entry in entries:
+        rest = entry.name[len(prefix):] if entry.name.startswith(prefix) else ""
+        pid, _, tail = rest.partition(".")
+        if not (pid.isdigit() and (tail.endswith((".tmp", ".old")) or tail == "old")) or _alive(int(pid)):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+
+
+def _parent(path: Path) -> Path:
+    parent = path.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise DataError(f"{exc.filename or parent}: exists and is not a directory (fclab writes {path} there)") from exc
+    except PermissionError as exc:
+        raise DataError(f"{parent}: cannot create the output directory (permission denied)") from exc
+    return parent
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    parent = _parent(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; fclab writes a file there")
+    remove_stale(parent, path.name)
     try:
-        yield Path(tmp)
-        os.replace(tmp, path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=parent)
+        os.close(fd)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+    try:
+        with _write_errors(path):
+            yield Path(tmp)
+            fault_point("write")
+            os.chmod(tmp, FILE_MODE)
+            fault_point("replace")
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def _write_errors(path: Path):
+    """An OSError while writing an output (a full disk, a lost mount) becomes one line naming it."""
+    try:
+        yield
+    except OSError as exc:
+        raise DataError(f"{path}: cannot write ({exc.strerror or exc})") from exc
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -46,25 +147,114 @@ def write_json(path: str | Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
-@contextlib.contextmanager
-def atomic_dir(path: str | Path):
-    """Build a directory under a temporary name and swap it in whole when the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+def owned(path: Path, expected: Callable[[str], bool] | None = None) -> bool:
+    """Whether fclab may replace the directory ``path``: it carries fclab's marker, is empty, holds
+    only files ``expected`` accepts (outputs written before markers existed), or is a study written
+    by ``fclab simulate``."""
+    if (path / MARKER).is_file():
+        return True
+    names = os.listdir(path)
+    if not names or (expected and all(expected(n) and (path / n).is_file() for n in names)):
+        return True
     try:
-        yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        desc = json.loads((path / "dataset_description.json").read_text())
+        return any(g.get("Name") == "fclab simulate" for g in desc.get("GeneratedBy", []))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return False
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path, expected: Callable[[str], bool] | None = None):
+    """Build a directory under a temporary name and swap it in whole when the block succeeds.
+
+    An existing ``path`` is replaced only if fclab wrote it (``owned``); anything else there is an
+    error naming it, so a mistyped output path never deletes a user's directory. Temporaries of
+    killed runs are removed first.
+    """
+    path = Path(path)
+    parent = _parent(path)
+    if path.exists() and path.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
+        raise DataError(f"{path}: is the working directory or one of its parents; choose another output path")
+    _check_replaceable(path, expected)
+    remove_stale(parent, path.name)
+    with _write_errors(path):
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=parent))
+    try:
+        with _write_errors(path):
+            os.chmod(tmp, DIR_MODE)
+            (tmp / MARKER).write_text("written by fclab; the whole directory is replaced on the next run\n")
+            yield tmp
+            _swap(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _swap(new: Path, path: Path) -> None:
+    """Put the directory ``new`` at ``path``, replacing what is there: move the old one aside, move the
+    new one in, delete the old one. A concurrent run doing the same may win the race; then its output
+    is moved aside in turn (both runs write the same bytes)."""
+    olds = []
+    try:
+        for attempt in range(20):
+            old = path.parent / f".{path.name}.{os.getpid()}.{attempt}.old"
+            try:
+                os.replace(path, old)
+                olds.append(old)
+            except FileNotFoundError:
+                pass
+            fault_point("swap")
+            try:
+                os.replace(new, path)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+        raise DataError(f"{path}: could not be replaced (another process keeps writing it)")
+    finally:
+        for old in olds:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _check_replaceable(path: Path, expected: Callable[[str], bool] | None) -> None:
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise DataError(f"{path}: exists and is not a directory fclab wrote; move it away")
+    if path.exists() and not owned(path, expected):
+        raise DataError(f"{path}: exists and was not written by fclab (no {MARKER} marker); move it away or "
+                        "choose another output path")
+
+
+@contextlib.contextmanager
+def staged_members(parent: str | Path, members: dict[str, Callable[[str], bool] | None]):
+    """Build several outputs of ``parent`` (files, and directories replaced whole) in one staging
+    directory, then move them in, in the order given: put the file readers open first (an index
+    page) last. Other entries of ``parent`` are left alone. ``members`` maps each name to what
+    ``owned`` accepts in an existing directory of that name (None for a file)."""
+    parent = _parent(Path(parent) / next(iter(members)))
+    for name, expected in members.items():
+        if expected is not None:
+            _check_replaceable(parent / name, expected)
+        elif (parent / name).is_dir():
+            raise DataError(f"{parent / name}: is a directory; fclab writes a file there")
+    remove_stale(parent, "stage")
+    with _write_errors(parent):
+        tmp = Path(tempfile.mkdtemp(prefix=f".stage.{os.getpid()}.", suffix=".tmp", dir=parent))
+    try:
+        with _write_errors(parent):
+            yield tmp
+            for name, expected in members.items():
+                if not (tmp / name).exists():
+                    continue
+                fault_point("member")
+                if expected is not None:
+                    os.chmod(tmp / name, DIR_MODE)
+                    (tmp / name / MARKER).write_text("written by fclab; the whole directory is replaced on the next "
+                                                     "run\n")
+                    _swap(tmp / name, parent / name)
+                else:
+                    os.replace(tmp / name, parent / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def git_commit() -> str:
@@ -115,16 +305,35 @@ def write_parquet(df: pd.DataFrame, path: str | Path, prov: dict) -> None:
         pq.write_table(table, tmp, compression="zstd")
 
 
-def read_parquet(path: str | Path) -> pd.DataFrame:
+def read_parquet(path: str | Path, columns=()) -> pd.DataFrame:
+    """A stage's table; missing, unreadable, or without one of ``columns``: a DataError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: not found; run the stage that writes it first")
     try:
-        return pq.read_table(path).to_pandas()
+        table = pq.read_table(path).to_pandas()
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{path}: unreadable Parquet file ({exc})") from exc
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise DataError(f"{path}: no column {missing[0]!r}; rerun the stage that writes it")
+    return table
 
 
 def read_provenance(path: str | Path) -> dict:
     meta = pq.read_schema(path).metadata or {}
     return json.loads(meta.get(PROVENANCE_KEY, b"{}"))
+
+
+def check_fresh(path: str | Path) -> dict:
+    """The provenance of the stage output ``path``, after checking that every fclab table it was
+    computed from (the ``.parquet`` inputs it records) is still the file on disk: a later stage must
+    never combine a table with another run's version of its inputs."""
+    path = Path(path)
+    prov = read_provenance(path)
+    for name, digest in prov.get("inputs", {}).items():
+        inp = Path(name)
+        if inp.suffix == ".parquet" and inp.is_file() and file_digest(inp) != digest:
+            raise DataError(f"{path}: computed from another version of {inp}; rerun the stage that writes "
+                            f"{path.parent} (or dvc repro)")
+    return prov

@@ -8,17 +8,42 @@ from __future__ import annotations
 
 import hashlib
 import json
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from framework.errors import ParamsError
 
 
+def _admits_bool(annotation) -> bool:
+    if annotation is bool or annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return any(isinstance(a, bool) for a in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return any(_admits_bool(a) for a in typing.get_args(annotation))
+    return False
+
+
 class Section(BaseModel):
+    """Base of every params schema (stages and plugins): unknown keys are errors, and a YAML boolean
+    (true/false, yes/no, on/off) is never read as a number or a string: ``n_perm: yes`` would
+    otherwise become 1."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_for_other_types(cls, value, info: ValidationInfo):
+        if isinstance(value, bool) and not _admits_bool(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"{str(value).lower()} is a YAML boolean (so are yes/no/on/off), not a valid value "
+                             "here; quote it if a string is meant")
+        return value
 
 
 PluginSpec = str | dict[str, Any]
@@ -136,6 +161,26 @@ class DenoiseParams(Section):
     # their leading n/a (derivatives) become 0.
     columns: list[str] = Field(default_factory=list)
     smoothing_fwhm: float | None = Field(None, gt=0)  # mm, applied to the BOLD image before extraction
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.high_pass_hz is not None and self.low_pass_hz is not None and self.high_pass_hz >= self.low_pass_hz:
+            raise ValueError(f"high_pass_hz ({self.high_pass_hz:g}) must be below low_pass_hz ({self.low_pass_hz:g})")
+        accepted = strategy_options(self.strategy)
+        unknown = [k for k in self.strategy_options if k not in accepted]
+        if unknown:
+            raise ValueError(f"strategy_options: {unknown[0]!r} is not an option of strategy {self.strategy!r} "
+                             f"(accepted: {', '.join(accepted) or 'none'})")
+        return self
+
+
+def strategy_options(strategy: str) -> list[str]:
+    """The options nilearn's load_confounds_strategy applies for a preset; others it ignores with a warning."""
+    if strategy == "none":
+        return []
+    from nilearn.interfaces.fmriprep.load_confounds_strategy import preset_strategies
+
+    return [k for k in preset_strategies[strategy] if k not in ("strategy", "ica_aroma")]
 
 
 class ExclusionParams(Section):
@@ -288,7 +333,7 @@ def _first_error(exc: ValidationError, prefix: str = "") -> str:
     err = exc.errors()[0]
     path = _loc(err["loc"])
     path = f"{prefix}.{path}" if prefix and path else (prefix or path)
-    msg = err["msg"]
+    msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
     more = len(exc.errors()) - 1
@@ -306,16 +351,44 @@ def plugin_spec(spec: PluginSpec, key: str) -> tuple[str, dict[str, Any]]:
     return spec["name"], opts
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps the
+    last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise ParamsError(f"{self.name}: line {key_node.start_mark.line + 1}: key {key!r} given twice in "
+                                  f"one mapping (first at line {seen[key] + 1})")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(path: Path):
+    """A YAML file's content with the safe loader, refusing duplicate keys."""
+    with open(path, encoding="utf-8") as f:
+        loader = _UniqueKeyLoader(f)
+        loader.name = str(path)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+
+
 def load_params(path: str | Path) -> Params:
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: params file not found")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ParamsError(f"{path}:{where} not valid YAML") from exc
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{path}: not UTF-8 text") from exc
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of stage sections")
     return validate(raw, path)
@@ -378,11 +451,36 @@ def _cross_checks(p: Params) -> None:
         raise ParamsError(
             f"report.primary_test: {p.report.primary_test!r} is not in stats.tests ({', '.join(test_names)})"
         )
+    from framework.registry import get_registry
+
+    terms = get_registry().get("test", p.report.primary_test, "report.primary_test").terms
+    if terms and p.report.primary_term not in terms:
+        raise ParamsError(f"report.primary_term: {p.report.primary_term!r} is not a term of {p.report.primary_test} "
+                          f"({', '.join(terms)}){did_you_mean(p.report.primary_term, terms)}")
     metric_names = [plugin_spec(s, "connectivity.metrics")[0] for s in p.connectivity.metrics]
     if p.report.metric is not None and p.report.metric not in metric_names:
         raise ParamsError(
             f"report.metric: {p.report.metric!r} is not in connectivity.metrics ({', '.join(metric_names)})"
         )
+
+
+def check_label(name, what: str, error: type[Exception] = ParamsError) -> None:
+    """A name that becomes a column, a label or a file name: non-empty text without surrounding
+    whitespace or control characters (a trailing space would silently make a different group)."""
+    if not isinstance(name, str) or not name.strip():
+        raise error(f"{what} {name!r} is empty")
+    if name != name.strip():
+        raise error(f"{what} {name!r} has leading or trailing whitespace")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise error(f"{what} {name!r} contains a control character")
+
+
+def did_you_mean(word: str, choices) -> str:
+    """'; did you mean X?' for the closest of ``choices``, or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def section_hash(section: BaseModel | dict) -> str:

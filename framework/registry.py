@@ -96,7 +96,14 @@ class Registry:
             return
         if self.pm.is_registered(module):
             return  # a built-in that is also declared as an entry point
-        self.pm.register(module, name)
+        try:
+            self.pm.register(module, name)
+            self.pm.check_pending()  # a hook fclab does not define (a misspelt name) is an error
+        except pluggy.PluginValidationError as exc:
+            if self.pm.is_registered(module):
+                self.pm.unregister(module)
+            self.load_errors.append(f"plugin {name!r} was not loaded: {exc}".replace("\n", " "))
+            return
         self._dists[getattr(module, "__name__", name)] = dist
 
     def _collect(self, kind: str) -> dict[str, type[Plugin]]:
@@ -115,7 +122,15 @@ class Registry:
                     )
                 found[cls.name] = cls
 
-            impl.function(register=register)
+            before = dict(found)
+            try:
+                impl.function(register=register)
+            except Exception as exc:  # one broken plugin leaves out its own classes only
+                found.clear()
+                found.update(before)
+                message = str(exc) if isinstance(exc, PluginError) else (
+                    f"plugin {plugin_name!r}: {_HOOK_OF_KIND[kind]} raised {type(exc).__name__}: {exc}")
+                self.load_errors.append(f"{message} (its {kind} plugins were not loaded)".replace("\n", " "))
         return found
 
     # -- the typed facade -------------------------------------------------------------------

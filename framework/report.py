@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata as md
 import re
 from pathlib import Path
@@ -22,8 +23,24 @@ from framework.io import write_text  # noqa: E402
 PACKAGES = ("nilearn", "nibabel", "numpy", "pandas", "scipy", "statsmodels", "pyarrow", "pluggy", "dvc")
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-")
+def slug(text: str, limit: int = 60) -> str:
+    """A file-name-safe form of ``text``. When that loses anything (other characters, length), a
+    short hash of the original is appended, so distinct names never share a file."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")
+    if safe == text and len(safe) <= limit:
+        return safe
+    return f"{safe[:limit]}-{hashlib.sha256(text.encode()).hexdigest()[:8]}".lstrip("-")
+
+
+def csv_text(frame: pd.DataFrame) -> str:
+    """CSV of ``frame`` with text cells a spreadsheet would run as a formula (=, +, -, @, tab, CR
+    first) prefixed with a quote; numbers are untouched."""
+    frame = frame.copy()
+    for col in frame.columns:
+        if frame[col].dtype == object or pd.api.types.is_string_dtype(frame[col]):
+            frame[col] = [f"'{v}" if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r") else v
+                          for v in frame[col]]
+    return frame.to_csv(index=False, float_format="%.6g")
 
 
 def edge_label(a: str, b: str) -> str:
@@ -199,13 +216,19 @@ def write_report(out_dir: Path, context: dict) -> Path:
     return path
 
 
+def _json_num(value, digits: int):
+    """A rounded float, or None (JSON null) when it is missing or not finite."""
+    value = float(value)
+    return round(value, digits) if np.isfinite(value) else None
+
+
 def metrics_payload(tests: pd.DataFrame, primary: str, metric: str, n_per_group: dict, run_qc: pd.DataFrame) -> dict:
     conf = tests[(tests["test"] == primary) & (tests["metric"] == metric) & (tests["family"] == "confirmatory")]
     edges = {}
     for r in conf.itertuples():
         edges.setdefault(f"{r.roi_a}~{r.roi_b}", {})[r.window] = {
-            "estimate": round(r.estimate, 6), "ci_low": round(r.ci_low, 6), "ci_high": round(r.ci_high, 6),
-            "p_adj": round(r.p_adj, 8),
+            "estimate": _json_num(r.estimate, 6), "ci_low": _json_num(r.ci_low, 6),
+            "ci_high": _json_num(r.ci_high, 6), "p_adj": _json_num(r.p_adj, 8),
         }
     return {
         "test": primary, "metric": metric, "term": str(tests["term"].iloc[0]) if len(tests) else None,

@@ -11,12 +11,13 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from framework.connectivity import build_metrics, connectivity, output_scales
+from framework.connectivity import EDGE_COLUMNS, build_metrics, connectivity, output_scales
 from framework.contracts import Plugin
-from framework.errors import DataError
+from framework.errors import DataError, ParamsError
 from framework.extract import extract
 from framework.io import (
-    atomic_path, file_digest, git_commit, provenance, read_parquet, read_provenance, write_json, write_parquet, write_text,
+    atomic_dir, check_fresh, file_digest, git_commit, provenance, read_parquet, read_provenance, staged_members,
+    write_json, write_parquet, write_text,
 )
 from framework.params import Params, section_hash
 from framework.registry import get_registry
@@ -26,6 +27,8 @@ CONNECTIVITY_DIR = Path("results/connectivity")
 STATS_DIR = Path("results/stats")
 TRUTH_DIR = Path("results/truth")
 REPORT_DIR = Path("reports")
+EXTRACT_FILES = {"timeseries.parquet", "roi_qc.parquet", "run_qc.parquet", "events.parquet", "participants.parquet",
+                 "motion.parquet", "rois.parquet", "rois.nii.gz"}
 STAGES = ("simulate", "extract", "connectivity", "truth", "stats", "report")
 
 
@@ -79,15 +82,16 @@ def stage_extract(params: Params, jobs: int | None = None) -> None:
     )
     prov = provenance("extract", section_hash(p), _plugin_versions(plugins), out.digests)
     prov["methods"] = methods
-    write_parquet(ts, EXTRACT_DIR / "timeseries.parquet", prov)
-    write_parquet(roi_qc, EXTRACT_DIR / "roi_qc.parquet", prov)
-    write_parquet(run_qc, EXTRACT_DIR / "run_qc.parquet", prov)
-    write_parquet(out.events, EXTRACT_DIR / "events.parquet", prov)
-    write_parquet(out.participants, EXTRACT_DIR / "participants.parquet", prov)
-    write_parquet(out.motion, EXTRACT_DIR / "motion.parquet", prov)
-    write_parquet(out.atlas, EXTRACT_DIR / "rois.parquet", prov)
-    with atomic_path(EXTRACT_DIR / "rois.nii.gz") as tmp:  # gzip without a timestamp: reproducible bytes
-        tmp.write_bytes(gzip.compress(out.atlas_img.to_bytes(), mtime=0))
+    with atomic_dir(EXTRACT_DIR, EXTRACT_FILES.__contains__) as out_dir:
+        write_parquet(ts, out_dir / "timeseries.parquet", prov)
+        write_parquet(roi_qc, out_dir / "roi_qc.parquet", prov)
+        write_parquet(run_qc, out_dir / "run_qc.parquet", prov)
+        write_parquet(out.events, out_dir / "events.parquet", prov)
+        write_parquet(out.participants, out_dir / "participants.parquet", prov)
+        write_parquet(out.motion, out_dir / "motion.parquet", prov)
+        write_parquet(out.atlas, out_dir / "rois.parquet", prov)
+        # gzip without a timestamp: reproducible bytes
+        (out_dir / "rois.nii.gz").write_bytes(gzip.compress(out.atlas_img.to_bytes(), mtime=0))
 
 
 def _window_text(w) -> str:
@@ -111,6 +115,16 @@ def _connectivity_methods(p, metrics) -> str:
     return text + f", with {'; '.join(m.describe() for m in metrics)}."
 
 
+def check_windows_have_values(edges: pd.DataFrame, windows: list[str]) -> None:
+    """A fixed window without a single value leaves nothing to test: an error with the commonest reason."""
+    for w in windows:
+        sel = edges[edges["window"] == w]
+        if len(sel) and not np.isfinite(sel["value"].to_numpy(float)).any():
+            reason = str(sel["reason"].astype(str).value_counts().index[0])
+            error = ParamsError if "min_volumes" in reason or "equalize" in reason else DataError
+            raise error(f"connectivity: window {w!r} has no value for any subject (e.g. {reason})")
+
+
 def stage_connectivity(params: Params) -> None:
     p = params.connectivity
     inputs = [EXTRACT_DIR / f for f in ("timeseries.parquet", "run_qc.parquet", "events.parquet",
@@ -120,13 +134,15 @@ def stage_connectivity(params: Params) -> None:
     roi_qc = read_parquet(EXTRACT_DIR / "roi_qc.parquet")
     roi_reasons = {(r.subject, r.run, r.roi): r.reason for r in roi_qc[roi_qc["missing"]].itertuples()}
     edges = connectivity(p, ts, run_qc, events, metrics, participants["subject"].tolist(), roi_reasons)
+    check_windows_have_values(edges, [w.name for w in p.windows])
     inputs.append(EXTRACT_DIR / "roi_qc.parquet")
     prov = provenance("connectivity", section_hash(p), _plugin_versions(metrics), _digests(*inputs))
     prov["methods"] = _connectivity_methods(p, metrics)
     prov["scales"] = output_scales(metrics)
     prov["windows"] = [w.name for w in p.windows]
     prov["sliding"] = [{"name": s.name, "run": s.run, "event": s.event} for s in p.sliding]
-    write_parquet(edges, CONNECTIVITY_DIR / "edges.parquet", prov)
+    with atomic_dir(CONNECTIVITY_DIR, {"edges.parquet"}.__contains__) as out_dir:
+        write_parquet(edges, out_dir / "edges.parquet", prov)
 
 
 def stage_truth(params: Params, jobs: int | None = None) -> bool:
@@ -143,30 +159,32 @@ def stage_truth(params: Params, jobs: int | None = None) -> bool:
                           for c in TRUTH_COLUMNS})
     latent = {}
     if simulated:
-        ts, run_qc, events, participants, roi_qc, edges = (read_parquet(f) for f in inputs)
+        ts, run_qc, events, participants, roi_qc = (read_parquet(f) for f in inputs[:-1])
+        edges = read_parquet(inputs[-1], EDGE_COLUMNS)
+        check_fresh(inputs[-1])
         metrics = build_metrics(params.connectivity)
         prov["plugins"] = _plugin_versions(metrics)
         prov["inputs"] = _digests(*inputs)
         roi_reasons = {(r.subject, r.run, r.roi): r.reason for r in roi_qc[roi_qc["missing"]].itertuples()}
-        TRUTH_DIR.mkdir(parents=True, exist_ok=True)
-        truth = measured_truth(params, ts, run_qc, events, participants, roi_reasons, edges, metrics, TRUTH_DIR,
-                               jobs or default_jobs())
+        truth = measured_truth(params, ts, run_qc, events, participants, roi_reasons, edges, metrics,
+                               TRUTH_DIR.parent, jobs or default_jobs())
         latent = json.loads((Path(params.simulate.output_dir) / "ground_truth.json").read_text())
     prov["simulated"] = simulated
-    write_parquet(truth, TRUTH_DIR / "truth.parquet", prov)
-    write_json(TRUTH_DIR / "ground_truth.json", {
-        "simulated": simulated,
-        "description": "The planted effects on two scales. latent: the change of the simulated sources' "
-        "correlation (ground_truth.json of the simulated data). measured: the mean over a group's subjects of "
-        "(edge value of the study) - (edge value of the same study simulated with the same seed but no effect), "
-        "through this study's extraction and connectivity settings; measured_se is its Monte Carlo standard "
-        "error. Rows per metric, edge, window and group are in truth.parquet." if simulated
-        else "The study's data are not the simulated study: there is no ground truth.",
-        "latent": latent,
-        "measured": [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
-                     for row in truth[truth["window"].isin([w.name for w in params.connectivity.windows])]
-                     .to_dict("records")],
-    })
+    with atomic_dir(TRUTH_DIR, {"truth.parquet", "ground_truth.json"}.__contains__) as out_dir:
+        write_parquet(truth, out_dir / "truth.parquet", prov)
+        write_json(out_dir / "ground_truth.json", {
+            "simulated": simulated,
+            "description": "The planted effects on two scales. latent: the change of the simulated sources' "
+            "correlation (ground_truth.json of the simulated data). measured: the mean over a group's subjects of "
+            "(edge value of the study) - (edge value of the same study simulated with the same seed but no effect), "
+            "through this study's extraction and connectivity settings; measured_se is its Monte Carlo standard "
+            "error. Rows per metric, edge, window and group are in truth.parquet." if simulated
+            else "The study's data are not the simulated study: there is no ground truth.",
+            "latent": latent,
+            "measured": [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
+                         for row in truth[truth["window"].isin([w.name for w in params.connectivity.windows])]
+                         .to_dict("records")],
+        })
     return simulated
 
 
@@ -175,8 +193,8 @@ def stage_stats(params: Params) -> None:
 
     p = params.stats
     path = CONNECTIVITY_DIR / "edges.parquet"
-    edges = read_parquet(path)
-    upstream = read_provenance(path)
+    edges = read_parquet(path, EDGE_COLUMNS)
+    upstream = check_fresh(path)
     windows = upstream.get("windows") or list(dict.fromkeys(edges["window"]))
     edges = edges[edges["window"].isin(windows)]  # sliding windows are for time courses, not tests
     tests = build_tests(p)
@@ -192,18 +210,30 @@ def stage_stats(params: Params) -> None:
         + (f" Models with covariates adjusted for {', '.join(p.covariates)} (centred)." if p.covariates else "")
         + exclusion_text(run_qc)
     )
-    write_parquet(result, STATS_DIR / "tests.parquet", prov)
+    with atomic_dir(STATS_DIR, {"tests.parquet"}.__contains__) as out_dir:
+        write_parquet(result, out_dir / "tests.parquet", prov)
 
 
 def validate_inputs(params: Params) -> tuple[list[str], list[str]]:
     """(summary lines, problems) for every input of the extract stage; nothing is computed or written."""
     from framework.extract import check_inputs
 
-    needed: dict[str, set[str]] = {}
-    for w in [*params.connectivity.windows, *params.connectivity.sliding]:
-        if w.event:
-            needed.setdefault(w.run, set()).add(w.event)
-    runs, problems = check_inputs(params.extract, needed)
+    from framework.errors import FclabError
+    from framework.extract import RoiBuilder, discover
+    from framework.stats import check_names
+
+    runs, problems = check_inputs(params.extract, [*params.connectivity.windows, *params.connectivity.sliding])
+    try:  # names the stats section refers to: groups of participants.tsv, ROIs of the ROI set
+        participants, found = discover(params.extract.data, [])
+        groups = participants["group"].unique()
+        first = next((r for r in found if r.mask.is_file()), None)
+        names = RoiBuilder(params.extract.rois).for_grid(nib.load(first.mask)).names if first else None
+        if names is not None:
+            check_names(params.stats, groups, names)
+    except FclabError as exc:
+        problems.append(str(exc))
+    except (OSError, nib.filebasedimages.ImageFileError):
+        pass  # an unreadable mask is already among the problems
     subjects = runs.drop_duplicates("subject")
     per_group = ", ".join(f"{g} {n}" for g, n in subjects["group"].value_counts().sort_index().items())
     trs = ", ".join(f"{t:g}" for t in sorted(runs["tr_s"].dropna().unique()))
@@ -226,14 +256,26 @@ def exclusion_text(run_qc: pd.DataFrame) -> str:
 
 
 def stage_report(params: Params) -> Path:
+    """reports/: figures, plot series, metrics.json and index.html, staged together and moved in with
+    index.html last; other entries of reports/ (calibration, power) are left alone."""
+    members = {"figures": lambda n: n.endswith(".png"), "plots": lambda n: n.endswith(".csv"),
+               "metrics.json": None, "index.html": None}
+    with staged_members(REPORT_DIR, members) as out:
+        _report(params, out)
+    return REPORT_DIR / "index.html"
+
+
+def _report(params: Params, out: Path) -> None:
     from framework import report as rp
+    from framework.stats import TEST_COLUMNS
 
     sp, rp_params = params.stats, params.report
     paths = {"edges": CONNECTIVITY_DIR / "edges.parquet", "tests": STATS_DIR / "tests.parquet",
              "run_qc": EXTRACT_DIR / "run_qc.parquet", "timeseries": EXTRACT_DIR / "timeseries.parquet"}
-    edges, tests, run_qc = (read_parquet(paths[k]) for k in ("edges", "tests", "run_qc"))
-    provs = {"extract": read_provenance(paths["timeseries"]), "connectivity": read_provenance(paths["edges"]),
-             "stats": read_provenance(paths["tests"])}
+    edges, tests, run_qc = (read_parquet(paths[k], cols) for k, cols in
+                            (("edges", EDGE_COLUMNS), ("tests", TEST_COLUMNS), ("run_qc", ())))
+    provs = {"extract": read_provenance(paths["timeseries"]), "connectivity": check_fresh(paths["edges"]),
+             "stats": check_fresh(paths["tests"])}
     metric = rp_params.metric or edges["metric"].iloc[0]
     scale = provs["connectivity"].get("scales", {}).get(metric, "value")
     windows = provs["connectivity"].get("windows") or list(dict.fromkeys(edges["window"]))
@@ -255,7 +297,7 @@ def stage_report(params: Params) -> Path:
         if (a, b) not in order:
             a, b = b, a
         name = f"delta_{rp.slug(a)}__{rp.slug(b)}.png"
-        rp.delta_figure(summary, primary, a, b, groups, infusion_windows, scale, REPORT_DIR / "figures" / name,
+        rp.delta_figure(summary, primary, a, b, groups, infusion_windows, scale, out / "figures" / name,
                         sp.alpha)
         figures.append({"src": f"figures/{name}", "alt": f"Change from baseline, {rp.edge_label(a, b)}"})
 
@@ -267,17 +309,17 @@ def stage_report(params: Params) -> Path:
         course = rp.sliding_course(edges[edges["metric"] == metric], events, spec, groups, sp.alpha)
         for a, b in course[["roi_a", "roi_b"]].drop_duplicates().itertuples(index=False):
             name = f"course_{rp.slug(a)}__{rp.slug(b)}.png"
-            rp.course_figure(course, a, b, groups, scale, spec, REPORT_DIR / "figures" / name)
+            rp.course_figure(course, a, b, groups, scale, spec, out / "figures" / name)
             courses.append({"src": f"figures/{name}", "alt": f"Sliding-window course, {rp.edge_label(a, b)}"})
-        write_text(REPORT_DIR / "plots" / "sliding_course.csv",
-                   course[["edge", "group", "centre_min", "mean", "ci_low", "ci_high", "n"]].to_csv(
-                       index=False, float_format="%.6g"))
+        write_text(out / "plots" / "sliding_course.csv",
+                   rp.csv_text(course[["edge", "group", "centre_min", "mean", "ci_low", "ci_high", "n"]]))
 
     roi_qc = read_parquet(EXTRACT_DIR / "roi_qc.parquet")
-    study_figs, qc_figs = study_figures(edges_m, run_qc, roi_qc, groups, windows, sp.baseline_window, scale)
+    study_figs, qc_figs = study_figures(edges_m, run_qc, roi_qc, groups, windows, sp.baseline_window, scale,
+                                          out / "figures")
 
     plot_csv = summary[["edge", "group", "window", "window_mid_min", "mean_delta", "ci_low", "ci_high", "n"]]
-    write_text(REPORT_DIR / "plots" / "delta_by_window.csv", plot_csv.to_csv(index=False, float_format="%.6g"))
+    write_text(out / "plots" / "delta_by_window.csv", rp.csv_text(plot_csv))
 
     n_per_group = run_qc.drop_duplicates("subject")["group"].value_counts().sort_index().to_dict()
     n_per_group = {k: int(v) for k, v in n_per_group.items()}
@@ -295,7 +337,7 @@ def stage_report(params: Params) -> Path:
         truth = conf.to_dict("records")
     elif truth is not None:
         truth, truth_note = None, "Planted values are given for group:window contrasts only."
-    write_json(REPORT_DIR / "metrics.json", payload)
+    write_json(out / "metrics.json", payload)
 
     group_rows = []
     for g, frame in run_qc.groupby("group", sort=True):
@@ -322,7 +364,7 @@ def stage_report(params: Params) -> Path:
         "versions": rp.package_versions(), "commit": git_commit(),
         "data_version": file_digest(paths["timeseries"]),
     }
-    return rp.write_report(REPORT_DIR, context)
+    rp.write_report(out, context)
 
 
 def planted_contrasts(params: Params, edges_path: Path) -> tuple[pd.DataFrame | None, str | None]:
@@ -342,11 +384,10 @@ def planted_contrasts(params: Params, edges_path: Path) -> tuple[pd.DataFrame | 
     return contrasts(read_parquet(path), tuple(sp.groups), windows, sp.baseline_window), None
 
 
-def study_figures(edges_m, run_qc, roi_qc, groups, windows, baseline, scale):
+def study_figures(edges_m, run_qc, roi_qc, groups, windows, baseline, scale, fig_dir: Path):
     """The ROI, matrix and QC figures; returns (study figures, QC figures) for the template."""
     from framework import figures as fg
 
-    fig_dir = REPORT_DIR / "figures"
     atlas = read_parquet(EXTRACT_DIR / "rois.parquet")
     rois = atlas["roi"].tolist()
     study, qc = [], []
@@ -405,8 +446,7 @@ def stage_power(params: Params, deltas: list[float], n_sims: int, edge: tuple[st
     found = detectable_effect(curve)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = curve.assign(n_ref=study.n_ref, n_target=study.n_target, edge=f"{edge[0]}~{edge[1]}", window=window)
-    with atomic_path(out_dir / "power.csv") as tmp:
-        table.to_csv(tmp, index=False)
+    write_text(out_dir / "power.csv", rp.csv_text(table))
     ref, target = sp.groups
     rp.power_figure(curve, found, f"{what}{edge[0]} – {edge[1]}, {window}\n{study.n_target} {target} vs "
                     f"{study.n_ref} {ref}, {n_sims} simulated studies per point", out_dir / "power.png")
@@ -435,7 +475,7 @@ def stage_calibrate(params: Params, kind: str, n: int, seed: int = 0, jobs: int 
         path = CONNECTIVITY_DIR / "edges.parquet"
         if not path.exists():
             raise DataError(f"calibrate: {path} not found; run `fclab connectivity` first")
-        edges = read_parquet(path)
+        edges = read_parquet(path, EDGE_COLUMNS)
         edges = edges[edges["window"].isin(windows)]
         if edge is None:
             edge = tuple(edges[["roi_a", "roi_b"]].iloc[0])
@@ -448,8 +488,10 @@ def stage_calibrate(params: Params, kind: str, n: int, seed: int = 0, jobs: int 
     r = r[r["outcome"].isin(["single", "confirmatory", "exploratory"])].reset_index(drop=True)
     r["in_band"] = r["rate"].between(*CALIBRATION_BAND)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / f"{kind}.csv") as tmp:
-        r.assign(kind=kind, edge=f"{edge[0]}~{edge[1]}", window=window, alpha=sp.alpha).to_csv(tmp, index=False)
+    from framework.report import csv_text
+
+    write_text(out_dir / f"{kind}.csv", csv_text(r.assign(kind=kind, edge=f"{edge[0]}~{edge[1]}", window=window,
+                                                          alpha=sp.alpha)))
     return r
 
 

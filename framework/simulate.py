@@ -308,6 +308,11 @@ def _anatomy(voxel_size) -> Anatomy:
     return _ANATOMY[voxel_size]
 
 
+def simulation_hash(p: SimulateParams) -> str:
+    """The hash of what determines the simulated data: every simulate key except where it is written."""
+    return section_hash(p.model_dump(mode="json", exclude={"output_dir"}))
+
+
 def ground_truth(p: SimulateParams, subjects: pd.DataFrame) -> dict:
     """Window-averaged latent correlations per group, window and ROI pair (before subject jitter)."""
     tr = p.tr_s
@@ -334,7 +339,7 @@ def ground_truth(p: SimulateParams, subjects: pd.DataFrame) -> dict:
         "description": "Latent-source correlations planted by fclab simulate, averaged over each window. "
         "Measured ROI correlations are attenuated by voxel noise; the planted change is what matters.",
         "seed": p.seed,
-        "simulate_params_hash": section_hash(p),
+        "simulate_params_hash": simulation_hash(p),
         "roi_names": list(ROI_NAMES),
         "effects": [e.model_dump() for e in effects],
         "windows_min_after_onset": {k: list(v) for k, v in truth_windows(p).items()},
@@ -389,7 +394,8 @@ def affected_groups(p: SimulateParams) -> list[str]:
     return sorted({e.group for e in p.planted() if e.delta_r != 0})
 
 
-def simulate_counterfactual(p: SimulateParams, factual: Path, out: Path, n_jobs: int = 2) -> pd.DataFrame:
+def simulate_counterfactual(p: SimulateParams, factual: Path, out: Path, n_jobs: int = 2,
+                            only: list[str] | None = None) -> pd.DataFrame:
     """Write under ``out`` the study ``p`` would have been without its planted effects.
 
     The seed is the same, so every random draw (subject jitter, noise, motion, drift) is shared with
@@ -399,7 +405,9 @@ def simulate_counterfactual(p: SimulateParams, factual: Path, out: Path, n_jobs:
     """
     subjects, labels, seqs = _design(p)
     null = p.model_copy(update={"effects": []})
-    keep = subjects["group"].isin(affected_groups(p)).to_numpy()
+    keep = subjects["group"].isin(affected_groups(p)).to_numpy().copy()
+    if only is not None:
+        keep &= np.isin(labels, list(only))
     jobs = [(out, lab, g, s, null, ("2",)) for lab, g, s, k in zip(labels, subjects["group"], seqs, keep) if k]
     _write_study(out, p, subjects[keep], jobs, n_jobs, "truth: counterfactual runs")
     for lab in np.asarray(labels)[keep]:

@@ -7,8 +7,8 @@ import pandas as pd
 from scipy.stats import false_discovery_control
 
 from framework.contracts import RESULT_COLUMNS, Design, StatTest
-from framework.errors import DataError
-from framework.params import StatsParams, plugin_spec
+from framework.errors import DataError, ParamsError
+from framework.params import StatsParams, did_you_mean, plugin_spec
 from framework.registry import get_registry
 
 TEST_COLUMNS = RESULT_COLUMNS + ["family", "scale"]
@@ -170,8 +170,33 @@ def adjust(tests: pd.DataFrame, method: str, by=("test", "metric", "term")) -> p
     return tests
 
 
+def check_names(p: StatsParams, groups, roi_names) -> None:
+    """stats.groups must be groups of the data and stats.confirmatory edges pairs of its ROIs: a typo
+    would otherwise drop a group or move a pre-registered edge into the exploratory family."""
+    groups, roi_names = sorted(set(map(str, groups))), list(dict.fromkeys(roi_names))
+    for g in p.groups:
+        if g not in groups:
+            raise ParamsError(f"stats.groups: {g!r} is not a group of the data ({', '.join(groups)})"
+                              f"{did_you_mean(g, groups)}")
+    for i, pair in enumerate(p.confirmatory):
+        for k, name in enumerate(pair):
+            if name not in roi_names:
+                raise ParamsError(f"stats.confirmatory[{i}][{k}]: {name!r} is not an ROI "
+                                  f"({', '.join(roi_names)}){did_you_mean(name, roi_names)}")
+        if pair[0] == pair[1]:
+            raise ParamsError(f"stats.confirmatory[{i}]: an edge needs two different ROIs (got {pair[0]!r} twice)")
+    seen = {}
+    for i, pair in enumerate(p.confirmatory):
+        key = frozenset(pair)
+        if key in seen:
+            raise ParamsError(f"stats.confirmatory[{i}]: the edge {pair[0]} – {pair[1]} is listed twice "
+                              f"(also stats.confirmatory[{seen[key]}])")
+        seen[key] = i
+
+
 def run_stats(p: StatsParams, edges: pd.DataFrame, windows: list[str], tests: list[StatTest],
               scales: dict[str, str] | None = None, subjects: pd.DataFrame | None = None) -> pd.DataFrame:
+    check_names(p, edges["group"].unique(), [*edges["roi_a"].unique(), *edges["roi_b"].unique()])
     edges = edges[edges["group"].isin(p.groups)]
     design = make_design(p, edges, windows, subjects)
     frames = []

@@ -20,6 +20,7 @@ a difference means the study's outputs do not come from its params (stale), and 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -29,7 +30,8 @@ import pandas as pd
 
 from framework.connectivity import connectivity
 from framework.errors import DataError
-from framework.params import SIM_ROIS, Params, section_hash
+from framework.io import remove_stale
+from framework.params import SIM_ROIS, Params
 
 TRUTH_COLUMNS = ["metric", "roi_a", "roi_b", "window", "window_start_s", "window_end_s", "group", "n",
                  "measured_delta", "measured_se", "latent_delta_r", "latent_delta_z"]
@@ -42,12 +44,14 @@ def is_simulated(params: Params) -> bool:
 
 def check_simulated_data(params: Params) -> Path:
     """The simulated study's ground_truth.json, checked to come from params.simulate."""
+    from framework.simulate import simulation_hash
+
     path = Path(params.simulate.output_dir) / "ground_truth.json"
     try:
         recorded = json.loads(path.read_text()).get("simulate_params_hash")
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot read the simulated study's ground truth ({exc}); run fclab simulate") from exc
-    if recorded != section_hash(params.simulate):
+    if recorded != simulation_hash(params.simulate):
         raise DataError(f"{path}: the simulated data were made with other simulate params than params.yaml's; "
                         "run fclab simulate")
     return path
@@ -90,16 +94,21 @@ def measured_truth(params: Params, timeseries: pd.DataFrame, run_qc: pd.DataFram
     affected = affected_groups(sim)
     twin_ts = timeseries
     if affected:
-        tmp = Path(tempfile.mkdtemp(prefix=".counterfactual.", dir=workdir))
+        remove_stale(workdir, "counterfactual")  # left by a killed run
+        tmp = Path(tempfile.mkdtemp(prefix=f".counterfactual.{os.getpid()}.", suffix=".tmp", dir=workdir))
         try:
-            simulate_counterfactual(sim, Path(sim.output_dir), tmp, n_jobs=jobs)
-            data = params.extract.data.model_copy(update={"root": str(tmp)})
-            redone = extract(params.extract.model_copy(update={"data": data}), n_jobs=jobs).timeseries
+            written = simulate_counterfactual(sim, Path(sim.output_dir), tmp, n_jobs=jobs,
+                                              only=participants["subject"].tolist())
+            redone = None
+            if not written.empty:  # else no analysed subject is in a group with an effect
+                data = params.extract.data.model_copy(update={"root": str(tmp), "include": [], "exclude": []})
+                redone = extract(params.extract.model_copy(update={"data": data}), n_jobs=jobs).timeseries
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        keys = pd.MultiIndex.from_frame(redone[["subject", "run"]].drop_duplicates())
-        own = pd.MultiIndex.from_frame(timeseries[["subject", "run"]])
-        twin_ts = pd.concat([timeseries[~own.isin(keys)], redone], ignore_index=True)
+        if redone is not None:
+            keys = pd.MultiIndex.from_frame(redone[["subject", "run"]].drop_duplicates())
+            own = pd.MultiIndex.from_frame(timeseries[["subject", "run"]])
+            twin_ts = pd.concat([timeseries[~own.isin(keys)], redone], ignore_index=True)
     twin = connectivity(params.connectivity, twin_ts, run_qc, events, metrics, participants["subject"].tolist(),
                         roi_reasons)
     key = ["subject", "window", "window_start_s", "metric", "roi_a", "roi_b"]

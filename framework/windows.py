@@ -18,12 +18,17 @@ def _zero(run, event, onsets, what) -> float:
     key = (run.subject, run.run, event)
     if key not in onsets:
         raise DataError(f"sub-{run.subject} run {run.run!r}: no {event!r} event (needed by window {what!r})")
-    return onsets[key]
+    if len(onsets[key]) > 1:
+        raise DataError(f"sub-{run.subject} run {run.run!r}: {len(onsets[key])} {event!r} events (onsets "
+                        f"{', '.join(f'{x:g}' for x in onsets[key])} s in events.tsv); window {what!r} needs exactly one")
+    return onsets[key][0]
 
 
 def resolve(p: ConnectivityParams, run_qc: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
     """One row per subject and window (fixed and sliding), with bounds in seconds from the run start."""
-    onsets = {(r.subject, r.run, r.trial_type): r.onset_s for r in events.itertuples()}
+    onsets: dict[tuple, list[float]] = {}
+    for r in events.itertuples():
+        onsets.setdefault((r.subject, r.run, r.trial_type), []).append(r.onset_s)
     rows = []
     for run in run_qc.itertuples():
         if not np.isfinite(run.n_volumes):  # skipped (on_error: skip): its fixed windows stay, missing
@@ -40,7 +45,7 @@ def resolve(p: ConnectivityParams, run_qc: pd.DataFrame, events: pd.DataFrame) -
             zero = _zero(run, w.event, onsets, w.name)
             lo, hi = w.bounds_s()
             start, end = (0.0, duration) if lo is None else (zero + lo, zero + hi)
-            _inside(start, end, duration, run, w.name)
+            _inside(start, end, duration, run, w.name, w.event)
             fixed.append((w.name, start, end))
             rows.append({**base, "window": w.name, "kind": "fixed", "window_start_s": start, "window_end_s": end})
         if not p.allow_overlap:
@@ -55,7 +60,7 @@ def resolve(p: ConnectivityParams, run_qc: pd.DataFrame, events: pd.DataFrame) -
             zero = _zero(run, s.event, onsets, s.name)
             lo, hi = s.bounds_s()
             span0, span1 = (zero, duration) if lo is None else (zero + lo, zero + hi)
-            _inside(span0, span1, duration, run, s.name)
+            _inside(span0, span1, duration, run, s.name, s.event)
             n = int(np.floor((span1 - span0 - s.length_s) / s.step_s + 1e-9)) + 1
             for k in range(max(n, 0)):
                 start = span0 + k * s.step_s
@@ -64,11 +69,12 @@ def resolve(p: ConnectivityParams, run_qc: pd.DataFrame, events: pd.DataFrame) -
     return pd.DataFrame(rows, columns=CUT_COLUMNS)
 
 
-def _inside(start, end, duration, run, name):
+def _inside(start, end, duration, run, name, event=None):
     if start < -1e-9 or end > duration + 1e-6:
-        raise ParamsError(
+        # relative to an event, the onset in the data may be what is wrong; else the window's bounds
+        raise (DataError if event else ParamsError)(
             f"connectivity: window {name!r} ({start:g}-{end:g} s) lies outside run {run.run!r} of "
-            f"sub-{run.subject} (0-{duration:g} s)"
+            f"sub-{run.subject} (0-{duration:g} s; check the window bounds and the event onset in events.tsv)"
         )
 
 

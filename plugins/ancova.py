@@ -25,6 +25,7 @@ TERM = "group:window"
 
 
 class Ancova(StatTest):
+    terms = ("group:window",)
     name = "ancova"
 
     def run(self, edges: pd.DataFrame, design: Design) -> pd.DataFrame:

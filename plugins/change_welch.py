@@ -50,6 +50,7 @@ def hedges_g_moments(n1, m1, v1, n2, m2, v2, alpha=0.05, diff=None):
 
 
 class ChangeWelch(StatTest):
+    terms = ("group:window",)
     name = "change_welch"
 
     def run(self, edges: pd.DataFrame, design: Design) -> pd.DataFrame:

@@ -96,6 +96,7 @@ def contrast_table(fit, keys: pd.DataFrame, design: Design, names: list[str], wh
 
 
 class Lmm(StatTest):
+    terms = ("group:window", "group", "group:trend")
     name = "lmm"
     caveat = ("anti-conservative when windows differ in variance or covariance, as when the baseline is a "
               "separate, shorter run: family-wise error up to 0.11 on realistic null studies (docs/validation.md); "

@@ -38,6 +38,7 @@ def fit_mixedlm(y: np.ndarray, X: np.ndarray, subjects: np.ndarray, reml: bool =
 
 
 class LmmReference(StatTest):
+    terms = ("group:window", "group", "group:trend")
     name = "lmm_reference"
 
     class Params(PluginParams):

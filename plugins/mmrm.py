@@ -66,6 +66,7 @@ def covariate_design(design: Design, base: np.ndarray, test: str) -> tuple[np.nd
 
 
 class Mmrm(StatTest):
+    terms = ("group:window", "group", "group:trend")
     name = "mmrm"
 
     class Params(PluginParams):

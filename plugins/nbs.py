@@ -53,6 +53,7 @@ def components(t: np.ndarray, a: np.ndarray, b: np.ndarray, n_nodes: int, thresh
 
 
 class Nbs(StatTest):
+    terms = ("group:window",)
     name = "nbs"
 
     class Params(PluginParams):

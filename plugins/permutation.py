@@ -26,6 +26,7 @@ TERM = "group:window"
 
 
 class Permutation(StatTest):
+    terms = ("group:window",)
     name = "permutation"
 
     class Params(PluginParams):

@@ -57,13 +57,17 @@ def test_hostile_names_render_as_text(ran_study, tmp_path, in_dir):
     from playwright.sync_api import sync_playwright
 
     from conftest import run_cli, small_params, write_params
-    from framework.io import read_provenance, write_parquet
+    from framework.io import file_digest, read_provenance, write_parquet
 
     roi, group = "<script>alert(1)</script>", "<b>ketamine</b>"
     directory, _, _ = ran_study
     shutil.copytree(directory / "results", tmp_path / "results")
-    for path in (tmp_path / "results").rglob("*.parquet"):
+    order = ("extract", "connectivity", "truth", "stats")  # inputs first: their new digests go downstream
+    for path in sorted((tmp_path / "results").rglob("*.parquet"), key=lambda p: order.index(p.parent.name)):
         table = pd.read_parquet(path)
+        prov = read_provenance(path)
+        prov["inputs"] = {k: file_digest(tmp_path / k) if (tmp_path / k).is_file() else v
+                          for k, v in prov.get("inputs", {}).items()}
         for col in ("roi_a", "roi_b", "roi"):
             if col in table:
                 table[col] = table[col].replace("vmPFC", roi)
@@ -71,7 +75,7 @@ def test_hostile_names_render_as_text(ran_study, tmp_path, in_dir):
             table["group"] = table["group"].replace("ketamine", group)
         if path.name == "timeseries.parquet":
             table = table.rename(columns={"vmPFC": roi})
-        write_parquet(table, path, read_provenance(path))
+        write_parquet(table, path, prov)
     params = small_params()
     params["stats"]["groups"] = ["midazolam", group]
     params["stats"]["confirmatory"] = [["Left_Amygdala", roi], ["Right_Amygdala", roi]]

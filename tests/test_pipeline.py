@@ -199,11 +199,14 @@ def test_extracted_signals_match_nilearn_maskers(ran_study):
     assert pq.read_metadata(root / "results/extract/timeseries.parquet").num_rows == len(ts)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"groups": ["midazolam", "placebo"]}, "stats.tests: mmrm: group 'placebo' has 0 subject(s)"),
-    ({"covariates": ["handedness"]}, "stats.covariates: no column 'handedness' in the participants table"),
+@pytest.mark.parametrize("change, message, exit_code", [
+    ({"groups": ["midazolam", "placebo"]}, "stats.groups: 'placebo' is not a group of the data (ketamine, midazolam)", 2),
+    ({"groups": ["midazolam", "ketamin"]}, "stats.groups: 'ketamin' is not a group of the data (ketamine, midazolam); "
+                                          "did you mean 'ketamine'?", 2),
+    ({"confirmatory": [["Left_Amygdala", "vmPFc"]]}, "stats.confirmatory[0][1]: 'vmPFc' is not an ROI", 2),
+    ({"covariates": ["handedness"]}, "stats.covariates: no column 'handedness' in the participants table", 1),
 ])
-def test_inestimable_design_is_a_one_line_error(ran_study, tmp_path, in_dir, change, message):
+def test_inestimable_design_is_a_one_line_error(ran_study, tmp_path, in_dir, change, message, exit_code):
     directory, _, _ = ran_study
     shutil.copytree(directory / "results", tmp_path / "results")
     params = small_params()
@@ -212,7 +215,7 @@ def test_inestimable_design_is_a_one_line_error(ran_study, tmp_path, in_dir, cha
     in_dir(tmp_path)
     before = (tmp_path / "results/stats/tests.parquet").read_bytes()
     code, _, err = run_cli("stats")
-    assert code == 1 and message in err and len(err.strip().splitlines()) == 1
+    assert code == exit_code and message in err and len(err.strip().splitlines()) == 1, err
     assert (tmp_path / "results/stats/tests.parquet").read_bytes() == before  # nothing half-written
 
 

@@ -1,0 +1,146 @@
+"""The fault suite: stages killed with SIGKILL at several points, a full disk, unreadable inputs and
+concurrent runs. After any fault, the next stage either runs on complete outputs (giving the bytes a
+clean run gives) or stops with one line; rerunning the killed stage gives a clean run's bytes and
+leaves no temporary file behind.
+
+The faults are injected through ``framework.io.fault_point`` (``FCLAB_FAULT=kill:<point>:<n>`` or
+``enospc:<point>:<n>``). One kill test runs in ``make test``; the rest are marked ``faults``
+(``make faults``; figures in docs/validation.md).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT, small_params, write_params
+
+STAGES = ("extract", "connectivity", "truth", "stats", "report")
+OUTPUTS = ("results", "reports")
+
+
+def cli(root: Path, stage: str, fault: str | None = None):
+    env = dict(os.environ, FCLAB_LOAD_PLUGINS="")
+    env.pop("FCLAB_FAULT", None)
+    if fault:
+        env["FCLAB_FAULT"] = fault
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), stage], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every output file's bytes (HTML and PNG included), by path."""
+    return {str(p.relative_to(root)): p.read_bytes() for d in OUTPUTS for p in sorted((root / d).rglob("*"))
+            if p.is_file() and p.name != ".gitignore"}
+
+
+def leftovers(root: Path) -> list[str]:
+    return [str(p.relative_to(root)) for d in OUTPUTS for p in (root / d).rglob(".*")
+            if p.name.endswith((".tmp", ".old"))]
+
+
+@pytest.fixture(scope="module")
+def clean(small_study, tmp_path_factory):
+    """A four-subject (2 + 2) copy of the small study run stage by stage: the reference bytes."""
+    root = tmp_path_factory.mktemp("clean")
+    shutil.copytree(small_study / "data", root / "data")
+    params = small_params()
+    table = pd.read_csv(root / "data/simulated/participants.tsv", sep="\t")
+    params["extract"]["data"]["include"] = sorted(table.groupby("group")["participant_id"].head(2))
+    params["stats"]["tests"] = ["mmrm", "change_welch"]
+    write_params(root, params)
+    for stage in STAGES:
+        out = cli(root, stage)
+        assert out.returncode == 0, out.stderr
+    return root, snapshot(root)
+
+
+def _copy(clean, tmp_path) -> Path:
+    root, _ = clean
+    work = tmp_path / "work"
+    work.mkdir()
+    for name in ("data", *OUTPUTS):
+        shutil.copytree(root / name, work / name, symlinks=True)
+    shutil.copy(root / "params.yaml", work / "params.yaml")
+    return work
+
+
+def _kill_and_recover(clean, tmp_path, stage, point):
+    reference = clean[1]
+    work = _copy(clean, tmp_path)
+    killed = cli(work, stage, f"kill:{point}")
+    assert killed.returncode == -9, (killed.returncode, killed.stderr)  # the fault point was reached
+    later = STAGES[STAGES.index(stage) + 1:]
+    for nxt in later:  # the next stages on what the kill left: the clean bytes, or one clear line
+        out = cli(work, nxt)
+        if out.returncode != 0:
+            lines = out.stderr.strip().splitlines()
+            assert out.returncode == 1 and len(lines) == 1 and "not found; run the stage" in lines[0], out.stderr
+            break
+        now = snapshot(work)
+        assert all(now[k] == v for k, v in reference.items() if k in now and k.startswith(f"results/{nxt}")), nxt
+    for again in (stage, *later):
+        out = cli(work, again)
+        assert out.returncode == 0, out.stderr
+    assert snapshot(work) == reference
+    assert leftovers(work) == []
+
+
+def test_extract_killed_between_its_renames_recovers(clean, tmp_path):
+    """In make test: the riskiest point, the old output moved aside and the new one not yet in."""
+    _kill_and_recover(clean, tmp_path, "extract", "swap:1")
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("stage, point", [
+    ("extract", "write:3"), ("extract", "replace:8"),
+    ("connectivity", "write:1"), ("connectivity", "swap:1"),
+    ("truth", "write:1"), ("truth", "swap:1"),
+    ("stats", "replace:1"), ("stats", "swap:1"),
+    ("report", "write:4"), ("report", "member:3"), ("report", "swap:1"),
+])
+def test_a_stage_killed_anywhere_recovers(clean, tmp_path, stage, point):
+    _kill_and_recover(clean, tmp_path, stage, point)
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize("stage, point", [("extract", "write:2"), ("stats", "write:1"), ("report", "write:3")])
+def test_a_full_disk_is_one_line_and_changes_nothing(clean, tmp_path, stage, point):
+    work = _copy(clean, tmp_path)
+    out = cli(work, stage, f"enospc:{point}")
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and len(lines) == 1 and "cannot write (No space left on device)" in lines[0], out.stderr
+    assert snapshot(work) == clean[1] and leftovers(work) == []
+
+
+@pytest.mark.faults
+def test_unreadable_inputs_are_one_line(clean, tmp_path):
+    work = _copy(clean, tmp_path)
+    bold = sorted((work / "data/simulated/sub-02/func").glob("*run-1*_bold.nii.gz"))[0]
+    bold.unlink()
+    bold.symlink_to(work / "nowhere.nii.gz")  # a dangling link (file permissions do not bind root)
+    out = cli(work, "extract")
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 1 and len(lines) == 1 and bold.name in lines[0], out.stderr
+    assert snapshot(work) == clean[1]
+
+
+@pytest.mark.faults
+def test_two_concurrent_runs_give_the_clean_bytes(clean, tmp_path):
+    work = _copy(clean, tmp_path)
+    for d in OUTPUTS:
+        shutil.rmtree(work / d)
+    env = dict(os.environ, FCLAB_LOAD_PLUGINS="")
+    env.pop("FCLAB_FAULT", None)
+    runs = [subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "run"], cwd=work, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in runs:
+        _, err = p.communicate(timeout=900)
+        assert p.returncode == 0, err
+    assert snapshot(work) == clean[1] and leftovers(work) == []

@@ -1,0 +1,353 @@
+"""Hostile inputs: each is one line on stderr naming the file, key or subject, the documented exit code
+(2 params/usage, 1 data), nothing written, and `fclab validate` finds the data problems first."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT, run_cli, small_params, write_params
+
+SUB = "02"
+
+
+def _func(work, run, suffix):
+    return sorted((work / "data/simulated" / f"sub-{SUB}" / "func").glob(f"*run-{run}*{suffix}"))[0]
+
+
+def _edit_tsv(path, fn):
+    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    fn(table).to_csv(path, sep="\t", index=False)
+
+
+def _edit_json(path, key, value):
+    meta = json.loads(path.read_text())
+    meta[key] = value
+    path.write_text(json.dumps(meta))
+
+
+# ---- data: (mutate, message fragment, stage that fails) ----------------------------------------
+
+def empty_participants(work, params):
+    (work / "data/simulated/participants.tsv").write_text("")
+    return "participants.tsv: empty file", "extract"
+
+
+def empty_events(work, params):
+    _func(work, 2, "_events.tsv").write_text("")
+    return "_events.tsv: empty file", "extract"
+
+
+def tr_nan(work, params):
+    path = _func(work, 2, "_bold.json")
+    path.write_text(path.read_text().replace('"RepetitionTime": 2.5', '"RepetitionTime": NaN'))
+    return "RepetitionTime must be a positive number of seconds, got nan", "extract"
+
+
+def tr_true(work, params):
+    _edit_json(_func(work, 2, "_bold.json"), "RepetitionTime", True)
+    return "RepetitionTime must be a positive number of seconds, got True", "extract"
+
+
+def tr_milliseconds(work, params):
+    _edit_json(_func(work, 2, "_bold.json"), "RepetitionTime", 2500)
+    return "RepetitionTime 2500 s looks like milliseconds", "extract"
+
+
+def confound_gap(work, params):
+    def gap(t):
+        t.loc[40, "trans_x"] = "n/a"
+        return t
+    _edit_tsv(_func(work, 1, "_timeseries.tsv"), gap)
+    return "row 41: column 'trans_x' has no value", "extract"
+
+
+def fd_missing_for_scrubbing(work, params):
+    params["extract"]["denoise"]["strategy"] = "scrubbing"
+    _edit_tsv(_func(work, 1, "_timeseries.tsv"), lambda t: t.drop(columns=["framewise_displacement"]))
+    return "_timeseries.tsv: no column 'framewise_displacement'", "extract"
+
+
+def events_without_trial_type(work, params):
+    _edit_tsv(_func(work, 2, "_events.tsv"), lambda t: t.drop(columns=["trial_type"]))
+    return "_events.tsv: no column 'trial_type'", "extract"
+
+
+def events_na_onset(work, params):
+    _edit_tsv(_func(work, 2, "_events.tsv"), lambda t: t.assign(onset="n/a"))
+    return "_events.tsv: row 1: onset n/a is not a number ≥ 0", "extract"
+
+
+def duplicate_subject(work, params):
+    _edit_tsv(work / "data/simulated/participants.tsv", lambda t: pd.concat([t, t.iloc[[1]]]))
+    return f"participants.tsv: sub-{SUB} is listed more than once", "extract"
+
+
+def group_with_trailing_space(work, params):
+    def pad(t):
+        t.loc[t["participant_id"] == f"sub-{SUB}", "group"] += " "
+        return t
+    _edit_tsv(work / "data/simulated/participants.tsv", pad)
+    return f"participants.tsv: sub-{SUB}: group value", "extract"
+
+
+def two_infusion_events(work, params):
+    _edit_tsv(_func(work, 2, "_events.tsv"), lambda t: pd.concat([t, t.assign(onset="300")]))
+    return "2 'infusion' events", "connectivity"
+
+
+def onset_beyond_run(work, params):
+    _edit_tsv(_func(work, 2, "_events.tsv"), lambda t: t.assign(onset="5000"))
+    return "lies outside", "connectivity"
+
+
+def low_pass_above_nyquist(work, params):
+    params["extract"]["denoise"]["low_pass_hz"] = 0.3
+    return "extract.denoise.low_pass_hz 0.3 Hz is not below the Nyquist frequency 0.2 Hz", "extract"
+
+
+DATA_CASES = [empty_participants, empty_events, tr_nan, tr_true, tr_milliseconds, confound_gap,
+              fd_missing_for_scrubbing, events_without_trial_type, events_na_onset, duplicate_subject,
+              group_with_trailing_space, two_infusion_events, onset_beyond_run, low_pass_above_nyquist]
+
+
+@pytest.fixture
+def study_copy(small_study, tmp_path, in_dir):
+    shutil.copytree(small_study / "data", tmp_path / "data")
+    params = small_params()
+    params["extract"]["data"]["include"] = ["01", SUB, "03"]  # three subjects keep this fast
+    in_dir(tmp_path)
+    return tmp_path, params
+
+
+def _one_line(err):
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fclab: error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", DATA_CASES, ids=[c.__name__ for c in DATA_CASES])
+def test_bad_data_is_found_by_validate_and_by_its_stage(case, study_copy):
+    work, params = study_copy
+    message, stage = case(work, params)
+    write_params(work, params)
+    code, _, err = run_cli("validate")
+    assert code == 1 and message in err, err
+    if stage == "connectivity":
+        code, _, err = run_cli("extract")
+        assert code == 0, err
+    code, _, err = run_cli(stage)
+    line = _one_line(err)
+    assert code == 1 and (message in line or stage == "connectivity"), err
+    assert not (work / "results" / stage).exists()
+
+
+def test_event_problems_name_events_tsv_in_the_stage_too(study_copy):
+    work, params = study_copy
+    two_infusion_events(work, params)
+    write_params(work, params)
+    assert run_cli("extract")[0] == 0
+    code, _, err = run_cli("connectivity")
+    assert code == 1 and "2 'infusion' events (onsets 30, 300 s in events.tsv)" in _one_line(err)
+
+
+# ---- params: exit 2 from `validate --params-only` --------------------------------------------
+
+def _set(params, path, value):
+    *head, last = path
+    node = params
+    for k in head:
+        node = node[k]
+    node[last] = value
+
+
+@pytest.mark.parametrize("path, value, message", [
+    (("extract", "denoise", "high_pass_hz"), 0.1, "extract.denoise: high_pass_hz (0.1) must be below low_pass_hz (0.08)"),
+    (("stats", "tests", 3, "n_perm"), True, "stats.tests[3].n_perm: true is a YAML boolean"),
+    (("extract", "denoise", "strategy_options"), {"fd_threshold": 0.2},
+     "strategy_options: 'fd_threshold' is not an option of strategy 'simple' (accepted: motion, wm_csf, "
+     "global_signal, demean)"),
+    (("report", "primary_term"), "group:windwo", "report.primary_term: 'group:windwo' is not a term of mmrm "
+     "(group:window, group, group:trend); did you mean 'group:window'?"),
+    (("simulate", "effect_delta_r"), False, "simulate.effect_delta_r: false is a YAML boolean"),
+])
+def test_bad_params_are_found_before_any_work(tmp_path, in_dir, path, value, message):
+    params = small_params()
+    _set(params, path, value)
+    write_params(tmp_path, params)
+    in_dir(tmp_path)
+    code, _, err = run_cli("validate", "--params-only")
+    assert code == 2 and message in _one_line(err), err
+
+
+def test_a_key_given_twice_is_an_error(tmp_path, in_dir):
+    text = (ROOT / "params.yaml").read_text().replace("  seed: 20261126\n", "  seed: 20261126\n  seed: 7\n")
+    (tmp_path / "params.yaml").write_text(text)
+    in_dir(tmp_path)
+    code, _, err = run_cli("validate", "--params-only")
+    assert code == 2 and "key 'seed' given twice in one mapping" in _one_line(err), err
+
+
+@pytest.mark.parametrize("centres, message", [
+    ({"": [0, 26, -18]}, "extract.rois: ROI name '' is empty"),
+    ({"subject": [0, 26, -18]}, "extract.rois: ROI name 'subject' is reserved"),
+    ({" vmPFC": [0, 26, -18]}, "has leading or trailing whitespace"),
+])
+def test_bad_roi_names(study_copy, centres, message):
+    work, params = study_copy
+    params["extract"]["rois"][1]["centres"] = centres
+    write_params(work, params)
+    code, _, err = run_cli("extract")
+    assert code == 2 and message in _one_line(err), err
+    assert not (work / "results").exists()
+
+
+def test_min_volumes_above_every_window(ran_study, tmp_path, in_dir):
+    shutil.copytree(ran_study[0] / "results", tmp_path / "results")
+    params = small_params()
+    params["connectivity"]["min_volumes"] = 5000
+    write_params(tmp_path, params)
+    in_dir(tmp_path)
+    before = (tmp_path / "results/connectivity/edges.parquet").read_bytes()
+    code, _, err = run_cli("connectivity")
+    assert code == 2 and "connectivity: window 'baseline' has no value for any subject" in _one_line(err), err
+    assert "fewer than min_volumes (5000)" in err
+    assert (tmp_path / "results/connectivity/edges.parquet").read_bytes() == before
+
+
+def test_edges_without_a_column(ran_study, tmp_path, in_dir):
+    from framework.io import read_provenance, write_parquet
+
+    shutil.copytree(ran_study[0] / "results", tmp_path / "results")
+    path = tmp_path / "results/connectivity/edges.parquet"
+    write_parquet(pd.read_parquet(path).drop(columns=["value"]), path, read_provenance(path))
+    write_params(tmp_path, small_params())
+    in_dir(tmp_path)
+    code, _, err = run_cli("stats")
+    assert code == 1 and "results/connectivity/edges.parquet: no column 'value'" in _one_line(err), err
+
+
+def test_a_stage_never_reads_a_mix_of_runs(ran_study, tmp_path, in_dir):
+    """A table whose recorded inputs are not the files on disk (a stage rerun by hand upstream) stops
+    the next stage instead of being combined with them."""
+    from framework.io import read_provenance, write_parquet
+
+    shutil.copytree(ran_study[0] / "results", tmp_path / "results")
+    path = tmp_path / "results/extract/run_qc.parquet"
+    write_parquet(pd.read_parquet(path).assign(mean_fd=0.0), path, read_provenance(path))
+    write_params(tmp_path, small_params())
+    in_dir(tmp_path)
+    before = (tmp_path / "results/stats/tests.parquet").read_bytes()
+    code, _, err = run_cli("stats")
+    assert code == 1 and "computed from another version of results/extract/run_qc.parquet" in _one_line(err)
+    assert (tmp_path / "results/stats/tests.parquet").read_bytes() == before
+
+
+# ---- output paths ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("blocker", ["results", "results/extract", "reports"])
+def test_an_output_path_that_is_a_file(ran_study, tmp_path, in_dir, blocker):
+    shutil.copytree(ran_study[0] / "results", tmp_path / "results")
+    shutil.copytree(ran_study[0] / "data", tmp_path / "data", symlinks=True)
+    target = tmp_path / blocker
+    if target.is_dir():
+        shutil.rmtree(target)
+    target.write_text("not fclab's")
+    write_params(tmp_path, small_params())
+    in_dir(tmp_path)
+    stage = "report" if blocker == "reports" else "extract"
+    code, _, err = run_cli(stage)
+    assert code == 1 and f"{blocker}: " in _one_line(err) and "not a directory" in err, err
+    assert target.read_text() == "not fclab's"
+
+
+@pytest.mark.parametrize("output_dir", [".", "docs", ".."])
+def test_simulate_never_replaces_a_directory_it_did_not_write(tmp_path, in_dir, output_dir):
+    work = tmp_path / "project"
+    (work / "docs").mkdir(parents=True)
+    (work / "docs" / "notes.md").write_text("mine")
+    params = small_params()
+    params["simulate"]["output_dir"] = output_dir
+    write_params(work, params)
+    in_dir(work)
+    code, _, err = run_cli("simulate")
+    assert code == 1 and "choose another output path" in _one_line(err), err
+    assert (work / "docs" / "notes.md").read_text() == "mine" and (work / "params.yaml").exists()
+    assert sorted(p.name for p in work.iterdir()) == ["docs", "params.yaml"]
+
+
+def test_stale_temporaries_of_a_killed_run_are_removed(ran_study, tmp_path, in_dir):
+    shutil.copytree(ran_study[0] / "results", tmp_path / "results")
+    dead = 2**22 + 12345  # above the default pid_max: no such process
+    left = [tmp_path / f"results/.stats.{dead}.abc.tmp", tmp_path / f"results/stats/.tests.parquet.{dead}.x.tmp"]
+    left[0].mkdir()
+    left[1].write_text("partial")
+    alive = tmp_path / f"results/.stats.{os.getpid()}.def.tmp"  # a live process's (a concurrent run)
+    alive.mkdir()
+    write_params(tmp_path, small_params())
+    in_dir(tmp_path)
+    code, _, err = run_cli("stats")
+    assert code == 0, err
+    assert not any(p.exists() for p in left) and alive.exists()
+
+
+# ---- the command line ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["extract", "--bogus"], "No such option: --bogus"),
+    (["bogus"], "No such command 'bogus'"),
+    (["power", "--n-sims", "1"], "Invalid value for '--n-sims'"),
+])
+def test_usage_errors_are_one_line(tmp_path, args, message):
+    out = subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120, env=dict(os.environ, FCLAB_LOAD_PLUGINS=""))
+    assert out.returncode == 2 and message in _one_line(out.stderr), out.stderr
+
+
+# ---- names and files the report writes -------------------------------------------------------
+
+def test_names_are_safe_in_file_names_and_csv_cells(ran_study, tmp_path, in_dir):
+    """A 300-character ROI name and two names that differ only in non-ASCII characters get distinct,
+    short figure files; a group name a spreadsheet would run as a formula is neutralised in the
+    plot CSVs; report files follow the umask."""
+    from framework.io import file_digest, read_provenance, write_parquet
+
+    long, twin_a, twin_b, formula = "R" * 300, "Amygdala_ä", "Amygdala_ö", "=HYPERLINK(\"x\")"
+    renames = {"vmPFC": long, "dmPFC": twin_a, "amPFC": twin_b}
+    shutil.copytree(ran_study[0] / "results", tmp_path / "results")
+    order = ("extract", "connectivity", "truth", "stats")
+    for path in sorted((tmp_path / "results").rglob("*.parquet"), key=lambda p: order.index(p.parent.name)):
+        table, prov = pd.read_parquet(path), read_provenance(path)
+        prov["inputs"] = {k: file_digest(tmp_path / k) if (tmp_path / k).is_file() else v
+                          for k, v in prov.get("inputs", {}).items()}
+        for col in ("roi_a", "roi_b", "roi"):
+            if col in table:
+                table[col] = table[col].replace(renames)
+        if "group" in table:
+            table["group"] = table["group"].replace("ketamine", formula)
+        write_parquet(table.rename(columns=renames), path, prov)
+    params = small_params()
+    params["stats"]["groups"] = ["midazolam", formula]
+    params["stats"]["confirmatory"] = [["Left_Amygdala", long], ["Left_Amygdala", twin_a], ["Left_Amygdala", twin_b]]
+    write_params(tmp_path, params)
+    in_dir(tmp_path)
+    old = os.umask(0o022)
+    try:
+        code, _, err = run_cli("report")
+    finally:
+        os.umask(old)
+    assert code == 0, err
+    figures = sorted(p.name for p in (tmp_path / "reports/figures").glob("delta_*.png"))
+    assert len(figures) == 3 and max(len(f) for f in figures) < 160, figures
+    for csv in (tmp_path / "reports/plots").glob("*.csv"):
+        text = csv.read_text()
+        assert "\n=" not in text and ",=" not in text and "'=HYPERLINK" in text, csv
+    for f in ("index.html", "metrics.json", "plots/delta_by_window.csv", "figures/rois.png"):
+        assert stat.S_IMODE((tmp_path / "reports" / f).stat().st_mode) == 0o644, f

@@ -236,7 +236,8 @@ def staged_members(parent: str | Path, members: dict[str, Callable[[str], bool] 
             _check_replaceable(parent / name, expected)
         elif (parent / name).is_dir():
             raise DataError(f"{parent / name}: is a directory; fclab writes a file there")
-    remove_stale(parent, "stage")
+    for name in ("stage", *members):
+        remove_stale(parent, name)
     with _write_errors(parent):
         tmp = Path(tempfile.mkdtemp(prefix=f".stage.{os.getpid()}.", suffix=".tmp", dir=parent))
     try:

@@ -230,6 +230,12 @@ class WindowSpec(Section):
     start_s: float | None = None
     end_s: float | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _label(cls, v):
+        check_label(v, "window name", ValueError)
+        return v
+
     @model_validator(mode="after")
     def _bounds(self):
         _span(self.name, self.start_min, self.end_min, self.start_s, self.end_s)
@@ -252,6 +258,12 @@ class SlidingSpec(Section):
     length_s: float = Field(gt=0)
     step_s: float = Field(gt=0)
     taper: Literal["none", "hann", "tukey"] = "none"
+
+    @field_validator("name")
+    @classmethod
+    def _label(cls, v):
+        check_label(v, "window name", ValueError)
+        return v
 
     @model_validator(mode="after")
     def _bounds(self):
@@ -306,6 +318,13 @@ class StatsParams(Section):
     # Subject-level covariates for the models that take them (mmrm, lmm, lmm_reference, ancova): columns of
     # participants.tsv, or mean_fd (the subject's mean framewise displacement over its runs).
     covariates: list[str] = Field(default_factory=list)
+
+    @field_validator("groups")
+    @classmethod
+    def _labels(cls, v):
+        for g in v:
+            check_label(g, "group", ValueError)
+        return v
 
 
 class ReportParams(Section):

@@ -99,7 +99,7 @@ def test_extract_killed_between_its_renames_recovers(clean, tmp_path):
 
 @pytest.mark.faults
 @pytest.mark.parametrize("stage, point", [
-    ("extract", "write:3"), ("extract", "replace:8"),
+    ("extract", "write:3"), ("extract", "replace:7"),
     ("connectivity", "write:1"), ("connectivity", "swap:1"),
     ("truth", "write:1"), ("truth", "swap:1"),
     ("stats", "replace:1"), ("stats", "swap:1"),

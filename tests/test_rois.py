@@ -141,3 +141,27 @@ def test_rois_plugins_bad_input(tmp_path, bold):
     path = _blob_maps(tmp_path)
     with pytest.raises(ParamsError, match="2 names for 3 maps"):
         Maps(Maps.Params(path=str(path), names=["a", "b"])).build(bold)
+
+
+def test_spheres_match_nilearn_spheres_masker_at_random_centres_and_ties(bold):
+    """Random centres, a third of them on voxel midpoints and a third on whole millimetres, with radii
+    at which voxel centres lie exactly on the sphere (4, 4√2, 4√3, 8 mm on this 4 mm grid) or that
+    are smaller than a voxel: the same voxels, so the same signals, as NiftiSpheresMasker."""
+    from nilearn.maskers import NiftiSpheresMasker
+
+    from plugins.spheres import Spheres
+
+    rng = np.random.default_rng(7)
+    ijk = rng.integers(6, np.array(SHAPE) - 6, (30, 3)).astype(float)
+    ijk[10:20] += 0.5
+    ijk[20:] += rng.random((10, 3))
+    centres = nib.affines.apply_affine(AFFINE, ijk)
+    centres[:10] = np.round(centres[:10])
+    data = np.asarray(bold.dataobj).reshape(-1, bold.shape[3])
+    for radius in (4.0, 4 * np.sqrt(2), 4 * np.sqrt(3), 8.0, 1.5, 2.0, 6.0):
+        named = {f"s{k}": tuple(c) for k, c in enumerate(centres)}
+        weights = Spheres(Spheres.Params(centres=named, radius_mm=float(radius), allow_overlap=True)).build(bold)
+        ours = (weights.weights @ data).T
+        ref = NiftiSpheresMasker(list(map(tuple, centres)), radius=float(radius), allow_overlap=True,
+                                 standardize=None).fit_transform(bold)
+        np.testing.assert_allclose(ours, ref, rtol=1e-10, err_msg=f"radius {radius}")

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from framework import runner
-from framework.errors import FclabError
+from framework.errors import FclabError, ParamsError
 from framework.params import Params, load_params
 from framework.registry import get_registry
 
@@ -44,6 +44,8 @@ def guarded(fn):
 
 def _params() -> Params:
     registry = get_registry()
+    if registry.selection_error:
+        raise ParamsError(registry.selection_error)
     for problem in registry.load_errors:
         typer.echo(f"fclab: warning: {problem}", err=True)
     return load_params(_state["params"])
@@ -64,6 +66,14 @@ def simulate():
     """Write the embedded simulated study (fMRIPrep layout) to simulate.output_dir."""
     out = runner.stage_simulate(_params(), _state["jobs"])
     typer.echo(f"simulated study written to {out}")
+
+
+@app.command()
+@guarded
+def manifest():
+    """Write results/plugins/: the code hash, version and input files of every plugin params selects."""
+    runner.stage_plugins(_params())
+    typer.echo(f"wrote {runner.PLUGINS_DIR}/")
 
 
 @app.command()
@@ -193,19 +203,22 @@ def plugins_cmd(
 ):
     """List the installed plugins: name, kind, version and distribution."""
     registry = get_registry()
-    for problem in registry.load_errors:
-        typer.echo(f"fclab: error: {problem}", err=True)
+    for problem in [registry.selection_error, *registry.load_errors]:
+        if problem:
+            typer.echo(f"fclab: error: {problem}", err=True)
     infos = registry.infos(include_all=all_)
     if as_json:
-        typer.echo(json.dumps([{"name": i.name, "kind": i.kind, "version": i.version,
-                                "distribution": i.distribution, "module": i.module} for i in infos], indent=2))
+        typer.echo(json.dumps([{"name": i.name, "kind": i.kind, "version": i.version, "distribution": i.distribution,
+                                "module": i.module, "entry_point": i.entry_point} for i in infos], indent=2))
         return
     if not infos:
         typer.echo("no third-party plugins installed (use --all to list the built-ins)")
         return
     width = max(len(i.name) for i in infos)
+    ep_width = max(len("entry point"), *(len(i.entry_point) for i in infos))
+    typer.echo(f"{'name':<{width}}  {'kind':<6}  {'version':<10}  {'entry point':<{ep_width}}  distribution")
     for i in infos:
-        typer.echo(f"{i.name:<{width}}  {i.kind:<6}  {i.version:<10}  {i.distribution}")
+        typer.echo(f"{i.name:<{width}}  {i.kind:<6}  {i.version:<10}  {i.entry_point:<{ep_width}}  {i.distribution}")
 
 
 try:

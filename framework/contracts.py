@@ -31,6 +31,12 @@ class Plugin:
     def __init__(self, params: PluginParams | None = None):
         self.params = params if params is not None else self.Params()
 
+    def input_files(self) -> list[str]:
+        """Files the plugin reads besides the study's data (a label image, a TSV, a mask). fclab hashes
+        them into the outputs' provenance and the DVC plugin manifest, so editing one reruns the
+        stages that use the plugin, and `fclab validate` checks that they exist."""
+        return []
+
     def describe(self) -> str:
         """One sentence for the methods paragraph; plugins override it to state their settings."""
         opts = ", ".join(f"{k}={v}" for k, v in self.params.model_dump().items())

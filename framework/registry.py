@@ -58,6 +58,7 @@ class PluginInfo:
     distribution: str
     module: str
     builtin: bool
+    entry_point: str  # the name FCLAB_LOAD_PLUGINS selects
 
 
 def _selected_external() -> set[str] | None:
@@ -79,11 +80,20 @@ class Registry:
         for module_name in DEFAULT_PLUGINS:
             self._load(module_name, lambda m=module_name: importlib.import_module(m), "fclab")
         wanted = _selected_external()
+        self._entry_points: dict[str, str] = {}  # module name -> entry-point name
+        self.selection_error: str | None = None
+        found = set()
         for ep in md.entry_points(group=ENTRY_POINT_GROUP):
+            found.add(ep.name)
+            self._entry_points.setdefault(ep.value.split(":")[0], ep.name)
             if wanted is not None and ep.name not in wanted:
                 continue
             dist = ep.dist.name if ep.dist is not None else "?"
             self._load(ep.name, ep.load, dist)
+        unknown = sorted((wanted or set()) - found)
+        if unknown:
+            self.selection_error = (f"{ENV_SELECT}: no installed plugin entry point named {unknown[0]!r} "
+                                    f"(installed: {', '.join(sorted(found))}; `fclab plugins --all` lists them)")
         self._classes = {kind: self._collect(kind) for kind in KINDS}
 
     def _load(self, name, loader, dist):
@@ -165,8 +175,24 @@ class Registry:
                     continue
                 dist = self._dist_of(module)
                 version = cls.version or _dist_version(dist) or "unknown"
-                out.append(PluginInfo(name, kind, version, dist, module, builtin))
+                top = next((m for m in self._entry_points if module == m or module.startswith(m + ".")), module)
+                out.append(PluginInfo(name, kind, version, dist, module, builtin, self._entry_points.get(top, "")))
         return out
+
+    def record(self, plugin: Plugin) -> dict:
+        """What a result computed with ``plugin`` depends on: its distribution and version, a hash of
+        its code, the versions of its distribution's requirements and the hashes of its input files."""
+        from framework.io import file_digest
+
+        dist = self._dist_of(type(plugin).__module__)
+        inputs = {}
+        for f in plugin.input_files():
+            try:
+                inputs[str(f)] = file_digest(f)
+            except OSError:
+                inputs[str(f)] = "missing"
+        return {"distribution": dist, "version": type(plugin).version or _dist_version(dist) or "unknown",
+                "code": code_digest(type(plugin)), "requirements": requirement_versions(dist), "inputs": inputs}
 
     def _dist_of(self, module: str) -> str:
         for mod, dist in self._dists.items():
@@ -174,6 +200,42 @@ class Registry:
                 return dist
         dists = md.packages_distributions().get(module.split(".")[0], [])
         return dists[0] if dists else "unknown"
+
+
+def code_digest(cls) -> str:
+    """A hash of the source of the top-level package (or module) that defines ``cls``: every ``.py``
+    file under it, by relative path, so an edit to a plugin or to a helper module beside it changes it,
+    whether the distribution is installed as a wheel or in editable mode."""
+    import hashlib
+    import sys
+    from pathlib import Path
+
+    top = sys.modules.get(cls.__module__.split(".")[0])
+    h = hashlib.sha256()
+    roots = list(getattr(top, "__path__", []) or [])
+    files = [(Path(r), f) for r in roots for f in sorted(Path(r).rglob("*.py"))]
+    if not files and getattr(top, "__file__", None):
+        files = [(Path(top.__file__).parent, Path(top.__file__))]
+    for root, f in files:
+        h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def requirement_versions(dist: str) -> dict[str, str]:
+    """Installed versions of what the distribution ``dist`` requires (extras left out)."""
+    import re
+
+    out = {}
+    try:
+        requires = md.requires(dist) or []
+    except md.PackageNotFoundError:
+        return out
+    for req in requires:
+        if "extra ==" in req:
+            continue
+        name = re.match(r"[A-Za-z0-9._-]+", req).group(0)
+        out[name] = _dist_version(name) or "not installed"
+    return dict(sorted(out.items()))
 
 
 def _dist_version(dist: str) -> str | None:

@@ -41,6 +41,53 @@ def _plugin_versions(plugins: list[Plugin]) -> dict[str, str]:
     return {p.name: versions.get((p.kind, p.name), "unknown") for p in plugins}
 
 
+def _provenance(stage: str, params_hash: str, plugins: list[Plugin], inputs: dict[str, str]) -> dict:
+    """A stage's provenance: plugin versions, plugin code hashes, and the hashes of its input files,
+    the files its plugins read included."""
+    registry = get_registry()
+    records = [registry.record(p) for p in plugins]
+    inputs = dict(inputs) | {f: d for r in records for f, d in r["inputs"].items()}
+    prov = provenance(stage, params_hash, _plugin_versions(plugins), inputs)
+    prov["plugin_code"] = {p.name: r["code"] for p, r in zip(plugins, records)}
+    return prov
+
+
+PLUGINS_DIR = Path("results/plugins")
+PLUGIN_SECTIONS = (("roi", "extract.rois"), ("metric", "connectivity.metrics"), ("test", "stats.tests"))
+
+
+def selected_plugins(params: Params):
+    """(kind, params key, name, plugin instance) for every plugin params.yaml selects, in order."""
+    from framework.params import plugin_spec
+
+    registry = get_registry()
+    for kind, key in PLUGIN_SECTIONS:
+        section, attr = key.split(".")
+        for i, spec in enumerate(getattr(getattr(params, section), attr)):
+            name, opts = plugin_spec(spec, f"{key}[{i}]")
+            cls = registry.get(kind, name, f"{key}[{i}]")
+            yield kind, f"{key}[{i}]", name, cls(cls.Params.model_validate(opts))
+
+
+def stage_plugins(params: Params) -> None:
+    """results/plugins/{roi,metric,test}.json: what the plugins params.yaml selects depend on (code
+    hash, version, requirements, input files). A DVC stage that always runs; the files change only
+    when a plugin does, so `dvc repro` reruns just the stages that use it."""
+    registry = get_registry()
+    entries = {kind: [] for kind, _ in PLUGIN_SECTIONS}
+    for kind, _, name, plugin in selected_plugins(params):
+        entries[kind].append({"name": name, **registry.record(plugin)})
+    with atomic_dir(PLUGINS_DIR, {f"{k}.json" for k in entries}.__contains__) as out_dir:
+        for kind, rows in entries.items():
+            write_json(out_dir / f"{kind}.json", rows)
+
+
+def plugin_input_problems(params: Params) -> list[str]:
+    """A line for each input file a selected plugin declares that does not exist."""
+    return [f"{f}: not found (an input file of {key}, {name})" for _, key, name, plugin in selected_plugins(params)
+            for f in plugin.input_files() if not Path(f).is_file()]
+
+
 def _digests(*paths: Path) -> dict[str, str]:
     return {str(p): file_digest(p) for p in paths}
 
@@ -80,7 +127,7 @@ def stage_extract(params: Params, jobs: int | None = None) -> None:
         f"{'detrended, ' if d.detrend else ''}{band}{cleaned}, "
         f"and standardised ({d.standardize}) with nilearn signal.clean."
     )
-    prov = provenance("extract", section_hash(p), _plugin_versions(plugins), out.digests)
+    prov = _provenance("extract", section_hash(p), plugins, out.digests)
     prov["methods"] = methods
     with atomic_dir(EXTRACT_DIR, EXTRACT_FILES.__contains__) as out_dir:
         write_parquet(ts, out_dir / "timeseries.parquet", prov)
@@ -136,7 +183,7 @@ def stage_connectivity(params: Params) -> None:
     edges = connectivity(p, ts, run_qc, events, metrics, participants["subject"].tolist(), roi_reasons)
     check_windows_have_values(edges, [w.name for w in p.windows])
     inputs.append(EXTRACT_DIR / "roi_qc.parquet")
-    prov = provenance("connectivity", section_hash(p), _plugin_versions(metrics), _digests(*inputs))
+    prov = _provenance("connectivity", section_hash(p), metrics, _digests(*inputs))
     prov["methods"] = _connectivity_methods(p, metrics)
     prov["scales"] = output_scales(metrics)
     prov["windows"] = [w.name for w in p.windows]
@@ -201,7 +248,7 @@ def stage_stats(params: Params) -> None:
     run_qc = read_parquet(EXTRACT_DIR / "run_qc.parquet")
     subjects = subject_table(read_parquet(EXTRACT_DIR / "participants.parquet"), run_qc)
     result = run_stats(p, edges, windows, tests, upstream.get("scales"), subjects)
-    prov = provenance("stats", section_hash(p), _plugin_versions(tests), _digests(path))
+    prov = _provenance("stats", section_hash(p), tests, _digests(path))
     prov["caveats"] = {t.name: t.caveat for t in tests if t.caveat}
     ref, target = p.groups
     prov["methods"] = (
@@ -223,6 +270,7 @@ def validate_inputs(params: Params) -> tuple[list[str], list[str]]:
     from framework.stats import check_names
 
     runs, problems = check_inputs(params.extract, [*params.connectivity.windows, *params.connectivity.sliding])
+    problems += plugin_input_problems(params)
     try:  # names the stats section refers to: groups of participants.tsv, ROIs of the ROI set
         participants, found = discover(params.extract.data, [])
         groups = participants["group"].unique()
@@ -303,6 +351,8 @@ def _report(params: Params, out: Path) -> None:
 
     courses = []
     sliding = provs["connectivity"].get("sliding") or []
+    course_columns = ["edge", "group", "centre_min", "mean", "ci_low", "ci_high", "n"]
+    course = pd.DataFrame(columns=course_columns)  # the DVC plot series exists, empty, without sliding windows
     if sliding:
         spec = sliding[0]
         events = read_parquet(EXTRACT_DIR / "events.parquet")
@@ -311,8 +361,7 @@ def _report(params: Params, out: Path) -> None:
             name = f"course_{rp.slug(a)}__{rp.slug(b)}.png"
             rp.course_figure(course, a, b, groups, scale, spec, out / "figures" / name)
             courses.append({"src": f"figures/{name}", "alt": f"Sliding-window course, {rp.edge_label(a, b)}"})
-        write_text(out / "plots" / "sliding_course.csv",
-                   rp.csv_text(course[["edge", "group", "centre_min", "mean", "ci_low", "ci_high", "n"]]))
+    write_text(out / "plots" / "sliding_course.csv", rp.csv_text(course[course_columns]))
 
     roi_qc = read_parquet(EXTRACT_DIR / "roi_qc.parquet")
     study_figs, qc_figs = study_figures(edges_m, run_qc, roi_qc, groups, windows, sp.baseline_window, scale,

@@ -49,6 +49,9 @@ class LabelsFile(RoiSet):
             raise ParamsError(f"extract.rois.labels_file.names: {unknown[0]!r} is not in {self.params.labels}")
         return names, [[lookup[n]] for n in names]
 
+    def input_files(self) -> list[str]:
+        return [self.params.path, self.params.labels]
+
     def build(self, reference) -> RoiWeights:
         img, _ = load_nifti(Path(self.params.path))
         if len(img.shape) != 3:

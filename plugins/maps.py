@@ -28,6 +28,9 @@ class Maps(RoiSet):
         path: str
         names: list[str] = Field(min_length=1)
 
+    def input_files(self) -> list[str]:
+        return [self.params.path]
+
     def build(self, reference) -> RoiWeights:
         img, _ = load_nifti(Path(self.params.path))
         if len(img.shape) != 4 or img.shape[3] != len(self.params.names):

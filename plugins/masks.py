@@ -25,6 +25,9 @@ class Masks(RoiSet):
     class Params(PluginParams):
         masks: dict[str, str] = Field(min_length=1)
 
+    def input_files(self) -> list[str]:
+        return list(self.params.masks.values())
+
     def build(self, reference) -> RoiWeights:
         rows = []
         for name, path in self.params.masks.items():

@@ -30,19 +30,25 @@ def sh(*args, cwd, extra_env=None):
 STAGES = ("plugins", "simulate", "extract", "connectivity", "truth", "stats", "report")
 
 
+def _clone(tmp_path):
+    """A git clone of the project; the working tree may hold changes not yet committed, so the
+    tracked files are copied over it: this tests what is here, not only HEAD."""
+    clone = tmp_path / "clone"
+    sh("git", "clone", "--quiet", "--no-local", str(ROOT), str(clone), cwd=tmp_path)
+    for rel in subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split():
+        if (ROOT / rel).is_file():
+            (clone / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, clone / rel)
+    return clone
+
+
 def ran(output: str) -> set[str]:
     return {s for s in STAGES if f"Running stage '{s}'" in output}
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is required")
 def test_repro_noop_and_partial_rerun(tmp_path, ran_study):
-    clone = tmp_path / "clone"
-    sh("git", "clone", "--quiet", "--no-local", str(ROOT), str(clone), cwd=tmp_path)
-    # The working tree may hold changes not yet committed: test what is here, not only HEAD.
-    for rel in subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split():
-        if (ROOT / rel).is_file():
-            (clone / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, clone / rel)
+    clone = _clone(tmp_path)
     (clone / "params.yaml").write_text(yaml.safe_dump(small_params(), sort_keys=False))
     sh("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "small study", "--allow-empty", cwd=clone)
 
@@ -78,12 +84,7 @@ def test_an_installed_plugins_code_and_version_rerun_exactly_its_stages(tmp_path
     stale stages once the manifest is refreshed."""
     from test_plugins import DEMO_METRIC, make_distribution
 
-    clone = tmp_path / "clone"
-    sh("git", "clone", "--quiet", "--no-local", str(ROOT), str(clone), cwd=tmp_path)
-    for rel in subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True).stdout.split():
-        if (ROOT / rel).is_file():
-            (clone / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, clone / rel)
+    clone = _clone(tmp_path)
     params = small_params()
     params["simulate"].update(n_ketamine=3, n_midazolam=3)
     params["connectivity"]["sliding"] = []

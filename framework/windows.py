@@ -71,10 +71,10 @@ def resolve(p: ConnectivityParams, run_qc: pd.DataFrame, events: pd.DataFrame) -
 
 def _inside(start, end, duration, run, name, event=None):
     if start < -1e-9 or end > duration + 1e-6:
-        # relative to an event, the onset in the data may be what is wrong; else the window's bounds
-        raise (DataError if event else ParamsError)(
+        raise ParamsError(
             f"connectivity: window {name!r} ({start:g}-{end:g} s) lies outside run {run.run!r} of "
-            f"sub-{run.subject} (0-{duration:g} s; check the window bounds and the event onset in events.tsv)"
+            f"sub-{run.subject} (0-{duration:g} s; check the window bounds"
+            + (f" and the {event!r} onset in events.tsv)" if event else ")")
         )
 
 

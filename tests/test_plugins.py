@@ -51,10 +51,21 @@ def make_distribution(site: Path, dist: str, version: str, entry_points: dict[st
 
 @pytest.fixture
 def site(tmp_path, monkeypatch):
+    """A site directory for the test's own distributions; plugins installed in the environment are
+    hidden, so installing third-party plugins (working or broken) changes no outcome here."""
+    import importlib.metadata as md
+
     path = tmp_path / "site-packages"
     path.mkdir()
     monkeypatch.syspath_prepend(str(path))
     monkeypatch.delenv("FCLAB_LOAD_PLUGINS", raising=False)
+    real = md.entry_points
+
+    def here_only(**kwargs):
+        return [ep for ep in real(**kwargs) if ep.dist is not None and (
+            ep.dist.name == "fclab" or str(ep.dist.locate_file("")).startswith(str(path)))]
+
+    monkeypatch.setattr("framework.registry.md.entry_points", here_only)
     reset_registry()
     return path
 
@@ -76,7 +87,7 @@ def test_third_party_distribution_is_discovered_listed_and_used(site, small_stud
     assert code == 0, err
     listed = json.loads(out)
     assert listed == [{"name": "anticorrelation", "kind": "metric", "version": "1.2.3",
-                       "distribution": "fclab-demo", "module": "fclab_demo_metric"}]
+                       "distribution": "fclab-demo", "module": "fclab_demo_metric", "entry_point": "demo"}]
 
     work = tmp_path / "work"
     work.mkdir()

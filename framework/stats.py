@@ -7,7 +7,7 @@ import pandas as pd
 from scipy.stats import false_discovery_control
 
 from framework.contracts import RESULT_COLUMNS, Design, StatTest
-from framework.errors import DataError, ParamsError
+from framework.errors import DataError, ParamsError, PluginError
 from framework.params import StatsParams, did_you_mean, plugin_spec
 from framework.registry import get_registry
 
@@ -219,5 +219,10 @@ def run_stats(p: StatsParams, edges: pd.DataFrame, windows: list[str], tests: li
     out["family"] = design.family(out["roi_a"], out["roi_b"])
     out["scale"] = out["metric"].map(scales or {}).fillna("unknown")  # what the estimates are in
     out = adjust(out, p.correction, p.family)
-    out["n"] = out["n"].astype(np.int32)
+    n = pd.to_numeric(out["n"], errors="coerce")
+    if n.isna().any():
+        bad = out.loc[n.isna(), "test"].iloc[0]
+        raise PluginError(f"stats.tests: {bad}: rows without 'n' (the number of subjects; the StatTest contract "
+                          "requires it on every row)")
+    out["n"] = n.astype(np.int32)
     return out[TEST_COLUMNS].reset_index(drop=True)

@@ -246,3 +246,59 @@ def test_register_commands_hook_adds_a_command(site):
     get_registry().add_commands(app)
     result = CliRunner().invoke(app, ["hello"])
     assert result.exit_code == 0 and "hello from a plugin" in result.stdout
+
+
+NO_P_TEST = '''
+import numpy as np
+import pandas as pd
+from framework.contracts import StatTest
+from framework.hookspecs import hookimpl
+
+
+class Bayes(StatTest):
+    """A test that reports a Bayes factor, not a p-value (a stand-in for a JZS test)."""
+    name = "bayes"
+    terms = ("group:window",)
+
+    def run(self, edges, design):
+        rows = []
+        for (metric, a, b), frame in edges.groupby(["metric", "roi_a", "roi_b"], observed=True):
+            for w in design.effect_windows:
+                row = {"metric": metric, "roi_a": a, "roi_b": b, "window": w, "term": "group:window",
+                       "estimate": float(frame.loc[frame["window"] == w, "value"].mean()), "se": np.nan,
+                       "stat": np.nan, "df": np.nan, "p": np.nan, "ci_low": np.nan, "ci_high": np.nan,
+                       "effect_size": 3.0, "effect_size_kind": "bayes_factor_10", "reason": "Bayes factor: no p"}
+                if WITH_N:
+                    row["n"] = int(frame["subject"].nunique())
+                rows.append(row)
+        return pd.DataFrame(rows)
+
+
+@hookimpl
+def register_stat_tests(register):
+    register(Bayes)
+'''
+
+
+@pytest.mark.parametrize("with_n", [True, False])
+def test_a_test_without_p_values_reaches_the_report_or_names_its_breach(site, ran_study, tmp_path, in_dir, with_n):
+    import shutil
+
+    module = f"fclab_bayes_{with_n}".lower()  # a module name per case: imports are cached per process
+    make_distribution(site, "fclab-bayes", "0.1", {"bayes": module}, {module: f"WITH_N = {with_n}\n" + NO_P_TEST})
+    shutil.copytree(ran_study[0] / "results", tmp_path / "results")
+    params = small_params()
+    params["stats"]["tests"] = ["bayes", "change_welch"]
+    params["report"]["primary_test"] = "bayes"
+    write_params(tmp_path, params)
+    in_dir(tmp_path)
+    code, _, err = run_cli("stats")
+    if not with_n:
+        assert code == 2 and "stats.tests: bayes: rows without 'n'" in err and len(err.strip().splitlines()) == 1
+        return
+    assert code == 0, err
+    code, _, err = run_cli("report")
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "reports/metrics.json").read_text())
+    assert metrics["test"] == "bayes"
+    assert all(v["p_adj"] is None for e in metrics["edges"].values() for v in e.values())

@@ -348,13 +348,30 @@ def _loc(loc) -> str:
     return out
 
 
-def _first_error(exc: ValidationError, prefix: str = "") -> str:
+def _model_at(model, loc):
+    """The pydantic model class that holds the last key of ``loc`` (for suggestions), or None."""
+    for part in loc[:-1]:
+        if isinstance(part, int) or not (isinstance(model, type) and issubclass(model, BaseModel)):
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        while typing.get_origin(ann) in (list, dict, typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(ann) if a is not type(None)]
+            ann = next((a for a in reversed(args) if isinstance(a, type) and issubclass(a, BaseModel)), args[-1])
+        model = ann
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _first_error(exc: ValidationError, prefix: str = "", model=None) -> str:
     err = exc.errors()[0]
     path = _loc(err["loc"])
     path = f"{prefix}.{path}" if prefix and path else (prefix or path)
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
-        msg = "unknown key"
+        holder = _model_at(model, err["loc"]) if model is not None else None
+        msg = "unknown key" + (did_you_mean(err["loc"][-1], holder.model_fields) if holder else "")
     more = len(exc.errors()) - 1
     tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
     return f"{path}: {msg}{tail}"
@@ -420,7 +437,7 @@ def validate(raw: dict, source: str | Path = "params.yaml") -> Params:
     try:
         params = Params.model_validate(raw)
     except ValidationError as exc:
-        raise ParamsError(_first_error(exc)) from exc
+        raise ParamsError(_first_error(exc, model=Params)) from exc
     registry = get_registry()
     for key, kind, specs in (
         ("extract.rois", "roi", params.extract.rois),
@@ -437,7 +454,7 @@ def validate(raw: dict, source: str | Path = "params.yaml") -> Params:
             try:
                 cls.Params.model_validate(opts)
             except ValidationError as exc:
-                raise ParamsError(_first_error(exc, f"{key}[{i}]")) from exc
+                raise ParamsError(_first_error(exc, f"{key}[{i}]", cls.Params)) from exc
             if kind != "roi" and name in seen:
                 raise ParamsError(f"{key}[{i}]: {name!r} is listed twice")
             seen.add(name)

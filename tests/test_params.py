@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from conftest import default_params, run_cli, write_params
 
 
@@ -30,7 +32,19 @@ def test_missing_params_file(tmp_path, in_dir):
 def test_unknown_key_gives_its_path(tmp_path, in_dir):
     code, err = _run_with(tmp_path, in_dir, lambda p: p["stats"].update(corection="holm"))
     assert code == 2
-    assert "stats.corection: unknown key" in err
+    assert "stats.corection: unknown key; did you mean 'correction'?" in err
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda p: p["connectivity"]["windows"][1].update(start_mn=0),
+     "connectivity.windows[1].start_mn: unknown key; did you mean 'start_min'?"),
+    (lambda p: p["stats"]["tests"].__setitem__(3, {"name": "permutation", "n_prem": 5}),
+     "stats.tests[3].n_prem: unknown key; did you mean 'n_perm'?"),
+    (lambda p: p["extract"]["denoise"].update(zzz=1), "extract.denoise.zzz: unknown key"),
+])
+def test_unknown_keys_get_a_suggestion(tmp_path, in_dir, change, message):
+    code, err = _run_with(tmp_path, in_dir, change)
+    assert code == 2 and message in err, err
 
 
 def test_wrong_type_gives_its_path(tmp_path, in_dir):

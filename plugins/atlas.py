@@ -27,6 +27,7 @@ from framework.anatomy import BUNDLED_ATLASES, atlas_labels
 from framework.contracts import PluginParams, RoiSet, RoiWeights
 from framework.errors import DataError, ParamsError
 from framework.hookspecs import hookimpl
+from framework.params import did_you_mean
 
 
 def labels_weights(label_data: np.ndarray, groups: list[list[int]], names: list[str], where: str) -> RoiWeights:
@@ -73,9 +74,10 @@ class Atlas(RoiSet):
             else:
                 hits = [names.index(w)] if w in names else []
             if not hits:
+                hint = did_you_mean(w, names) or f" (e.g. {', '.join(names[:4])}, ...)"
                 raise ParamsError(f"extract.rois.atlas.{key}: {w!r} "
-                                  f"{'matches no' if self.params.regex else 'is not a'} {self.params.atlas} label "
-                                  f"(e.g. {', '.join(names[:4])}, ...)")
+                                  f"{'matches no' if self.params.regex else 'is not a'} {self.params.atlas} label"
+                                  f"{hint}")
             out += [i for i in hits if i not in out]
         return out
 

@@ -85,7 +85,7 @@ def sphere_outside_fov(work, params):
 
 def unknown_label(work, params):
     params["extract"]["rois"][0]["labels"] = ["Left_Amygdala", "Left_Amygdale"]
-    return "extract.rois.atlas.labels: 'Left_Amygdale' is not a harvard_oxford label"
+    return "extract.rois.atlas.labels: 'Left_Amygdale' is not a harvard_oxford label; did you mean 'Left_Amygdala'?"
 
 
 def missing_event(work, params):

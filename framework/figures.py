@@ -111,9 +111,10 @@ def fd_figure(motion: pd.DataFrame, run_qc: pd.DataFrame, groups, path) -> None:
     bins = np.linspace(0, max(hi, 1e-3), 50)
     for g, colour in zip(groups, GROUP_COLOURS):
         fd = m.loc[m["group"] == g, "framewise_displacement"].to_numpy()
-        if fd.size:
+        if fd.size:  # the legend's mean is the study table's: the mean over the group's runs of each run's mean
+            run_mean = float(run_qc.loc[run_qc["group"] == g, "mean_fd"].mean())
             ax.hist(fd, bins=bins, density=True, histtype="step", lw=1.6, color=colour,
-                    label=f"{g} (n = {m.loc[m['group'] == g, 'subject'].nunique()}, mean {fd.mean():.3f} mm)")
+                    label=f"{g} (n = {m.loc[m['group'] == g, 'subject'].nunique()}, mean of run means {run_mean:.3f} mm)")
     ax.set_xlabel("framewise displacement (mm)")
     ax.set_ylabel("density (per mm)")
     finish_figure(fig, ax, "Head motion: FD per volume", path)

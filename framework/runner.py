@@ -121,8 +121,8 @@ def stage_extract(params: Params, jobs: int | None = None) -> None:
     if d.smoothing_fwhm:
         confounds = f"Images were smoothed with a {d.smoothing_fwhm:g} mm FWHM Gaussian before extraction. " + confounds
     methods = (
-        f"ROI time series were extracted from {run_qc['run'].nunique()} runs per subject of "
-        f"{run_qc['subject'].nunique()} subjects ({p.data.space} preprocessed BOLD) for these ROIs: "
+        f"ROI time series were extracted from {run_count_text(run_qc)} ({p.data.space} preprocessed BOLD) "
+        "for these ROIs: "
         f"{'; '.join(pl.describe() for pl in plugins)}. {confounds}"
         f"{'detrended, ' if d.detrend else ''}{band}{cleaned}, "
         f"and standardised ({d.standardize}) with nilearn signal.clean."
@@ -255,7 +255,7 @@ def stage_stats(params: Params) -> None:
         f"Group differences ({target} − {ref}) in the change from the {p.baseline_window} window were "
         f"tested with {'; and '.join(t.describe() for t in tests)}."
         + (f" Models with covariates adjusted for {', '.join(p.covariates)} (centred)." if p.covariates else "")
-        + exclusion_text(run_qc)
+        + exclusion_text(run_qc, params.extract.exclude)
     )
     with atomic_dir(STATS_DIR, {"tests.parquet"}.__contains__) as out_dir:
         write_parquet(result, out_dir / "tests.parquet", prov)
@@ -293,14 +293,49 @@ def validate_inputs(params: Params) -> tuple[list[str], list[str]]:
     return lines, problems
 
 
-def exclusion_text(run_qc: pd.DataFrame) -> str:
-    """One sentence on excluded runs: how many, of how many subjects, and why."""
-    excl = run_qc[run_qc["excluded"]] if "excluded" in run_qc else run_qc.iloc[:0]
+def _skipped(run_qc: pd.DataFrame) -> pd.Series:
+    return run_qc["reason"].astype(str).str.startswith("skipped:") if "reason" in run_qc else run_qc["run"].isna()
+
+
+def run_count_text(run_qc: pd.DataFrame) -> str:
+    """'52 runs of 26 subjects (2 per subject)', saying how many runs could not be read."""
+    skipped = _skipped(run_qc)
+    read = run_qc[~skipped]
+    per = read.groupby("subject").size()
+    each = f"{per.iloc[0]} per subject" if per.nunique() == 1 else f"{per.min()}–{per.max()} per subject"
+    text = f"{len(read)} runs of {read['subject'].nunique()} subjects ({each})"
+    if skipped.any():
+        text += f"; {int(skipped.sum())} further run(s) could not be read and were left out (run QC lists them)"
+    return text
+
+
+def exclusion_rules_text(rules) -> str:
+    """The active run exclusion rules in words."""
+    parts = []
+    if rules.max_mean_fd is not None:
+        parts.append(f"mean framewise displacement above {rules.max_mean_fd:g} mm")
+    if rules.max_censored_fraction is not None:
+        parts.append(f"more than {rules.max_censored_fraction:.0%} of volumes censored")
+    if rules.min_clean_volumes is not None:
+        parts.append(f"fewer than {rules.min_clean_volumes} clean volumes")
+    if not parts:
+        return "no run exclusion rule was set"
+    text = "runs were excluded for " + " or ".join(parts)
+    return text + (" (and then every run of that subject)" if rules.whole_subject else "")
+
+
+def exclusion_text(run_qc: pd.DataFrame, rules=None) -> str:
+    """The exclusion rules, then how many runs they excluded, of how many subjects, and why."""
+    from framework.params import ExclusionParams
+
+    rule = exclusion_rules_text(rules or ExclusionParams())
+    rule = rule[0].upper() + rule[1:]
+    excl = run_qc[run_qc["excluded"] & ~_skipped(run_qc)] if "excluded" in run_qc else run_qc.iloc[:0]
     if excl.empty:
-        return " No run was excluded."
+        return f" {rule}." if rule.startswith("No ") else f" {rule}; no run was excluded."
     why = "; ".join(f"sub-{r.subject} {r.run}: {r.reason}" for r in excl.itertuples())
-    return (f" {len(excl)} of {len(run_qc)} runs ({excl['subject'].nunique()} subjects) were excluded and their "
-            f"windows treated as missing ({why}).")
+    return (f" {rule}. {len(excl)} of {len(run_qc)} runs ({excl['subject'].nunique()} subjects) were excluded and "
+            f"their windows treated as missing ({why}).")
 
 
 def stage_report(params: Params) -> Path:

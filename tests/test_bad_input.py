@@ -8,6 +8,7 @@ import shutil
 import nibabel as nib
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from conftest import run_cli, small_params, write_params
@@ -144,6 +145,8 @@ def test_on_error_skip_records_the_run_and_goes_on(small_study, tmp_path, in_dir
     assert set(mine["window"]) == set(fixed)  # every fixed window keeps its rows, no silent drop
     assert mine["value"].isna().all() and mine["reason"].str.startswith("run excluded: skipped:").all()
     assert edges[edges["subject"] != SUB]["value"].notna().any()
+    methods = json.loads(pq.read_schema(tmp_path / "results/extract/timeseries.parquet").metadata[b"fclab"])["methods"]
+    assert "extracted from 4 runs of 2 subjects (2 per subject); 2 further run(s) could not be read" in methods
 
 
 def test_min_coverage_sets_the_roi_missing_and_it_flows_to_stats(small_study, tmp_path, in_dir):

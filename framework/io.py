@@ -172,6 +172,7 @@ def atomic_dir(path: str | Path, expected: Callable[[str], bool] | None = None):
     killed runs are removed first.
     """
     path = Path(path)
+    fault_point("compute")  # the stage has computed everything and written nothing yet
     parent = _parent(path)
     if path.exists() and path.resolve() in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
         raise DataError(f"{path}: is the working directory or one of its parents; choose another output path")
@@ -230,6 +231,7 @@ def staged_members(parent: str | Path, members: dict[str, Callable[[str], bool] 
     directory, then move them in, in the order given: put the file readers open first (an index
     page) last. Other entries of ``parent`` are left alone. ``members`` maps each name to what
     ``owned`` accepts in an existing directory of that name (None for a file)."""
+    fault_point("compute")
     parent = _parent(Path(parent) / next(iter(members)))
     for name, expected in members.items():
         if expected is not None:

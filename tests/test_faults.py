@@ -99,6 +99,7 @@ def test_extract_killed_between_its_renames_recovers(clean, tmp_path):
 
 @pytest.mark.faults
 @pytest.mark.parametrize("stage, point", [
+    ("extract", "compute:1"), ("stats", "compute:1"), ("report", "compute:1"),
     ("extract", "write:3"), ("extract", "replace:7"),
     ("connectivity", "write:1"), ("connectivity", "swap:1"),
     ("truth", "write:1"), ("truth", "swap:1"),

@@ -23,6 +23,7 @@ from framework.params import DataParams, DenoiseParams, ExtractParams, check_lab
 from framework.registry import get_registry
 
 TIMESERIES_KEYS = ["subject", "run", "volume", "time_s"]
+MIN_CLEAN_VOLUMES = 3  # a run censored below this is excluded at extraction
 
 
 @dataclass(frozen=True)
@@ -330,6 +331,8 @@ def run_confounds(run: RunInput, denoise: DenoiseParams, n_volumes: int):
         if len(confounds) != n_volumes:
             raise DataError(f"{path}: {len(confounds)} rows for {n_volumes} volumes in {run.bold.name}")
         bad = ~np.isfinite(confounds.to_numpy(float))
+        if sample_mask is not None:  # censored volumes are left out of the regression
+            bad[np.setdiff1d(np.arange(len(bad)), sample_mask)] = False
         if bad.any():
             i, j = (int(x[0]) for x in np.nonzero(bad))
             raise DataError(f"{path}: row {i + 1}: column {confounds.columns[j]!r} has no value (only the first "
@@ -338,9 +341,6 @@ def run_confounds(run: RunInput, denoise: DenoiseParams, n_volumes: int):
         extra = custom_confounds(path, denoise.columns, n_volumes, run.bold.name)
         confounds = extra if confounds is None else pd.concat([confounds, extra.drop(
             columns=[c for c in extra.columns if c in confounds.columns])], axis=1)
-    if sample_mask is not None and len(sample_mask) < 3:
-        raise DataError(f"{path}: the {denoise.strategy!r} strategy censors all but {len(sample_mask)} of "
-                        f"{n_volumes} volumes")
     return confounds, sample_mask, pd.to_numeric(fd, errors="coerce")
 
 
@@ -387,12 +387,18 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_co
 
     check_filter(run.tr, denoise, run.bold)
     confounds, sample_mask, fd = run_confounds(run, denoise, T)
-    cleaned = signal.clean(
-        raw_signals, confounds=None if confounds is None else confounds.to_numpy(), sample_mask=sample_mask,
-        t_r=run.tr, detrend=denoise.detrend, standardize=denoise.standardize,
-        low_pass=denoise.low_pass_hz, high_pass=denoise.high_pass_hz,
-    )
     kept = np.arange(T) if sample_mask is None else np.asarray(sample_mask)
+    # Censoring that leaves almost nothing (nilearn cannot clean fewer than 2 volumes): the run is
+    # excluded with the reason, and its windows become missing, rather than stopping the study.
+    over_censored = kept.size < MIN_CLEAN_VOLUMES
+    if over_censored:
+        cleaned, kept = np.empty((0, len(rois.names))), kept[:0]
+    else:
+        cleaned = signal.clean(
+            raw_signals, confounds=None if confounds is None else confounds.to_numpy(), sample_mask=sample_mask,
+            t_r=run.tr, detrend=denoise.detrend, standardize=denoise.standardize,
+            low_pass=denoise.low_pass_hz, high_pass=denoise.high_pass_hz,
+        )
     ts = pd.DataFrame(cleaned, columns=rois.names)
     ts.insert(0, "time_s", kept * run.tr)
     ts.insert(0, "volume", kept.astype(np.int32))
@@ -433,7 +439,9 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_co
         "subject": run.subject, "group": run.group, "run": run.run, "bold": run.bold.name,
         "tr_s": run.tr, "n_volumes": T, "n_retained": int(kept.size),
         "mean_fd": float(np.nanmean(fd)), "max_fd": float(np.nanmax(fd)),
-        "excluded": False, "reason": "",
+        "excluded": over_censored,
+        "reason": (f"censored by the {denoise.strategy!r} strategy: {T - (0 if sample_mask is None else len(sample_mask))}"
+                   f" of {T} volumes, fewer than {MIN_CLEAN_VOLUMES} left") if over_censored else "",
     }
     events = None
     if run.events is not None:
@@ -492,7 +500,9 @@ def skipped_run(subject: str, group: str, run: str, message: str, bold: str = ""
 def apply_exclusions(run_qc: pd.DataFrame, rules) -> pd.DataFrame:
     """Mark runs that break a rule as excluded, with every broken rule in ``reason``."""
     run_qc = run_qc.copy()
-    reasons = [[] for _ in range(len(run_qc))]
+    # Runs already excluded at extraction (censored to nothing) keep that reason.
+    reasons = [[r] if e else [] for e, r in zip(run_qc.get("excluded", [False] * len(run_qc)),
+                                                 run_qc.get("reason", [""] * len(run_qc)))]
     censored = 1 - run_qc["n_retained"] / run_qc["n_volumes"]
     for i, r in enumerate(run_qc.itertuples()):
         if rules.max_mean_fd is not None and r.mean_fd > rules.max_mean_fd:

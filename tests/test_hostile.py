@@ -354,3 +354,30 @@ def test_names_are_safe_in_file_names_and_csv_cells(ran_study, tmp_path, in_dir)
         assert "\n=" not in text and ",=" not in text and "'=HYPERLINK" in text, csv
     for f in ("index.html", "metrics.json", "plots/delta_by_window.csv", "figures/rois.png"):
         assert stat.S_IMODE((tmp_path / "reports" / f).stat().st_mode) == 0o644, f
+
+
+def test_a_run_censored_to_nothing_is_excluded_with_its_reason(study_copy):
+    """Scrubbing that leaves fewer than 3 volumes of a run excludes that run (its windows missing, the
+    reason in run QC and edges) instead of stopping extraction, with on_error: fail."""
+    work, params = study_copy
+    params["extract"]["denoise"]["strategy"] = "scrubbing"
+
+    def moving(t):
+        t.loc[1:, "framewise_displacement"] = "2.0"  # every volume moves 2 mm
+        return t
+    _edit_tsv(_func(work, 2, "_timeseries.tsv"), moving)
+    write_params(work, params)
+    code, out, err = run_cli("validate")
+    assert code == 0, err
+    for stage in ("extract", "connectivity"):
+        code, _, err = run_cli(stage)
+        assert code == 0, err
+    run_qc = pd.read_parquet(work / "results/extract/run_qc.parquet").set_index(["subject", "run"])
+    row = run_qc.loc[(SUB, "infusion")]
+    assert row["excluded"] and row["n_retained"] == 0
+    assert row["reason"].startswith("censored by the 'scrubbing' strategy:") and "fewer than 3 left" in row["reason"]
+    assert not run_qc.drop(index=(SUB, "infusion"))["excluded"].any()
+    edges = pd.read_parquet(work / "results/connectivity/edges.parquet")
+    mine = edges[(edges["subject"] == SUB) & (edges["window"] != "baseline") & (edges["window"] != "sliding")]
+    assert len(mine) and mine["value"].isna().all()
+    assert mine["reason"].astype(str).str.startswith("run excluded: censored by the 'scrubbing' strategy").all()

@@ -18,7 +18,13 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from framework.io import atomic_path  # noqa: E402
 
 GROUP_COLOURS = ("#4c72b0", "#dd8452")  # reference, target
-SCALE_LABELS = {"fisher_z": "Fisher z", "r": "Pearson r"}
+SCALE_LABELS = {"fisher_z": "Fisher z", "r": "Pearson r", "rho": "Spearman ρ", "partial_r": "partial r",
+                "covariance": "covariance", "precision": "precision", "tangent": "tangent-space value",
+                "coherence": "coherence", "mtd": "MTD", "seconds": "seconds"}
+# Scales whose values can be negative (a diverging colour map centred on 0 even when a study's means
+# happen to be positive) and scales that cannot; any other scale is judged from its values.
+SIGNED_SCALES = {"fisher_z", "r", "rho", "partial_r", "covariance", "precision", "tangent", "mtd", "seconds"}
+NONNEGATIVE_SCALES = {"coherence"}
 DPI = 150
 
 
@@ -71,22 +77,32 @@ def group_matrices(edges: pd.DataFrame, rois: list[str], groups, windows) -> dic
     return out
 
 
+def value_colours(values: np.ndarray, signed: bool | None = None) -> tuple[str, float, float]:
+    """(colour map, vmin, vmax) for a matrix of values: a diverging map centred on 0 for signed values,
+    a sequential one from 0 for values that are never negative (coherence, mutual information, ...).
+    ``signed`` None: judged from the values (a scale fclab does not know, from a third-party metric)."""
+    finite = values[np.isfinite(values)]
+    lim = float(np.abs(finite).max()) if finite.size and np.abs(finite).max() > 0 else 1.0
+    if signed is None:
+        signed = bool(finite.size and finite.min() < 0)
+    return ("RdBu_r", -lim, lim) if signed else ("viridis", 0.0, lim)
+
+
 def matrices_figure(edges: pd.DataFrame, rois: list[str], groups, windows, scale: str, path) -> None:
     """Group-mean matrices per window (one row per group) and their difference (target − reference)."""
+    signed = True if scale in SIGNED_SCALES else (False if scale in NONNEGATIVE_SCALES else None)
     scale = SCALE_LABELS.get(scale, scale)
     mats = group_matrices(edges, rois, groups, windows)
     rows = [*groups, "difference"]
     W = len(windows)
     fig, axes = plt.subplots(3, W, figsize=(2.3 * W + 1.2, 7.4), squeeze=False)
-    vals = np.concatenate([mats[g, w].ravel() for g in groups for w in windows])
-    lim = np.nanmax(np.abs(vals)) if np.isfinite(vals).any() else 1.0
-    dvals = np.concatenate([mats["difference", w].ravel() for w in windows])
-    dlim = np.nanmax(np.abs(dvals)) if np.isfinite(dvals).any() else 1.0
+    colours = value_colours(np.concatenate([mats[g, w].ravel() for g in groups for w in windows]), signed)
+    diff_colours = value_colours(np.concatenate([mats["difference", w].ravel() for w in windows]), signed=True)
     for i, row in enumerate(rows):
         for j, w in enumerate(windows):
             ax = axes[i, j]
-            lim_ = dlim if row == "difference" else lim
-            im = ax.imshow(mats[row, w], cmap="RdBu_r", vmin=-lim_, vmax=lim_)
+            cmap, vmin, vmax = diff_colours if row == "difference" else colours
+            im = ax.imshow(mats[row, w], cmap=cmap, vmin=vmin, vmax=vmax)
             ax.set_xticks(range(len(rois)))
             ax.set_yticks(range(len(rois)))
             small = len(rois) <= 12

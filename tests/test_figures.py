@@ -51,3 +51,14 @@ def test_censored_fraction_from_window_length_and_tr():
     c = censored_fraction(edges, run_qc, ["baseline", "w1"]).set_index(["subject", "window"])["censored"]
     assert c[("03", "baseline")] == 0.0
     assert c[("04", "w1")] == pytest.approx(4 / 240)  # 4 of the 240 volumes in 600 s at TR 2.5
+
+
+def test_matrix_colours_follow_the_sign_of_the_values():
+    """Signed values (correlations) get a diverging map centred on 0; values that are never negative
+    (coherence, mutual information) a sequential map from 0; a difference is always signed."""
+    from framework.figures import value_colours
+
+    assert value_colours(np.array([-0.2, 0.5, np.nan])) == ("RdBu_r", -0.5, 0.5)
+    assert value_colours(np.array([0.1, 0.7, np.nan])) == ("viridis", 0.0, 0.7)
+    assert value_colours(np.array([0.1, 0.7]), signed=True) == ("RdBu_r", -0.7, 0.7)
+    assert value_colours(np.array([np.nan])) == ("viridis", 0.0, 1.0)

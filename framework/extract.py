@@ -307,16 +307,18 @@ def run_confounds(run: RunInput, denoise: DenoiseParams, n_volumes: int):
 
     Errors name the confounds file: too few or too many rows, a column the strategy needs, a missing
     value after the first row (only derivatives may start with n/a), a framewise_displacement column
-    missing (run QC and exclusion use it), a sample mask that keeps too few volumes to clean.
+    missing (run QC and exclusion use it).
     """
     path = run.confounds
     table = read_tsv(path, ("framewise_displacement",))
     if len(table) != n_volumes:
         raise DataError(f"{path}: {len(table)} rows for {n_volumes} volumes in {run.bold.name}")
-    fd = table["framewise_displacement"]
-    if not np.isfinite(pd.to_numeric(fd.iloc[1:], errors="coerce").to_numpy(float)).all():
-        i = 1 + int(np.flatnonzero(~np.isfinite(pd.to_numeric(fd.iloc[1:], errors="coerce").to_numpy(float)))[0])
-        raise DataError(f"{path}: row {i + 1}: framewise_displacement {fd.iloc[i]!r} is not a number")
+    fd = pd.to_numeric(table["framewise_displacement"], errors="coerce")
+    bad_fd = np.flatnonzero(~np.isfinite(fd.to_numpy(float)[1:]))
+    if bad_fd.size:
+        i = 1 + int(bad_fd[0])
+        raise DataError(f"{path}: row {i + 1}: framewise_displacement {table['framewise_displacement'].iloc[i]!r} "
+                        "is not a number")
     confounds, sample_mask = None, None
     if denoise.strategy != "none":
         import warnings
@@ -338,20 +340,18 @@ def run_confounds(run: RunInput, denoise: DenoiseParams, n_volumes: int):
             raise DataError(f"{path}: row {i + 1}: column {confounds.columns[j]!r} has no value (only the first "
                             "row of derivatives may be n/a)")
     if denoise.columns:
-        extra = custom_confounds(path, denoise.columns, n_volumes, run.bold.name)
+        extra = custom_confounds(table, denoise.columns, path)
         confounds = extra if confounds is None else pd.concat([confounds, extra.drop(
             columns=[c for c in extra.columns if c in confounds.columns])], axis=1)
-    return confounds, sample_mask, pd.to_numeric(fd, errors="coerce")
+    return confounds, sample_mask, fd
 
 
-def custom_confounds(path: Path, columns: list[str], n_volumes: int, bold_name: str) -> pd.DataFrame:
-    """The named columns of a confounds TSV, leading n/a (derivatives) as 0; errors name file and column."""
-    table = read_tsv(path)
+def custom_confounds(table: pd.DataFrame, columns: list[str], path: Path) -> pd.DataFrame:
+    """The named columns of a run's confounds table (read from ``path``), leading n/a (derivatives) as 0;
+    errors name file and column."""
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise DataError(f"{path}: no confound column {missing[0]!r} (extract.denoise.columns)")
-    if len(table) != n_volumes:
-        raise DataError(f"{path}: {len(table)} rows for {n_volumes} volumes in {bold_name}")
     values = table[columns].apply(pd.to_numeric, errors="coerce")
     bad = ~np.isfinite(values.iloc[1:].to_numpy(float))
     if bad.any():
@@ -440,8 +440,8 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_co
         "tr_s": run.tr, "n_volumes": T, "n_retained": int(kept.size),
         "mean_fd": float(np.nanmean(fd)), "max_fd": float(np.nanmax(fd)),
         "excluded": over_censored,
-        "reason": (f"censored by the {denoise.strategy!r} strategy: {T - (0 if sample_mask is None else len(sample_mask))}"
-                   f" of {T} volumes, fewer than {MIN_CLEAN_VOLUMES} left") if over_censored else "",
+        "reason": (f"censored by the {denoise.strategy!r} strategy: {T - len(sample_mask)} of {T} volumes, "
+                   f"fewer than {MIN_CLEAN_VOLUMES} left") if over_censored else "",
     }
     events = None
     if run.events is not None:

@@ -206,11 +206,17 @@ def code_digest(cls) -> str:
     """A hash of the source of the top-level package (or module) that defines ``cls``: every ``.py``
     file under it, by relative path, so an edit to a plugin or to a helper module beside it changes it,
     whether the distribution is installed as a wheel or in editable mode."""
+    return _package_digest(cls.__module__.split(".")[0])
+
+
+@lru_cache(maxsize=None)
+def _package_digest(top_name: str) -> str:
+    """Once per process and package: the code a process runs does not change under it."""
     import hashlib
     import sys
     from pathlib import Path
 
-    top = sys.modules.get(cls.__module__.split(".")[0])
+    top = sys.modules.get(top_name)
     h = hashlib.sha256()
     roots = list(getattr(top, "__path__", []) or [])
     files = [(Path(r), f) for r in roots for f in sorted(Path(r).rglob("*.py"))]

@@ -263,10 +263,8 @@ def stage_stats(params: Params) -> None:
 
 def validate_inputs(params: Params) -> tuple[list[str], list[str]]:
     """(summary lines, problems) for every input of the extract stage; nothing is computed or written."""
-    from framework.extract import check_inputs
-
     from framework.errors import FclabError
-    from framework.extract import RoiBuilder, discover
+    from framework.extract import RoiBuilder, check_inputs, discover
     from framework.stats import check_names
 
     runs, problems = check_inputs(params.extract, [*params.connectivity.windows, *params.connectivity.sliding])
@@ -548,6 +546,7 @@ def stage_calibrate(params: Params, kind: str, n: int, seed: int = 0, jobs: int 
     the design params describes. Writes ``<kind>.csv`` with exact (Clopper–Pearson) 95 % CIs.
     """
     from framework.power import rates, relabel_many, simulate_many
+    from framework.report import csv_text
     from framework.roisim import RoiStudy
 
     sp = params.stats if tests is None else params.stats.model_copy(update={"tests": tests})
@@ -571,9 +570,6 @@ def stage_calibrate(params: Params, kind: str, n: int, seed: int = 0, jobs: int 
     r = rates(out)
     r = r[r["outcome"].isin(["single", "confirmatory", "exploratory"])].reset_index(drop=True)
     r["in_band"] = r["rate"].between(*CALIBRATION_BAND)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    from framework.report import csv_text
-
     write_text(out_dir / f"{kind}.csv", csv_text(r.assign(kind=kind, edge=f"{edge[0]}~{edge[1]}", window=window,
                                                           alpha=sp.alpha)))
     return r

@@ -16,7 +16,7 @@ $(STAMP): requirements.lock pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/dvc repro
-	@$(BIN)/python -c "from framework.runner import headline_lines; print('report: reports/index.html'); print('\n'.join(headline_lines()))"
+	@$(BIN)/python -c "from fclab.framework.runner import headline_lines; print('report: reports/index.html'); print('\n'.join(headline_lines()))"
 
 # The report test drives Debian's chromium (playwright is only its driver; nothing is downloaded).
 browser:

@@ -12,10 +12,10 @@ from typing import Annotated
 
 import typer
 
-from framework import runner
-from framework.errors import FclabError, ParamsError
-from framework.params import Params, load_params
-from framework.registry import get_registry
+from fclab.framework import runner
+from fclab.framework.errors import FclabError, ParamsError
+from fclab.framework.params import Params, load_params
+from fclab.framework.registry import get_registry
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="fclab: ROI-to-ROI resting-state connectivity studies, from fMRIPrep to report.")

@@ -1,6 +1,6 @@
 """Null calibration of every test: false-positive rates and FWER on null data of two kinds.
 
-* ``--kind roi``: realistic ROI-level null studies (framework.roisim; the default study's design,
+* ``--kind roi``: realistic ROI-level null studies (fclab.framework.roisim; the default study's design,
   runs, windows and denoising, no group effect);
 * ``--kind relabel --study DIR``: random relabellings of the groups on the connectivity values of a
   study in DIR (for example a voxel-level null study made by ``fclab simulate`` with
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from framework import runner
-from framework.params import load_params
+from fclab.framework import runner
+from fclab.framework.params import load_params
 
 TESTS = ["lmm", "mmrm", {"name": "mmrm", "baseline": "response", "as": "mmrm_response"}, "change_welch",
          "change_mannwhitney", "ancova", {"name": "permutation", "n_perm": 999}]

@@ -4,8 +4,8 @@ study set missing at random, then 1,000 group relabellings (the stats stage's ru
     .venv/bin/python benchmarks/calibration_missing.py   (needs /tmp/null101 and /tmp/null303, see calibration.py)
 """
 import numpy as np, pandas as pd
-from framework.params import load_params
-from framework.power import relabel_many, rates
+from fclab.framework.params import load_params
+from fclab.framework.power import relabel_many, rates
 p = load_params("params.yaml")
 for seed in (101, 303):
     e = pd.read_parquet(f"/tmp/null{seed}/results/connectivity/edges.parquet")

@@ -29,7 +29,7 @@ def make_run(root: Path, T: int) -> Path:
     import nibabel as nib
     import pandas as pd
 
-    from framework.anatomy import max_probability_labels
+    from fclab.framework.anatomy import max_probability_labels
 
     func = root / "sub-01" / "func"
     func.mkdir(parents=True)
@@ -77,13 +77,13 @@ def side(which: str, bold: str, out: str) -> None:
     """One measurement in this process: prints JSON with wall time and peak RSS."""
     import nibabel as nib
 
-    from framework.anatomy import max_probability_labels
+    from fclab.framework.anatomy import max_probability_labels
 
     labels, names = max_probability_labels("harvard_oxford", 25)
     t0 = time.perf_counter()
     if which == "fclab":
-        from framework.extract import RoiBuilder, _extract_run, discover
-        from framework.params import DataParams, DenoiseParams
+        from fclab.framework.extract import RoiBuilder, _extract_run, discover
+        from fclab.framework.params import DataParams, DenoiseParams
 
         data = DataParams(root=str(Path(bold).parents[2]), participants="participants.tsv",
                           runs={"rest": {"task": "rest", "run": "1"}})

@@ -2,7 +2,7 @@
 
 Prints, side by side in one run, wall time (untraced) and peak traced memory (tracemalloc, a second
 call) of
-  - fclab's batched REML mixed model (framework.mixed.fit_reml + the four group × window
+  - fclab's batched REML mixed model (fclab.framework.mixed.fit_reml + the four group × window
     contrasts with Satterthwaite df), on the (edges, subjects, windows) array;
   - the ``lmm`` plugin end to end from the long edge table (reshaping and result rows included);
   - the statsmodels MixedLM loop (default fit, as users write it), timed on a sample of edges and
@@ -25,10 +25,10 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from framework.contracts import Design
-from framework.mixed import fit_reml
-from framework.permutation import max_t_pvalues
-from plugins.lmm import Lmm, contrasts, subject_design
+from fclab.framework.contracts import Design
+from fclab.framework.mixed import fit_reml
+from fclab.framework.permutation import max_t_pvalues
+from fclab.plugins.lmm import Lmm, contrasts, subject_design
 
 R, S, WINDOWS = 400, 26, ("baseline", "0-10min", "10-20min", "20-30min", "30-40min")
 

@@ -22,12 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_lmm import RATIOS, _lmer_df, _near_boundary  # noqa: E402
 from test_mmrm import long_for_r, r_reference, study  # noqa: E402
 
-from framework.contracts import Design  # noqa: E402
-from framework.mixed import fit_reml  # noqa: E402
-from framework.mmrm import fit_mmrm  # noqa: E402
-from framework.stats import edge_cube  # noqa: E402
-from plugins.lmm import subject_design  # noqa: E402
-from plugins.mmrm import Mmrm  # noqa: E402
+from fclab.framework.contracts import Design  # noqa: E402
+from fclab.framework.mixed import fit_reml  # noqa: E402
+from fclab.framework.mmrm import fit_mmrm  # noqa: E402
+from fclab.framework.stats import edge_cube  # noqa: E402
+from fclab.plugins.lmm import subject_design  # noqa: E402
+from fclab.plugins.mmrm import Mmrm  # noqa: E402
 
 
 def rel(a, b):

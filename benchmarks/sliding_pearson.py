@@ -23,9 +23,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 from nilearn.connectome import ConnectivityMeasure
 from sklearn.covariance import EmpiricalCovariance
 
-from framework.connectivity import connectivity
-from framework.params import ConnectivityParams
-from plugins.pearson import Pearson
+from fclab.framework.connectivity import connectivity
+from fclab.framework.params import ConnectivityParams
+from fclab.plugins.pearson import Pearson
 
 T, R, WIN, TR = 1200, 100, 60, 1.0
 

@@ -22,9 +22,9 @@ from scipy.stats import binomtest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from framework.params import load_params  # noqa: E402
-from framework.report import truth_check  # noqa: E402
-from framework.truth import contrasts  # noqa: E402
+from fclab.framework.params import load_params  # noqa: E402
+from fclab.framework.report import truth_check  # noqa: E402
+from fclab.framework.truth import contrasts  # noqa: E402
 
 
 def one(seed: int, work: Path) -> pd.DataFrame:
@@ -35,7 +35,7 @@ def one(seed: int, work: Path) -> pd.DataFrame:
     params["connectivity"]["sliding"] = []
     (d / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for stage in ("simulate", "extract", "connectivity", "truth", "stats"):
-        subprocess.run([sys.executable, str(ROOT / "cli.py"), stage], cwd=d, check=True, capture_output=True,
+        subprocess.run([sys.executable, "-m", "fclab.cli", stage], cwd=d, check=True, capture_output=True,
                        env=dict(os.environ, FCLAB_LOAD_PLUGINS=""))
     p = load_params(d / "params.yaml")
     rp = p.report

@@ -1,3 +1,10 @@
-"""fclab: a plugin-based framework for ROI-to-ROI resting-state connectivity studies."""
+"""fclab's contract and runner, imported as ``fclab.framework``.
 
-__version__ = "0.1.0"
+Imported under any other name (``import framework`` from the repository root) its classes would be
+second copies that fail every isinstance check against the real ones, so that is refused.
+"""
+
+if __name__ != "fclab.framework":  # pragma: no cover - a misuse guard
+    raise ImportError(f"import fclab.framework, not {__name__} (install fclab: pip install -e .)")
+
+from fclab import __version__  # noqa: E402,F401

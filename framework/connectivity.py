@@ -13,12 +13,12 @@ from collections import defaultdict
 import numpy as np
 import pandas as pd
 
-from framework.contracts import Metric
-from framework.errors import DataError
-from framework.extract import TIMESERIES_KEYS
-from framework.params import ConnectivityParams, plugin_spec
-from framework.registry import get_registry
-from framework.windows import resolve, subsample, taper
+from fclab.framework.contracts import Metric
+from fclab.framework.errors import DataError
+from fclab.framework.extract import TIMESERIES_KEYS
+from fclab.framework.params import ConnectivityParams, plugin_spec
+from fclab.framework.registry import get_registry
+from fclab.framework.windows import resolve, subsample, taper
 
 EDGE_COLUMNS = ["subject", "group", "window", "window_start_s", "window_end_s", "n_volumes", "metric",
                 "roi_a", "roi_b", "value", "reason"]

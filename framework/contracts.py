@@ -13,7 +13,7 @@ from typing import ClassVar
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from framework.params import Section
+from fclab.framework.params import Section
 
 
 class PluginParams(Section):
@@ -153,7 +153,7 @@ class Design:
 
     def check(self, test: str, min_per_group: int = 2) -> None:
         """Raise a one-line DataError naming ``test`` when the design cannot be estimated."""
-        from framework.errors import DataError
+        from fclab.framework.errors import DataError
 
         counts = self.subjects["group"].value_counts()
         for g in self.groups:
@@ -163,7 +163,7 @@ class Design:
 
     def covariate_matrix(self, test: str) -> tuple[np.ndarray, list[str]]:
         """Centred subject-level covariates (dummy-coded when categorical) and their names."""
-        from framework.errors import DataError
+        from fclab.framework.errors import DataError
 
         cols, names = [], []
         for c in self.covariates:

@@ -15,12 +15,12 @@ from nilearn import signal
 from nilearn.interfaces.bids import get_bids_files
 from nilearn.interfaces.fmriprep import load_confounds_strategy
 
-from framework.contracts import RoiSet, RoiWeights
-from framework.errors import DataError, ParamsError
-from framework.executor import Executor, LocalExecutor, progress
-from framework.io import file_digest
-from framework.params import DataParams, DenoiseParams, ExtractParams, check_label, plugin_spec
-from framework.registry import get_registry
+from fclab.framework.contracts import RoiSet, RoiWeights
+from fclab.framework.errors import DataError, ParamsError
+from fclab.framework.executor import Executor, LocalExecutor, progress
+from fclab.framework.io import file_digest
+from fclab.framework.params import DataParams, DenoiseParams, ExtractParams, check_label, plugin_spec
+from fclab.framework.registry import get_registry
 
 TIMESERIES_KEYS = ["subject", "run", "volume", "time_s"]
 MIN_CLEAN_VOLUMES = 3  # a run censored below this is excluded at extraction

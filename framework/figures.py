@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from framework.io import atomic_path  # noqa: E402
+from fclab.framework.io import atomic_path  # noqa: E402
 
 GROUP_COLOURS = ("#4c72b0", "#dd8452")  # reference, target
 SCALE_LABELS = {"fisher_z": "Fisher z", "r": "Pearson r", "rho": "Spearman ρ", "partial_r": "partial r",

@@ -1,4 +1,4 @@
-"""The hooks a plugin implements. Plugin authors write ``from framework.hookspecs import hookimpl``."""
+"""The hooks a plugin implements. Plugin authors write ``from fclab.framework.hookspecs import hookimpl``."""
 
 from pluggy import HookimplMarker, HookspecMarker
 
@@ -8,17 +8,17 @@ hookimpl = HookimplMarker("fclab")
 
 @hookspec
 def register_rois(register):
-    """Register ROI-set classes (subclasses of framework.contracts.RoiSet) by calling register(cls)."""
+    """Register ROI-set classes (subclasses of fclab.framework.contracts.RoiSet) by calling register(cls)."""
 
 
 @hookspec
 def register_metrics(register):
-    """Register connectivity-metric classes (subclasses of framework.contracts.Metric)."""
+    """Register connectivity-metric classes (subclasses of fclab.framework.contracts.Metric)."""
 
 
 @hookspec
 def register_stat_tests(register):
-    """Register group-level statistical-test classes (subclasses of framework.contracts.StatTest)."""
+    """Register group-level statistical-test classes (subclasses of fclab.framework.contracts.StatTest)."""
 
 
 @hookspec

@@ -18,8 +18,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from framework import __version__
-from framework.errors import DataError
+from fclab.framework import __version__
+from fclab.framework.errors import DataError
 
 PROVENANCE_KEY = b"fclab"
 

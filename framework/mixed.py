@@ -187,7 +187,7 @@ class _Pattern:
 
         With V_1 = ∂V/∂σ² = I, V_2 = ∂V/∂τ² = blockdiag(11'), and per subject
         V_s⁻¹ = (I − w_s 11')/σ², V_s⁻¹1 = a_s 1 (a_s = 1/(σ²(1 + n_s γ))), the Hessian
-        −tr(P V_i P V_j) + 2 y'P V_i P V_j P y reduces to per-subject sums (see framework.mmrm for
+        −tr(P V_i P V_j) + 2 y'P V_i P V_j P y reduces to per-subject sums (see fclab.framework.mmrm for
         the general formula). Linear coordinates keep it well conditioned as τ² → 0, where the
         log-variance parameterisation (and finite differences in it) break down.
         """

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from framework.errors import ParamsError
+from fclab.framework.errors import ParamsError
 
 
 def _admits_bool(annotation) -> bool:
@@ -432,7 +432,7 @@ def load_params(path: str | Path) -> Params:
 
 def validate(raw: dict, source: str | Path = "params.yaml") -> Params:
     """Check the whole file, including every plugin name and its options, against the registry."""
-    from framework.registry import get_registry
+    from fclab.framework.registry import get_registry
 
     try:
         params = Params.model_validate(raw)
@@ -487,7 +487,7 @@ def _cross_checks(p: Params) -> None:
         raise ParamsError(
             f"report.primary_test: {p.report.primary_test!r} is not in stats.tests ({', '.join(test_names)})"
         )
-    from framework.registry import get_registry
+    from fclab.framework.registry import get_registry
 
     terms = get_registry().get("test", p.report.primary_test, "report.primary_test").terms
     if terms and p.report.primary_term not in terms:

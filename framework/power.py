@@ -1,6 +1,6 @@
 """Simulation-based power and null calibration of the statistical tests, at ROI level.
 
-Each simulated study (``framework.roisim``) goes through the same ``run_stats`` as a real one, so
+Each simulated study (``fclab.framework.roisim``) goes through the same ``run_stats`` as a real one, so
 the tests, their contrasts and the family-wise adjustments are exactly those of the stats stage.
 Per study and per (test, term) this records:
 
@@ -18,14 +18,14 @@ import numpy as np
 import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
-from framework.executor import LocalExecutor, progress
-from framework.params import StatsParams
-from framework.roisim import RoiStudy, simulate_edges
+from fclab.framework.executor import LocalExecutor, progress
+from fclab.framework.params import StatsParams
+from fclab.framework.roisim import RoiStudy, simulate_edges
 
 
 def study_outcomes(study: RoiStudy, stats: StatsParams, seed, edge: tuple[str, str], window: str) -> pd.DataFrame:
     """Simulate one study, run every test, and return one row of outcomes per (test, term)."""
-    from framework.stats import build_tests, run_stats
+    from fclab.framework.stats import build_tests, run_stats
 
     edges = simulate_edges(study, seed)
     res = run_stats(stats, edges, list(study.windows), build_tests(stats))
@@ -67,7 +67,7 @@ def simulate_many(study: RoiStudy, stats: StatsParams, n_sims: int, seed: int, e
 
 
 def _relabel_chunk(args):
-    from framework.stats import build_tests, run_stats
+    from fclab.framework.stats import build_tests, run_stats
 
     edges, subjects, groups, windows, stats, seeds, edge, window = args
     tests = build_tests(stats)
@@ -129,7 +129,7 @@ def power_curve(study: RoiStudy, stats: StatsParams, deltas, n_sims: int, seed: 
 
 def planted_target(study: RoiStudy) -> tuple[tuple[str, str], str]:
     """The edge and window where ``study.effects`` shift the correlation most (what power is of)."""
-    from framework.roisim import planted_shifts
+    from fclab.framework.roisim import planted_shifts
 
     shifts = planted_shifts(study, list(study.windows))
     (window, (i, j, _)), _ = max((((w, k), abs(v)) for w, d in shifts.items() for k, v in d.items()),
@@ -146,7 +146,7 @@ def power_planted(study: RoiStudy, stats: StatsParams, effects, scales, n_sims: 
     """
     from dataclasses import replace
 
-    from framework.roisim import planted_shifts
+    from fclab.framework.roisim import planted_shifts
 
     base = replace(study, effect=None, effects=tuple(effects))
     edge, window = planted_target(base)

@@ -16,33 +16,33 @@ from functools import lru_cache
 import pluggy
 from pydantic import BaseModel
 
-from framework import __version__, hookspecs
-from framework.contracts import KINDS, Plugin, PluginParams
-from framework.errors import ParamsError, PluginError
+from fclab.framework import __version__, hookspecs
+from fclab.framework.contracts import KINDS, Plugin, PluginParams
+from fclab.framework.errors import ParamsError, PluginError
 
 DEFAULT_PLUGINS = (
-    "plugins.atlas",
-    "plugins.spheres",
-    "plugins.labels_file",
-    "plugins.masks",
-    "plugins.maps",
-    "plugins.pearson",
-    "plugins.spearman",
-    "plugins.covariance",
-    "plugins.precision",
-    "plugins.partial",
-    "plugins.tangent",
-    "plugins.coherence",
-    "plugins.lagged",
-    "plugins.mtd",
-    "plugins.lmm",
-    "plugins.lmm_reference",
-    "plugins.mmrm",
-    "plugins.change_welch",
-    "plugins.change_mannwhitney",
-    "plugins.ancova",
-    "plugins.permutation",
-    "plugins.nbs",
+    "fclab.plugins.atlas",
+    "fclab.plugins.spheres",
+    "fclab.plugins.labels_file",
+    "fclab.plugins.masks",
+    "fclab.plugins.maps",
+    "fclab.plugins.pearson",
+    "fclab.plugins.spearman",
+    "fclab.plugins.covariance",
+    "fclab.plugins.precision",
+    "fclab.plugins.partial",
+    "fclab.plugins.tangent",
+    "fclab.plugins.coherence",
+    "fclab.plugins.lagged",
+    "fclab.plugins.mtd",
+    "fclab.plugins.lmm",
+    "fclab.plugins.lmm_reference",
+    "fclab.plugins.mmrm",
+    "fclab.plugins.change_welch",
+    "fclab.plugins.change_mannwhitney",
+    "fclab.plugins.ancova",
+    "fclab.plugins.permutation",
+    "fclab.plugins.nbs",
 )
 ENTRY_POINT_GROUP = "fclab"
 ENV_SELECT = "FCLAB_LOAD_PLUGINS"
@@ -182,7 +182,7 @@ class Registry:
     def record(self, plugin: Plugin) -> dict:
         """What a result computed with ``plugin`` depends on: its distribution and version, a hash of
         its code, the versions of its distribution's requirements and the hashes of its input files."""
-        from framework.io import file_digest
+        from fclab.framework.io import file_digest
 
         dist = self._dist_of(type(plugin).__module__)
         inputs = {}
@@ -206,7 +206,9 @@ def code_digest(cls) -> str:
     """A hash of the source of the top-level package (or module) that defines ``cls``: every ``.py``
     file under it, by relative path, so an edit to a plugin or to a helper module beside it changes it,
     whether the distribution is installed as a wheel or in editable mode."""
-    return _package_digest(cls.__module__.split(".")[0])
+    parts = cls.__module__.split(".")
+    # fclab's own plugins: the fclab.plugins package (the framework is a DVC dependency by path)
+    return _package_digest(".".join(parts[:2]) if parts[0] == "fclab" and len(parts) > 2 else parts[0])
 
 
 @lru_cache(maxsize=None)
@@ -267,7 +269,7 @@ def _validate(cls, base, kind, plugin_name) -> None:
     if not issubclass(params, PluginParams) and params.model_config.get("extra") != "forbid":
         raise PluginError(
             f"plugin {plugin_name!r}: {cls.__name__}.Params must forbid unknown keys "
-            "(subclass framework.contracts.PluginParams)"
+            "(subclass fclab.framework.contracts.PluginParams)"
         )
     if kind == "metric" and not cls.scale:
         raise PluginError(f"plugin {plugin_name!r}: metric {cls.name!r} must declare its output scale")

@@ -16,9 +16,9 @@ import pandas as pd  # noqa: E402
 from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
 from scipy import stats as st  # noqa: E402
 
-from framework import __version__  # noqa: E402
-from framework.figures import GROUP_COLOURS, SCALE_LABELS, finish_figure  # noqa: E402
-from framework.io import write_text  # noqa: E402
+from fclab.framework import __version__  # noqa: E402
+from fclab.framework.figures import GROUP_COLOURS, SCALE_LABELS, finish_figure  # noqa: E402
+from fclab.framework.io import write_text  # noqa: E402
 
 PACKAGES = ("nilearn", "nibabel", "numpy", "pandas", "scipy", "statsmodels", "pyarrow", "pluggy", "dvc")
 
@@ -205,7 +205,7 @@ def _num(value, fmt: str) -> str:
 
 
 def render_html(context: dict) -> str:
-    env = Environment(loader=PackageLoader("framework", "templates"), autoescape=select_autoescape(["html", "j2"]))
+    env = Environment(loader=PackageLoader("fclab.framework", "templates"), autoescape=select_autoescape(["html", "j2"]))
     env.filters["num"] = _num
     return env.get_template("report.html.j2").render(**context)
 

@@ -3,7 +3,7 @@
 It skips voxels but keeps what makes windows differ in a real study. Per subject:
 
 * every run is one continuous stretch of band-limited (0.01–0.08 Hz) latent ROI sources, as in the
-  full simulation (``framework.simulate``): the baseline run has its own (shorter) length and the
+  full simulation (``fclab.framework.simulate``): the baseline run has its own (shorter) length and the
   infusion windows are cut from one infusion run, at their offsets from the event;
 * within each window the sources are mixed to that window's correlation matrix: the resting
   matrix plus a subject perturbation (``subject_jitter_r``), a run perturbation shared by the
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from framework.simulate import BASE_CORR, N_COSINE_PERIOD_S, ROI_NAMES, _bandlimited, _nearest_pd
+from fclab.framework.simulate import BASE_CORR, N_COSINE_PERIOD_S, ROI_NAMES, _bandlimited, _nearest_pd
 
 DEFAULT_WINDOWS = {"baseline": ("baseline", 0, 192), "0-10min": ("infusion", 24, 240),
                    "10-20min": ("infusion", 264, 240), "20-30min": ("infusion", 504, 240),
@@ -130,7 +130,7 @@ def _clean(x, conf, study: RoiStudy):
 
 def planted_shifts(study: RoiStudy, names: list[str]) -> dict:
     """window -> {(i, j, group): mean Δr over the window's volumes} for ``study.effects``."""
-    from framework.simulate import effect_profile
+    from fclab.framework.simulate import effect_profile
 
     out: dict = {}
     for name in names:

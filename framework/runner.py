@@ -11,16 +11,16 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from framework.connectivity import EDGE_COLUMNS, build_metrics, connectivity, output_scales
-from framework.contracts import Plugin
-from framework.errors import DataError, ParamsError
-from framework.extract import extract
-from framework.io import (
+from fclab.framework.connectivity import EDGE_COLUMNS, build_metrics, connectivity, output_scales
+from fclab.framework.contracts import Plugin
+from fclab.framework.errors import DataError, ParamsError
+from fclab.framework.extract import extract
+from fclab.framework.io import (
     atomic_dir, check_fresh, file_digest, git_commit, provenance, read_parquet, read_provenance, staged_members,
     write_json, write_parquet, write_text,
 )
-from framework.params import Params, section_hash
-from framework.registry import get_registry
+from fclab.framework.params import Params, section_hash
+from fclab.framework.registry import get_registry
 
 EXTRACT_DIR = Path("results/extract")
 CONNECTIVITY_DIR = Path("results/connectivity")
@@ -58,7 +58,7 @@ PLUGIN_SECTIONS = (("roi", "extract.rois"), ("metric", "connectivity.metrics"), 
 
 def selected_plugins(params: Params):
     """(kind, params key, name, plugin instance) for every plugin params.yaml selects, in order."""
-    from framework.params import plugin_spec
+    from fclab.framework.params import plugin_spec
 
     registry = get_registry()
     for kind, key in PLUGIN_SECTIONS:
@@ -93,7 +93,7 @@ def _digests(*paths: Path) -> dict[str, str]:
 
 
 def stage_simulate(params: Params, jobs: int | None = None) -> Path:
-    from framework.simulate import simulate
+    from fclab.framework.simulate import simulate
 
     return simulate(params.simulate, n_jobs=jobs or default_jobs())
 
@@ -195,7 +195,7 @@ def stage_connectivity(params: Params) -> None:
 def stage_truth(params: Params, jobs: int | None = None) -> bool:
     """The planted effects on the measured scale (results/truth/), for the simulated study; for other
     data, empty outputs that say so. Returns whether the study is simulated."""
-    from framework.truth import TRUTH_COLUMNS, is_simulated, measured_truth
+    from fclab.framework.truth import TRUTH_COLUMNS, is_simulated, measured_truth
 
     simulated = is_simulated(params)
     inputs = [EXTRACT_DIR / f"{f}.parquet" for f in ("timeseries", "run_qc", "events", "participants", "roi_qc")]
@@ -236,7 +236,7 @@ def stage_truth(params: Params, jobs: int | None = None) -> bool:
 
 
 def stage_stats(params: Params) -> None:
-    from framework.stats import build_tests, run_stats, subject_table
+    from fclab.framework.stats import build_tests, run_stats, subject_table
 
     p = params.stats
     path = CONNECTIVITY_DIR / "edges.parquet"
@@ -263,9 +263,9 @@ def stage_stats(params: Params) -> None:
 
 def validate_inputs(params: Params) -> tuple[list[str], list[str]]:
     """(summary lines, problems) for every input of the extract stage; nothing is computed or written."""
-    from framework.errors import FclabError
-    from framework.extract import RoiBuilder, check_inputs, discover
-    from framework.stats import check_names
+    from fclab.framework.errors import FclabError
+    from fclab.framework.extract import RoiBuilder, check_inputs, discover
+    from fclab.framework.stats import check_names
 
     runs, problems = check_inputs(params.extract, [*params.connectivity.windows, *params.connectivity.sliding])
     problems += plugin_input_problems(params)
@@ -324,7 +324,7 @@ def exclusion_rules_text(rules) -> str:
 
 def exclusion_text(run_qc: pd.DataFrame, rules=None) -> str:
     """The exclusion rules, then how many runs they excluded, of how many subjects, and why."""
-    from framework.params import ExclusionParams
+    from fclab.framework.params import ExclusionParams
 
     rule = exclusion_rules_text(rules or ExclusionParams())
     rule = rule[0].upper() + rule[1:]
@@ -347,8 +347,8 @@ def stage_report(params: Params) -> Path:
 
 
 def _report(params: Params, out: Path) -> None:
-    from framework import report as rp
-    from framework.stats import TEST_COLUMNS
+    from fclab.framework import report as rp
+    from fclab.framework.stats import TEST_COLUMNS
 
     sp, rp_params = params.stats, params.report
     paths = {"edges": CONNECTIVITY_DIR / "edges.parquet", "tests": STATS_DIR / "tests.parquet",
@@ -451,7 +451,7 @@ def _report(params: Params, out: Path) -> None:
 
 def planted_contrasts(params: Params, edges_path: Path) -> tuple[pd.DataFrame | None, str | None]:
     """The planted group:window contrasts of a simulated study from results/truth/, or None and why not."""
-    from framework.truth import contrasts
+    from fclab.framework.truth import contrasts
 
     path = TRUTH_DIR / "truth.parquet"
     if not path.exists():
@@ -468,7 +468,7 @@ def planted_contrasts(params: Params, edges_path: Path) -> tuple[pd.DataFrame | 
 
 def study_figures(edges_m, run_qc, roi_qc, groups, windows, baseline, scale, fig_dir: Path):
     """The ROI, matrix and QC figures; returns (study figures, QC figures) for the template."""
-    from framework import figures as fg
+    from fclab.framework import figures as fg
 
     atlas = read_parquet(EXTRACT_DIR / "rois.parquet")
     rois = atlas["roi"].tolist()
@@ -502,9 +502,9 @@ def stage_power(params: Params, deltas: list[float], n_sims: int, edge: tuple[st
     """
     from dataclasses import replace
 
-    from framework import report as rp
-    from framework.power import detectable_effect, power_curve, power_planted
-    from framework.roisim import RoiStudy
+    from fclab.framework import report as rp
+    from fclab.framework.power import detectable_effect, power_curve, power_planted
+    from fclab.framework.roisim import RoiStudy
 
     sp = params.stats
     study = RoiStudy.from_params(params)
@@ -545,9 +545,9 @@ def stage_calibrate(params: Params, kind: str, n: int, seed: int = 0, jobs: int 
     (results/connectivity/edges.parquet); ``roi`` simulates ``n`` realistic ROI-level null studies of
     the design params describes. Writes ``<kind>.csv`` with exact (Clopper–Pearson) 95 % CIs.
     """
-    from framework.power import rates, relabel_many, simulate_many
-    from framework.report import csv_text
-    from framework.roisim import RoiStudy
+    from fclab.framework.power import rates, relabel_many, simulate_many
+    from fclab.framework.report import csv_text
+    from fclab.framework.roisim import RoiStudy
 
     sp = params.stats if tests is None else params.stats.model_copy(update={"tests": tests})
     windows = [w.name for w in params.connectivity.windows]
@@ -577,7 +577,7 @@ def stage_calibrate(params: Params, kind: str, n: int, seed: int = 0, jobs: int 
 
 def headline(primary: pd.DataFrame, alpha: float) -> str:
     """The strongest adjusted result of the primary test, in one sentence."""
-    from framework.report import ci_level
+    from fclab.framework.report import ci_level
 
     pool = primary[primary["family"] == "confirmatory"]
     pool = pool if not pool.empty else primary

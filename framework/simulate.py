@@ -28,10 +28,10 @@ import numpy as np
 import pandas as pd
 from nilearn.image import resample_img
 
-from framework.anatomy import ANDREWS_HANNA_2010_MPFC, probability_atlas, sphere_masks
-from framework.executor import LocalExecutor, progress
-from framework.io import atomic_dir
-from framework.params import SIM_GROUPS, SIM_ROIS, SimulateParams, section_hash
+from fclab.framework.anatomy import ANDREWS_HANNA_2010_MPFC, probability_atlas, sphere_masks
+from fclab.framework.executor import LocalExecutor, progress
+from fclab.framework.io import atomic_dir
+from fclab.framework.params import SIM_GROUPS, SIM_ROIS, SimulateParams, section_hash
 
 ROI_NAMES = SIM_ROIS
 SPACE = "MNI152NLin2009cAsym"
@@ -99,7 +99,7 @@ def correlation_course(base, t_min, group: str, p: SimulateParams):
 
 def check_effects(p: SimulateParams) -> None:
     """A ParamsError when the planted correlations are not a valid correlation matrix at some time."""
-    from framework.errors import ParamsError
+    from fclab.framework.errors import ParamsError
 
     tr = p.tr_s
     t_min = (np.arange(int(round((p.pre_onset_s + p.infusion_duration_s) / tr))) * tr - p.pre_onset_s) / 60.0

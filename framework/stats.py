@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 from scipy.stats import false_discovery_control
 
-from framework.contracts import RESULT_COLUMNS, Design, StatTest
-from framework.errors import DataError, ParamsError, PluginError
-from framework.params import StatsParams, did_you_mean, plugin_spec
-from framework.registry import get_registry
+from fclab.framework.contracts import RESULT_COLUMNS, Design, StatTest
+from fclab.framework.errors import DataError, ParamsError, PluginError
+from fclab.framework.params import StatsParams, did_you_mean, plugin_spec
+from fclab.framework.registry import get_registry
 
 TEST_COLUMNS = RESULT_COLUMNS + ["family", "scale"]
 

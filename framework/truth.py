@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from framework.connectivity import connectivity
-from framework.errors import DataError
-from framework.io import remove_stale
-from framework.params import SIM_ROIS, Params
+from fclab.framework.connectivity import connectivity
+from fclab.framework.errors import DataError
+from fclab.framework.io import remove_stale
+from fclab.framework.params import SIM_ROIS, Params
 
 TRUTH_COLUMNS = ["metric", "roi_a", "roi_b", "window", "window_start_s", "window_end_s", "group", "n",
                  "measured_delta", "measured_se", "latent_delta_r", "latent_delta_z"]
@@ -44,7 +44,7 @@ def is_simulated(params: Params) -> bool:
 
 def check_simulated_data(params: Params) -> Path:
     """The simulated study's ground_truth.json, checked to come from params.simulate."""
-    from framework.simulate import simulation_hash
+    from fclab.framework.simulate import simulation_hash
 
     path = Path(params.simulate.output_dir) / "ground_truth.json"
     try:
@@ -59,7 +59,7 @@ def check_simulated_data(params: Params) -> Path:
 
 def _latent(params: Params, cuts: pd.DataFrame, groups: list[str]) -> pd.DataFrame:
     """Planted change of the latent correlation, averaged over each window's volumes, per group."""
-    from framework.simulate import BASE_CORR, correlation_course
+    from fclab.framework.simulate import BASE_CORR, correlation_course
 
     sim = params.simulate
     infusion_runs = {k for k, sel in params.extract.data.runs.items() if sel.task == "rest" and sel.run == "2"}
@@ -86,8 +86,8 @@ def measured_truth(params: Params, timeseries: pd.DataFrame, run_qc: pd.DataFram
     """One row per metric, edge, window (fixed and sliding, by start) and group: the planted effect on
     the measured scale (mean paired difference from the counterfactual study, with its standard error)
     and on the latent scale."""
-    from framework.extract import extract
-    from framework.simulate import affected_groups, simulate_counterfactual
+    from fclab.framework.extract import extract
+    from fclab.framework.simulate import affected_groups, simulate_counterfactual
 
     check_simulated_data(params)
     sim = params.simulate

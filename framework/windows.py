@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 from scipy.signal import get_window
 
-from framework.errors import DataError, ParamsError
-from framework.params import ConnectivityParams
+from fclab.framework.errors import DataError, ParamsError
+from fclab.framework.params import ConnectivityParams
 
 CUT_COLUMNS = ["subject", "group", "run", "window", "kind", "window_start_s", "window_end_s", "tr_s"]
 

@@ -23,11 +23,11 @@ import scipy.sparse as sp
 from nilearn.image import resample_img
 from pydantic import Field, model_validator
 
-from framework.anatomy import BUNDLED_ATLASES, atlas_labels
-from framework.contracts import PluginParams, RoiSet, RoiWeights
-from framework.errors import DataError, ParamsError
-from framework.hookspecs import hookimpl
-from framework.params import did_you_mean
+from fclab.framework.anatomy import BUNDLED_ATLASES, atlas_labels
+from fclab.framework.contracts import PluginParams, RoiSet, RoiWeights
+from fclab.framework.errors import DataError, ParamsError
+from fclab.framework.hookspecs import hookimpl
+from fclab.framework.params import did_you_mean
 
 
 def labels_weights(label_data: np.ndarray, groups: list[list[int]], names: list[str], where: str) -> RoiWeights:

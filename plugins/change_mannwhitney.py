@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
-from framework.contracts import Design, StatTest
-from framework.hookspecs import hookimpl
-from framework.stats import change_cube
+from fclab.framework.contracts import Design, StatTest
+from fclab.framework.hookspecs import hookimpl
+from fclab.framework.stats import change_cube
 
 TERM = "group:window"
 

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
-from framework.contracts import Design, StatTest
-from framework.hookspecs import hookimpl
-from framework.stats import change_cube, long_rows
+from fclab.framework.contracts import Design, StatTest
+from fclab.framework.hookspecs import hookimpl
+from fclab.framework.stats import change_cube, long_rows
 
 TERM = "group:window"
 

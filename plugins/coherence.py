@@ -14,8 +14,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import Field, model_validator
 from scipy.signal import get_window
 
-from framework.contracts import Metric, PluginParams
-from framework.hookspecs import hookimpl
+from fclab.framework.contracts import Metric, PluginParams
+from fclab.framework.hookspecs import hookimpl
 
 
 class Coherence(Metric):

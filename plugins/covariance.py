@@ -9,9 +9,9 @@ from typing import Literal
 
 import numpy as np
 
-from framework.contracts import Metric, PluginParams
-from framework.hookspecs import hookimpl
-from framework.linalg import COVARIANCE_ESTIMATORS
+from fclab.framework.contracts import Metric, PluginParams
+from fclab.framework.hookspecs import hookimpl
+from fclab.framework.linalg import COVARIANCE_ESTIMATORS
 
 
 class Covariance(Metric):

@@ -15,11 +15,11 @@ import pandas as pd
 from nilearn.image import resample_img
 from pydantic import Field
 
-from framework.contracts import PluginParams, RoiSet, RoiWeights
-from framework.errors import DataError, ParamsError
-from framework.extract import load_nifti
-from framework.hookspecs import hookimpl
-from plugins.atlas import labels_weights
+from fclab.framework.contracts import PluginParams, RoiSet, RoiWeights
+from fclab.framework.errors import DataError, ParamsError
+from fclab.framework.extract import load_nifti
+from fclab.framework.hookspecs import hookimpl
+from fclab.plugins.atlas import labels_weights
 
 
 def read_label_table(path: Path) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """Test plugin ``lmm``: the batched linear mixed model, fitted for every edge at once.
 
 ``value ~ group * window (+ covariates) + (1 | subject)`` by REML, with the reference group and
-the baseline window as reference levels and covariates centred (see ``framework.mixed`` for the
+the baseline window as reference levels and covariates centred (see ``fclab.framework.mixed`` for the
 algorithm). Missing values are allowed: each edge uses the observations it has. Contrasts, each a
 ``term`` in tests.parquet:
 
@@ -22,10 +22,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from framework.contracts import Design, PluginParams, StatTest
-from framework.hookspecs import hookimpl
-from framework.mixed import fit_reml
-from framework.stats import edge_cube
+from fclab.framework.contracts import Design, PluginParams, StatTest
+from fclab.framework.hookspecs import hookimpl
+from fclab.framework.mixed import fit_reml
+from fclab.framework.stats import edge_cube
 
 Contrast = Literal["group:window", "group", "group:trend"]
 

@@ -13,10 +13,10 @@ import scipy.sparse as sp
 from nilearn.image import resample_img
 from pydantic import Field
 
-from framework.contracts import PluginParams, RoiSet, RoiWeights
-from framework.errors import DataError
-from framework.extract import load_nifti
-from framework.hookspecs import hookimpl
+from fclab.framework.contracts import PluginParams, RoiSet, RoiWeights
+from fclab.framework.errors import DataError
+from fclab.framework.extract import load_nifti
+from fclab.framework.hookspecs import hookimpl
 
 
 class Masks(RoiSet):

@@ -1,7 +1,7 @@
 """Test plugin ``mmrm``: a mixed model for repeated measures, fitted to every edge at once.
 
 The standard analysis of change from baseline over repeated visits in clinical trials, with a
-within-subject covariance across windows instead of a random intercept (see ``framework.mmrm``
+within-subject covariance across windows instead of a random intercept (see ``fclab.framework.mmrm``
 for the algorithm). Two variants answer two questions:
 
 * ``baseline: covariate`` (the default; the ANCOVA-style MMRM) — the response is the change from
@@ -31,11 +31,11 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from framework.contracts import Design, PluginParams, StatTest
-from framework.hookspecs import hookimpl
-from framework.mmrm import fit_mmrm
-from framework.stats import edge_cube
-from plugins.lmm import contrast_table, subject_design
+from fclab.framework.contracts import Design, PluginParams, StatTest
+from fclab.framework.hookspecs import hookimpl
+from fclab.framework.mmrm import fit_mmrm
+from fclab.framework.stats import edge_cube
+from fclab.plugins.lmm import contrast_table, subject_design
 
 Contrast = Literal["group:window", "group", "group:trend"]
 

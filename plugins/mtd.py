@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from framework.contracts import Metric
-from framework.hookspecs import hookimpl
+from fclab.framework.contracts import Metric
+from fclab.framework.hookspecs import hookimpl
 
 
 class Mtd(Metric):

@@ -23,10 +23,10 @@ from pydantic import Field
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from framework.contracts import Design, PluginParams, StatTest
-from framework.hookspecs import hookimpl
-from framework.permutation import WelchBatch, block_size, relabelings
-from framework.stats import change_cube, long_rows
+from fclab.framework.contracts import Design, PluginParams, StatTest
+from fclab.framework.hookspecs import hookimpl
+from fclab.framework.permutation import WelchBatch, block_size, relabelings
+from fclab.framework.stats import change_cube, long_rows
 
 TERM = "group:window"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from framework.contracts import Metric, PluginParams
-from framework.hookspecs import hookimpl
-from framework.linalg import correlation
+from fclab.framework.contracts import Metric, PluginParams
+from fclab.framework.hookspecs import hookimpl
+from fclab.framework.linalg import correlation
 
 
 class Pearson(Metric):

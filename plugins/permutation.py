@@ -16,11 +16,11 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from framework.contracts import Design, PluginParams, StatTest
-from framework.hookspecs import hookimpl
-from framework.permutation import max_t_pvalues
-from framework.stats import change_cube, long_rows
-from plugins.change_welch import ChangeWelch
+from fclab.framework.contracts import Design, PluginParams, StatTest
+from fclab.framework.hookspecs import hookimpl
+from fclab.framework.permutation import max_t_pvalues
+from fclab.framework.stats import change_cube, long_rows
+from fclab.plugins.change_welch import ChangeWelch
 
 TERM = "group:window"
 

@@ -10,9 +10,9 @@ from typing import Literal
 
 import numpy as np
 
-from framework.contracts import Metric, PluginParams
-from framework.hookspecs import hookimpl
-from framework.linalg import COVARIANCE_ESTIMATORS, inverse_spd
+from fclab.framework.contracts import Metric, PluginParams
+from fclab.framework.hookspecs import hookimpl
+from fclab.framework.linalg import COVARIANCE_ESTIMATORS, inverse_spd
 
 
 class Precision(Metric):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
-from framework.contracts import Metric, PluginParams
-from framework.hookspecs import hookimpl
-from framework.linalg import correlation
+from fclab.framework.contracts import Metric, PluginParams
+from fclab.framework.hookspecs import hookimpl
+from fclab.framework.linalg import correlation
 
 
 class Spearman(Metric):

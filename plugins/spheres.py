@@ -16,10 +16,10 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
-from framework.anatomy import ANDREWS_HANNA_2010_MPFC, sphere_masks
-from framework.contracts import PluginParams, RoiSet, RoiWeights
-from framework.errors import ParamsError
-from framework.hookspecs import hookimpl
+from fclab.framework.anatomy import ANDREWS_HANNA_2010_MPFC, sphere_masks
+from fclab.framework.contracts import PluginParams, RoiSet, RoiWeights
+from fclab.framework.errors import ParamsError
+from fclab.framework.hookspecs import hookimpl
 
 
 class Spheres(RoiSet):

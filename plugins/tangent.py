@@ -14,9 +14,9 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from framework.contracts import Metric, PluginParams
-from framework.hookspecs import hookimpl
-from framework.linalg import COVARIANCE_ESTIMATORS, geometric_mean, spd_function
+from fclab.framework.contracts import Metric, PluginParams
+from fclab.framework.hookspecs import hookimpl
+from fclab.framework.linalg import COVARIANCE_ESTIMATORS, geometric_mean, spd_function
 
 
 class Tangent(Metric):

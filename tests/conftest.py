@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from framework.registry import reset_registry
+from fclab.framework.registry import reset_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,8 +55,8 @@ def _no_installed_plugins(monkeypatch):
 @pytest.fixture(scope="session")
 def small_study(tmp_path_factory) -> Path:
     """A directory holding params.yaml and the simulated small study under data/simulated."""
-    from framework.params import SimulateParams
-    from framework.simulate import simulate
+    from fclab.framework.params import SimulateParams
+    from fclab.framework.simulate import simulate
 
     directory = tmp_path_factory.mktemp("study")
     params = small_params()
@@ -92,7 +92,7 @@ def run_cli(*args, env=None):
     """Run the CLI in-process; return (exit_code, stdout, stderr)."""
     from typer.testing import CliRunner
 
-    import cli
+    from fclab import cli
 
     runner = CliRunner()
     result = runner.invoke(cli.app, list(args), env=env)

@@ -150,7 +150,7 @@ def test_on_error_skip_records_the_run_and_goes_on(small_study, tmp_path, in_dir
 
 
 def test_min_coverage_sets_the_roi_missing_and_it_flows_to_stats(small_study, tmp_path, in_dir):
-    from framework.anatomy import voxel_centres
+    from fclab.framework.anatomy import voxel_centres
 
     shutil.copytree(small_study / "data", tmp_path / "data")
     path = func(tmp_path, 1, "_mask.nii.gz")  # sub-02's baseline mask loses the vmPFC
@@ -182,7 +182,7 @@ def test_min_coverage_sets_the_roi_missing_and_it_flows_to_stats(small_study, tm
     assert e.loc[touches, "reason"].str.startswith("ROI missing: vmPFC (coverage 0.00").all()
     assert e.loc[~touches, "value"].notna().all()  # pearson and partial on the four ROIs present
     # partial correlation computed on the ROIs present equals a direct computation on them
-    from plugins.partial import Partial
+    from fclab.plugins.partial import Partial
 
     rois = ["Left_Amygdala", "Right_Amygdala", "dmPFC", "amPFC"]
     x = ts.loc[sel, rois].to_numpy()
@@ -205,7 +205,7 @@ def _amygdala_masker(**kw):
     from nilearn.image import math_img
     from nilearn.maskers import NiftiLabelsMasker
 
-    from framework.anatomy import max_probability_labels
+    from fclab.framework.anatomy import max_probability_labels
 
     labels_img, names = max_probability_labels("harvard_oxford", 25)
     amy = [names.index("Left_Amygdala") + 1, names.index("Right_Amygdala") + 1]
@@ -258,9 +258,9 @@ def test_denoising_options_match_nilearn(denoise, small_study, tmp_path, in_dir)
 
 def test_session_and_resolution_entities_select_files(small_study, tmp_path):
     """Files in ses-* folders with res-* entities are found by those filters, and only by them."""
-    from framework.errors import DataError
-    from framework.extract import discover
-    from framework.params import DataParams
+    from fclab.framework.errors import DataError
+    from fclab.framework.extract import discover
+    from fclab.framework.params import DataParams
 
     src = small_study / "data/simulated"
     root = tmp_path / "bids"

@@ -57,7 +57,7 @@ def test_hostile_names_render_as_text(ran_study, tmp_path, in_dir):
     from playwright.sync_api import sync_playwright
 
     from conftest import run_cli, small_params, write_params
-    from framework.io import file_digest, read_provenance, write_parquet
+    from fclab.framework.io import file_digest, read_provenance, write_parquet
 
     roi, group = "<script>alert(1)</script>", "<b>ketamine</b>"
     directory, _, _ = ran_study

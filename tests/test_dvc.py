@@ -106,7 +106,7 @@ def test_an_installed_plugins_code_and_version_rerun_exactly_its_stages(tmp_path
                                                  "return -0.5 * (np.swapaxes(x, -1, -2) @ x)"))
     status = sh("dvc", "status", cwd=clone, extra_env=env)
     assert "plugins" in status  # always changed: refresh the manifest to see what it affects
-    sh(sys.executable, "cli.py", "manifest", cwd=clone, extra_env=env)
+    sh("fclab", "manifest", cwd=clone, extra_env=env)
     status = sh("dvc", "status", cwd=clone, extra_env=env)
     assert "connectivity:" in status and "extract:" not in status, status
     again = sh("dvc", "repro", cwd=clone, extra_env=env)

@@ -3,7 +3,7 @@ concurrent runs. After any fault, the next stage either runs on complete outputs
 clean run gives) or stops with one line; rerunning the killed stage gives a clean run's bytes and
 leaves no temporary file behind.
 
-The faults are injected through ``framework.io.fault_point`` (``FCLAB_FAULT=kill:<point>:<n>`` or
+The faults are injected through ``fclab.framework.io.fault_point`` (``FCLAB_FAULT=kill:<point>:<n>`` or
 ``enospc:<point>:<n>``). One kill test runs in ``make test``; the rest are marked ``faults``
 (``make faults``; figures in docs/validation.md).
 """
@@ -30,7 +30,7 @@ def cli(root: Path, stage: str, fault: str | None = None):
     env.pop("FCLAB_FAULT", None)
     if fault:
         env["FCLAB_FAULT"] = fault
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), stage], cwd=root, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "fclab.cli", stage], cwd=root, env=env, capture_output=True,
                           text=True, timeout=600)
 
 
@@ -139,7 +139,7 @@ def test_two_concurrent_runs_give_the_clean_bytes(clean, tmp_path):
         shutil.rmtree(work / d)
     env = dict(os.environ, FCLAB_LOAD_PLUGINS="")
     env.pop("FCLAB_FAULT", None)
-    runs = [subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "run"], cwd=work, env=env,
+    runs = [subprocess.Popen([sys.executable, "-m", "fclab.cli", "run"], cwd=work, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for p in runs:
         _, err = p.communicate(timeout=900)

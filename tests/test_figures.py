@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats as st
 
-from framework.figures import censored_fraction, group_matrices, qc_fc
+from fclab.framework.figures import censored_fraction, group_matrices, qc_fc
 
 
 def table(seed=0):
@@ -56,7 +56,7 @@ def test_censored_fraction_from_window_length_and_tr():
 def test_matrix_colours_follow_the_sign_of_the_values():
     """Signed values (correlations) get a diverging map centred on 0; values that are never negative
     (coherence, mutual information) a sequential map from 0; a difference is always signed."""
-    from framework.figures import value_colours
+    from fclab.framework.figures import value_colours
 
     assert value_colours(np.array([-0.2, 0.5, np.nan])) == ("RdBu_r", -0.5, 0.5)
     assert value_colours(np.array([0.1, 0.7, np.nan])) == ("viridis", 0.0, 0.7)

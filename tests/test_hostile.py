@@ -226,7 +226,7 @@ def test_min_volumes_above_every_window(ran_study, tmp_path, in_dir):
 
 
 def test_edges_without_a_column(ran_study, tmp_path, in_dir):
-    from framework.io import read_provenance, write_parquet
+    from fclab.framework.io import read_provenance, write_parquet
 
     shutil.copytree(ran_study[0] / "results", tmp_path / "results")
     path = tmp_path / "results/connectivity/edges.parquet"
@@ -240,7 +240,7 @@ def test_edges_without_a_column(ran_study, tmp_path, in_dir):
 def test_a_stage_never_reads_a_mix_of_runs(ran_study, tmp_path, in_dir):
     """A table whose recorded inputs are not the files on disk (a stage rerun by hand upstream) stops
     the next stage instead of being combined with them."""
-    from framework.io import read_provenance, write_parquet
+    from fclab.framework.io import read_provenance, write_parquet
 
     shutil.copytree(ran_study[0] / "results", tmp_path / "results")
     path = tmp_path / "results/extract/run_qc.parquet"
@@ -309,7 +309,7 @@ def test_stale_temporaries_of_a_killed_run_are_removed(ran_study, tmp_path, in_d
     (["power", "--n-sims", "1"], "Invalid value for '--n-sims'"),
 ])
 def test_usage_errors_are_one_line(tmp_path, args, message):
-    out = subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], cwd=tmp_path, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "fclab.cli", *args], cwd=tmp_path, capture_output=True,
                          text=True, timeout=120, env=dict(os.environ, FCLAB_LOAD_PLUGINS=""))
     assert out.returncode == 2 and message in _one_line(out.stderr), out.stderr
 
@@ -320,7 +320,7 @@ def test_names_are_safe_in_file_names_and_csv_cells(ran_study, tmp_path, in_dir)
     """A 300-character ROI name and two names that differ only in non-ASCII characters get distinct,
     short figure files; a group name a spreadsheet would run as a formula is neutralised in the
     plot CSVs; report files follow the umask."""
-    from framework.io import file_digest, read_provenance, write_parquet
+    from fclab.framework.io import file_digest, read_provenance, write_parquet
 
     long, twin_a, twin_b, formula = "R" * 300, "Amygdala_ä", "Amygdala_ö", "=HYPERLINK(\"x\")"
     renames = {"vmPFC": long, "dmPFC": twin_a, "amPFC": twin_b}

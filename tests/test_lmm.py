@@ -10,11 +10,11 @@ import pytest
 import statsmodels.api as sm
 from scipy import linalg
 
-from framework.contracts import Design
-from framework.errors import DataError
-from framework.mixed import fit_reml
-from plugins.lmm import Lmm, subject_design
-from plugins.lmm_reference import LmmReference, fit_mixedlm
+from fclab.framework.contracts import Design
+from fclab.framework.errors import DataError
+from fclab.framework.mixed import fit_reml
+from fclab.plugins.lmm import Lmm, subject_design
+from fclab.plugins.lmm_reference import LmmReference, fit_mixedlm
 
 WINDOWS = ("baseline", "w1", "w2", "w3")
 
@@ -74,7 +74,7 @@ def test_estimates_match_statsmodels_mixedlm(drop):
 
 
 def _cube(edges, design):
-    from framework.stats import edge_cube
+    from fclab.framework.stats import edge_cube
 
     _, y = edge_cube(edges, design)
     return y, subject_design(design, "lmm")[0]

@@ -10,16 +10,16 @@ from nilearn.connectome import ConnectivityMeasure
 from scipy import signal, stats
 from sklearn.covariance import EmpiricalCovariance
 
-from framework.registry import get_registry
-from plugins.coherence import Coherence
-from plugins.covariance import Covariance
-from plugins.lagged import Lagged
-from plugins.mtd import Mtd
-from plugins.partial import Partial
-from plugins.pearson import Pearson
-from plugins.precision import Precision
-from plugins.spearman import Spearman
-from plugins.tangent import Tangent
+from fclab.framework.registry import get_registry
+from fclab.plugins.coherence import Coherence
+from fclab.plugins.covariance import Covariance
+from fclab.plugins.lagged import Lagged
+from fclab.plugins.mtd import Mtd
+from fclab.plugins.partial import Partial
+from fclab.plugins.pearson import Pearson
+from fclab.plugins.precision import Precision
+from fclab.plugins.spearman import Spearman
+from fclab.plugins.tangent import Tangent
 
 TR = 2.0
 

@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 from scipy import stats as st
 
-from framework.contracts import Design
-from framework.mmrm import fit_mmrm
-from framework.stats import edge_cube
-from plugins.ancova import Ancova
-from plugins.lmm import subject_design
-from plugins.mmrm import Mmrm
+from fclab.framework.contracts import Design
+from fclab.framework.mmrm import fit_mmrm
+from fclab.framework.stats import edge_cube
+from fclab.plugins.ancova import Ancova
+from fclab.plugins.lmm import subject_design
+from fclab.plugins.mmrm import Mmrm
 
 WINDOWS = ("baseline", "w1", "w2", "w3")
 R_SCRIPT = Path(__file__).parent / "r" / "mmrm_reference.R"
@@ -191,7 +191,7 @@ def test_chance_baseline_imbalance_does_not_become_a_group_effect():
     t_base = st.ttest_ind(y[:, g, 0], y[:, ~g, 0], axis=1).statistic
     imbalanced = set(keys["roi_b"][np.abs(t_base) > 2])
     assert len(imbalanced) > 200
-    from plugins.change_welch import ChangeWelch
+    from fclab.plugins.change_welch import ChangeWelch
 
     for test, inflated in [(ChangeWelch(), True), (Mmrm(Mmrm.Params(contrasts=["group:window"])), False)]:
         out = test.run(edges, design)

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
-from framework.contracts import Design
-from plugins.nbs import Nbs, components
+from fclab.framework.contracts import Design
+from fclab.plugins.nbs import Nbs, components
 
 WINDOWS = ("baseline", "w1", "w2")
 

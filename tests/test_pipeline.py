@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import run_cli, run_cli_in, small_params, write_params
-from framework.connectivity import EDGE_COLUMNS
-from framework.io import read_provenance
-from framework.stats import TEST_COLUMNS
+from fclab.framework.connectivity import EDGE_COLUMNS
+from fclab.framework.io import read_provenance
+from fclab.framework.stats import TEST_COLUMNS
 
 
 def test_outputs_have_the_documented_columns(ran_study):
@@ -81,8 +81,8 @@ def test_planted_effect_found_over_seeds_and_false_positives_within_tolerance(ra
     The confidence intervals of the confirmatory rows (6 edges × 2 windows × 3 seeds) are checked
     against the planted contrast on the measured scale (results/truth): at 95 % nominal coverage,
     6 or more misses of 36 has probability 0.01 for independent intervals; the test allows 5."""
-    from framework.report import truth_check
-    from framework.truth import contrasts
+    from fclab.framework.report import truth_check
+    from fclab.framework.truth import contrasts
 
     with_false = misses = 0
     for root in [ran_study[0], *more_seeds]:
@@ -120,7 +120,7 @@ def test_two_runs_give_byte_identical_tables(ran_study):
 
 
 def test_html_escapes_names(ran_study, tmp_path):
-    from framework.report import render_html
+    from fclab.framework.report import render_html
 
     html = render_html({"title": "<script>alert(1)</script>", "headline": "", "summary": [], "n_excluded": 0,
                         "exclusions": [], "primary_test": "lmm", "correction": "holm", "figures": [],
@@ -171,7 +171,7 @@ def test_extracted_signals_match_nilearn_maskers(ran_study):
     from nilearn.interfaces.fmriprep import load_confounds_strategy
     from nilearn.maskers import NiftiLabelsMasker, NiftiSpheresMasker
 
-    from framework.anatomy import ANDREWS_HANNA_2010_MPFC, max_probability_labels
+    from fclab.framework.anatomy import ANDREWS_HANNA_2010_MPFC, max_probability_labels
 
     root, _, _ = ran_study
     ts = pd.read_parquet(root / "results/extract/timeseries.parquet")
@@ -278,8 +278,8 @@ def test_exclusion_rules_mark_runs_and_their_windows_go_missing(ran_study, small
 
 
 def test_exclusion_rules_whole_subject_and_censoring():
-    from framework.extract import apply_exclusions
-    from framework.params import ExclusionParams
+    from fclab.framework.extract import apply_exclusions
+    from fclab.framework.params import ExclusionParams
 
     run_qc = pd.DataFrame({"subject": ["01", "01", "02", "02"], "run": ["a", "b", "a", "b"],
                            "mean_fd": [0.1, 0.6, 0.1, 0.1], "n_volumes": 100, "n_retained": [100, 100, 70, 95]})
@@ -316,8 +316,8 @@ def test_validate_summarises_inputs_and_lists_every_problem(small_study, tmp_pat
 
 
 def test_group_map_include_and_exclude(small_study, tmp_path, in_dir):
-    from framework.extract import read_participants
-    from framework.params import DataParams
+    from fclab.framework.extract import read_participants
+    from fclab.framework.params import DataParams
 
     work = _copy_study(small_study, tmp_path)
     root = str(work / "data/simulated")
@@ -326,7 +326,7 @@ def test_group_map_include_and_exclude(small_study, tmp_path, in_dir):
     assert set(table["group"]) == {"drug", "control"} and "01" not in set(table["subject"])
     table = read_participants(DataParams(root=root, include=["02", "sub-03"]))
     assert table["subject"].tolist() == ["02", "03"]
-    from framework.errors import DataError
+    from fclab.framework.errors import DataError
 
     with pytest.raises(DataError, match="group value 'midazolam', which extract.data.group_map does not map"):
         read_participants(DataParams(root=root, group_map={"ketamine": "drug"}))
@@ -336,8 +336,8 @@ def test_group_map_include_and_exclude(small_study, tmp_path, in_dir):
 
 def test_extract_runs_through_any_executor(small_study):
     """A backend only needs map(fn, items); extract hands it one job per run."""
-    from framework.extract import extract
-    from framework.params import ExtractParams
+    from fclab.framework.extract import extract
+    from fclab.framework.params import ExtractParams
 
     class Recording:
         def __init__(self):
@@ -425,7 +425,7 @@ def test_labels_follow_alpha(ran_study, tmp_path, in_dir):
     assert "99 % confidence band" in html
     assert "p<sub>adj</sub> &lt; 0.01, ** &lt; 0.002, *** &lt; 0.0002" in html
     assert "(99 % CI)" in html and "at α = 0.01" in html
-    from framework.report import stars
+    from fclab.framework.report import stars
 
     assert [stars(p, 0.01) for p in (0.02, 0.009, 0.001, 0.0001)] == ["", "*", "**", "***"]
     assert [stars(p, 0.05) for p in (0.04, 0.009, 0.0009)] == ["*", "**", "***"]

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 
 from conftest import run_cli, small_params, write_params
-from framework.registry import DEFAULT_PLUGINS, Registry, get_registry, reset_registry
+from fclab.framework.registry import DEFAULT_PLUGINS, Registry, get_registry, reset_registry
 
 DEMO_METRIC = '''
 import numpy as np
-from framework.contracts import Metric
-from framework.hookspecs import hookimpl
+from fclab.framework.contracts import Metric
+from fclab.framework.hookspecs import hookimpl
 
 
 class Anticorrelation(Metric):
@@ -65,7 +65,7 @@ def site(tmp_path, monkeypatch):
         return [ep for ep in real(**kwargs) if ep.dist is not None and (
             ep.dist.name == "fclab" or str(ep.dist.locate_file("")).startswith(str(path)))]
 
-    monkeypatch.setattr("framework.registry.md.entry_points", here_only)
+    monkeypatch.setattr("fclab.framework.registry.md.entry_points", here_only)
     reset_registry()
     return path
 
@@ -135,7 +135,7 @@ def test_broken_plugin_is_named_and_others_keep_working(site, small_study, tmp_p
 
 BAD_PLUGINS = {
     "wrong_base": ("""
-        from framework.hookspecs import hookimpl
+        from fclab.framework.hookspecs import hookimpl
 
         class NotAMetric:
             name = "oops"
@@ -145,8 +145,8 @@ BAD_PLUGINS = {
             register(NotAMetric)
     """, "plugin 'wrong_base'.*subclass of Metric"),
     "duplicate": ("""
-        from framework.hookspecs import hookimpl
-        from plugins.pearson import Pearson
+        from fclab.framework.hookspecs import hookimpl
+        from fclab.plugins.pearson import Pearson
 
         class Again(Pearson):
             pass
@@ -156,8 +156,8 @@ BAD_PLUGINS = {
             register(Again)
     """, "plugin 'duplicate'.*'pearson' is already registered"),
     "no_scale": ("""
-        from framework.contracts import Metric
-        from framework.hookspecs import hookimpl
+        from fclab.framework.contracts import Metric
+        from fclab.framework.hookspecs import hookimpl
 
         class NoScale(Metric):
             name = "noscale"
@@ -171,21 +171,21 @@ BAD_PLUGINS = {
 
 BAD_PLUGINS.update({
     "raises": ("""
-        from framework.hookspecs import hookimpl
+        from fclab.framework.hookspecs import hookimpl
 
         @hookimpl
         def register_metrics(register):
             raise RuntimeError("boom")
     """, "plugin 'raises': register_metrics raised RuntimeError: boom"),
     "misspelt": ("""
-        from framework.hookspecs import hookimpl
+        from fclab.framework.hookspecs import hookimpl
 
         @hookimpl
         def register_metric(register):
             pass
     """, "plugin 'misspelt' was not loaded: .*register_metric"),
     "extra_argument": ("""
-        from framework.hookspecs import hookimpl
+        from fclab.framework.hookspecs import hookimpl
 
         @hookimpl
         def register_metrics(register, extra):
@@ -203,7 +203,7 @@ def test_a_plugin_that_breaks_the_contract_is_left_out_with_its_reason(site, nam
     make_distribution(site, f"fclab-{name}", "0.1", {name: f"fclab_{name}"}, {f"fclab_{name}": source})
     registry = Registry()
     assert any(re.search(message, e) for e in registry.load_errors), registry.load_errors
-    assert registry.metrics()["pearson"].__module__ == "plugins.pearson"
+    assert registry.metrics()["pearson"].__module__ == "fclab.plugins.pearson"
     reset_registry()
     code, out, err = run_cli("plugins", "--all")
     assert code == 0 and "pearson" in out and len([x for x in err.splitlines() if name in x]) == 1, err
@@ -226,7 +226,7 @@ def test_asymmetric_metric_is_refused_before_work(site, tmp_path, in_dir):
 
 def test_register_commands_hook_adds_a_command(site):
     make_distribution(site, "fclab-cmd", "0.1", {"cmd": "fclab_cmd"}, {"fclab_cmd": '''
-        from framework.hookspecs import hookimpl
+        from fclab.framework.hookspecs import hookimpl
 
         @hookimpl
         def register_commands(app):
@@ -251,8 +251,8 @@ def test_register_commands_hook_adds_a_command(site):
 NO_P_TEST = '''
 import numpy as np
 import pandas as pd
-from framework.contracts import StatTest
-from framework.hookspecs import hookimpl
+from fclab.framework.contracts import StatTest
+from fclab.framework.hookspecs import hookimpl
 
 
 class Bayes(StatTest):

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from scipy import stats as st
 
-from framework.params import StatsParams
-from framework.power import detectable_effect, rates, simulate_many
-from framework.roisim import RoiStudy, simulate_edges
+from fclab.framework.params import StatsParams
+from fclab.framework.power import detectable_effect, rates, simulate_many
+from fclab.framework.roisim import RoiStudy, simulate_edges
 from conftest import default_params, run_cli_in, write_params
 
 STATS = StatsParams(
@@ -100,7 +100,7 @@ def test_planted_effects_follow_the_simulate_description():
     windows only; the window's mean Δr is what is planted."""
     from dataclasses import replace
 
-    from framework.params import EffectSpec
+    from fclab.framework.params import EffectSpec
 
     step = EffectSpec(roi_a="dmPFC", roi_b="amPFC", group="midazolam", delta_r=0.3, course="step",
                       start_min=20, end_min=40)
@@ -135,9 +135,9 @@ def test_bad_effects_are_params_errors(tmp_path, spec, message):
 
 
 def test_effects_that_break_the_correlation_matrix_are_refused(tmp_path):
-    from framework.errors import ParamsError
-    from framework.params import SimulateParams
-    from framework.simulate import simulate
+    from fclab.framework.errors import ParamsError
+    from fclab.framework.params import SimulateParams
+    from fclab.framework.simulate import simulate
 
     p = SimulateParams(effects=[{"roi_a": "Left_Amygdala", "roi_b": "dmPFC", "delta_r": -0.9, "course": "step",
                                  "start_min": 0, "end_min": 10}], output_dir=str(tmp_path / "sim"))

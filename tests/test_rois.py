@@ -8,9 +8,9 @@ import pytest
 from nilearn.image import resample_img
 from nilearn.maskers import NiftiLabelsMasker
 
-from framework.anatomy import atlas_labels
-from framework.errors import ParamsError
-from plugins.atlas import Atlas
+from fclab.framework.anatomy import atlas_labels
+from fclab.framework.errors import ParamsError
+from fclab.plugins.atlas import Atlas
 
 AFFINE = np.array([[4.0, 0, 0, -90], [0, 4, 0, -126], [0, 0, 4, -72], [0, 0, 0, 1]])
 SHAPE = (46, 55, 46)
@@ -91,7 +91,7 @@ def _blob_maps(tmp_path):
 def test_maps_match_nilearn_maps_masker(bold, tmp_path):
     from nilearn.maskers import NiftiMapsMasker
 
-    from plugins.maps import Maps
+    from fclab.plugins.maps import Maps
 
     path = _blob_maps(tmp_path)
     got, names = ours(Maps(Maps.Params(path=str(path), names=["L", "R", "M"])), bold)
@@ -103,8 +103,8 @@ def test_maps_match_nilearn_maps_masker(bold, tmp_path):
 def test_labels_file_and_masks_match_nilearn(bold, tmp_path):
     from nilearn.maskers import NiftiMasker
 
-    from plugins.labels_file import LabelsFile
-    from plugins.masks import Masks
+    from fclab.plugins.labels_file import LabelsFile
+    from fclab.plugins.masks import Masks
 
     label_img, names, values = atlas_labels("aal", 0)
     img_path = tmp_path / "labels.nii.gz"
@@ -132,9 +132,9 @@ def test_labels_file_and_masks_match_nilearn(bold, tmp_path):
 
 
 def test_rois_plugins_bad_input(tmp_path, bold):
-    from framework.errors import DataError
-    from plugins.labels_file import LabelsFile
-    from plugins.maps import Maps
+    from fclab.framework.errors import DataError
+    from fclab.plugins.labels_file import LabelsFile
+    from fclab.plugins.maps import Maps
 
     with pytest.raises(DataError, match="nope.nii.gz: file not found"):
         LabelsFile(LabelsFile.Params(path=str(tmp_path / "nope.nii.gz"), labels=str(tmp_path / "x.tsv"))).build(bold)
@@ -149,7 +149,7 @@ def test_spheres_match_nilearn_spheres_masker_at_random_centres_and_ties(bold):
     are smaller than a voxel: the same voxels, so the same signals, as NiftiSpheresMasker."""
     from nilearn.maskers import NiftiSpheresMasker
 
-    from plugins.spheres import Spheres
+    from fclab.plugins.spheres import Spheres
 
     rng = np.random.default_rng(7)
     ijk = rng.integers(6, np.array(SHAPE) - 6, (30, 3)).astype(float)

@@ -8,12 +8,12 @@ import pytest
 import statsmodels.formula.api as smf
 from scipy import special, stats as st
 
-from framework.contracts import Design
-from framework.stats import adjust
-from plugins.ancova import Ancova
-from plugins.change_mannwhitney import ChangeMannWhitney
-from plugins.change_welch import ChangeWelch, hedges_g
-from plugins.permutation import Permutation
+from fclab.framework.contracts import Design
+from fclab.framework.stats import adjust
+from fclab.plugins.ancova import Ancova
+from fclab.plugins.change_mannwhitney import ChangeMannWhitney
+from fclab.plugins.change_welch import ChangeWelch, hedges_g
+from fclab.plugins.permutation import Permutation
 
 WINDOWS = ("baseline", "w1", "w2", "w3")
 
@@ -191,7 +191,7 @@ def test_permutation_random_relabelings_and_kept_adjustment():
 def test_adjusted_p_equals_statsmodels(method):
     from statsmodels.stats.multitest import multipletests
 
-    from framework.stats import adjusted_p
+    from fclab.framework.stats import adjusted_p
 
     rng = np.random.default_rng(4)
     p = np.concatenate([rng.uniform(0, 1, 40), rng.uniform(0, 0.01, 10), [0.5, 0.5]])
@@ -200,7 +200,7 @@ def test_adjusted_p_equals_statsmodels(method):
 
 @pytest.mark.parametrize("missing", [False, True])
 def test_batched_welch_t_matches_scipy(missing):
-    from framework.permutation import WelchBatch
+    from fclab.framework.permutation import WelchBatch
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(26, 50)) * rng.uniform(0.5, 2, 50) + 3

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 
 from conftest import run_cli, small_params, write_params
-from framework.io import read_provenance, write_parquet
-from framework.truth import contrasts
+from fclab.framework.io import read_provenance, write_parquet
+from fclab.framework.truth import contrasts
 
 WINDOWS = ["baseline", "0-10min", "10-20min"]
 PLANTED = {("Left_Amygdala", "vmPFC"), ("Right_Amygdala", "vmPFC")}

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from conftest import default_params, run_cli, write_params
-from framework.connectivity import build_metrics, connectivity
-from framework.errors import ParamsError
-from framework.params import ConnectivityParams
-from framework.windows import subsample
+from fclab.framework.connectivity import build_metrics, connectivity
+from fclab.framework.errors import ParamsError
+from fclab.framework.params import ConnectivityParams
+from fclab.framework.windows import subsample
 
 TR = 2.0
 ROIS = ["A", "B", "C"]

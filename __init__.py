@@ -5,4 +5,6 @@ The import package ``fclab`` is the repository root: ``fclab.cli`` (cli.py), ``f
 versioned surface plugin authors build on (docs/plugins.md).
 """
 
-__version__ = "0.1.0"
+# While fclab is 0.x its minor version is the plugin API version (fclab.api.API_VERSION): plugins
+# declare ``fclab>=0.2,<0.3``. The version is read here by pyproject.toml too.
+__version__ = "0.2.0"

@@ -196,12 +196,20 @@ def validate(
     typer.echo("inputs: ok")
 
 
-@app.command("plugins")
+plugins_app = typer.Typer(help="List the installed plugins, or check one against the contract.")
+app.add_typer(plugins_app, name="plugins")
+
+
+@plugins_app.callback(invoke_without_command=True)
 def plugins_cmd(
+    ctx: typer.Context,
     all_: Annotated[bool, typer.Option("--all", help="Include the built-in plugins.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ):
-    """List the installed plugins: name, kind, version and distribution."""
+    """List the installed plugins: name, kind, version, entry point (the name FCLAB_LOAD_PLUGINS takes)
+    and distribution."""
+    if ctx.invoked_subcommand is not None:
+        return
     registry = get_registry()
     for problem in [registry.selection_error, *registry.load_errors]:
         if problem:
@@ -219,6 +227,28 @@ def plugins_cmd(
     typer.echo(f"{'name':<{width}}  {'kind':<6}  {'version':<10}  {'entry point':<{ep_width}}  distribution")
     for i in infos:
         typer.echo(f"{i.name:<{width}}  {i.kind:<6}  {i.version:<10}  {i.entry_point:<{ep_width}}  {i.distribution}")
+
+
+@plugins_app.command("check")
+@guarded
+def plugins_check(
+    name: Annotated[str, typer.Argument(help="The plugin's name (as params.yaml gives it).")],
+    kind: Annotated[str | None, typer.Option("--kind", help="roi, metric or test, when the name is ambiguous.")] = None,
+):
+    """Run the conformance kit on one installed plugin (with its options from params.yaml, if the study
+    uses it); exit 1 if it breaks the contract."""
+    from fclab.framework.conformance import check_named
+
+    if kind not in (None, "roi", "metric", "test"):
+        raise ParamsError(f"plugins check: --kind must be roi, metric or test, not {kind!r}")
+    report = check_named(name, kind, _state["params"])
+    typer.echo(f"{report.kind} plugin {report.plugin!r}:")
+    for line in report.lines():
+        typer.echo(f"  {line}")
+    failed = len(report.failures)
+    typer.echo(f"{len(report.checks) - failed} of {len(report.checks)} checks passed")
+    if failed:
+        raise typer.Exit(1)
 
 
 try:

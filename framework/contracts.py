@@ -71,6 +71,47 @@ class RoiSet(Plugin):
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class Scale:
+    """What a metric output's values are. ``label`` names them on axes and in tables; ``signed`` says
+    whether they can be negative (a diverging colour map centred on 0) or not (a sequential map from 0),
+    None when unknown (judged from the values); ``low``/``high`` bound them (None: unbounded)."""
+
+    name: str
+    label: str = ""
+    signed: bool | None = None
+    low: float | None = None
+    high: float | None = None
+
+    def __post_init__(self):
+        if not self.label:
+            object.__setattr__(self, "label", self.name)
+        if self.low is not None and self.high is not None and not self.low < self.high:
+            raise ValueError(f"scale {self.name!r}: low ({self.low}) must be below high ({self.high})")
+        if self.signed is False and self.low is not None and self.low < 0:
+            raise ValueError(f"scale {self.name!r}: a non-negative scale cannot have low {self.low} < 0")
+
+
+# The scales of fclab's built-in metrics; a metric with another scale declares it in ``scales``.
+SCALES: dict[str, Scale] = {s.name: s for s in (
+    Scale("fisher_z", "Fisher z", True),
+    Scale("r", "Pearson r", True, -1.0, 1.0),
+    Scale("rho", "Spearman ρ", True, -1.0, 1.0),
+    Scale("partial_r", "partial r", True, -1.0, 1.0),
+    Scale("covariance", "covariance", True),
+    Scale("precision", "precision", True),
+    Scale("tangent", "tangent-space value", True),
+    Scale("coherence", "coherence", False, 0.0, 1.0),
+    Scale("mtd", "MTD", True),
+    Scale("seconds", "seconds", True),
+)}
+
+
+def as_scale(scale) -> Scale:
+    """A ``Scale`` for a scale name (a built-in one, or a bare one fclab knows nothing about)."""
+    return scale if isinstance(scale, Scale) else SCALES.get(scale) or Scale(str(scale))
+
+
 class Metric(Plugin):
     """A connectivity metric over the ROI signals of one or more equal-length windows.
 
@@ -80,8 +121,11 @@ class Metric(Plugin):
     scales in ``extra_scales``. Values that cannot be computed are NaN.
 
     ``scale`` names what the values are (``fisher_z``, ``r``, ...) so statistics and plots can label
-    them. ``symmetric`` promises M[i, j] == M[j, i] (an extra output may instead be antisymmetric,
-    which ``antisymmetric_outputs`` lists); only i < j is stored. ``affine_invariant`` promises the
+    them; a scale fclab does not know (not in ``SCALES``) is described by a ``Scale`` in ``scales``
+    (its label, sign and range), which figures use and the conformance kit checks.
+
+    ``symmetric`` promises M[i, j] == M[j, i] (an extra output may instead be antisymmetric, which
+    ``antisymmetric_outputs`` lists); only i < j is stored. ``affine_invariant`` promises the
     values do not change when an ROI signal is multiplied by a positive constant or shifted.
     A metric with ``group_fit`` is fitted once, by ``fit``, on the windows ``reference_windows``
     names before ``compute`` runs.
@@ -90,6 +134,7 @@ class Metric(Plugin):
     kind = "metric"
     scale: ClassVar[str] = ""
     extra_scales: ClassVar[dict[str, str]] = {}
+    scales: ClassVar[tuple[Scale, ...]] = ()  # descriptions of scales not in SCALES
     antisymmetric_outputs: ClassVar[tuple[str, ...]] = ()
     symmetric: ClassVar[bool] = True
     affine_invariant: ClassVar[bool] = False
@@ -128,6 +173,11 @@ class Metric(Plugin):
         """Output name ("" for the main one) -> scale."""
         return {"": self.scale, **self.extra_scales}
 
+    def scale_info(self) -> dict[str, Scale]:
+        """Output name -> the ``Scale`` its values are on (the metric's own description first)."""
+        own = {s.name: s for s in self.scales}
+        return {k: own.get(v) or as_scale(v) for k, v in self.outputs().items()}
+
 
 @dataclass(frozen=True)
 class Design:
@@ -141,6 +191,9 @@ class Design:
     covariates: tuple[str, ...] = ()  # columns of ``subjects`` that enter models as covariates
     confirmatory: frozenset = frozenset()  # frozensets of ROI-name pairs: the confirmatory family
     family_by: tuple[str, ...] = ("test", "metric", "term")  # what else splits adjustment families
+    # Given only to a test that names them in ``StatTest.uses``:
+    sliding: pd.DataFrame | None = None  # the sliding-window edge rows (edges.parquet's other windows)
+    run_qc: pd.DataFrame | None = None  # run_qc.parquet: one row per run (mean FD, censoring, exclusions)
 
     def family(self, roi_a, roi_b) -> np.ndarray:
         """'confirmatory' or 'exploratory' for each edge (the adjustment families)."""
@@ -188,11 +241,21 @@ class Design:
         return (np.column_stack(cols) if cols else np.zeros((S, 0))), names
 
 
+TEST_INPUTS = ("sliding", "run_qc")
+
+
 class StatTest(Plugin):
-    """A group-level test. ``run`` returns rows with the columns of ``RESULT_COLUMNS``."""
+    """A group-level test. ``run`` returns rows with the columns of ``RESULT_COLUMNS``.
+
+    ``design.subjects`` has one row per subject with every participants.tsv column and ``mean_fd``;
+    ``requires`` names the columns (of the edges or of the subjects) the test cannot do without.
+    ``uses`` asks for more inputs: ``"sliding"`` (``design.sliding``, the sliding-window edge rows) and
+    ``"run_qc"`` (``design.run_qc``); they are read only for a test that asks.
+    """
 
     kind = "test"
     requires: ClassVar[tuple[str, ...]] = ("subject", "group", "window")
+    uses: ClassVar[tuple[str, ...]] = ()
     # A known limit of the test's calibration, shown beside its results in the report.
     caveat: ClassVar[str | None] = None
     # The terms the test can produce (checked against report.primary_term); empty: not declared.

@@ -15,16 +15,10 @@ import pandas as pd  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from fclab.framework.contracts import as_scale  # noqa: E402
 from fclab.framework.io import atomic_path  # noqa: E402
 
 GROUP_COLOURS = ("#4c72b0", "#dd8452")  # reference, target
-SCALE_LABELS = {"fisher_z": "Fisher z", "r": "Pearson r", "rho": "Spearman ρ", "partial_r": "partial r",
-                "covariance": "covariance", "precision": "precision", "tangent": "tangent-space value",
-                "coherence": "coherence", "mtd": "MTD", "seconds": "seconds"}
-# Scales whose values can be negative (a diverging colour map centred on 0 even when a study's means
-# happen to be positive) and scales that cannot; any other scale is judged from its values.
-SIGNED_SCALES = {"fisher_z", "r", "rho", "partial_r", "covariance", "precision", "tangent", "mtd", "seconds"}
-NONNEGATIVE_SCALES = {"coherence"}
 DPI = 150
 
 
@@ -77,26 +71,33 @@ def group_matrices(edges: pd.DataFrame, rois: list[str], groups, windows) -> dic
     return out
 
 
-def value_colours(values: np.ndarray, signed: bool | None = None) -> tuple[str, float, float]:
+def value_colours(values: np.ndarray, signed: bool | None = None, bound: float | None = None) -> tuple[str, float, float]:
     """(colour map, vmin, vmax) for a matrix of values: a diverging map centred on 0 for signed values,
     a sequential one from 0 for values that are never negative (coherence, mutual information, ...).
-    ``signed`` None: judged from the values (a scale fclab does not know, from a third-party metric)."""
+    ``signed`` None: judged from the values (a scale declared without a sign). ``bound``: the largest
+    magnitude the scale allows (1 for correlations), which the colour limits never exceed."""
     finite = values[np.isfinite(values)]
     lim = float(np.abs(finite).max()) if finite.size and np.abs(finite).max() > 0 else 1.0
+    if bound is not None:
+        lim = min(lim, bound)
     if signed is None:
         signed = bool(finite.size and finite.min() < 0)
     return ("RdBu_r", -lim, lim) if signed else ("viridis", 0.0, lim)
 
 
-def matrices_figure(edges: pd.DataFrame, rois: list[str], groups, windows, scale: str, path) -> None:
-    """Group-mean matrices per window (one row per group) and their difference (target − reference)."""
-    signed = True if scale in SIGNED_SCALES else (False if scale in NONNEGATIVE_SCALES else None)
-    scale = SCALE_LABELS.get(scale, scale)
+def matrices_figure(edges: pd.DataFrame, rois: list[str], groups, windows, scale, path) -> None:
+    """Group-mean matrices per window (one row per group) and their difference (target − reference).
+    ``scale``: a ``Scale`` or a scale name; its sign picks the colour map and its range bounds it."""
+    sc = as_scale(scale)
+    signed = sc.signed
+    bounds = [abs(b) for b in (sc.low, sc.high) if b is not None]
+    bound = max(bounds) if len(bounds) == 2 else None
+    scale = sc.label
     mats = group_matrices(edges, rois, groups, windows)
     rows = [*groups, "difference"]
     W = len(windows)
     fig, axes = plt.subplots(3, W, figsize=(2.3 * W + 1.2, 7.4), squeeze=False)
-    colours = value_colours(np.concatenate([mats[g, w].ravel() for g in groups for w in windows]), signed)
+    colours = value_colours(np.concatenate([mats[g, w].ravel() for g in groups for w in windows]), signed, bound)
     diff_colours = value_colours(np.concatenate([mats["difference", w].ravel() for w in windows]), signed=True)
     for i, row in enumerate(rows):
         for j, w in enumerate(windows):
@@ -184,7 +185,7 @@ def qc_fc(edges: pd.DataFrame, run_qc: pd.DataFrame, window: str) -> pd.DataFram
 def qcfc_distance_figure(edges: pd.DataFrame, run_qc: pd.DataFrame, atlas: pd.DataFrame, groups,
                          window: str, scale: str, path) -> pd.DataFrame:
     """QC-FC distribution, and FC against inter-ROI (centroid) distance per group, in ``window``."""
-    scale = SCALE_LABELS.get(scale, scale)
+    scale = as_scale(scale).label
     q = qc_fc(edges, run_qc, window)
     xyz = atlas.set_index("roi")[["x_mm", "y_mm", "z_mm"]]
     dist = {(a, b): float(np.linalg.norm(xyz.loc[a].to_numpy() - xyz.loc[b].to_numpy()))

@@ -364,7 +364,7 @@ def _model_at(model, loc):
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
-def _first_error(exc: ValidationError, prefix: str = "", model=None) -> str:
+def first_error(exc: ValidationError, prefix: str = "", model=None) -> str:
     err = exc.errors()[0]
     path = _loc(err["loc"])
     path = f"{prefix}.{path}" if prefix and path else (prefix or path)
@@ -437,7 +437,7 @@ def validate(raw: dict, source: str | Path = "params.yaml") -> Params:
     try:
         params = Params.model_validate(raw)
     except ValidationError as exc:
-        raise ParamsError(_first_error(exc, model=Params)) from exc
+        raise ParamsError(first_error(exc, model=Params)) from exc
     registry = get_registry()
     for key, kind, specs in (
         ("extract.rois", "roi", params.extract.rois),
@@ -454,7 +454,7 @@ def validate(raw: dict, source: str | Path = "params.yaml") -> Params:
             try:
                 cls.Params.model_validate(opts)
             except ValidationError as exc:
-                raise ParamsError(_first_error(exc, f"{key}[{i}]", cls.Params)) from exc
+                raise ParamsError(first_error(exc, f"{key}[{i}]", cls.Params)) from exc
             if kind != "roi" and name in seen:
                 raise ParamsError(f"{key}[{i}]: {name!r} is listed twice")
             seen.add(name)

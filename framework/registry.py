@@ -17,7 +17,7 @@ import pluggy
 from pydantic import BaseModel
 
 from fclab.framework import __version__, hookspecs
-from fclab.framework.contracts import KINDS, Plugin, PluginParams
+from fclab.framework.contracts import KINDS, TEST_INPUTS, Plugin, PluginParams, Scale
 from fclab.framework.errors import ParamsError, PluginError
 
 DEFAULT_PLUGINS = (
@@ -153,6 +153,10 @@ class Registry:
     def stat_tests(self) -> dict[str, type[Plugin]]:
         return dict(self._classes["test"])
 
+    def get_all(self, kind: str) -> dict[str, type[Plugin]]:
+        """Name -> class of every loaded plugin of ``kind`` ("roi", "metric" or "test")."""
+        return dict(self._classes[kind])
+
     def get(self, kind: str, name: str, key: str) -> type[Plugin]:
         """The class registered as ``name``; a params error naming ``key`` if there is none."""
         classes = self._classes[kind]
@@ -269,10 +273,17 @@ def _validate(cls, base, kind, plugin_name) -> None:
     if not issubclass(params, PluginParams) and params.model_config.get("extra") != "forbid":
         raise PluginError(
             f"plugin {plugin_name!r}: {cls.__name__}.Params must forbid unknown keys "
-            "(subclass fclab.framework.contracts.PluginParams)"
+            "(subclass fclab.api.PluginParams)"
         )
     if kind == "metric" and not cls.scale:
         raise PluginError(f"plugin {plugin_name!r}: metric {cls.name!r} must declare its output scale")
+    if kind == "metric" and not all(isinstance(s, Scale) for s in cls.scales):
+        raise PluginError(f"plugin {plugin_name!r}: metric {cls.name!r}: scales must be a tuple of fclab.api.Scale")
+    if kind == "test":
+        unknown = sorted(set(cls.uses) - set(TEST_INPUTS))
+        if unknown:
+            raise PluginError(f"plugin {plugin_name!r}: test {cls.name!r} uses unknown input(s) {', '.join(unknown)} "
+                              f"(available: {', '.join(TEST_INPUTS)})")
 
 
 @lru_cache(maxsize=None)

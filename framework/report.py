@@ -17,7 +17,8 @@ from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
 from scipy import stats as st  # noqa: E402
 
 from fclab.framework import __version__  # noqa: E402
-from fclab.framework.figures import GROUP_COLOURS, SCALE_LABELS, finish_figure  # noqa: E402
+from fclab.framework.contracts import as_scale  # noqa: E402
+from fclab.framework.figures import GROUP_COLOURS, finish_figure  # noqa: E402
 from fclab.framework.io import write_text  # noqa: E402
 
 PACKAGES = ("nilearn", "nibabel", "numpy", "pandas", "scipy", "statsmodels", "pyarrow", "pluggy", "dvc")
@@ -111,7 +112,7 @@ def delta_figure(summary: pd.DataFrame, tests: pd.DataFrame, a: str, b: str, gro
             ax.annotate(stars(t.loc[w, "p_adj"], alpha), (i, top + 0.04 * span), ha="center", va="bottom", fontsize=14)
     ax.set_xticks(x, [w.replace("min", " min") for w in windows])
     ax.set_xlabel("Window after infusion onset")
-    ax.set_ylabel(f"Δ connectivity from baseline ({SCALE_LABELS.get(scale, scale)})")
+    ax.set_ylabel(f"Δ connectivity from baseline ({as_scale(scale).label})")
     finish_figure(fig, ax, edge_label(a, b), path)
 
 
@@ -144,7 +145,7 @@ def course_figure(course: pd.DataFrame, a: str, b: str, groups, scale: str, spec
         ax.plot(s["centre_min"], s["mean"], color=colour, lw=1.8, label=f"{g} (n={int(s['n'].max())})")
     ref = f"{spec['event']} onset" if spec.get("event") else "run start"
     ax.set_xlabel(f"Window centre (min from {ref})")
-    ax.set_ylabel(f"Sliding-window connectivity ({SCALE_LABELS.get(scale, scale)})")
+    ax.set_ylabel(f"Sliding-window connectivity ({as_scale(scale).label})")
     finish_figure(fig, ax, edge_label(a, b), path)
 
 
@@ -204,9 +205,19 @@ def _num(value, fmt: str) -> str:
     return fmt % v if np.isfinite(v) else "–"
 
 
+EFFECT_SIZE_KINDS = {"hedges_g": "Hedges' g", "nbs_extent": "NBS extent", "nbs_intensity": "NBS intensity",
+                     "bayes_factor_10": "BF₁₀"}
+
+
+def _effect_kind(kind) -> str:
+    """A label for an effect-size kind (a plugin's own kind as it is)."""
+    return EFFECT_SIZE_KINDS.get(kind, kind) if isinstance(kind, str) else ""
+
+
 def render_html(context: dict) -> str:
     env = Environment(loader=PackageLoader("fclab.framework", "templates"), autoescape=select_autoescape(["html", "j2"]))
     env.filters["num"] = _num
+    env.filters["effect_kind"] = _effect_kind
     return env.get_template("report.html.j2").render(**context)
 
 

@@ -11,8 +11,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from fclab.framework.connectivity import EDGE_COLUMNS, build_metrics, connectivity, output_scales
-from fclab.framework.contracts import Plugin
+from fclab.framework.connectivity import EDGE_COLUMNS, build_metrics, connectivity, output_scales, scale_descriptions
+from fclab.framework.contracts import Plugin, Scale, as_scale
 from fclab.framework.errors import DataError, ParamsError
 from fclab.framework.extract import extract
 from fclab.framework.io import (
@@ -186,6 +186,7 @@ def stage_connectivity(params: Params) -> None:
     prov = _provenance("connectivity", section_hash(p), metrics, _digests(*inputs))
     prov["methods"] = _connectivity_methods(p, metrics)
     prov["scales"] = output_scales(metrics)
+    prov["scale_info"] = scale_descriptions(metrics)
     prov["windows"] = [w.name for w in p.windows]
     prov["sliding"] = [{"name": s.name, "run": s.run, "event": s.event} for s in p.sliding]
     with atomic_dir(CONNECTIVITY_DIR, {"edges.parquet"}.__contains__) as out_dir:
@@ -243,11 +244,15 @@ def stage_stats(params: Params) -> None:
     edges = read_parquet(path, EDGE_COLUMNS)
     upstream = check_fresh(path)
     windows = upstream.get("windows") or list(dict.fromkeys(edges["window"]))
-    edges = edges[edges["window"].isin(windows)]  # sliding windows are for time courses, not tests
+    fixed = edges["window"].isin(windows)
     tests = build_tests(p)
+    # sliding windows are for time courses; a test gets them only when it asks (StatTest.uses)
+    sliding = edges[~fixed].reset_index(drop=True) if any("sliding" in t.uses for t in tests) else None
+    edges = edges[fixed]
     run_qc = read_parquet(EXTRACT_DIR / "run_qc.parquet")
     subjects = subject_table(read_parquet(EXTRACT_DIR / "participants.parquet"), run_qc)
-    result = run_stats(p, edges, windows, tests, upstream.get("scales"), subjects)
+    result = run_stats(p, edges, windows, tests, upstream.get("scales"), subjects, sliding,
+                       run_qc if any("run_qc" in t.uses for t in tests) else None)
     prov = _provenance("stats", section_hash(p), tests, _digests(path))
     prov["caveats"] = {t.name: t.caveat for t in tests if t.caveat}
     ref, target = p.groups
@@ -359,6 +364,8 @@ def _report(params: Params, out: Path) -> None:
              "stats": check_fresh(paths["tests"])}
     metric = rp_params.metric or edges["metric"].iloc[0]
     scale = provs["connectivity"].get("scales", {}).get(metric, "value")
+    described = provs["connectivity"].get("scale_info", {}).get(scale)
+    scale = Scale(**described) if described else as_scale(scale)
     windows = provs["connectivity"].get("windows") or list(dict.fromkeys(edges["window"]))
     infusion_windows = [w for w in windows if w != sp.baseline_window]
     groups = list(sp.groups)

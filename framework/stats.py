@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 from scipy.stats import false_discovery_control
 
-from fclab.framework.contracts import RESULT_COLUMNS, Design, StatTest
+from fclab.framework.contracts import RESULT_COLUMNS, TEST_INPUTS, Design, StatTest
 from fclab.framework.errors import DataError, ParamsError, PluginError
 from fclab.framework.params import StatsParams, did_you_mean, plugin_spec
 from fclab.framework.registry import get_registry
@@ -34,24 +36,28 @@ def subject_table(participants: pd.DataFrame, run_qc: pd.DataFrame | None) -> pd
 
 
 def make_design(p: StatsParams, edges: pd.DataFrame, windows: list[str],
-                subjects: pd.DataFrame | None = None) -> Design:
+                subjects: pd.DataFrame | None = None, sliding: pd.DataFrame | None = None,
+                run_qc: pd.DataFrame | None = None) -> Design:
+    """The study as tests see it: one row per analysed subject with every column of ``subjects``
+    (participants.tsv and mean_fd), and the sliding rows and run QC for the tests that ask."""
     # Group sizes are checked by each test (Design.check), so the error names the test.
     if p.baseline_window not in set(edges["window"]):
         raise DataError(f"stats.baseline_window: no {p.baseline_window!r} window in the edges")
     table = edges[["subject", "group"]].drop_duplicates().reset_index(drop=True)
     table = table[table["group"].isin(p.groups)].reset_index(drop=True)
-    if p.covariates:
-        if subjects is None:
-            raise DataError("stats.covariates: no participants table to take covariates from")
+    if p.covariates and subjects is None:
+        raise DataError("stats.covariates: no participants table to take covariates from")
+    if subjects is not None:
         for c in p.covariates:
             if c not in subjects.columns:
                 have = ", ".join(c for c in subjects.columns if c not in ("subject", "group"))
                 raise DataError(f"stats.covariates: no column {c!r} in the participants table (have: {have})")
-        table = table.merge(subjects[["subject", *p.covariates]], on="subject", how="left")
+        extra = subjects.drop(columns=[c for c in ("group",) if c in subjects.columns])
+        table = table.merge(extra.drop_duplicates("subject"), on="subject", how="left")
     return Design(groups=tuple(p.groups), baseline_window=p.baseline_window, windows=tuple(windows),
                   subjects=table, alpha=p.alpha, covariates=tuple(p.covariates),
                   confirmatory=frozenset(frozenset(pair) for pair in p.confirmatory),
-                  family_by=tuple(p.family))
+                  family_by=tuple(p.family), sliding=sliding, run_qc=run_qc)
 
 
 def _positions(column: pd.Series, values) -> np.ndarray:
@@ -195,17 +201,21 @@ def check_names(p: StatsParams, groups, roi_names) -> None:
 
 
 def run_stats(p: StatsParams, edges: pd.DataFrame, windows: list[str], tests: list[StatTest],
-              scales: dict[str, str] | None = None, subjects: pd.DataFrame | None = None) -> pd.DataFrame:
+              scales: dict[str, str] | None = None, subjects: pd.DataFrame | None = None,
+              sliding: pd.DataFrame | None = None, run_qc: pd.DataFrame | None = None) -> pd.DataFrame:
     check_names(p, edges["group"].unique(), [*edges["roi_a"].unique(), *edges["roi_b"].unique()])
     edges = edges[edges["group"].isin(p.groups)]
-    design = make_design(p, edges, windows, subjects)
+    if sliding is not None:
+        sliding = sliding[sliding["group"].isin(p.groups)].reset_index(drop=True)
+    design = make_design(p, edges, windows, subjects, sliding, run_qc)
     frames = []
     available = set(edges.columns) | set(design.subjects.columns)
     for test in tests:
         missing = [c for c in test.requires if c not in available]
         if missing:
             raise DataError(f"stats.tests: {test.name!r} needs column(s) {', '.join(missing)}, not in the data")
-        res = test.run(edges, design)
+        given = {k: getattr(design, k) if k in test.uses else None for k in TEST_INPUTS}
+        res = test.run(edges, dataclasses.replace(design, **given))
         if res.empty:
             continue
         res.insert(0, "test", test.name)

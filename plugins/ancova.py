@@ -16,10 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
-from fclab.framework.contracts import Design, StatTest
-from fclab.framework.hookspecs import hookimpl
-from fclab.framework.stats import change_cube, edge_cube, long_rows
-from fclab.plugins.change_welch import group_moments, hedges_g_moments
+from fclab.api import (Design, StatTest, change_cube, edge_cube, group_moments, hedges_g_moments, hookimpl,
+                       long_rows)
 
 TERM = "group:window"
 

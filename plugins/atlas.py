@@ -19,31 +19,10 @@ import re
 from typing import Literal
 
 import numpy as np
-import scipy.sparse as sp
-from nilearn.image import resample_img
 from pydantic import Field, model_validator
 
-from fclab.framework.anatomy import BUNDLED_ATLASES, atlas_labels
-from fclab.framework.contracts import PluginParams, RoiSet, RoiWeights
-from fclab.framework.errors import DataError, ParamsError
-from fclab.framework.hookspecs import hookimpl
-from fclab.framework.params import did_you_mean
-
-
-def labels_weights(label_data: np.ndarray, groups: list[list[int]], names: list[str], where: str) -> RoiWeights:
-    """Mean-of-voxels weights; ROI ``r`` pools the voxels of every label value in ``groups[r]``."""
-    flat = label_data.ravel()
-    rows, cols, vals = [], [], []
-    for r, (values, name) in enumerate(zip(groups, names)):
-        vox = np.flatnonzero(np.isin(flat, values))
-        if vox.size == 0:
-            raise DataError(f"{where}: ROI {name!r} has no voxels on the BOLD grid")
-        rows.append(np.full(vox.size, r))
-        cols.append(vox)
-        vals.append(np.full(vox.size, 1.0 / vox.size))
-    w = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                      shape=(len(names), flat.size))
-    return RoiWeights(list(names), w)
+from fclab.api import (BUNDLED_ATLASES, ParamsError, PluginParams, RoiSet, RoiWeights, atlas_labels, did_you_mean,
+                       hookimpl, labels_weights, resample_to_grid)
 
 
 class Atlas(RoiSet):
@@ -92,8 +71,7 @@ class Atlas(RoiSet):
     def build(self, reference) -> RoiWeights:
         label_img, _, _ = atlas_labels(self.params.atlas, self.params.threshold)
         roi_names, groups = self.selection()
-        resampled = resample_img(label_img, target_affine=reference.affine, target_shape=reference.shape[:3],
-                                 interpolation="nearest", force_resample=True, copy_header=True)
+        resampled = resample_to_grid(label_img, reference, "nearest", f"atlas {self.params.atlas}")
         return labels_weights(np.asarray(resampled.dataobj), groups, roi_names, f"atlas {self.params.atlas}")
 
     def describe(self) -> str:

@@ -19,9 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
-from fclab.framework.contracts import Design, StatTest
-from fclab.framework.hookspecs import hookimpl
-from fclab.framework.stats import change_cube
+from fclab.api import Design, StatTest, change_cube, hookimpl
 
 TERM = "group:window"
 

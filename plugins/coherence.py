@@ -14,8 +14,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import Field, model_validator
 from scipy.signal import get_window
 
-from fclab.framework.contracts import Metric, PluginParams
-from fclab.framework.hookspecs import hookimpl
+from fclab.api import Metric, PluginParams, hookimpl
 
 
 class Coherence(Metric):

@@ -9,9 +9,7 @@ from typing import Literal
 
 import numpy as np
 
-from fclab.framework.contracts import Metric, PluginParams
-from fclab.framework.hookspecs import hookimpl
-from fclab.framework.linalg import COVARIANCE_ESTIMATORS
+from fclab.api import COVARIANCE_ESTIMATORS, Metric, PluginParams, hookimpl
 
 
 class Covariance(Metric):

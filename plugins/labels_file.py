@@ -12,14 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from nilearn.image import resample_img
 from pydantic import Field
 
-from fclab.framework.contracts import PluginParams, RoiSet, RoiWeights
-from fclab.framework.errors import DataError, ParamsError
-from fclab.framework.extract import load_nifti
-from fclab.framework.hookspecs import hookimpl
-from fclab.plugins.atlas import labels_weights
+from fclab.api import (DataError, ParamsError, PluginParams, RoiSet, RoiWeights, hookimpl, labels_weights, load_nifti,
+                       resample_to_grid)
 
 
 def read_label_table(path: Path) -> pd.DataFrame:
@@ -57,8 +53,7 @@ class LabelsFile(RoiSet):
         if len(img.shape) != 3:
             raise DataError(f"{self.params.path}: expected a 3D label image, got shape {img.shape}")
         names, groups = self.selection()
-        resampled = resample_img(img, target_affine=reference.affine, target_shape=reference.shape[:3],
-                                 interpolation="nearest", force_resample=True, copy_header=True)
+        resampled = resample_to_grid(img, reference, "nearest", f"labels_file {self.params.path}")
         data = np.rint(np.asarray(resampled.dataobj)).astype(np.int64)
         return labels_weights(data, groups, names, f"labels_file {self.params.path}")
 

@@ -19,10 +19,7 @@ from scipy import stats as st
 from statsmodels.regression.mixed_linear_model import MixedLM
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, SingularMatrixWarning
 
-from fclab.framework.contracts import Design, PluginParams, StatTest
-from fclab.framework.hookspecs import hookimpl
-from fclab.framework.stats import edge_cube
-from fclab.plugins.lmm import Contrast, contrasts, subject_design
+from fclab.api import Contrast, Design, PluginParams, StatTest, contrasts, edge_cube, hookimpl, subject_design
 
 
 def fit_mixedlm(y: np.ndarray, X: np.ndarray, subjects: np.ndarray, reml: bool = True):

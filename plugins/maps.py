@@ -12,13 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-from nilearn.image import resample_img
 from pydantic import Field
 
-from fclab.framework.contracts import PluginParams, RoiSet, RoiWeights
-from fclab.framework.errors import DataError, ParamsError
-from fclab.framework.extract import load_nifti
-from fclab.framework.hookspecs import hookimpl
+from fclab.api import DataError, ParamsError, PluginParams, RoiSet, RoiWeights, hookimpl, load_nifti, resample_to_grid
 
 
 class Maps(RoiSet):
@@ -36,8 +32,7 @@ class Maps(RoiSet):
         if len(img.shape) != 4 or img.shape[3] != len(self.params.names):
             raise ParamsError(f"extract.rois.maps.names: {len(self.params.names)} names for "
                               f"{img.shape[3] if len(img.shape) == 4 else 1} maps in {self.params.path}")
-        res = resample_img(img, target_affine=reference.affine, target_shape=reference.shape[:3],
-                           interpolation="linear", force_resample=True, copy_header=True)
+        res = resample_to_grid(img, reference, "linear", f"maps {self.params.path}")
         maps = np.asarray(res.dataobj, dtype=np.float64).reshape(-1, img.shape[3])
         support = np.flatnonzero((maps != 0).any(axis=1))
         M = maps[support]

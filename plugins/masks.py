@@ -10,13 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
-from nilearn.image import resample_img
 from pydantic import Field
 
-from fclab.framework.contracts import PluginParams, RoiSet, RoiWeights
-from fclab.framework.errors import DataError
-from fclab.framework.extract import load_nifti
-from fclab.framework.hookspecs import hookimpl
+from fclab.api import DataError, PluginParams, RoiSet, RoiWeights, hookimpl, load_nifti, resample_to_grid
 
 
 class Masks(RoiSet):
@@ -34,8 +30,7 @@ class Masks(RoiSet):
             img, _ = load_nifti(Path(path))
             if len(img.shape) != 3:
                 raise DataError(f"{path}: expected a 3D mask, got shape {img.shape}")
-            res = resample_img(img, target_affine=reference.affine, target_shape=reference.shape[:3],
-                               interpolation="nearest", force_resample=True, copy_header=True)
+            res = resample_to_grid(img, reference, "nearest", f"masks {path}")
             vox = np.flatnonzero(np.asarray(res.dataobj).ravel() != 0)
             if vox.size == 0:
                 raise DataError(f"{path}: mask {name!r} has no voxels on the BOLD grid")

@@ -31,11 +31,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from fclab.framework.contracts import Design, PluginParams, StatTest
-from fclab.framework.hookspecs import hookimpl
-from fclab.framework.mmrm import fit_mmrm
-from fclab.framework.stats import edge_cube
-from fclab.plugins.lmm import contrast_table, subject_design
+from fclab.api import Design, PluginParams, StatTest, contrast_table, edge_cube, fit_mmrm, hookimpl, subject_design
 
 Contrast = Literal["group:window", "group", "group:trend"]
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fclab.framework.contracts import Metric
-from fclab.framework.hookspecs import hookimpl
+from fclab.api import Metric, hookimpl
 
 
 class Mtd(Metric):

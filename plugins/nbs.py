@@ -10,7 +10,8 @@ window and both signs, so ``p_adj`` (adj_method ``nbs``) is the component's FWER
 
 Rows: every edge and window of the metric. An edge in a component gets its component's p in
 ``p`` and ``p_adj`` and the component score in ``effect_size`` (kind ``nbs_extent`` or
-``nbs_intensity``); an edge below the threshold gets no p and a ``reason``.
+``nbs_intensity``); an edge below the threshold gets no p and a ``reason``. Every row carries the
+edge's own estimate, SE and CI of the change-from-baseline difference (Welch's, as ``change_welch``).
 """
 
 from __future__ import annotations
@@ -23,10 +24,8 @@ from pydantic import Field
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from fclab.framework.contracts import Design, PluginParams, StatTest
-from fclab.framework.hookspecs import hookimpl
-from fclab.framework.permutation import WelchBatch, block_size, relabelings
-from fclab.framework.stats import change_cube, long_rows
+from fclab.api import (Design, PluginParams, StatTest, WelchBatch, block_size, change_cube, hookimpl, long_rows,
+                       relabelings, welch_change)
 
 TERM = "group:window"
 
@@ -101,6 +100,9 @@ class Nbs(StatTest):
             out = long_rows(keys, design.effect_windows, TERM,
                             {"stat": t_obs.reshape(W, E).T, "p": pcol, "p_adj": pcol, "effect_size": score_col},
                             n=np.isfinite(delta).sum(axis=1))
+            welch = welch_change(sub, design)  # each edge's estimate and CI, as the permutation test gives them
+            out = out.merge(welch[["metric", "roi_a", "roi_b", "window", "estimate", "se", "ci_low", "ci_high"]],
+                            on=["metric", "roi_a", "roi_b", "window"], how="left", validate="one_to_one")
             out["df"] = float(P)
             out["adj_method"] = "nbs"
             out["effect_size_kind"] = f"nbs_{prm.score}"

@@ -12,9 +12,7 @@ from typing import Literal
 
 import numpy as np
 
-from fclab.framework.contracts import Metric, PluginParams
-from fclab.framework.hookspecs import hookimpl
-from fclab.framework.linalg import COVARIANCE_ESTIMATORS, inverse_spd, precision_to_partial
+from fclab.api import COVARIANCE_ESTIMATORS, Metric, PluginParams, hookimpl, inverse_spd, precision_to_partial
 
 
 class Partial(Metric):

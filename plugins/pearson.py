@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fclab.framework.contracts import Metric, PluginParams
-from fclab.framework.hookspecs import hookimpl
-from fclab.framework.linalg import correlation
+from fclab.api import Metric, PluginParams, correlation, hookimpl
 
 
 class Pearson(Metric):

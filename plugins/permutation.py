@@ -16,11 +16,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from fclab.framework.contracts import Design, PluginParams, StatTest
-from fclab.framework.hookspecs import hookimpl
-from fclab.framework.permutation import max_t_pvalues
-from fclab.framework.stats import change_cube, long_rows
-from fclab.plugins.change_welch import ChangeWelch
+from fclab.api import Design, PluginParams, StatTest, change_cube, hookimpl, long_rows, max_t_pvalues, welch_change
 
 TERM = "group:window"
 
@@ -45,7 +41,7 @@ class Permutation(StatTest):
         by = ["family", "metric"] + (["window"] if "window" in design.family_by else [])
         codes = fam.groupby(by, sort=False).ngroup().to_numpy()
         t, p, p_fwer, n_rel, exact = max_t_pvalues(data, is_target, codes, self.params.n_perm, self.params.seed)
-        welch = ChangeWelch().run(edges, design)  # estimate, CI and Hedges' g of the same contrast
+        welch = welch_change(edges, design)  # estimate, CI and Hedges' g of the same contrast
         out = long_rows(keys, design.effect_windows, TERM,
                         {"stat": t.reshape(W, E).T, "p": p.reshape(W, E).T, "p_adj": p_fwer.reshape(W, E).T})
         keep = ["estimate", "se", "ci_low", "ci_high", "n", "effect_size", "effect_size_kind",

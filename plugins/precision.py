@@ -10,9 +10,7 @@ from typing import Literal
 
 import numpy as np
 
-from fclab.framework.contracts import Metric, PluginParams
-from fclab.framework.hookspecs import hookimpl
-from fclab.framework.linalg import COVARIANCE_ESTIMATORS, inverse_spd
+from fclab.api import COVARIANCE_ESTIMATORS, Metric, PluginParams, hookimpl, inverse_spd
 
 
 class Precision(Metric):

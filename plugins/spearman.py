@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
-from fclab.framework.contracts import Metric, PluginParams
-from fclab.framework.hookspecs import hookimpl
-from fclab.framework.linalg import correlation
+from fclab.api import Metric, PluginParams, correlation, hookimpl
 
 
 class Spearman(Metric):

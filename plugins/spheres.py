@@ -16,10 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
-from fclab.framework.anatomy import ANDREWS_HANNA_2010_MPFC, sphere_masks
-from fclab.framework.contracts import PluginParams, RoiSet, RoiWeights
-from fclab.framework.errors import ParamsError
-from fclab.framework.hookspecs import hookimpl
+from fclab.api import ANDREWS_HANNA_2010_MPFC, ParamsError, PluginParams, RoiSet, RoiWeights, hookimpl, sphere_masks
 
 
 class Spheres(RoiSet):

@@ -14,9 +14,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from fclab.framework.contracts import Metric, PluginParams
-from fclab.framework.hookspecs import hookimpl
-from fclab.framework.linalg import COVARIANCE_ESTIMATORS, geometric_mean, spd_function
+from fclab.api import COVARIANCE_ESTIMATORS, Metric, PluginParams, geometric_mean, hookimpl, spd_function
 
 
 class Tangent(Metric):

@@ -110,3 +110,33 @@ def run_cli_in(directory: Path, *args):
 
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+EXAMPLE = ROOT / "examples" / "fclab-example"
+
+
+def install_example(tmp_path: Path, editable: bool = False) -> tuple[dict, Path]:
+    """Install the example plugin distribution with pip, outside the project's environment: a wheel
+    into a target directory, or an editable install into a prefix (its .pth processed by a
+    sitecustomize). Returns the environment additions that make it visible to a subprocess, and the
+    directory of the code it runs (the installed files, or the editable source)."""
+    import shutil
+    import subprocess
+    import sys
+
+    src = tmp_path / "fclab-example"  # a copy: building writes build/ and egg-info beside the source
+    shutil.copytree(EXAMPLE, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check"]
+    if editable:
+        prefix = tmp_path / "prefix"
+        out = subprocess.run([*pip, "--prefix", str(prefix), "-e", str(src)], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        site_dir, = prefix.glob("lib/python*/site-packages")
+        boot = tmp_path / "boot"
+        boot.mkdir()
+        (boot / "sitecustomize.py").write_text(f"import site\nsite.addsitedir({str(site_dir)!r})\n")
+        return {"PYTHONPATH": str(boot)}, src / "fclab_example"
+    target = tmp_path / "site"
+    out = subprocess.run([*pip, "--target", str(target), str(src)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return {"PYTHONPATH": str(target)}, target / "fclab_example"

@@ -3,7 +3,9 @@ only stats and report, and params, metrics and plots commands work."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -11,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import ROOT, small_params
+from conftest import ROOT, install_example, small_params
 
 BIN = Path(sys.executable).parent
 
@@ -79,31 +82,37 @@ def test_repro_noop_and_partial_rerun(tmp_path, ran_study):
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is required")
 def test_an_installed_plugins_code_and_version_rerun_exactly_its_stages(tmp_path):
-    """A third-party metric, installed as a distribution outside the project: editing its code or
-    raising its version reruns connectivity and what follows, never extract; `dvc status` names the
-    stale stages once the manifest is refreshed."""
-    from test_plugins import DEMO_METRIC, make_distribution
-
+    """The example distribution (examples/fclab-example), built and installed as a wheel outside the
+    project: its metric and its interval-only test run through `dvc repro` (the test as the report's
+    primary test); editing its installed code or raising its version reruns connectivity and what
+    follows, never extract; `dvc status` names the stale stages once the manifest is refreshed; its
+    own test suite, which uses fclab's conformance kit, passes against the installed code."""
     clone = _clone(tmp_path)
     params = small_params()
     params["simulate"].update(n_ketamine=3, n_midazolam=3)
     params["connectivity"]["sliding"] = []
-    params["connectivity"]["metrics"] = ["pearson", "anticorrelation"]
-    params["stats"]["tests"] = ["change_welch"]
-    params["report"]["primary_test"] = "change_welch"
+    params["connectivity"]["metrics"] = ["pearson", "gc_mi"]
+    params["stats"]["tests"] = ["change_welch", {"name": "bootstrap_diff", "n_boot": 200}]
+    params["report"]["primary_test"] = "bootstrap_diff"
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    site = tmp_path / "site"
-    site.mkdir()
-    make_distribution(site, "fclab-demo", "0.1", {"demo": "fclab_demo"}, {"fclab_demo": DEMO_METRIC})
-    env = {"PYTHONPATH": str(site)}
+    env, code_dir = install_example(tmp_path)
+    suite = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            str(tmp_path / "fclab-example" / "tests")], cwd=tmp_path, capture_output=True,
+                           text=True, env=dict(os.environ, **env))
+    assert suite.returncode == 0, suite.stdout[-2000:]
     first = sh("dvc", "repro", cwd=clone, extra_env=env)
-    assert {"extract", "connectivity", "stats"} <= ran(first)
+    assert {"extract", "connectivity", "stats", "report"} <= ran(first)
     edges = pd.read_parquet(clone / "results/connectivity/edges.parquet")
-    before = edges.loc[edges["metric"] == "anticorrelation", "value"].to_numpy()
+    before = edges.loc[edges["metric"] == "gc_mi", "value"].to_numpy()
+    assert before.size and (before[np.isfinite(before)] >= 0).all()
+    metrics = json.loads((clone / "reports/metrics.json").read_text())
+    assert metrics["test"] == "bootstrap_diff"
+    prov = json.loads(pq.read_schema(clone / "results/connectivity/edges.parquet").metadata[b"fclab"])
+    assert prov["scale_info"]["mi_bits"] == {"name": "mi_bits", "label": "mutual information (bits)",
+                                             "signed": False, "low": 0.0, "high": None}
 
-    module = site / "fclab_demo.py"
-    module.write_text(module.read_text().replace("return -(np.swapaxes(x, -1, -2) @ x)",
-                                                 "return -0.5 * (np.swapaxes(x, -1, -2) @ x)"))
+    module = code_dir / "__init__.py"
+    module.write_text(module.read_text().replace("mi = -0.5 * np.log2(1.0 - r**2)", "mi = -1.0 * np.log2(1.0 - r**2)"))
     status = sh("dvc", "status", cwd=clone, extra_env=env)
     assert "plugins" in status  # always changed: refresh the manifest to see what it affects
     sh("fclab", "manifest", cwd=clone, extra_env=env)
@@ -112,11 +121,38 @@ def test_an_installed_plugins_code_and_version_rerun_exactly_its_stages(tmp_path
     again = sh("dvc", "repro", cwd=clone, extra_env=env)
     assert ran(again) == {"plugins", "connectivity", "truth", "stats", "report"}, again
     edges = pd.read_parquet(clone / "results/connectivity/edges.parquet")
-    after = edges.loc[edges["metric"] == "anticorrelation", "value"].to_numpy()
-    assert np.allclose(after, 0.5 * before, equal_nan=True) and not np.allclose(after, before)
+    after = edges.loc[edges["metric"] == "gc_mi", "value"].to_numpy()
+    assert np.allclose(after, 2 * before, equal_nan=True) and not np.allclose(after, before)
 
-    info = next(site.glob("fclab_demo-*.dist-info"))
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fclab-demo\nVersion: 0.2\n")
+    info, = code_dir.parent.glob("fclab_example-*.dist-info")
+    meta = info / "METADATA"
+    meta.write_text(meta.read_text().replace("Version: 0.1.0", "Version: 0.1.1"))
     bumped = sh("dvc", "repro", cwd=clone, extra_env=env)
     assert ran(bumped) == {"plugins", "connectivity", "truth", "stats", "report"}, bumped
     assert sh("dvc", "repro", cwd=clone, extra_env=env).count("Running stage") == 1  # plugins only
+
+
+def test_an_editable_plugin_edit_changes_only_its_kinds_manifest(tmp_path):
+    """The example distribution installed in editable mode: an edit of its source is seen by the
+    manifest (what DVC compares) for metrics and tests, not for ROI sets, and `fclab plugins` and
+    `fclab plugins check` find it by its entry point."""
+    env, code_dir = install_example(tmp_path, editable=True)
+    work = tmp_path / "study"
+    work.mkdir()
+    params = small_params()
+    params["connectivity"]["metrics"] = ["pearson", "gc_mi"]
+    params["stats"]["tests"] = ["mmrm", "bootstrap_diff"]
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    listed = json.loads(sh("fclab", "plugins", "--json", cwd=work, extra_env=env))
+    mine = {p["name"]: p for p in listed}
+    assert mine["gc_mi"]["entry_point"] == "example" and mine["gc_mi"]["distribution"] == "fclab-example"
+    checked = sh("fclab", "plugins", "check", "bootstrap_diff", cwd=work, extra_env=env)
+    assert re.search(r"\b(\d+) of \1 checks passed", checked) and "FAIL" not in checked, checked
+    sh("fclab", "manifest", cwd=work, extra_env=env)
+    read = {k: (work / f"results/plugins/{k}.json").read_text() for k in ("roi", "metric", "test")}
+    module = code_dir / "__init__.py"
+    module.write_text(module.read_text() + "\n# an edit\n")
+    sh("fclab", "manifest", cwd=work, extra_env=env)
+    after = {k: (work / f"results/plugins/{k}.json").read_text() for k in ("roi", "metric", "test")}
+    assert after["roi"] == read["roi"]
+    assert after["metric"] != read["metric"] and after["test"] != read["test"]

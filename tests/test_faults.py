@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import ROOT, small_params, write_params
+from conftest import small_params, write_params
 
 STAGES = ("extract", "connectivity", "truth", "stats", "report")
 OUTPUTS = ("results", "reports")

@@ -13,7 +13,8 @@ from scipy import linalg
 from fclab.framework.contracts import Design
 from fclab.framework.errors import DataError
 from fclab.framework.mixed import fit_reml
-from fclab.plugins.lmm import Lmm, subject_design
+from fclab.api import subject_design
+from fclab.plugins.lmm import Lmm
 from fclab.plugins.lmm_reference import LmmReference, fit_mixedlm
 
 WINDOWS = ("baseline", "w1", "w2", "w3")

@@ -16,7 +16,7 @@ from fclab.framework.contracts import Design
 from fclab.framework.mmrm import fit_mmrm
 from fclab.framework.stats import edge_cube
 from fclab.plugins.ancova import Ancova
-from fclab.plugins.lmm import subject_design
+from fclab.api import subject_design
 from fclab.plugins.mmrm import Mmrm
 
 WINDOWS = ("baseline", "w1", "w2", "w3")

@@ -111,6 +111,23 @@ def test_metrics_json_headline(ran_study):
                                      for b in ("vmPFC", "dmPFC", "amPFC")}
 
 
+def test_statistics_table_shows_effect_sizes(ran_study):
+    """Every row's Hedges' g and its interval reach the report's table, as in tests.parquet."""
+    import re
+
+    root, _, _ = ran_study
+    html = (root / "reports/index.html").read_text()
+    tests = pd.read_parquet(root / "results/stats/tests.parquet")
+    welch = tests[(tests["effect_size_kind"] == "hedges_g") & tests["effect_size_ci_low"].notna()]
+    assert set(welch["test"]) >= {"change_welch", "permutation"}  # permutation reports Welch's g too
+    assert "<th>Effect size</th>" in html
+    cells = re.findall(r"<td>(-?\d+\.\d\d) \[(-?\d+\.\d\d), (-?\d+\.\d\d)\] <span class=\"kind\">Hedges&#39; g</span>",
+                       html)
+    assert len(cells) == len(welch)
+    expected = sorted(f"{g:.2f}" for g in welch["effect_size"])
+    assert sorted(c[0] for c in cells) == expected
+
+
 def test_two_runs_give_byte_identical_tables(ran_study):
     root, _, first = ran_study
     code, _, err = run_cli_in(root, "run")

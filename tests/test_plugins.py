@@ -15,8 +15,7 @@ from fclab.framework.registry import DEFAULT_PLUGINS, Registry, get_registry, re
 
 DEMO_METRIC = '''
 import numpy as np
-from fclab.framework.contracts import Metric
-from fclab.framework.hookspecs import hookimpl
+from fclab.api import Metric, hookimpl
 
 
 class Anticorrelation(Metric):
@@ -135,7 +134,7 @@ def test_broken_plugin_is_named_and_others_keep_working(site, small_study, tmp_p
 
 BAD_PLUGINS = {
     "wrong_base": ("""
-        from fclab.framework.hookspecs import hookimpl
+        from fclab.api import hookimpl
 
         class NotAMetric:
             name = "oops"
@@ -145,7 +144,7 @@ BAD_PLUGINS = {
             register(NotAMetric)
     """, "plugin 'wrong_base'.*subclass of Metric"),
     "duplicate": ("""
-        from fclab.framework.hookspecs import hookimpl
+        from fclab.api import hookimpl
         from fclab.plugins.pearson import Pearson
 
         class Again(Pearson):
@@ -156,8 +155,7 @@ BAD_PLUGINS = {
             register(Again)
     """, "plugin 'duplicate'.*'pearson' is already registered"),
     "no_scale": ("""
-        from fclab.framework.contracts import Metric
-        from fclab.framework.hookspecs import hookimpl
+        from fclab.api import Metric, hookimpl
 
         class NoScale(Metric):
             name = "noscale"
@@ -171,21 +169,21 @@ BAD_PLUGINS = {
 
 BAD_PLUGINS.update({
     "raises": ("""
-        from fclab.framework.hookspecs import hookimpl
+        from fclab.api import hookimpl
 
         @hookimpl
         def register_metrics(register):
             raise RuntimeError("boom")
     """, "plugin 'raises': register_metrics raised RuntimeError: boom"),
     "misspelt": ("""
-        from fclab.framework.hookspecs import hookimpl
+        from fclab.api import hookimpl
 
         @hookimpl
         def register_metric(register):
             pass
     """, "plugin 'misspelt' was not loaded: .*register_metric"),
     "extra_argument": ("""
-        from fclab.framework.hookspecs import hookimpl
+        from fclab.api import hookimpl
 
         @hookimpl
         def register_metrics(register, extra):
@@ -226,7 +224,7 @@ def test_asymmetric_metric_is_refused_before_work(site, tmp_path, in_dir):
 
 def test_register_commands_hook_adds_a_command(site):
     make_distribution(site, "fclab-cmd", "0.1", {"cmd": "fclab_cmd"}, {"fclab_cmd": '''
-        from fclab.framework.hookspecs import hookimpl
+        from fclab.api import hookimpl
 
         @hookimpl
         def register_commands(app):
@@ -251,8 +249,7 @@ def test_register_commands_hook_adds_a_command(site):
 NO_P_TEST = '''
 import numpy as np
 import pandas as pd
-from fclab.framework.contracts import StatTest
-from fclab.framework.hookspecs import hookimpl
+from fclab.api import StatTest, hookimpl
 
 
 class Bayes(StatTest):
@@ -280,19 +277,25 @@ def register_stat_tests(register):
 '''
 
 
-@pytest.mark.parametrize("with_n", [True, False])
-def test_a_test_without_p_values_reaches_the_report_or_names_its_breach(site, ran_study, tmp_path, in_dir, with_n):
+def _stats_with(ran_study, tmp_path, in_dir, tests):
+    """The stats stage on a copy of the ran study's results with ``tests`` (the first one primary)."""
     import shutil
 
-    module = f"fclab_bayes_{with_n}".lower()  # a module name per case: imports are cached per process
-    make_distribution(site, "fclab-bayes", "0.1", {"bayes": module}, {module: f"WITH_N = {with_n}\n" + NO_P_TEST})
     shutil.copytree(ran_study[0] / "results", tmp_path / "results")
     params = small_params()
-    params["stats"]["tests"] = ["bayes", "change_welch"]
-    params["report"]["primary_test"] = "bayes"
+    params["stats"]["tests"] = tests
+    params["report"]["primary_test"] = tests[0]
     write_params(tmp_path, params)
     in_dir(tmp_path)
     code, _, err = run_cli("stats")
+    return code, err
+
+
+@pytest.mark.parametrize("with_n", [True, False])
+def test_a_test_without_p_values_reaches_the_report_or_names_its_breach(site, ran_study, tmp_path, in_dir, with_n):
+    module = f"fclab_bayes_{with_n}".lower()  # a module name per case: imports are cached per process
+    make_distribution(site, "fclab-bayes", "0.1", {"bayes": module}, {module: f"WITH_N = {with_n}\n" + NO_P_TEST})
+    code, err = _stats_with(ran_study, tmp_path, in_dir, ["bayes", "change_welch"])
     if not with_n:
         assert code == 2 and "stats.tests: bayes: rows without 'n'" in err and len(err.strip().splitlines()) == 1
         return
@@ -302,3 +305,64 @@ def test_a_test_without_p_values_reaches_the_report_or_names_its_breach(site, ra
     metrics = json.loads((tmp_path / "reports/metrics.json").read_text())
     assert metrics["test"] == "bayes"
     assert all(v["p_adj"] is None for e in metrics["edges"].values() for v in e.values())
+
+
+INPUTS_TEST = '''
+from fclab.api import DataError, StatTest, hookimpl, welch_change
+
+
+class WantsAll(StatTest):
+    """Asks for the sliding rows and the run QC, and needs a participants column (age)."""
+    name = "wants_all"
+    terms = ("group:window",)
+    requires = ("subject", "group", "window", "age")
+    uses = ("sliding", "run_qc")
+
+    def run(self, edges, design):
+        if design.sliding is None or design.sliding.empty or set(design.sliding["window"]) & set(design.windows):
+            raise DataError("wants_all: no sliding rows, or fixed windows among them")
+        if design.run_qc is None or "mean_fd" not in design.run_qc:
+            raise DataError("wants_all: no run QC")
+        if not {"age", "sex", "mean_fd"} <= set(design.subjects.columns):
+            raise DataError(f"wants_all: subjects lack participants columns: {list(design.subjects.columns)}")
+        return welch_change(edges, design)
+
+
+class WantsNothing(StatTest):
+    name = "wants_nothing"
+    terms = ("group:window",)
+
+    def run(self, edges, design):
+        if design.sliding is not None or design.run_qc is not None:
+            raise DataError("wants_nothing: given inputs it did not ask for")
+        return welch_change(edges, design)
+
+
+class WantsUnknown(StatTest):
+    name = "wants_unknown"
+    uses = ("voxels",)
+
+
+@hookimpl
+def register_stat_tests(register):
+    register(WantsAll)
+    register(WantsNothing)
+
+'''
+
+
+def test_a_test_gets_the_sliding_rows_run_qc_and_participants_columns_it_asks_for(site, ran_study, tmp_path,
+                                                                                    in_dir):
+    make_distribution(site, "fclab-inputs", "0.1", {"inputs": "fclab_inputs"}, {"fclab_inputs": INPUTS_TEST})
+    code, err = _stats_with(ran_study, tmp_path, in_dir, ["wants_all", "wants_nothing"])
+    assert code == 0, err
+    tests = pd.read_parquet(tmp_path / "results/stats/tests.parquet")
+    assert set(tests["test"]) == {"wants_all", "wants_nothing"}
+
+
+def test_a_test_asking_for_an_unknown_input_is_left_out(site):
+    make_distribution(site, "fclab-unknown", "0.1", {"unknown": "fclab_unknown"},
+                      {"fclab_unknown": INPUTS_TEST.replace("register(WantsNothing)", "register(WantsUnknown)")})
+    registry = get_registry()
+    assert "wants_unknown" not in registry.stat_tests()
+    assert any("uses unknown input(s) voxels" in e for e in registry.load_errors), registry.load_errors

@@ -12,7 +12,8 @@ from fclab.framework.contracts import Design
 from fclab.framework.stats import adjust
 from fclab.plugins.ancova import Ancova
 from fclab.plugins.change_mannwhitney import ChangeMannWhitney
-from fclab.plugins.change_welch import ChangeWelch, hedges_g
+from fclab.api import hedges_g
+from fclab.plugins.change_welch import ChangeWelch
 from fclab.plugins.permutation import Permutation
 
 WINDOWS = ("baseline", "w1", "w2", "w3")

@@ -1,0 +1,91 @@
+"""fclab's public plugin API: everything a third-party plugin, and every built-in one, imports.
+
+    from fclab.api import Metric, PluginParams, hookimpl
+
+Stability promise (docs/plugins.md, "The API and its versions"): the names in ``__all__`` keep their
+meaning and signatures for every fclab release with the same ``API_VERSION``; a release that removes or
+changes one raises it. While fclab is 0.x the API version is its minor version, so a plugin declares
+``fclab>=0.2,<0.3``. New names may be added within a version. Anything imported from elsewhere in
+fclab (``fclab.framework.*``, ``fclab.plugins.*``) is internal and may change in any release.
+"""
+
+from fclab import __version__
+from fclab.framework.anatomy import (
+    ANDREWS_HANNA_2010_MPFC,
+    BUNDLED_ATLASES,
+    atlas_labels,
+    labels_weights,
+    resample_to_grid,
+    sphere_masks,
+    voxel_centres,
+)
+from fclab.framework.conformance import (
+    Conformance,
+    check_metric,
+    check_plugin,
+    check_roi_set,
+    check_stat_test,
+    fake_design,
+    fake_edges,
+)
+from fclab.framework.contracts import (
+    RESULT_COLUMNS,
+    SCALES,
+    Design,
+    Metric,
+    Plugin,
+    PluginParams,
+    RoiSet,
+    RoiWeights,
+    Scale,
+    StatTest,
+)
+from fclab.framework.errors import DataError, FclabError, ParamsError, PluginError
+from fclab.framework.extract import load_nifti
+from fclab.framework.hookspecs import hookimpl
+from fclab.framework.linalg import (
+    COVARIANCE_ESTIMATORS,
+    correlation,
+    geometric_mean,
+    inverse_spd,
+    precision_to_partial,
+    spd_function,
+)
+from fclab.framework.mixed import fit_reml
+from fclab.framework.mmrm import fit_mmrm
+from fclab.framework.models import (
+    Contrast,
+    contrast_table,
+    contrasts,
+    group_moments,
+    hedges_g,
+    hedges_g_moments,
+    subject_design,
+    welch_change,
+)
+from fclab.framework.params import did_you_mean
+from fclab.framework.permutation import WelchBatch, block_size, max_t_pvalues, relabelings
+from fclab.framework.stats import change_cube, edge_cube, long_rows
+
+API_VERSION = ".".join(__version__.split(".")[:2])
+
+__all__ = [
+    "API_VERSION",
+    # the contract
+    "hookimpl", "Plugin", "PluginParams", "RoiSet", "RoiWeights", "Metric", "Scale", "SCALES", "StatTest",
+    "Design", "RESULT_COLUMNS",
+    # errors (one line each; the CLI maps them to exit codes)
+    "FclabError", "ParamsError", "PluginError", "DataError", "did_you_mean",
+    # ROI sets
+    "load_nifti", "resample_to_grid", "labels_weights", "sphere_masks", "voxel_centres", "atlas_labels", "BUNDLED_ATLASES",
+    "ANDREWS_HANNA_2010_MPFC",
+    # metrics
+    "correlation", "COVARIANCE_ESTIMATORS", "inverse_spd", "precision_to_partial", "geometric_mean",
+    "spd_function",
+    # statistical tests
+    "edge_cube", "change_cube", "long_rows", "subject_design", "contrasts", "Contrast", "contrast_table",
+    "group_moments", "hedges_g", "hedges_g_moments", "welch_change", "fit_reml", "fit_mmrm", "max_t_pvalues",
+    "WelchBatch", "block_size", "relabelings",
+    # the conformance kit
+    "check_plugin", "check_roi_set", "check_metric", "check_stat_test", "Conformance", "fake_design", "fake_edges",
+]

@@ -51,11 +51,22 @@ def _params() -> Params:
     return load_params(_state["params"])
 
 
+def _version(value: bool) -> None:
+    if value:
+        from fclab import __version__
+        from fclab.api import API_VERSION
+
+        typer.echo(f"fclab {__version__} (plugin API {API_VERSION})")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     params: Annotated[Path, typer.Option("--params", "-p", help="The experiment's params file.")] = Path("params.yaml"),
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show tracebacks.")] = False,
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="Worker processes (default: up to 2).")] = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print fclab's version and its plugin API version.")] = False,
 ):
     _state.update(params=params, verbose=verbose, jobs=jobs)
 

@@ -16,6 +16,7 @@ except determinism (two calls agree).
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -344,6 +345,7 @@ def check_stat_test(test: StatTest, metric: Metric | None = None, seed: int = 0)
     """The statistical-test contract (docs/plugins.md, "Statistical tests"), on ``fake_edges``' study
     (Pearson's Fisher z, or ``metric``'s values)."""
     from fclab.framework.params import StatsParams
+    from fclab.framework.report import metrics_payload
     from fclab.framework.stats import run_stats
 
     out = Conformance("test", test.name)
@@ -481,9 +483,15 @@ def check_stat_test(test: StatTest, metric: Metric | None = None, seed: int = 0)
         table = run_stats(p, edges, list(design.windows), [test], {"pearson": "fisher_z"}, design.subjects)
         if table.empty:
             return "run_stats produced no rows"
+        metric_name = str(edges["metric"].iloc[0])
+        payload = metrics_payload(table, test.name, metric_name, {g: 8 for g in design.groups},
+                                  pd.DataFrame({"excluded": [False]}))
+        if not payload["edges"]:
+            return "no confirmatory rows for the report's headline"
+        json.dumps(payload, allow_nan=False)  # NaN or inf would make metrics.json invalid JSON
         return None
 
-    out.run("goes through the stats stage (family adjustment, n check)", primary)
+    out.run("goes through the stats stage and the report's headline (metrics.json) as the primary test", primary)
     return out
 
 

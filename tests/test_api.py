@@ -299,6 +299,11 @@ def test_the_kit_fails_an_roi_set_that_breaks_a_promise(cls, check):
     assert any(check in f for f in failed), (check, report.lines())
 
 
+def test_version_names_the_api_version():
+    code, out, _ = run_cli("--version")
+    assert code == 0 and out.strip() == f"fclab {md.version('fclab')} (plugin API {api.API_VERSION})"
+
+
 def test_plugins_check_command(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, err = run_cli("plugins", "check", "pearson")

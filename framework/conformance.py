@@ -497,8 +497,9 @@ def check_stat_test(test: StatTest, metric: Metric | None = None, seed: int = 0)
 
 # ---------------------------------------------------------------------------- ROI sets
 
-def _grid(shape, voxel: float, origin=(-90.0, -126.0, -72.0), n_volumes: int | None = None) -> nib.Nifti1Image:
-    affine = np.diag([voxel, voxel, voxel, 1.0])
+def _grid(shape, voxel: float, origin=(-90.0, -126.0, -72.0), n_volumes: int | None = None,
+          flip_x: bool = False) -> nib.Nifti1Image:
+    affine = np.diag([-voxel if flip_x else voxel, voxel, voxel, 1.0])
     affine[:3, 3] = origin
     full = tuple(shape) + ((n_volumes,) if n_volumes else ())
     return nib.Nifti1Image(np.zeros(full, dtype=np.int8), affine)
@@ -542,7 +543,8 @@ def check_roi_set(roi: RoiSet) -> Conformance:
         return out
 
     def other_grids():
-        for grid in (_grid((61, 73, 61), 3.0), _grid((45, 54, 45), 4.0, (-88.0, -124.0, -70.0), n_volumes=2)):
+        for grid in (_grid((61, 73, 61), 3.0, (90.0, -126.0, -72.0), flip_x=True),
+                     _grid((45, 54, 45), 4.0, (-88.0, -124.0, -70.0), n_volumes=2)):
             w = roi.build(grid)
             why = valid(w, grid)
             if why:
@@ -551,7 +553,7 @@ def check_roi_set(roi: RoiSet) -> Conformance:
                 return f"on a {grid.shape} grid the ROI names differ from the 2 mm grid's"
         return None
 
-    out.run("builds on 3 mm and 4 mm grids (a 4D reference too) with the same names", other_grids)
+    out.run("builds on a 3 mm grid with x flipped (LAS) and a 4 mm 4D grid, with the same names", other_grids)
 
     def outside():
         grid = _grid((6, 6, 6), 2.0, origin=(400.0, 400.0, 400.0))

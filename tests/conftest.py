@@ -112,31 +112,36 @@ def run_cli_in(directory: Path, *args):
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
-EXAMPLE = ROOT / "examples" / "fclab-example"
+EXAMPLES = ROOT / "examples"
 
 
-def install_example(tmp_path: Path, editable: bool = False) -> tuple[dict, Path]:
-    """Install the example plugin distribution with pip, outside the project's environment: a wheel
-    into a target directory, or an editable install into a prefix (its .pth processed by a
-    sitecustomize). Returns the environment additions that make it visible to a subprocess, and the
-    directory of the code it runs (the installed files, or the editable source)."""
+def install_example(tmp_path: Path, names=("fclab-example",), editable: bool = False) -> tuple[dict, dict]:
+    """Install example plugin distributions (examples/<name>) with pip, outside the project's
+    environment: wheels into a target directory, or editable installs into a prefix (their .pth
+    processed by a sitecustomize). Returns the environment additions that make them visible to a
+    subprocess, and per name the directory of the code it runs (installed files or editable source)."""
     import shutil
     import subprocess
     import sys
 
-    src = tmp_path / "fclab-example"  # a copy: building writes build/ and egg-info beside the source
-    shutil.copytree(EXAMPLE, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    sources = {}
+    for name in names:  # copies: building writes build/ and egg-info beside the source
+        sources[name] = tmp_path / name
+        shutil.copytree(EXAMPLES / name, sources[name], ignore=shutil.ignore_patterns("build", "*.egg-info",
+                                                                                         "__pycache__"))
+    package = {name: name.replace("-", "_") for name in names}
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check"]
     if editable:
         prefix = tmp_path / "prefix"
-        out = subprocess.run([*pip, "--prefix", str(prefix), "-e", str(src)], capture_output=True, text=True)
+        editables = [arg for src in sources.values() for arg in ("-e", str(src))]
+        out = subprocess.run([*pip, "--prefix", str(prefix), *editables], capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
         site_dir, = prefix.glob("lib/python*/site-packages")
         boot = tmp_path / "boot"
         boot.mkdir()
         (boot / "sitecustomize.py").write_text(f"import site\nsite.addsitedir({str(site_dir)!r})\n")
-        return {"PYTHONPATH": str(boot)}, src / "fclab_example"
+        return {"PYTHONPATH": str(boot)}, {n: sources[n] / package[n] for n in names}
     target = tmp_path / "site"
-    out = subprocess.run([*pip, "--target", str(target), str(src)], capture_output=True, text=True)
+    out = subprocess.run([*pip, "--target", str(target), *map(str, sources.values())], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    return {"PYTHONPATH": str(target)}, target / "fclab_example"
+    return {"PYTHONPATH": str(target)}, {n: target / package[n] for n in names}

@@ -13,7 +13,7 @@ import yaml
 
 from conftest import ROOT, default_params, run_cli
 
-DOCS = [ROOT / "README.md", ROOT / "docs" / "plugins.md", ROOT / "examples" / "fclab-example" / "README.md"]
+DOCS = [ROOT / "README.md", ROOT / "docs" / "plugins.md", *sorted((ROOT / "examples").glob("*/README.md"))]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 
 

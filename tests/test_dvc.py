@@ -81,28 +81,32 @@ def test_repro_noop_and_partial_rerun(tmp_path, ran_study):
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is required")
-def test_an_installed_plugins_code_and_version_rerun_exactly_its_stages(tmp_path):
-    """The example distribution (examples/fclab-example), built and installed as a wheel outside the
-    project: its metric and its interval-only test run through `dvc repro` (the test as the report's
-    primary test); editing its installed code or raising its version reruns connectivity and what
-    follows, never extract; `dvc status` names the stale stages once the manifest is refreshed; its
-    own test suite, which uses fclab's conformance kit, passes against the installed code."""
+def test_installed_plugins_code_version_and_input_files_rerun_exactly_their_stages(tmp_path):
+    """Two example distributions (examples/), built and installed as wheels outside the project: an
+    ROI set reading a coordinate TSV, and a metric plus an interval-only test (the report's primary
+    test here) run through `dvc repro`. Editing the metric's installed code or raising its version
+    reruns connectivity and what follows, never extract; editing the ROI set's TSV makes extract stale;
+    `dvc status` names the stale stages once the manifest is refreshed. The examples' own test
+    suites, which use fclab's conformance kit, pass against the installed code."""
     clone = _clone(tmp_path)
+    (clone / "rois.tsv").write_text("name\tx\ty\tz\nPCC\t0\t-52\t26\n")
     params = small_params()
     params["simulate"].update(n_ketamine=3, n_midazolam=3)
+    params["extract"]["rois"].append({"name": "coords_tsv", "path": "rois.tsv"})
     params["connectivity"]["sliding"] = []
     params["connectivity"]["metrics"] = ["pearson", "gc_mi"]
     params["stats"]["tests"] = ["change_welch", {"name": "bootstrap_diff", "n_boot": 200}]
     params["report"]["primary_test"] = "bootstrap_diff"
     (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env, code_dir = install_example(tmp_path)
+    env, code = install_example(tmp_path, ("fclab-example", "fclab-example-rois"))
     suite = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                            str(tmp_path / "fclab-example" / "tests")], cwd=tmp_path, capture_output=True,
-                           text=True, env=dict(os.environ, **env))
+                            str(tmp_path / "fclab-example" / "tests"), str(tmp_path / "fclab-example-rois" / "tests")],
+                           cwd=tmp_path, capture_output=True, text=True, env=dict(os.environ, **env))
     assert suite.returncode == 0, suite.stdout[-2000:]
     first = sh("dvc", "repro", cwd=clone, extra_env=env)
     assert {"extract", "connectivity", "stats", "report"} <= ran(first)
     edges = pd.read_parquet(clone / "results/connectivity/edges.parquet")
+    assert "PCC" in set(edges["roi_b"]) | set(edges["roi_a"])
     before = edges.loc[edges["metric"] == "gc_mi", "value"].to_numpy()
     assert before.size and (before[np.isfinite(before)] >= 0).all()
     metrics = json.loads((clone / "reports/metrics.json").read_text())
@@ -111,7 +115,7 @@ def test_an_installed_plugins_code_and_version_rerun_exactly_its_stages(tmp_path
     assert prov["scale_info"]["mi_bits"] == {"name": "mi_bits", "label": "mutual information (bits)",
                                              "signed": False, "low": 0.0, "high": None}
 
-    module = code_dir / "__init__.py"
+    module = code["fclab-example"] / "__init__.py"
     module.write_text(module.read_text().replace("mi = -0.5 * np.log2(1.0 - r**2)", "mi = -1.0 * np.log2(1.0 - r**2)"))
     status = sh("dvc", "status", cwd=clone, extra_env=env)
     assert "plugins" in status  # always changed: refresh the manifest to see what it affects
@@ -124,19 +128,25 @@ def test_an_installed_plugins_code_and_version_rerun_exactly_its_stages(tmp_path
     after = edges.loc[edges["metric"] == "gc_mi", "value"].to_numpy()
     assert np.allclose(after, 2 * before, equal_nan=True) and not np.allclose(after, before)
 
-    info, = code_dir.parent.glob("fclab_example-*.dist-info")
+    info, = code["fclab-example"].parent.glob("fclab_example-*.dist-info")
     meta = info / "METADATA"
     meta.write_text(meta.read_text().replace("Version: 0.1.0", "Version: 0.1.1"))
     bumped = sh("dvc", "repro", cwd=clone, extra_env=env)
     assert ran(bumped) == {"plugins", "connectivity", "truth", "stats", "report"}, bumped
     assert sh("dvc", "repro", cwd=clone, extra_env=env).count("Running stage") == 1  # plugins only
 
+    (clone / "rois.tsv").write_text("name\tx\ty\tz\nPCC\t2\t-52\t26\n")  # a file the ROI set reads
+    sh("fclab", "manifest", cwd=clone, extra_env=env)
+    status = sh("dvc", "status", cwd=clone, extra_env=env)
+    assert "extract:" in status and "simulate:" not in status, status
+
 
 def test_an_editable_plugin_edit_changes_only_its_kinds_manifest(tmp_path):
     """The example distribution installed in editable mode: an edit of its source is seen by the
     manifest (what DVC compares) for metrics and tests, not for ROI sets, and `fclab plugins` and
     `fclab plugins check` find it by its entry point."""
-    env, code_dir = install_example(tmp_path, editable=True)
+    env, code = install_example(tmp_path, editable=True)
+    code_dir = code["fclab-example"]
     work = tmp_path / "study"
     work.mkdir()
     params = small_params()

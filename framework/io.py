@@ -260,16 +260,28 @@ def staged_members(parent: str | Path, members: dict[str, Callable[[str], bool] 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def git_commit() -> str:
-    """The commit of the source tree fclab runs from, or 'unknown' outside a git checkout."""
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
+CODE_PATHS = ("framework", "plugins", "cli.py", "api.py", "__init__.py")  # relative to the package root
+
+
+def git_commit(root: Path | None = None) -> str:
+    """The last commit that changed fclab's code (``CODE_PATHS``), with ``-dirty`` when the code differs
+    from it; 'unknown' outside a git checkout. Not HEAD: a commit that only records results (dvc.lock)
+    or docs must not change the provenance of the results, or a committed dvc.lock could never match a
+    fresh clone's run."""
+    root = root or Path(__file__).resolve().parents[1]
+
+    def git(*args) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("log", "-1", "--format=%H", "--", *CODE_PATHS)
+    if not commit:
         return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS)
+    return commit + ("-dirty" if dirty else "")
 
 
 def file_digest(path: str | Path, data: bytes | None = None) -> str:

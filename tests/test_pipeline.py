@@ -446,3 +446,29 @@ def test_labels_follow_alpha(ran_study, tmp_path, in_dir):
 
     assert [stars(p, 0.01) for p in (0.02, 0.009, 0.001, 0.0001)] == ["", "*", "**", "***"]
     assert [stars(p, 0.05) for p in (0.04, 0.009, 0.0009)] == ["*", "**", "***"]
+
+
+def test_provenance_commit_is_the_last_commit_of_the_code(tmp_path):
+    """Not HEAD: a commit of results or docs leaves it alone, an uncommitted code edit marks it dirty."""
+    import subprocess
+
+    from fclab.framework.io import git_commit
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "framework").mkdir()
+    (tmp_path / "framework" / "x.py").write_text("a = 1\n")
+    git("add", "-A")
+    git("commit", "-qm", "code")
+    code = git("rev-parse", "HEAD")
+    (tmp_path / "dvc.lock").write_text("outs\n")
+    git("add", "-A")
+    git("commit", "-qm", "results")
+    assert git("rev-parse", "HEAD") != code
+    assert git_commit(tmp_path) == code
+    (tmp_path / "framework" / "x.py").write_text("a = 2\n")
+    assert git_commit(tmp_path) == code + "-dirty"
+    assert git_commit(tmp_path / "framework" / "nowhere") == "unknown"

@@ -268,12 +268,38 @@ except Exception as exc:  # a plugin's extra commands must not break the built-i
     print(f"fclab: warning: a plugin's register_commands failed: {exc}", file=sys.stderr)
 
 
+GLOBAL_OPTIONS = {"-p": 1, "--params": 1, "-j": 1, "--jobs": 1, "-v": 0, "--verbose": 0}  # name -> values
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """Move the global options given after the subcommand (``fclab validate -p other.yaml``) before it,
+    where the parser expects them; everything else keeps its order."""
+    head, rest = [], list(args)
+    while rest and rest[0].startswith("-") and rest[0] != "--":  # options already before the subcommand
+        n = 0 if "=" in rest[0] else GLOBAL_OPTIONS.get(rest[0], 0)
+        head += rest[:1 + n]
+        rest = rest[1 + n:]
+    moved, kept = [], []
+    while rest:
+        name = rest[0].split("=", 1)[0]
+        if rest[0] == "--":
+            kept += rest
+            break
+        if name in GLOBAL_OPTIONS:
+            n = 0 if "=" in rest[0] else GLOBAL_OPTIONS[name]
+            moved += rest[:1 + n]
+            rest = rest[1 + n:]
+        else:
+            kept.append(rest.pop(0))
+    return head + moved + kept
+
+
 def entry() -> None:
     """Run the CLI; a usage error (unknown command or option, bad value) is one line and exit 2."""
     from typer.exceptions import TyperException
 
     try:
-        code = app(standalone_mode=False)
+        code = app(args=hoist_global_options(sys.argv[1:]), prog_name="fclab", standalone_mode=False)
     except typer.Abort:
         typer.echo("fclab: aborted", err=True)
         sys.exit(130)

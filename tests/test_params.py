@@ -89,3 +89,26 @@ def test_verbose_shows_traceback(tmp_path, in_dir):
     in_dir(tmp_path)
     code, _, err = run_cli("-v", "--params", "nope.yaml", "validate", "--params-only")
     assert code == 2 and "Traceback" in err
+
+
+@pytest.mark.parametrize("given,expected", [
+    (["validate", "-p", "x.yaml"], ["-p", "x.yaml", "validate"]),
+    (["-v", "stats", "--params=x.yaml", "-j", "2"], ["-v", "--params=x.yaml", "-j", "2", "stats"]),
+    (["-p", "a.yaml", "plugins", "check", "pearson", "--kind", "metric", "-v"],
+     ["-p", "a.yaml", "-v", "plugins", "check", "pearson", "--kind", "metric"]),
+    (["report", "--open"], ["report", "--open"]),
+    (["power", "--", "-p"], ["power", "--", "-p"]),
+])
+def test_global_options_after_the_subcommand_move_before_it(given, expected):
+    from fclab.cli import hoist_global_options
+
+    assert hoist_global_options(given) == expected
+
+
+def test_params_option_after_the_subcommand_is_used(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "fclab.cli", "validate", "--params-only", "-p",
+                          str(tmp_path / "none.yaml")], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2 and "none.yaml: params file not found" in out.stderr

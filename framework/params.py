@@ -331,6 +331,7 @@ class ReportParams(Section):
     primary_test: str = "mmrm"
     primary_term: str = "group:window"  # the contrast the figures mark and the headline reports
     metric: str | None = None  # which metric the figures show; None: the first one
+    title: str | None = None  # the report's title; None: "<target group> vs <reference group>"
 
 
 class Params(Section):

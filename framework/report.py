@@ -91,8 +91,19 @@ def ci_level(alpha: float) -> str:
     return f"{100 * (1 - alpha):.10g} %"
 
 
+def window_axis_label(specs, windows) -> str:
+    """The x label of the change-from-baseline figure, from the windows' definitions: the event they are
+    timed from when they share one, else the run."""
+    specs = [s for s in specs if s.name in set(windows)]
+    events = {s.event for s in specs}
+    if len(events) == 1 and None not in events:
+        return f"Window after {events.pop()} onset"
+    runs = {s.run for s in specs}
+    return f"Window of the {runs.pop()} run" if len(runs) == 1 else "Window"
+
+
 def delta_figure(summary: pd.DataFrame, tests: pd.DataFrame, a: str, b: str, groups, windows, scale, path,
-                 alpha: float = 0.05):
+                 alpha: float = 0.05, xlabel: str = "Window"):
     fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=150)
     x = np.arange(len(windows))
     for k, (g, colour) in enumerate(zip(groups, GROUP_COLOURS)):
@@ -111,7 +122,7 @@ def delta_figure(summary: pd.DataFrame, tests: pd.DataFrame, a: str, b: str, gro
         if w in t.index and t.loc[w, "p_adj"] < alpha:
             ax.annotate(stars(t.loc[w, "p_adj"], alpha), (i, top + 0.04 * span), ha="center", va="bottom", fontsize=14)
     ax.set_xticks(x, [w.replace("min", " min") for w in windows])
-    ax.set_xlabel("Window after infusion onset")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(f"Δ connectivity from baseline ({as_scale(scale).label})")
     finish_figure(fig, ax, edge_label(a, b), path)
 

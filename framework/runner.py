@@ -386,7 +386,7 @@ def _report(params: Params, out: Path) -> None:
             a, b = b, a
         name = f"delta_{rp.slug(a)}__{rp.slug(b)}.png"
         rp.delta_figure(summary, primary, a, b, groups, infusion_windows, scale, out / "figures" / name,
-                        sp.alpha)
+                        sp.alpha, rp.window_axis_label(params.connectivity.windows, infusion_windows))
         figures.append({"src": f"figures/{name}", "alt": f"Change from baseline, {rp.edge_label(a, b)}"})
 
     courses = []
@@ -438,8 +438,7 @@ def _report(params: Params, out: Path) -> None:
     fams = [{"name": f, "rows": tests[tests["family"] == f].to_dict("records")}
             for f in ("confirmatory", "exploratory") if (tests["family"] == f).any()]
     context = {
-        "title": "ketamine vs midazolam infusion study" if set(groups) == {"ketamine", "midazolam"}
-        else f"{groups[1]} vs {groups[0]}",
+        "title": rp_params.title or f"{groups[1]} vs {groups[0]}",
         "headline": headline(primary, sp.alpha),
         "summary": group_rows, "n_excluded": len(excl), "exclusions": excl.to_dict("records"),
         "missing_rois": missing_rois,

@@ -431,12 +431,14 @@ def test_labels_follow_alpha(ran_study, tmp_path, in_dir):
     shutil.copytree(directory / "data", tmp_path / "data")
     params = small_params()
     params["stats"]["alpha"] = 0.01
+    params["report"]["title"] = "A <pilot> study"
     write_params(tmp_path, params)
     in_dir(tmp_path)
     for stage in ("stats", "report"):
         code, _, err = run_cli(stage)
         assert code == 0, err
     html = (tmp_path / "reports/index.html").read_text()
+    assert "<title>fclab report: A &lt;pilot&gt; study</title>" in html
     assert "95 %" not in html and "95%" not in html
     assert "with 99 % confidence intervals" in html and "<th>99 % CI</th>" in html
     assert "99 % confidence band" in html
@@ -472,3 +474,17 @@ def test_provenance_commit_is_the_last_commit_of_the_code(tmp_path):
     (tmp_path / "framework" / "x.py").write_text("a = 2\n")
     assert git_commit(tmp_path) == code + "-dirty"
     assert git_commit(tmp_path / "framework" / "nowhere") == "unknown"
+
+
+def test_window_axis_label_follows_the_window_definitions():
+    from fclab.framework.params import WindowSpec
+    from fclab.framework.report import window_axis_label
+
+    def w(name, run, event=None):
+        return WindowSpec(name=name, run=run, event=event, start_min=0 if event else None,
+                          end_min=10 if event else None)
+
+    after_event = [w("baseline", "rest1"), w("a", "drug", "bolus"), w("b", "drug", "bolus")]
+    assert window_axis_label(after_event, ["a", "b"]) == "Window after bolus onset"
+    assert window_axis_label([w("a", "drug"), w("b", "drug")], ["a", "b"]) == "Window of the drug run"
+    assert window_axis_label([w("a", "drug", "bolus"), w("b", "rest2")], ["a", "b"]) == "Window"

@@ -85,7 +85,8 @@ def event_onsets(path: Path | None, names, where: str) -> dict[str, float]:
     if not names:
         return {}
     if path is None:
-        raise DataError(f"{where}: no events.tsv (needed for the event {sorted(names)[0]!r} of connectivity.windows)")
+        raise DataError(f"{where}: no events.tsv (needed for the event {sorted(names)[0]!r} of connectivity.windows; "
+                        "fMRIPrep does not copy them: set extract.data.events_root to the raw BIDS dataset)")
     table = read_events(path)
     out = {}
     for name in sorted(names):
@@ -149,6 +150,8 @@ def discover(data: DataParams, problems: list | None = None) -> tuple[pd.DataFra
     root = Path(data.root)
     if not root.is_dir():
         raise DataError(f"{root}: data root not found (run `fclab simulate` for the default study)")
+    if data.events_root and not Path(data.events_root).is_dir():
+        raise DataError(f"{data.events_root}: extract.data.events_root is not a directory")
     participants = read_participants(data)
     runs = []
     for sub, group in zip(participants["subject"], participants["group"]):
@@ -176,10 +179,50 @@ def _find_run(root: Path, data: DataParams, sub: str, group, key: str, sel) -> R
                 "brain mask", where)
     conf = _one(get_bids_files(str(root), "timeseries", "tsv", sub, "func",
                                filters + [("desc", "confounds")]), "confounds TSV", where)
-    events = get_bids_files(str(root), "events", "tsv", sub, "func", filters)
+    roots = ([Path(data.events_root)] if data.events_root else []) + [root]
+    events = find_events(roots, sub, sel)
     sidecar = Path(str(bold).removesuffix(".nii.gz") + ".json")
     tr = _repetition_time(sidecar)
-    return RunInput(sub, str(group), key, bold, mask, conf, Path(events[0]) if events else None, tr)
+    return RunInput(sub, str(group), key, bold, mask, conf, events, tr)
+
+
+def _entities(name: str, suffix: str) -> dict[str, str] | None:
+    """BIDS key-value entities of a file name ending in ``suffix`` (None if it is not one)."""
+    if not name.endswith(suffix):
+        return None
+    parts = name.removesuffix(suffix).split("_")
+    if not all(p.count("-") >= 1 for p in parts):
+        return None
+    return dict(p.split("-", 1) for p in parts)
+
+
+def find_events(roots: list[Path], sub: str, sel) -> Path | None:
+    """The events.tsv that applies to one run, by BIDS's inheritance principle. Each root is searched
+    in turn (the raw dataset, ``extract.data.events_root``, before the derivatives): the level nearest
+    the run first (the subject's [session's] func/, then the [session and] subject directory, then the
+    dataset's top level, where ``task-rest_run-2_events.tsv`` applies to every subject), and at one
+    level the file naming the most of the run's entities (sub, ses, task, run; task required) and no
+    other value. Two equally specific files are an error."""
+    run = {"sub": sub, "task": sel.task, **({"ses": sel.session} if sel.session else {}),
+           **({"run": sel.run} if sel.run else {})}
+    for root in roots:
+        subject = root / f"sub-{sub}"
+        levels = ([subject / f"ses-{sel.session}" / "func", subject / f"ses-{sel.session}"] if sel.session else [])
+        for level in [*levels, subject / "func", subject, root]:
+            if not level.is_dir():
+                continue
+            found = []
+            for f in level.glob("*_events.tsv"):
+                ents = _entities(f.name, "_events.tsv")
+                if ents and "task" in ents and all(run.get(k) == v for k, v in ents.items()):
+                    found.append((len(ents), f))
+            if found:
+                found.sort(key=lambda t: (-t[0], t[1].name))
+                if len(found) > 1 and found[0][0] == found[1][0]:
+                    raise DataError(f"{level}: {found[0][1].name} and {found[1][1].name} both apply to sub-{sub} "
+                                    f"task {sel.task!r}{f' run {sel.run!r}' if sel.run else ''}")
+                return found[0][1]
+    return None
 
 
 def check_inputs(p: ExtractParams, windows=()) -> tuple[pd.DataFrame, list[str]]:

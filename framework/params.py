@@ -131,6 +131,8 @@ class RunSelect(Section):
 
 class DataParams(Section):
     root: str = "data/simulated"
+    # The raw BIDS dataset, searched for events.tsv before root (fMRIPrep does not copy them); None: root only.
+    events_root: str | None = None
     space: str = "MNI152NLin2009cAsym"
     res: str | None = None  # BIDS res- label of the BOLD and mask (fMRIPrep's output resolutions)
     participants: str = "participants.tsv"

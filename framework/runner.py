@@ -71,15 +71,26 @@ def selected_plugins(params: Params):
 
 def stage_plugins(params: Params) -> None:
     """results/plugins/{roi,metric,test}.json: what the plugins params.yaml selects depend on (code
-    hash, version, requirements, input files). A DVC stage that always runs; the files change only
-    when a plugin does, so `dvc repro` reruns just the stages that use it."""
+    hash, version, requirements, input files), and events.json, the events files of
+    extract.data.events_root. A DVC stage that always runs; a file changes only when what it
+    describes does, so `dvc repro` reruns just the stages that use it."""
     registry = get_registry()
     entries = {kind: [] for kind, _ in PLUGIN_SECTIONS}
     for kind, _, name, plugin in selected_plugins(params):
         entries[kind].append({"name": name, **registry.record(plugin)})
+    entries["events"] = events_manifest(params.extract.data.events_root)
     with atomic_dir(PLUGINS_DIR, {f"{k}.json" for k in entries}.__contains__) as out_dir:
         for kind, rows in entries.items():
             write_json(out_dir / f"{kind}.json", rows)
+
+
+def events_manifest(events_root: str | None) -> list[dict]:
+    """Every events.tsv under extract.data.events_root (the raw BIDS dataset) with its hash: a directory
+    DVC cannot list as a dependency when the setting is optional, so the manifest stage records it."""
+    if not events_root or not Path(events_root).is_dir():
+        return []
+    root = Path(events_root)
+    return [{"path": str(f.relative_to(root)), "sha256": file_digest(f)} for f in sorted(root.rglob("*_events.tsv"))]
 
 
 def plugin_input_problems(params: Params) -> list[str]:

@@ -280,3 +280,81 @@ def test_session_and_resolution_entities_select_files(small_study, tmp_path):
         discover(DataParams(root=str(root), res="2", include=["01"], runs={"baseline": {"task": "rest", "run": "1"}}))
     with pytest.raises(DataError, match="no preprocessed BOLD found"):
         discover(DataParams(root=str(root), res="1", include=["01"], runs=runs))
+
+
+def test_events_follow_bids_inheritance_in_the_raw_dataset(tmp_path):
+    """events_root is searched before the derivatives; the file nearest the run wins; a dataset-level
+    file applies to every subject; a file naming another run or session does not apply."""
+    from fclab.framework.errors import DataError
+    from fclab.framework.extract import find_events
+    from fclab.framework.params import RunSelect
+
+    raw, deriv = tmp_path / "raw", tmp_path / "deriv"
+
+    def put(root, rel):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("onset\tduration\ttrial_type\n10\t0\tinfusion\n")
+        return path
+
+    top = put(raw, "task-rest_run-2_events.tsv")
+    own = put(raw, "sub-01/func/sub-01_task-rest_run-2_events.tsv")
+    put(raw, "sub-01/func/sub-01_task-rest_run-3_events.tsv")  # another run
+    in_deriv = put(deriv, "sub-03/func/sub-03_task-rest_run-2_events.tsv")
+    sel = RunSelect(task="rest", run="2")
+    assert find_events([raw, deriv], "01", sel) == own
+    assert find_events([raw, deriv], "02", sel) == top  # inherited from the dataset level
+    assert find_events([deriv], "03", sel) == in_deriv
+    assert find_events([raw, deriv], "03", sel) == top  # the raw dataset first
+    assert find_events([raw], "01", RunSelect(task="rest", run="1")) is None
+    assert find_events([raw], "01", RunSelect(task="movie", run="2")) is None
+    ses = put(raw, "sub-04/ses-b/func/sub-04_ses-b_task-rest_run-2_events.tsv")
+    assert find_events([raw], "04", RunSelect(task="rest", run="2", session="b")) == ses
+    assert find_events([raw], "04", RunSelect(task="rest", run="2", session="a")) == top
+    put(raw, "sub-05/func/sub-05_task-rest_run-2_acq-x_events.tsv")  # an entity the run does not have
+    assert find_events([raw], "05", sel) == top
+    put(raw, "sub-06/sub-06_task-rest_events.tsv")
+    put(raw, "sub-06/sub-06_run-2_task-rest_events.tsv")
+    assert find_events([raw], "06", sel).name == "sub-06_run-2_task-rest_events.tsv"  # more entities
+    put(raw, "sub-06/sub-06_task-rest_run-2_events.tsv")
+    with pytest.raises(DataError, match="both apply to sub-06"):
+        find_events([raw], "06", sel)
+
+
+def test_events_from_the_raw_dataset_reach_validate_and_a_missing_one_says_where(small_study, tmp_path):
+    from fclab.framework.extract import check_inputs
+    from fclab.framework.params import load_params
+
+    deriv = tmp_path / "deriv"
+    shutil.copytree(small_study / "data/simulated", deriv)
+    raw = tmp_path / "raw"
+    moved = sorted(deriv.rglob("*_events.tsv"))
+    for f in moved[1:]:  # every subject's file but the first moves to the raw dataset
+        dest = raw / f.relative_to(deriv)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        f.rename(dest)
+    params = small_params()
+    params["extract"]["data"]["root"] = str(deriv)
+    path = write_params(tmp_path, params)
+    p = load_params(path)
+    windows = [*p.connectivity.windows, *p.connectivity.sliding]
+    _, problems = check_inputs(p.extract, windows)
+    assert len(problems) == len(moved) - 1  # one line per subject without events
+    assert all("set extract.data.events_root to the raw BIDS dataset" in x for x in problems)
+    params["extract"]["data"]["events_root"] = str(raw)
+    p = load_params(write_params(tmp_path, params))
+    _, problems = check_inputs(p.extract, windows)
+    assert problems == []
+
+
+def test_the_manifest_records_raw_events_so_dvc_sees_an_edit(tmp_path):
+    from fclab.framework.runner import events_manifest
+
+    assert events_manifest(None) == [] and events_manifest(str(tmp_path / "none")) == []
+    f = tmp_path / "sub-01" / "func" / "sub-01_task-rest_run-2_events.tsv"
+    f.parent.mkdir(parents=True)
+    f.write_text("onset\tduration\ttrial_type\n10\t0\tinfusion\n")
+    before = events_manifest(str(tmp_path))
+    assert [e["path"] for e in before] == ["sub-01/func/sub-01_task-rest_run-2_events.tsv"]
+    f.write_text("onset\tduration\ttrial_type\n12\t0\tinfusion\n")
+    assert events_manifest(str(tmp_path)) != before

@@ -10,6 +10,7 @@ fclab (``fclab.framework.*``, ``fclab.plugins.*``) is internal and may change in
 """
 
 from fclab import __version__
+from fclab.framework import references as refs
 from fclab.framework.anatomy import (
     ANDREWS_HANNA_2010_MPFC,
     BUNDLED_ATLASES,
@@ -74,11 +75,13 @@ __all__ = [
     # the contract
     "hookimpl", "Plugin", "PluginParams", "RoiSet", "RoiWeights", "Metric", "Scale", "SCALES", "StatTest",
     "Design", "RESULT_COLUMNS",
+    # formatted references of common methods, for Plugin.references
+    "refs",
     # errors (one line each; the CLI maps them to exit codes)
     "FclabError", "ParamsError", "PluginError", "DataError", "did_you_mean",
     # ROI sets
-    "load_nifti", "resample_to_grid", "labels_weights", "sphere_masks", "voxel_centres", "atlas_labels", "BUNDLED_ATLASES",
-    "ANDREWS_HANNA_2010_MPFC",
+    "load_nifti", "resample_to_grid", "labels_weights", "sphere_masks", "voxel_centres", "atlas_labels",
+    "BUNDLED_ATLASES", "ANDREWS_HANNA_2010_MPFC",
     # metrics
     "correlation", "COVARIANCE_ESTIMATORS", "inverse_spd", "precision_to_partial", "geometric_mean",
     "spd_function",

@@ -27,6 +27,8 @@ class Plugin:
     name: ClassVar[str] = ""
     version: ClassVar[str | None] = None  # defaults to the version of the distribution shipping it
     Params: ClassVar[type[PluginParams]] = PluginParams
+    # Works to cite for the method, one formatted reference each; the report's reference list shows them.
+    references: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: PluginParams | None = None):
         self.params = params if params is not None else self.Params()

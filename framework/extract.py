@@ -482,6 +482,7 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_co
         "subject": run.subject, "group": run.group, "run": run.run, "bold": run.bold.name,
         "tr_s": run.tr, "n_volumes": T, "n_retained": int(kept.size),
         "mean_fd": float(np.nanmean(fd)), "max_fd": float(np.nanmax(fd)),
+        "confounds": "" if confounds is None else ",".join(map(str, confounds.columns)),
         "excluded": over_censored,
         "reason": (f"censored by the {denoise.strategy!r} strategy: {T - len(sample_mask)} of {T} volumes, "
                    f"fewer than {MIN_CLEAN_VOLUMES} left") if over_censored else "",
@@ -536,7 +537,7 @@ def _extract_job(args):
 def skipped_run(subject: str, group: str, run: str, message: str, bold: str = "") -> dict:
     """The run_qc row of a run left out under ``on_error: skip``."""
     return {"subject": subject, "group": group, "run": run, "bold": bold, "tr_s": np.nan, "n_volumes": np.nan,
-            "n_retained": np.nan, "mean_fd": np.nan, "max_fd": np.nan, "excluded": True,
+            "n_retained": np.nan, "mean_fd": np.nan, "max_fd": np.nan, "confounds": "", "excluded": True,
             "reason": f"skipped: {message}"}
 
 

@@ -275,6 +275,9 @@ def _validate(cls, base, kind, plugin_name) -> None:
             f"plugin {plugin_name!r}: {cls.__name__}.Params must forbid unknown keys "
             "(subclass fclab.api.PluginParams)"
         )
+    refs = cls.references
+    if not isinstance(refs, (tuple, list)) or not all(isinstance(r, str) and r.strip() for r in refs):
+        raise PluginError(f"plugin {plugin_name!r}: {cls.__name__}.references must be a tuple of non-empty strings")
     if kind == "metric" and not cls.scale:
         raise PluginError(f"plugin {plugin_name!r}: metric {cls.name!r} must declare its output scale")
     if kind == "metric" and not all(isinstance(s, Scale) for s in cls.scales):

@@ -13,6 +13,7 @@ import pandas as pd
 
 from fclab.framework.connectivity import EDGE_COLUMNS, build_metrics, connectivity, output_scales, scale_descriptions
 from fclab.framework.contracts import Plugin, Scale, as_scale
+from fclab.framework import references as refs
 from fclab.framework.errors import DataError, ParamsError
 from fclab.framework.extract import extract
 from fclab.framework.io import (
@@ -41,14 +42,16 @@ def _plugin_versions(plugins: list[Plugin]) -> dict[str, str]:
     return {p.name: versions.get((p.kind, p.name), "unknown") for p in plugins}
 
 
-def _provenance(stage: str, params_hash: str, plugins: list[Plugin], inputs: dict[str, str]) -> dict:
-    """A stage's provenance: plugin versions, plugin code hashes, and the hashes of its input files,
-    the files its plugins read included."""
+def _provenance(stage: str, params_hash: str, plugins: list[Plugin], inputs: dict[str, str],
+                references: tuple[str, ...] = ()) -> dict:
+    """A stage's provenance: plugin versions, plugin code hashes, the hashes of its input files (the
+    files its plugins read included), and the works to cite for its methods (its own, then its plugins')."""
     registry = get_registry()
     records = [registry.record(p) for p in plugins]
     inputs = dict(inputs) | {f: d for r in records for f, d in r["inputs"].items()}
     prov = provenance(stage, params_hash, _plugin_versions(plugins), inputs)
     prov["plugin_code"] = {p.name: r["code"] for p, r in zip(plugins, records)}
+    prov["references"] = list(dict.fromkeys([*references, *(r for p in plugins for r in p.references)]))
     return prov
 
 
@@ -123,7 +126,8 @@ def stage_extract(params: Params, jobs: int | None = None) -> None:
                      else "No confound was regressed out")
     else:
         confounds = (f"Confounds followed nilearn's load_confounds_strategy '{d.strategy}'"
-                     f"{f' ({opts})' if opts else ''}{f', plus the columns {cols}' if d.columns else ''}")
+                     f"{f' ({opts})' if opts else ''}{f', plus the columns {cols}' if d.columns else ''}"
+                     f"{regressors_text(run_qc)}")
     if d.strategy == "scrubbing":
         confounds += ("; volumes flagged by the strategy were censored through nilearn's sample mask "
                       "(interpolated before filtering, then left out)")
@@ -138,7 +142,9 @@ def stage_extract(params: Params, jobs: int | None = None) -> None:
         f"{'detrended, ' if d.detrend else ''}{band}{cleaned}, "
         f"and standardised ({d.standardize}) with nilearn signal.clean."
     )
-    prov = _provenance("extract", section_hash(p), plugins, out.digests)
+    cite = (refs.FMRIPREP, refs.NILEARN) + ((refs.DENOISING,) if d.strategy != "none" else ()) + (
+        (refs.SCRUBBING,) if d.strategy == "scrubbing" else ())
+    prov = _provenance("extract", section_hash(p), plugins, out.digests, cite)
     prov["methods"] = methods
     with atomic_dir(EXTRACT_DIR, EXTRACT_FILES.__contains__) as out_dir:
         write_parquet(ts, out_dir / "timeseries.parquet", prov)
@@ -264,13 +270,14 @@ def stage_stats(params: Params) -> None:
     subjects = subject_table(read_parquet(EXTRACT_DIR / "participants.parquet"), run_qc)
     result = run_stats(p, edges, windows, tests, upstream.get("scales"), subjects, sliding,
                        run_qc if any("run_qc" in t.uses for t in tests) else None)
-    prov = _provenance("stats", section_hash(p), tests, _digests(path))
+    prov = _provenance("stats", section_hash(p), tests, _digests(path), refs.CORRECTIONS[p.correction])
     prov["caveats"] = {t.name: t.caveat for t in tests if t.caveat}
     ref, target = p.groups
     prov["methods"] = (
         f"Group differences ({target} − {ref}) in the change from the {p.baseline_window} window were "
         f"tested with {'; and '.join(t.describe() for t in tests)}."
         + (f" Models with covariates adjusted for {', '.join(p.covariates)} (centred)." if p.covariates else "")
+        + terms_text(result)
         + exclusion_text(run_qc, params.extract.exclude)
     )
     with atomic_dir(STATS_DIR, {"tests.parquet"}.__contains__) as out_dir:
@@ -312,15 +319,52 @@ def _skipped(run_qc: pd.DataFrame) -> pd.Series:
 
 
 def run_count_text(run_qc: pd.DataFrame) -> str:
-    """'52 runs of 26 subjects (2 per subject)', saying how many runs could not be read."""
+    """'52 runs of 26 subjects (14 midazolam, 12 ketamine; 2 runs per subject)', saying how many runs
+    could not be read."""
     skipped = _skipped(run_qc)
     read = run_qc[~skipped]
     per = read.groupby("subject").size()
-    each = f"{per.iloc[0]} per subject" if per.nunique() == 1 else f"{per.min()}–{per.max()} per subject"
-    text = f"{len(read)} runs of {read['subject'].nunique()} subjects ({each})"
+    each = f"{per.iloc[0]} runs per subject" if per.nunique() == 1 else f"{per.min()}–{per.max()} runs per subject"
+    groups = read.groupby("group", sort=True)["subject"].nunique()
+    by_group = ", ".join(f"{n} {g}" for g, n in groups.items())
+    text = f"{len(read)} runs of {read['subject'].nunique()} subjects ({by_group}; {each})"
     if skipped.any():
         text += f"; {int(skipped.sum())} further run(s) could not be read and were left out (run QC lists them)"
     return text
+
+
+TERMS = {"group:window": "the group difference in the change from baseline, per window",
+         "group": "the group difference within each window",
+         "group:trend": "the group difference in the linear trend of the change from baseline across windows, "
+                        "per window step"}
+
+
+def terms_text(result: pd.DataFrame) -> str:
+    """' Results are reported for the terms ...', per test, from the rows the tests produced."""
+    parts = []
+    for test, rows in result.groupby("test", sort=False):
+        terms = list(dict.fromkeys(rows["term"]))
+        parts.append(f"{test}: " + "; ".join(f"{t} ({TERMS[t]})" if t in TERMS else t for t in terms))
+    return f" Terms reported, by test: {' — '.join(parts)}." if parts else ""
+
+
+def regressors_text(run_qc: pd.DataFrame) -> str:
+    """': 26 regressors (trans_x, ...)' when every extracted run used the same confound columns; else
+    the ones common to every run and the range and names of the others (runs of different lengths get
+    different numbers of cosine drift terms; run_qc.parquet lists each run's)."""
+    used = run_qc.loc[~_skipped(run_qc), "confounds"] if "confounds" in run_qc else pd.Series(dtype=str)
+    lists = [c.split(",") for c in used if c]
+    if not lists:
+        return ""
+    common = [c for c in lists[0] if all(c in other for other in lists[1:])]
+    rest = [[c for c in names if c not in common] for names in lists]
+    text = f": {len(common)} regressors in every run ({', '.join(common)})"
+    counts = [len(r) for r in rest]
+    if max(counts) == 0:
+        return text
+    others = sorted({c for r in rest for c in r})
+    span = f"{min(counts)}–{max(counts)}" if min(counts) != max(counts) else f"{max(counts)}"
+    return text + f", plus {span} run-specific ones ({', '.join(others)}; run_qc.parquet lists each run's)"
 
 
 def exclusion_rules_text(rules) -> str:
@@ -460,6 +504,8 @@ def _report(params: Params, out: Path) -> None:
         "star_levels": [f"{sp.alpha:g}", f"{sp.alpha / 5:g}", f"{sp.alpha / 50:g}"],
         "methods": rp.methods_text(provs, sp.correction, sp.confirmatory, sp.alpha, sp.family,
                                    section_hash(rp_params), section_hash(params)),
+        "references": list(dict.fromkeys([*(r for stage in ("extract", "connectivity", "stats")
+                                            for r in provs[stage].get("references", [])), refs.DVC])),
         "versions": rp.package_versions(), "commit": git_commit(),
         "data_version": file_digest(paths["timeseries"]),
     }

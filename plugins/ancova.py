@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
-from fclab.api import (Design, StatTest, change_cube, edge_cube, group_moments, hedges_g_moments, hookimpl,
-                       long_rows)
+from fclab.api import (Design, StatTest, change_cube, edge_cube, group_moments, hedges_g_moments, hookimpl, long_rows,
+                       refs)
 
 TERM = "group:window"
 
@@ -25,6 +25,7 @@ TERM = "group:window"
 class Ancova(StatTest):
     terms = ("group:window",)
     name = "ancova"
+    references = (refs.ANCOVA, refs.HEDGES_OLKIN)
 
     def run(self, edges: pd.DataFrame, design: Design) -> pd.DataFrame:
         design.check(self.name)

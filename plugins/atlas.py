@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from fclab.api import (BUNDLED_ATLASES, ParamsError, PluginParams, RoiSet, RoiWeights, atlas_labels, did_you_mean,
-                       hookimpl, labels_weights, resample_to_grid)
+                       hookimpl, labels_weights, refs, resample_to_grid)
 
 
 class Atlas(RoiSet):
@@ -40,6 +40,10 @@ class Atlas(RoiSet):
             if not self.labels and not self.merge:
                 raise ValueError("give labels, merge, or both")
             return self
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.references = refs.HARVARD_OXFORD if self.params.atlas == "harvard_oxford" else ()
 
     def _match(self, wanted: list[str], names: tuple[str, ...], key: str) -> list[int]:
         out = []

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import pandas as pd
 
-from fclab.api import Design, StatTest, hookimpl, welch_change
+from fclab.api import Design, StatTest, hookimpl, refs, welch_change
 
 class ChangeWelch(StatTest):
     terms = ("group:window",)
     name = "change_welch"
+    references = (refs.WELCH, refs.HEDGES_OLKIN)
 
     def run(self, edges: pd.DataFrame, design: Design) -> pd.DataFrame:
         design.check(self.name)

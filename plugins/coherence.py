@@ -14,12 +14,13 @@ from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import Field, model_validator
 from scipy.signal import get_window
 
-from fclab.api import Metric, PluginParams, hookimpl
+from fclab.api import Metric, PluginParams, hookimpl, refs
 
 
 class Coherence(Metric):
     name = "coherence"
     scale = "coherence"
+    references = (refs.COHERENCE,)
     affine_invariant = True
 
     class Params(PluginParams):

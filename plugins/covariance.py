@@ -9,7 +9,7 @@ from typing import Literal
 
 import numpy as np
 
-from fclab.api import COVARIANCE_ESTIMATORS, Metric, PluginParams, hookimpl
+from fclab.api import COVARIANCE_ESTIMATORS, Metric, PluginParams, hookimpl, refs
 
 
 class Covariance(Metric):
@@ -18,6 +18,10 @@ class Covariance(Metric):
 
     class Params(PluginParams):
         estimator: Literal["ledoit_wolf", "empirical"] = "ledoit_wolf"
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.references = (refs.LEDOIT_WOLF,) if self.params.estimator == "ledoit_wolf" else ()
 
     def compute(self, ts: np.ndarray, tr: float) -> np.ndarray:
         return COVARIANCE_ESTIMATORS[self.params.estimator](ts)

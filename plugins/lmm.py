@@ -20,12 +20,13 @@ from __future__ import annotations
 import pandas as pd
 
 from fclab.api import (Contrast, Design, PluginParams, StatTest, contrast_table, edge_cube, fit_reml, hookimpl,
-                       subject_design)
+                       refs, subject_design)
 
 
 class Lmm(StatTest):
     terms = ("group:window", "group", "group:trend")
     name = "lmm"
+    references = (refs.SATTERTHWAITE, refs.LMERTEST)
     caveat = ("anti-conservative when windows differ in variance or covariance, as when the baseline is a "
               "separate, shorter run: family-wise error up to 0.11 on realistic null studies (docs/validation.md); "
               "use mmrm for confirmatory tests")

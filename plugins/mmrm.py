@@ -31,7 +31,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from fclab.api import Design, PluginParams, StatTest, contrast_table, edge_cube, fit_mmrm, hookimpl, subject_design
+from fclab.api import (Design, PluginParams, StatTest, contrast_table, edge_cube, fit_mmrm, hookimpl, refs,
+                       subject_design)
 
 Contrast = Literal["group:window", "group", "group:trend"]
 
@@ -64,6 +65,7 @@ def covariate_design(design: Design, base: np.ndarray, test: str) -> tuple[np.nd
 class Mmrm(StatTest):
     terms = ("group:window", "group", "group:trend")
     name = "mmrm"
+    references = (refs.MMRM, refs.SATTERTHWAITE)
 
     class Params(PluginParams):
         baseline: Literal["covariate", "response"] = "covariate"

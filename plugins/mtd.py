@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from fclab.api import Metric, hookimpl
+from fclab.api import Metric, hookimpl, refs
 
 
 class Mtd(Metric):
     name = "mtd"
     scale = "mtd"
+    references = (refs.MTD,)
     affine_invariant = True
 
     def problem(self, n_volumes: int, tr: float) -> str | None:

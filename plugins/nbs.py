@@ -25,7 +25,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from fclab.api import (Design, PluginParams, StatTest, WelchBatch, block_size, change_cube, hookimpl, long_rows,
-                       relabelings, welch_change)
+                       refs, relabelings, welch_change)
 
 TERM = "group:window"
 
@@ -54,6 +54,7 @@ def components(t: np.ndarray, a: np.ndarray, b: np.ndarray, n_nodes: int, thresh
 class Nbs(StatTest):
     terms = ("group:window",)
     name = "nbs"
+    references = (refs.NBS, refs.WELCH)
 
     class Params(PluginParams):
         threshold: float = Field(3.0, gt=0)  # primary threshold on |Welch t|

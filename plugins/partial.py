@@ -12,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 
-from fclab.api import COVARIANCE_ESTIMATORS, Metric, PluginParams, hookimpl, inverse_spd, precision_to_partial
+from fclab.api import COVARIANCE_ESTIMATORS, Metric, PluginParams, hookimpl, inverse_spd, precision_to_partial, refs
 
 
 class Partial(Metric):
@@ -25,6 +25,7 @@ class Partial(Metric):
     def __init__(self, params=None):
         super().__init__(params)
         self.affine_invariant = self.params.estimator == "empirical"
+        self.references = (refs.PARTIAL,) + ((refs.LEDOIT_WOLF,) if self.params.estimator == "ledoit_wolf" else ())
 
     def compute(self, ts: np.ndarray, tr: float) -> np.ndarray:
         return precision_to_partial(inverse_spd(COVARIANCE_ESTIMATORS[self.params.estimator](ts)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fclab.api import Metric, PluginParams, correlation, hookimpl
+from fclab.api import Metric, PluginParams, correlation, hookimpl, refs
 
 
 class Pearson(Metric):
@@ -18,6 +18,7 @@ class Pearson(Metric):
     def __init__(self, params=None):
         super().__init__(params)
         self.scale = "fisher_z" if self.params.fisher_z else "r"
+        self.references = (refs.FISHER_Z,) if self.params.fisher_z else ()
 
     def compute(self, ts: np.ndarray, tr: float) -> np.ndarray:
         r = correlation(ts)

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from fclab.api import Design, PluginParams, StatTest, change_cube, hookimpl, long_rows, max_t_pvalues, welch_change
+from fclab.api import (Design, PluginParams, StatTest, change_cube, hookimpl, long_rows, max_t_pvalues, refs,
+                       welch_change)
 
 TERM = "group:window"
 
@@ -24,6 +25,7 @@ TERM = "group:window"
 class Permutation(StatTest):
     terms = ("group:window",)
     name = "permutation"
+    references = (refs.WESTFALL_YOUNG, refs.WELCH, refs.HEDGES_OLKIN)
 
     class Params(PluginParams):
         n_perm: int = Field(5000, ge=1)

@@ -10,7 +10,7 @@ from typing import Literal
 
 import numpy as np
 
-from fclab.api import COVARIANCE_ESTIMATORS, Metric, PluginParams, hookimpl, inverse_spd
+from fclab.api import COVARIANCE_ESTIMATORS, Metric, PluginParams, hookimpl, inverse_spd, refs
 
 
 class Precision(Metric):
@@ -19,6 +19,10 @@ class Precision(Metric):
 
     class Params(PluginParams):
         estimator: Literal["ledoit_wolf", "empirical"] = "ledoit_wolf"
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.references = (refs.PARTIAL,) + ((refs.LEDOIT_WOLF,) if self.params.estimator == "ledoit_wolf" else ())
 
     def compute(self, ts: np.ndarray, tr: float) -> np.ndarray:
         return inverse_spd(COVARIANCE_ESTIMATORS[self.params.estimator](ts))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
-from fclab.api import Metric, PluginParams, correlation, hookimpl
+from fclab.api import Metric, PluginParams, correlation, hookimpl, refs
 
 
 class Spearman(Metric):
@@ -19,6 +19,7 @@ class Spearman(Metric):
     def __init__(self, params=None):
         super().__init__(params)
         self.scale = "fisher_z" if self.params.fisher_z else "rho"
+        self.references = (refs.SPEARMAN,) + ((refs.FISHER_Z,) if self.params.fisher_z else ())
 
     def compute(self, ts: np.ndarray, tr: float) -> np.ndarray:
         rho = correlation(rankdata(ts, axis=-2))

@@ -16,7 +16,8 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
 
-from fclab.api import ANDREWS_HANNA_2010_MPFC, ParamsError, PluginParams, RoiSet, RoiWeights, hookimpl, sphere_masks
+from fclab.api import (ANDREWS_HANNA_2010_MPFC, ParamsError, PluginParams, RoiSet, RoiWeights, hookimpl, refs,
+                       sphere_masks)
 
 
 class Spheres(RoiSet):
@@ -27,6 +28,12 @@ class Spheres(RoiSet):
             default_factory=lambda: dict(ANDREWS_HANNA_2010_MPFC), min_length=1)
         radius_mm: float = Field(8.0, gt=0)
         allow_overlap: bool = False
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        default = {k: tuple(v) for k, v in ANDREWS_HANNA_2010_MPFC.items()}
+        ours = {k: tuple(v) for k, v in self.params.centres.items()}
+        self.references = (refs.ANDREWS_HANNA,) if ours.items() <= default.items() else ()
 
     def build(self, reference) -> RoiWeights:
         names = list(self.params.centres)

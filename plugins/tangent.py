@@ -14,12 +14,13 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from fclab.api import COVARIANCE_ESTIMATORS, Metric, PluginParams, geometric_mean, hookimpl, spd_function
+from fclab.api import COVARIANCE_ESTIMATORS, Metric, PluginParams, geometric_mean, hookimpl, refs, spd_function
 
 
 class Tangent(Metric):
     name = "tangent"
     scale = "tangent"
+    references = (refs.TANGENT,)
     group_fit = True
 
     class Params(PluginParams):

@@ -488,3 +488,30 @@ def test_window_axis_label_follows_the_window_definitions():
     assert window_axis_label(after_event, ["a", "b"]) == "Window after bolus onset"
     assert window_axis_label([w("a", "drug"), w("b", "drug")], ["a", "b"]) == "Window of the drug run"
     assert window_axis_label([w("a", "drug", "bolus"), w("b", "rest2")], ["a", "b"]) == "Window"
+
+
+def test_methods_name_group_sizes_regressors_terms_and_the_reference_list(ran_study):
+    """The methods paragraph a reviewer needs: subjects per group, the regressors removed, the terms
+    reported; and a reference list of what ran (framework steps and every plugin's own)."""
+    import html as html_lib
+    import re
+
+    root, _, _ = ran_study
+    page = (root / "reports/index.html").read_text()
+    methods = html_lib.unescape(re.search(r'<p class="methods">(.*?)</p>', page, re.S).group(1))
+    assert "of 16 subjects (8 ketamine, 8 midazolam; 2 runs per subject)" in methods
+    run_qc = pd.read_parquet(root / "results/extract/run_qc.parquet")
+    per_run = [set(c.split(",")) for c in run_qc["confounds"]]
+    common = set.intersection(*per_run)
+    assert {"trans_x", "rot_z", "csf", "white_matter"} <= common
+    listed = re.search(r": (\d+) regressors in every run \(([^)]*)\)", methods)
+    assert int(listed.group(1)) == len(common) and set(listed.group(2).split(", ")) == common
+    lo, hi = min(len(r - common) for r in per_run), max(len(r - common) for r in per_run)
+    rest = sorted(set.union(*per_run) - common)  # the longer infusion run has more cosine drift terms
+    assert f"plus {lo}–{hi} run-specific ones ({', '.join(rest)}; run_qc.parquet lists each run's)" in methods
+    assert "mmrm: group:window (the group difference in the change from baseline, per window)" in methods
+    refs = [html_lib.unescape(r) for r in re.findall(r"<li>(.*?)</li>", page.split('<ol class="references">')[1])]
+    for must in ("Abraham A", "Esteban O", "Andrews-Hanna JR", "Makris N", "Fisher RA", "Mallinckrodt CH",
+                 "Satterthwaite FE", "Welch BL", "Westfall PH", "Holm S", "Kuprieiev R"):
+        assert sum(r.startswith(must) for r in refs) == 1, must
+    assert len(refs) == len(set(refs))

@@ -48,6 +48,26 @@ def edge_label(a: str, b: str) -> str:
     return f"{a} – {b}"
 
 
+def group_counts(edges: pd.DataFrame, tests: pd.DataFrame, baseline: str, groups) -> pd.DataFrame:
+    """Per row of ``tests`` and per group, the subjects with data: for ``group:window`` those with a
+    value in both the window and the baseline, for ``group`` those with a value in the window; missing
+    (NA) for other terms."""
+    keys = ["metric", "roi_a", "roi_b", "window"]
+    have = edges.loc[np.isfinite(edges["value"].to_numpy(float)), [*keys, "subject", "group"]]
+    base = have.loc[have["window"] == baseline, ["metric", "roi_a", "roi_b", "subject"]]
+    counts = {
+        "group": have.groupby([*keys, "group"], observed=True).size(),
+        "group:window": have.merge(base, on=["metric", "roi_a", "roi_b", "subject"]).groupby(
+            [*keys, "group"], observed=True).size(),
+    }
+    rows = []
+    for r in tests[[*keys, "term"]].itertuples(index=False):
+        table = counts.get(r.term)
+        rows.append([pd.NA if table is None else int(table.get((r.metric, r.roi_a, r.roi_b, r.window, g), 0))
+                     for g in groups])
+    return pd.DataFrame(rows, index=tests.index, columns=list(groups), dtype="Int64")
+
+
 def change_from_baseline(edges: pd.DataFrame, baseline: str) -> pd.DataFrame:
     """Per subject, edge and non-baseline window: value minus the subject's baseline value."""
     keys = ["metric", "subject", "group", "roi_a", "roi_b"]

@@ -400,7 +400,7 @@ def stage_report(params: Params) -> Path:
     """reports/: figures, plot series, metrics.json and index.html, staged together and moved in with
     index.html last; other entries of reports/ (calibration, power) are left alone."""
     members = {"figures": lambda n: n.endswith(".png"), "plots": lambda n: n.endswith(".csv"),
-               "metrics.json": None, "index.html": None}
+               "metrics.json": None, "tests.csv": None, "index.html": None}
     with staged_members(REPORT_DIR, members) as out:
         _report(params, out)
     return REPORT_DIR / "index.html"
@@ -490,8 +490,12 @@ def _report(params: Params, out: Path) -> None:
                            "excluded": int(frame["excluded"].sum())})
     excl = run_qc[run_qc["excluded"]]
     missing_rois = roi_qc[roi_qc["missing"]].to_dict("records")
-    fams = [{"name": f, "rows": tests[tests["family"] == f].to_dict("records")}
-            for f in ("confirmatory", "exploratory") if (tests["family"] == f).any()]
+    per_group = rp.group_counts(edges[edges["window"].isin(windows)], tests, sp.baseline_window, groups)
+    shown = tests.assign(n_groups=[" / ".join("–" if pd.isna(v) else str(v) for v in row)
+                                   for row in per_group.itertuples(index=False)])
+    fams = [{"name": f, "rows": shown[shown["family"] == f].to_dict("records")}
+            for f in ("confirmatory", "exploratory") if (shown["family"] == f).any()]
+    write_text(out / "tests.csv", rp.csv_text(pd.concat([tests[TEST_COLUMNS], per_group.add_prefix("n_")], axis=1)))
     context = {
         "title": rp_params.title or f"{groups[1]} vs {groups[0]}",
         "headline": headline(primary, sp.alpha),
@@ -499,7 +503,7 @@ def _report(params: Params, out: Path) -> None:
         "missing_rois": missing_rois,
         "primary_test": rp_params.primary_test, "correction": sp.correction, "figures": figures,
         "courses": courses, "study_figures": study_figs, "qc_figures": qc_figs,
-        "families": fams, "alpha": sp.alpha, "truth": truth, "truth_note": truth_note, "caveats": provs["stats"].get("caveats", {}),
+        "families": fams, "groups": groups, "alpha": sp.alpha, "truth": truth, "truth_note": truth_note, "caveats": provs["stats"].get("caveats", {}),
         "ci_level": rp.ci_level(sp.alpha), "primary_term": rp_params.primary_term,
         "star_levels": [f"{sp.alpha:g}", f"{sp.alpha / 5:g}", f"{sp.alpha / 50:g}"],
         "methods": rp.methods_text(provs, sp.correction, sp.confirmatory, sp.alpha, sp.family,

@@ -515,3 +515,22 @@ def test_methods_name_group_sizes_regressors_terms_and_the_reference_list(ran_st
                  "Satterthwaite FE", "Welch BL", "Westfall PH", "Holm S", "Kuprieiev R"):
         assert sum(r.startswith(must) for r in refs) == 1, must
     assert len(refs) == len(set(refs))
+
+
+def test_statistics_csv_has_every_row_and_the_subjects_per_group(ran_study):
+    """reports/tests.csv is tests.parquet plus n per group: for the change from baseline, the subjects
+    with a value in the window and in the baseline, counted here from edges.parquet."""
+    root, _, _ = ran_study
+    table = pd.read_csv(root / "reports/tests.csv")
+    tests = pd.read_parquet(root / "results/stats/tests.parquet")
+    assert len(table) == len(tests) and {"n_midazolam", "n_ketamine"} <= set(table.columns)
+    edges = pd.read_parquet(root / "results/connectivity/edges.parquet")
+    wide = edges.pivot_table(index=["metric", "roi_a", "roi_b", "subject", "group"], columns="window",
+                             values="value", observed=True, dropna=False)
+    change = table[table["term"] == "group:window"].head(12)
+    for r in change.itertuples():
+        both = wide.loc[(r.metric, r.roi_a, r.roi_b)][[r.window, "baseline"]].notna().all(axis=1)
+        per = both.groupby(level="group").sum()
+        assert (r.n_midazolam, r.n_ketamine) == (per["midazolam"], per["ketamine"])
+    html = (root / "reports/index.html").read_text()
+    assert "<th>n (midazolam / ketamine)</th>" in html and 'href="tests.csv"' in html

@@ -345,7 +345,7 @@ def check_stat_test(test: StatTest, metric: Metric | None = None, seed: int = 0)
     """The statistical-test contract (docs/plugins.md, "Statistical tests"), on ``fake_edges``' study
     (Pearson's Fisher z, or ``metric``'s values)."""
     from fclab.framework.params import StatsParams
-    from fclab.framework.report import metrics_payload
+    from fclab.framework.report import headline_metrics, metrics_payload
     from fclab.framework.stats import run_stats
 
     out = Conformance("test", test.name)
@@ -488,7 +488,8 @@ def check_stat_test(test: StatTest, metric: Metric | None = None, seed: int = 0)
                                   pd.DataFrame({"excluded": [False]}))
         if not payload["edges"]:
             return "no confirmatory rows for the report's headline"
-        json.dumps(payload, allow_nan=False)  # NaN or inf would make metrics.json invalid JSON
+        json.dumps(payload, allow_nan=False)  # NaN or inf would make the JSON invalid
+        json.dumps(headline_metrics(payload, design.alpha), allow_nan=False)
         return None
 
     out.run("goes through the stats stage and the report's headline (metrics.json) as the primary test", primary)

@@ -279,6 +279,22 @@ def metrics_payload(tests: pd.DataFrame, primary: str, metric: str, n_per_group:
     }
 
 
+def headline_metrics(detail: dict, alpha: float) -> dict:
+    """metrics.json: the handful of numbers a `dvc exp show` table can hold — the primary test, group
+    sizes, exclusions, how many confirmatory edge-windows are significant, and the strongest one.
+    ``detail`` (metrics_payload, written to confirmatory.json) keeps every edge and window."""
+    cells = [(edge, window, v) for edge, per in detail["edges"].items() for window, v in per.items()]
+    with_p = [c for c in cells if c[2]["p_adj"] is not None]
+    top = min(with_p, key=lambda c: (c[2]["p_adj"], -abs(c[2]["estimate"] or 0))) if with_p else None
+    return {
+        "test": detail["test"], "metric": detail["metric"], "term": detail["term"], "alpha": alpha,
+        "n_per_group": detail["n_per_group"], "excluded_runs": detail["excluded_runs"],
+        "confirmatory": {"edge_windows": len(cells), "significant": sum(c[2]["p_adj"] < alpha for c in with_p)},
+        "top": None if top is None else {"edge": top[0], "window": top[1], "estimate": top[2]["estimate"],
+                                         "p_adj": top[2]["p_adj"]},
+    }
+
+
 def truth_check(primary: pd.DataFrame, planted: pd.DataFrame) -> pd.DataFrame:
     """The primary test's group:window rows beside the planted contrast (simulated studies): whether
     each confidence interval covers the planted value on the measured scale."""

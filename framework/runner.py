@@ -400,7 +400,7 @@ def stage_report(params: Params) -> Path:
     """reports/: figures, plot series, metrics.json and index.html, staged together and moved in with
     index.html last; other entries of reports/ (calibration, power) are left alone."""
     members = {"figures": lambda n: n.endswith(".png"), "plots": lambda n: n.endswith(".csv"),
-               "metrics.json": None, "tests.csv": None, "index.html": None}
+               "metrics.json": None, "confirmatory.json": None, "tests.csv": None, "index.html": None}
     with staged_members(REPORT_DIR, members) as out:
         _report(params, out)
     return REPORT_DIR / "index.html"
@@ -467,7 +467,9 @@ def _report(params: Params, out: Path) -> None:
 
     n_per_group = run_qc.drop_duplicates("subject")["group"].value_counts().sort_index().to_dict()
     n_per_group = {k: int(v) for k, v in n_per_group.items()}
-    payload = rp.metrics_payload(primary, rp_params.primary_test, metric, n_per_group, run_qc)
+    detail = rp.metrics_payload(primary, rp_params.primary_test, metric, n_per_group, run_qc)
+    write_json(out / "confirmatory.json", detail)
+    payload = rp.headline_metrics(detail, sp.alpha)
     truth, truth_note = planted_contrasts(params, paths["edges"])
     if truth is not None and rp_params.primary_term == "group:window":
         truth = rp.truth_check(primary, truth)

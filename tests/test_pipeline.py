@@ -107,8 +107,19 @@ def test_metrics_json_headline(ran_study):
     metrics = json.loads((root / "reports/metrics.json").read_text())
     assert metrics["n_per_group"] == {"ketamine": 8, "midazolam": 8}
     assert metrics["excluded_runs"] == 0
-    assert set(metrics["edges"]) == {f"{a}~{b}" for a in ("Left_Amygdala", "Right_Amygdala")
-                                     for b in ("vmPFC", "dmPFC", "amPFC")}
+    detail = json.loads((root / "reports/confirmatory.json").read_text())
+    assert set(detail["edges"]) == {f"{a}~{b}" for a in ("Left_Amygdala", "Right_Amygdala")
+                                    for b in ("vmPFC", "dmPFC", "amPFC")}
+    # the slim headline agrees with tests.parquet, counted independently here
+    tests = pd.read_parquet(root / "results/stats/tests.parquet")
+    conf = tests[(tests["test"] == metrics["test"]) & (tests["metric"] == metrics["metric"])
+                 & (tests["term"] == metrics["term"]) & (tests["family"] == "confirmatory")]
+    assert metrics["confirmatory"] == {"edge_windows": len(conf), "significant": int((conf["p_adj"] < 0.05).sum())}
+    best = conf.sort_values("p_adj").iloc[0]
+    assert metrics["top"]["edge"] == f"{best.roi_a}~{best.roi_b}" and metrics["top"]["window"] == best.window
+    assert "vmPFC" in metrics["top"]["edge"] and metrics["top"]["window"] == "10-20min"  # the planted peak
+    flat = pd.json_normalize(metrics).columns
+    assert len(flat) <= 20  # what `dvc exp show` adds as columns
 
 
 def test_statistics_table_shows_effect_sizes(ran_study):

@@ -303,8 +303,9 @@ def test_a_test_without_p_values_reaches_the_report_or_names_its_breach(site, ra
     code, _, err = run_cli("report")
     assert code == 0, err
     metrics = json.loads((tmp_path / "reports/metrics.json").read_text())
-    assert metrics["test"] == "bayes"
-    assert all(v["p_adj"] is None for e in metrics["edges"].values() for v in e.values())
+    assert metrics["test"] == "bayes" and metrics["top"] is None and metrics["confirmatory"]["significant"] == 0
+    detail = json.loads((tmp_path / "reports/confirmatory.json").read_text())
+    assert all(v["p_adj"] is None for e in detail["edges"].values() for v in e.values())
 
 
 INPUTS_TEST = '''

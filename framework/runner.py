@@ -15,6 +15,7 @@ from fclab.framework.connectivity import EDGE_COLUMNS, build_metrics, connectivi
 from fclab.framework.contracts import Plugin, Scale, as_scale
 from fclab.framework import references as refs
 from fclab.framework.errors import DataError, ParamsError
+from fclab.framework.executor import progress
 from fclab.framework.extract import extract
 from fclab.framework.io import (
     atomic_dir, check_fresh, file_digest, git_commit, provenance, read_parquet, read_provenance, staged_members,
@@ -436,7 +437,7 @@ def _report(params: Params, out: Path) -> None:
     figures = []
     shown = sp.confirmatory or list(edges_m[["roi_a", "roi_b"]].drop_duplicates().itertuples(index=False))
     order = {(a, b) for a, b in edges_m[["roi_a", "roi_b"]].drop_duplicates().itertuples(index=False)}
-    for a, b in shown:
+    for a, b in progress(shown, len(shown), "report: change figures"):
         if (a, b) not in order:
             a, b = b, a
         name = f"delta_{rp.slug(a)}__{rp.slug(b)}.png"
@@ -452,7 +453,8 @@ def _report(params: Params, out: Path) -> None:
         spec = sliding[0]
         events = read_parquet(EXTRACT_DIR / "events.parquet")
         course = rp.sliding_course(edges[edges["metric"] == metric], events, spec, groups, sp.alpha)
-        for a, b in course[["roi_a", "roi_b"]].drop_duplicates().itertuples(index=False):
+        pairs = list(course[["roi_a", "roi_b"]].drop_duplicates().itertuples(index=False))
+        for a, b in progress(pairs, len(pairs), "report: sliding-window figures"):
             name = f"course_{rp.slug(a)}__{rp.slug(b)}.png"
             rp.course_figure(course, a, b, groups, scale, spec, out / "figures" / name)
             courses.append({"src": f"figures/{name}", "alt": f"Sliding-window course, {rp.edge_label(a, b)}"})

@@ -349,6 +349,25 @@ def terms_text(result: pd.DataFrame) -> str:
     return f" Terms reported, by test: {' — '.join(parts)}." if parts else ""
 
 
+def name_ranges(names: list[str]) -> str:
+    """Names joined by commas, numbered series shortened: cosine00, ..., cosine06 -> 'cosine00–cosine06'."""
+    import re
+
+    out, i = [], 0
+    while i < len(names):
+        m = re.fullmatch(r"(.*?)(\d+)", names[i])
+        j = i
+        while m and j + 1 < len(names):
+            nxt = re.fullmatch(r"(.*?)(\d+)", names[j + 1])
+            if not (nxt and nxt.group(1) == m.group(1) and len(nxt.group(2)) == len(m.group(2))
+                    and int(nxt.group(2)) == int(m.group(2)) + (j + 1 - i)):
+                break
+            j += 1
+        out.append(f"{names[i]}–{names[j]}" if j - i >= 2 else ", ".join(names[i:j + 1]))
+        i = j + 1
+    return ", ".join(out)
+
+
 def regressors_text(run_qc: pd.DataFrame) -> str:
     """': 26 regressors (trans_x, ...)' when every extracted run used the same confound columns; else
     the ones common to every run and the range and names of the others (runs of different lengths get
@@ -359,13 +378,13 @@ def regressors_text(run_qc: pd.DataFrame) -> str:
         return ""
     common = [c for c in lists[0] if all(c in other for other in lists[1:])]
     rest = [[c for c in names if c not in common] for names in lists]
-    text = f": {len(common)} regressors in every run ({', '.join(common)})"
+    text = f": {len(common)} regressors in every run ({name_ranges(common)})"
     counts = [len(r) for r in rest]
     if max(counts) == 0:
         return text
     others = sorted({c for r in rest for c in r})
     span = f"{min(counts)}–{max(counts)}" if min(counts) != max(counts) else f"{max(counts)}"
-    return text + f", plus {span} run-specific ones ({', '.join(others)}; run_qc.parquet lists each run's)"
+    return text + f", plus {span} run-specific ones ({name_ranges(others)}; run_qc.parquet lists each run's)"
 
 
 def exclusion_rules_text(rules) -> str:

@@ -171,9 +171,11 @@ def _find_run(root: Path, data: DataParams, sub: str, group, key: str, sel) -> R
         [("run", sel.run)] if sel.run else [])
     image = [("space", data.space)] + ([("res", data.res)] if data.res else [])
     where = f"sub-{sub} run {key!r}"
-    bold = _one(get_bids_files(str(root), "bold", "nii.gz", sub, "func",
-                               filters + image + [("desc", "preproc")]),
-                "preprocessed BOLD", where)
+    found = get_bids_files(str(root), "bold", "nii.gz", sub, "func", filters + image + [("desc", "preproc")])
+    if not found:
+        wanted = ", ".join(f"{k} {v!r}" for k, v in filters + image)
+        raise DataError(f"{where}: no preprocessed BOLD found for {wanted} ({available_bold(root, sub)})")
+    bold = _one(found, "preprocessed BOLD", where)
     mask = _one(get_bids_files(str(root), "mask", "nii.gz", sub, "func",
                                filters + image + [("desc", "brain")]),
                 "brain mask", where)
@@ -184,6 +186,21 @@ def _find_run(root: Path, data: DataParams, sub: str, group, key: str, sel) -> R
     sidecar = Path(str(bold).removesuffix(".nii.gz") + ".json")
     tr = _repetition_time(sidecar)
     return RunInput(sub, str(group), key, bold, mask, conf, events, tr)
+
+
+def available_bold(root: Path, sub: str) -> str:
+    """What preprocessed BOLD files a subject has, entity by entity, so a wrong space, task, run,
+    session or res in params names the values that exist."""
+    files = sorted((root / f"sub-{sub}").glob("**/func/*_desc-preproc_bold.nii.gz"))
+    if not files:
+        return f"sub-{sub} has no *_desc-preproc_bold.nii.gz under {root}"
+    ents = [e for e in (_entities(f.name, "_bold.nii.gz") for f in files) if e]
+    parts = []
+    for key in ("ses", "task", "run", "space", "res"):
+        values = sorted({e[key] for e in ents if key in e})
+        if values:
+            parts.append(f"{key} {', '.join(values)}")
+    return f"sub-{sub} has {'; '.join(parts)}"
 
 
 def _entities(name: str, suffix: str) -> dict[str, str] | None:

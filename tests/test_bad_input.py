@@ -22,7 +22,14 @@ def func(work, run, suffix):
 
 def missing_bold(work, params):
     func(work, 1, "_bold.nii.gz").unlink()
-    return f"sub-{SUB} run 'baseline': no preprocessed BOLD found"
+    return (f"sub-{SUB} run 'baseline': no preprocessed BOLD found for task 'rest', run '1', space "
+            f"'MNI152NLin2009cAsym' (sub-{SUB} has task rest; run 2; space MNI152NLin2009cAsym)")
+
+
+def wrong_space(work, params):
+    params["extract"]["data"]["space"] = "MNI152NLin6Asym"
+    return ("no preprocessed BOLD found for task 'rest', run '1', space 'MNI152NLin6Asym' "
+            "(sub-01 has task rest; run 1, 2; space MNI152NLin2009cAsym)")
 
 
 def shifted_mask(work, params):
@@ -95,7 +102,7 @@ def missing_event(work, params):
     return f"sub-{SUB} run 'infusion': no 'infusion' event"
 
 
-CASES = [missing_bold, shifted_mask, short_confounds, missing_column, nan_bold, no_group, no_tr,
+CASES = [missing_bold, wrong_space, shifted_mask, short_confounds, missing_column, nan_bold, no_group, no_tr,
          roi_outside_brain, sphere_outside_fov, unknown_label, missing_event]
 
 

@@ -125,7 +125,7 @@ def stats():
 @guarded
 def report(open_: Annotated[bool, typer.Option("--open", help="Open the report in a browser.")] = False):
     """Write reports/index.html, figures, metrics.json and plot series."""
-    path = runner.stage_report(_params())
+    path = runner.stage_report(_params(), _state["jobs"])
     _show(path, open_)
 
 

@@ -24,6 +24,10 @@ from fclab.framework.registry import get_registry
 
 TIMESERIES_KEYS = ["subject", "run", "volume", "time_s"]
 MIN_CLEAN_VOLUMES = 3  # a run censored below this is excluded at extraction
+QC_VOXELS = 300  # in-mask voxels sampled per run for DVARS and the carpet (nilearn filters them one by one)
+CARPET_ROWS = 150  # of those, the rows of the stored carpet
+CARPET_Z = 3.0  # carpet values: each voxel's z-score, clipped to ±CARPET_Z, in CARPET_LEVELS steps
+CARPET_LEVELS = 15  # odd, so the mean (z = 0) is a level
 
 
 @dataclass(frozen=True)
@@ -444,6 +448,8 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_co
     if not np.isfinite(voxels).all():
         raise DataError(f"{run.bold}: NaN or infinite values inside the ROIs")
     raw_signals = (rois.weights[:, cols] @ voxels).T  # (T, R)
+    mask_data = np.asarray(mask.dataobj)
+    qc_voxels = dataobj[np.unravel_index(voxel_sample(mask_data, QC_VOXELS), mask_data.shape)].astype(np.float64)
 
     check_filter(run.tr, denoise, run.bold)
     confounds, sample_mask, fd = run_confounds(run, denoise, T)
@@ -460,12 +466,16 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_co
             low_pass=denoise.low_pass_hz, high_pass=denoise.high_pass_hz,
         )
     ts = pd.DataFrame(cleaned, columns=rois.names)
+    qc_clean = None if over_censored else signal.clean(  # the same cleaning, in signal units
+        qc_voxels.T, confounds=None if confounds is None else confounds.to_numpy(), sample_mask=sample_mask,
+        t_r=run.tr, detrend=denoise.detrend, standardize=None,
+        low_pass=denoise.low_pass_hz, high_pass=denoise.high_pass_hz).T
     ts.insert(0, "time_s", kept * run.tr)
     ts.insert(0, "volume", kept.astype(np.int32))
     ts.insert(0, "run", run.run)
     ts.insert(0, "subject", run.subject)
 
-    inside = np.asarray(mask.dataobj)[ijk] > 0
+    inside = mask_data[ijk] > 0
     mean, sd = voxels.mean(axis=1), voxels.std(axis=1)
     tsnr = np.divide(mean, sd, out=np.zeros_like(mean), where=sd > 0)
     bad = (voxels == 0).all(axis=1)
@@ -494,7 +504,11 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_co
     censored = np.ones(T, bool)
     censored[kept] = False
     motion = pd.DataFrame({"subject": run.subject, "run": run.run, "volume": np.arange(T, dtype=np.int32),
-                           "framewise_displacement": fd.to_numpy(np.float64), "censored": censored})
+                           "framewise_displacement": fd.to_numpy(np.float64), "censored": censored,
+                           "dvars_raw": dvars(qc_voxels, np.arange(T), T),
+                           "dvars_clean": dvars(qc_voxels, kept, T, qc_clean)})
+    carpet = {"subject": run.subject, "run": run.run, "n_volumes": T,
+              "png": carpet_png(qc_voxels, kept, T, qc_clean)}
     run_qc = {
         "subject": run.subject, "group": run.group, "run": run.run, "bold": run.bold.name,
         "tr_s": run.tr, "n_volumes": T, "n_retained": int(kept.size),
@@ -513,7 +527,76 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_co
                str(run.confounds): file_digest(run.confounds)}
     if run.events is not None:
         digests[str(run.events)] = file_digest(run.events)
-    return ts, roi_qc, run_qc, events, digests, motion
+    return ts, roi_qc, run_qc, events, digests, motion, carpet
+
+
+def voxel_sample(mask_data: np.ndarray, limit: int) -> np.ndarray:
+    """Flat (C-order) indices of at most ``limit`` in-mask voxels, evenly spaced through the mask so
+    every slice is represented; all of them when the mask has fewer."""
+    flat = np.flatnonzero(np.ravel(mask_data) > 0)
+    if flat.size > limit:
+        flat = flat[np.linspace(0, flat.size - 1, limit).round().astype(np.int64)]
+    return flat
+
+
+def dvars(raw: np.ndarray, kept: np.ndarray, n_volumes: int, clean: np.ndarray | None = None) -> np.ndarray:
+    """DVARS per volume (Power et al. 2012): the root mean square over voxels of the change from the
+    previous volume, in percent of each voxel's mean raw signal.
+
+    ``raw``: (voxels, T) signals; ``clean``: (voxels, len(kept)) the same voxels after denoising
+    (volumes ``kept`` only), or None for the DVARS of ``raw``. Volume 0, censored volumes, and
+    volumes whose previous one was censored have no value. Voxels whose mean is not positive
+    (outside the signal) are left out.
+    """
+    out = np.full(n_volumes, np.nan)
+    mean = raw.mean(axis=1)
+    use = np.isfinite(mean) & (mean > 0)
+    if clean is None:
+        clean, kept = raw, np.arange(n_volumes)
+    if kept.size < 2 or not use.any():
+        return out
+    psc = 100.0 * clean[use] / mean[use, None]
+    step = np.diff(kept) == 1
+    out[kept[1:][step]] = np.sqrt(np.mean(np.diff(psc, axis=1)[:, step] ** 2, axis=0))
+    return out
+
+
+def carpet_png(raw: np.ndarray, kept: np.ndarray, n_volumes: int, clean: np.ndarray | None) -> bytes:
+    """A carpet plot's data as a 4-bit grey PNG: up to CARPET_ROWS sampled voxels (rows, in mask
+    order) by volumes (columns), each row z-scored over its volumes, clipped to ±CARPET_Z and
+    quantised to CARPET_LEVELS steps (a carpet shows patterns, not values; this keeps a 1,000-volume
+    run near 150 kB); the raw signals on top, the denoised ones below (censored volumes at the mean)."""
+    import io
+
+    from PIL import Image
+
+    rows = np.linspace(0, raw.shape[0] - 1, min(CARPET_ROWS, raw.shape[0])).round().astype(np.int64)
+
+    def quantise(x):
+        sd = x.std(axis=1, keepdims=True)
+        z = np.divide(x - x.mean(axis=1, keepdims=True), sd, out=np.zeros_like(x), where=sd > 0)
+        return np.round((np.clip(z, -CARPET_Z, CARPET_Z) + CARPET_Z) * ((CARPET_LEVELS - 1) / (2 * CARPET_Z)))
+
+    after = np.full((rows.size, n_volumes), (CARPET_LEVELS - 1) // 2, np.float64)
+    if clean is not None and kept.size:
+        after[:, kept] = quantise(clean[rows])
+    levels = np.vstack([quantise(raw[rows]), after]).astype(np.uint8)
+    img = Image.frombytes("P", (levels.shape[1], levels.shape[0]), levels.tobytes())
+    img.putpalette([round(255 * i / (CARPET_LEVELS - 1)) for i in range(CARPET_LEVELS) for _ in range(3)])
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", bits=4, optimize=True)
+    return buf.getvalue()
+
+
+def read_carpet(png: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The (raw, denoised) z-score arrays of a ``carpet_png``."""
+    import io
+
+    from PIL import Image
+
+    a = np.asarray(Image.open(io.BytesIO(png)), dtype=np.float64) * (2 * CARPET_Z / (CARPET_LEVELS - 1)) - CARPET_Z
+    half = a.shape[0] // 2
+    return a[:half], a[half:]
 
 
 def roi_atlas(rois: RoiWeights, grid: nib.Nifti1Image) -> tuple[nib.Nifti1Image, pd.DataFrame]:
@@ -592,6 +675,7 @@ class Extracted:
     events: pd.DataFrame
     participants: pd.DataFrame
     motion: pd.DataFrame
+    carpets: pd.DataFrame  # subject, run, n_volumes, png (carpet_png)
     atlas_img: nib.Nifti1Image
     atlas: pd.DataFrame
     digests: dict
@@ -639,5 +723,7 @@ def extract(p: ExtractParams, n_jobs: int = 2, executor: Executor | None = None)
     digests = {k: v for r in results for k, v in r[4].items()}
     digests[str(Path(p.data.root) / p.data.participants)] = file_digest(Path(p.data.root) / p.data.participants)
     motion = pd.concat([r[5] for r in results], ignore_index=True)
+    carpets = pd.DataFrame([r[6] for r in results], columns=["subject", "run", "n_volumes", "png"])
     atlas_img, atlas = roi_atlas(jobs[0][1], nib.load(jobs[0][0].mask))
-    return Extracted(ts, roi_qc, run_qc, events, participants, motion, atlas_img, atlas, digests, builder.plugins)
+    return Extracted(ts, roi_qc, run_qc, events, participants, motion, carpets, atlas_img, atlas, digests,
+                     builder.plugins)

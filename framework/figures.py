@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+from scipy import stats as st  # noqa: E402
 
 from fclab.framework.contracts import as_scale  # noqa: E402
 from fclab.framework.io import atomic_path  # noqa: E402
@@ -22,10 +23,13 @@ GROUP_COLOURS = ("#4c72b0", "#dd8452")  # reference, target
 DPI = 150
 
 
-def save_figure(fig, path) -> None:
-    """Write ``fig`` as PNG through a temporary file, then close it."""
+def save_figure(fig, path, dpi: int = DPI) -> None:
+    """Write ``fig`` through a temporary file, then close it: PNG, or JPEG for a ``.jpg`` path (noise-like
+    images such as carpet plots, where PNG's lossless compression gains little)."""
+    jpeg = str(path).endswith(".jpg")
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
+        fig.savefig(tmp, format="jpeg" if jpeg else "png", dpi=dpi,
+                    **({"pil_kwargs": {"quality": 85}} if jpeg else {}))
     plt.close(fig)
 
 
@@ -137,81 +141,132 @@ def fd_figure(motion: pd.DataFrame, run_qc: pd.DataFrame, groups, path) -> None:
     finish_figure(fig, ax, "Head motion: FD per volume", path)
 
 
-def censored_fraction(edges: pd.DataFrame, run_qc: pd.DataFrame, windows) -> pd.DataFrame:
-    """Per subject and window: 1 − clean volumes used / volumes the window spans at the run's TR."""
-    tr = run_qc.dropna(subset=["tr_s"]).drop_duplicates("subject").set_index("subject")["tr_s"]
-    e = edges[edges["window"].isin(windows)].drop_duplicates(["subject", "window", "window_start_s"])
-    e = e[np.isfinite(e["window_start_s"].to_numpy(float))]  # runs skipped at extraction have no bounds
-    nominal = np.round((e["window_end_s"] - e["window_start_s"]).to_numpy() / e["subject"].map(tr).to_numpy())
-    out = e[["subject", "group", "window"]].reset_index(drop=True)
-    out["censored"] = np.clip(1 - e["n_volumes"].to_numpy() / nominal, 0, 1)
-    return out
+def motion_window_figure(wm: pd.DataFrame, tests: pd.DataFrame, groups, windows, path, alpha: float = 0.05) -> None:
+    """Mean FD per window and group (mean over subjects with a 1 − α t interval, one point per
+    subject behind it), and the censored fraction the same way when any volume was censored;
+    windows where the groups differ (Holm-adjusted Mann–Whitney p < α) are starred."""
+    from fclab.framework.qc import MOTION_MEASURES
+
+    measures = ["mean_fd"] + (["censored"] if (wm["censored"] > 0).any() else [])
+    fig, axes = plt.subplots(1, len(measures), figsize=(5.2 * len(measures) + 0.6, 3.8), squeeze=False)
+    x = np.arange(len(windows))
+    for ax, measure in zip(axes[0], measures):
+        for k, (g, colour) in enumerate(zip(groups, GROUP_COLOURS)):
+            off = (k - 0.5) * 0.2
+            means, lows, highs = [], [], []
+            for i, w in enumerate(windows):
+                v = wm.loc[(wm["group"] == g) & (wm["window"] == w), measure].dropna().to_numpy(float)
+                ax.scatter(np.full(v.size, i + off), v, s=7, color=colour, alpha=0.35, lw=0)
+                m = v.mean() if v.size else np.nan
+                half = st.t.ppf(1 - alpha / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size) if v.size > 1 else np.nan
+                means.append(m), lows.append(m - half), highs.append(m + half)
+            means = np.array(means)
+            ax.errorbar(x + off, means, yerr=[means - np.array(lows), np.array(highs) - means], fmt="o-", color=colour,
+                        capsize=3, lw=1.6, label=g)
+        t = tests[tests["measure"] == measure].set_index("window")
+        top = ax.get_ylim()[1]
+        for i, w in enumerate(windows):
+            if w in t.index and t.loc[w, "p_holm"] < alpha:
+                ax.annotate("*", (i, top), ha="center", va="top", fontsize=14)
+        ax.set_xticks(x, windows, rotation=30 if len(windows) > 4 else 0)
+        ax.set_xlabel("window")
+        ax.set_ylabel(MOTION_MEASURES[measure])
+        ax.set_ylim(bottom=0)
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.set_title({"mean_fd": "Mean FD per window", "censored": "Censored fraction per window"}[measure], fontsize=10)
+    axes[0][0].legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
 
 
-def censoring_figure(edges: pd.DataFrame, run_qc: pd.DataFrame, groups, windows, path) -> None:
-    """Fraction of each window's volumes censored, per group."""
-    e = censored_fraction(edges, run_qc, windows)
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    width = 0.38
-    for k, (g, colour) in enumerate(zip(groups, GROUP_COLOURS)):
-        data = [e.loc[(e["group"] == g) & (e["window"] == w), "censored"].to_numpy() for w in windows]
-        pos = np.arange(len(windows)) + (k - 0.5) * width
-        bp = ax.boxplot(data, positions=pos, widths=width * 0.9, patch_artist=True, showfliers=True)
-        for patch in bp["boxes"]:
-            patch.set_facecolor(colour)
-            patch.set_alpha(0.6)
-        ax.plot([], [], color=colour, lw=6, alpha=0.6, label=g)
-    ax.set_xticks(range(len(windows)))
-    ax.set_xticklabels(windows)
-    ax.set_xlabel("window")
-    ax.set_ylabel("fraction of volumes censored")
-    ax.set_ylim(-0.02, max(0.1, float(e["censored"].max()) * 1.1 if len(e) else 0.1))
-    finish_figure(fig, ax, "Censoring per window", path)
-
-
-def qc_fc(edges: pd.DataFrame, run_qc: pd.DataFrame, window: str) -> pd.DataFrame:
-    """Per edge: Pearson r across subjects between mean FD (over runs) and the ``window`` value."""
-    fd = run_qc.groupby("subject")["mean_fd"].mean()
-    e = edges[edges["window"] == window]
-    rows = []
-    for (a, b), f in e.groupby(["roi_a", "roi_b"], sort=False, observed=True):
-        x, y = f["subject"].map(fd).to_numpy(float), f["value"].to_numpy(float)
-        ok = np.isfinite(x) & np.isfinite(y)
-        r = np.corrcoef(x[ok], y[ok])[0, 1] if ok.sum() > 2 and np.std(x[ok]) > 0 else np.nan
-        rows.append({"roi_a": a, "roi_b": b, "qc_fc_r": r, "n": int(ok.sum())})
-    return pd.DataFrame(rows)
-
-
-def qcfc_distance_figure(edges: pd.DataFrame, run_qc: pd.DataFrame, atlas: pd.DataFrame, groups,
-                         window: str, scale: str, path) -> pd.DataFrame:
-    """QC-FC distribution, and FC against inter-ROI (centroid) distance per group, in ``window``."""
+def qcfc_distance_figure(q: pd.DataFrame, edges: pd.DataFrame, atlas: pd.DataFrame, groups, window: str,
+                         scale: str, path) -> None:
+    """The QC-FC distribution over every edge and window (``qc.qc_fc_all``), and group-mean
+    connectivity against inter-ROI (centroid) distance in ``window``."""
     scale = as_scale(scale).label
-    q = qc_fc(edges, run_qc, window)
     xyz = atlas.set_index("roi")[["x_mm", "y_mm", "z_mm"]]
-    dist = {(a, b): float(np.linalg.norm(xyz.loc[a].to_numpy() - xyz.loc[b].to_numpy()))
-            for a, b in zip(q["roi_a"], q["roi_b"]) if a in xyz.index and b in xyz.index}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     r = q["qc_fc_r"].dropna().to_numpy()
-    ax1.hist(r, bins=np.linspace(-1, 1, 21), color="0.5")
+    ax1.hist(r, bins=np.linspace(-1, 1, 41), color="0.5")
     ax1.axvline(0, color="k", lw=0.8)
     ax1.set_xlabel("QC-FC r (mean FD vs edge value, across subjects)")
-    ax1.set_ylabel("edges")
+    ax1.set_ylabel("edge × window")
     ax1.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax1.set_title(f"QC-FC, {window}: median |r| = {np.median(np.abs(r)) if r.size else np.nan:.2f}", fontsize=10)
+    ax1.set_title(f"QC-FC, {r.size} edge-windows: median |r| = "
+                  f"{np.median(np.abs(r)) if r.size else np.nan:.2f}", fontsize=10)
     ax1.spines[["top", "right"]].set_visible(False)
     e = edges[edges["window"] == window]
     means = e.groupby(["group", "roi_a", "roi_b"], observed=True)["value"].mean()
     for g, colour in zip(groups, GROUP_COLOURS):
         if g not in means.index.get_level_values(0):
             continue
-        pts = [(dist[k], v) for k, v in means.loc[g].items() if k in dist]
+        pts = [(float(np.linalg.norm(xyz.loc[a].to_numpy() - xyz.loc[b].to_numpy())), v)
+               for (a, b), v in means.loc[g].items() if a in xyz.index and b in xyz.index]
         if pts:
             d, v = np.array(pts).T
             ax2.scatter(d, v, s=18, color=colour, alpha=0.8, label=g)
     ax2.set_xlabel("distance between ROI centroids (mm)")
     ax2.set_ylabel(f"group-mean connectivity ({scale})")
     finish_figure(fig, ax2, f"Connectivity against distance, {window}", path)
-    return q
+
+
+def carpet_figure(run_motion: pd.DataFrame, carpet: tuple[np.ndarray, np.ndarray], tr: float, title: str, path) -> None:
+    """One run's QC over time: framewise displacement (censored volumes marked), DVARS before and
+    after denoising, and the carpet (sampled in-mask voxels, z-scored) before and after."""
+    raw, clean = carpet
+    t = run_motion["volume"].to_numpy() * tr / 60.0
+    fig, axes = plt.subplots(4, 1, figsize=(9, 6.4), sharex=True, gridspec_kw={"height_ratios": [1, 1, 2, 2]})
+    fd = run_motion["framewise_displacement"].to_numpy(float)
+    axes[0].plot(t, fd, color="0.2", lw=0.8)
+    cens = run_motion["censored"].to_numpy(bool)
+    if cens.any():
+        axes[0].scatter(t[cens], fd[cens], color="#c44e52", s=8, zorder=3, label=f"censored ({cens.sum()})")
+        axes[0].legend(frameon=False, fontsize=7, loc="upper right")
+    axes[0].set_ylabel("FD (mm)", fontsize=8)
+    axes[1].plot(t, run_motion["dvars_raw"], color="0.5", lw=0.8, label="before denoising")
+    axes[1].plot(t, run_motion["dvars_clean"], color=GROUP_COLOURS[0], lw=0.8, label="after")
+    axes[1].set_ylabel("DVARS (%)", fontsize=8)
+    axes[1].legend(frameon=False, fontsize=7, loc="upper right", ncol=2)
+    extent = (t[0] - tr / 120, t[-1] + tr / 120) if t.size else (0, 1)
+    for ax, data, label in ((axes[2], raw, "voxels, before"), (axes[3], clean, "voxels, after")):
+        ax.imshow(data, aspect="auto", cmap="gray", vmin=-3, vmax=3, interpolation="nearest",
+                  extent=(*extent, data.shape[0], 0))
+        ax.set_ylabel(label, fontsize=8)
+        ax.set_yticks([])
+    for ax in axes[:2]:
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.tick_params(labelsize=7)
+    axes[3].set_xlabel("time from run start (min)")
+    axes[0].set_title(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)  # one per run: screen resolution keeps a study's pages small
+
+
+def subject_matrices_figure(edges: pd.DataFrame, rois: list[str], windows, scale, path) -> None:
+    """One subject's connectivity matrix per window (``edges``: that subject's rows)."""
+    sc = as_scale(scale)
+    bounds = [abs(b) for b in (sc.low, sc.high) if b is not None]
+    idx = {r: i for i, r in enumerate(rois)}
+    mats = []
+    for w in windows:
+        m = np.full((len(rois), len(rois)), np.nan)
+        for r in edges[edges["window"] == w].itertuples(index=False):
+            if r.roi_a in idx and r.roi_b in idx:
+                m[idx[r.roi_a], idx[r.roi_b]] = m[idx[r.roi_b], idx[r.roi_a]] = r.value
+        mats.append(m)
+    W = len(windows)
+    cmap, vmin, vmax = value_colours(np.concatenate([m.ravel() for m in mats]) if mats else np.array([np.nan]),
+                                     sc.signed, max(bounds) if len(bounds) == 2 else None)
+    fig, axes = plt.subplots(1, W, figsize=(2.3 * W + 1.2, 2.9), squeeze=False)
+    small = len(rois) <= 12
+    for j, (w, m) in enumerate(zip(windows, mats)):
+        ax = axes[0, j]
+        im = ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax)
+        ax.set_xticks(range(len(rois)), rois if small else [], rotation=90, fontsize=6)
+        ax.set_yticks(range(len(rois)), rois if small and j == 0 else [], fontsize=6)
+        ax.set_title(w, fontsize=9)
+    fig.colorbar(im, ax=axes[0, :].tolist(), shrink=0.8, label=sc.label)
+    save_figure(fig, path, dpi=100)
 
 
 def roi_qc_figure(roi_qc: pd.DataFrame, path) -> None:

@@ -334,6 +334,7 @@ class ReportParams(Section):
     primary_term: str = "group:window"  # the contrast the figures mark and the headline reports
     metric: str | None = None  # which metric the figures show; None: the first one
     title: str | None = None  # the report's title; None: "<target group> vs <reference group>"
+    subject_pages: bool = True  # a QC page per subject (carpet plots, motion, ROI quality, connectivity)
 
 
 class Params(Section):

@@ -245,11 +245,49 @@ def _effect_kind(kind) -> str:
     return EFFECT_SIZE_KINDS.get(kind, kind) if isinstance(kind, str) else ""
 
 
-def render_html(context: dict) -> str:
+def render_html(context: dict, template: str = "report.html.j2") -> str:
     env = Environment(loader=PackageLoader("fclab.framework", "templates"), autoescape=select_autoescape(["html", "j2"]))
     env.filters["num"] = _num
     env.filters["effect_kind"] = _effect_kind
-    return env.get_template("report.html.j2").render(**context)
+    return env.get_template(template).render(**context)
+
+
+def subject_page(job: dict) -> tuple[str, str]:
+    """One subject's QC page and its figures in ``job['out']`` (reports/subjects/): per run the motion,
+    DVARS and carpet before and after denoising, the ROI coverage and tSNR, the subject's connectivity
+    per window, and the QC measures that flag it. Returns (subject, page file name)."""
+    from fclab.framework.extract import read_carpet
+    from fclab.framework.figures import carpet_figure, subject_matrices_figure
+
+    s, out = job["subject"], Path(job["out"])
+    stem = f"sub-{slug(s)}"
+    runs = []
+    carpets = {r.run: (r.png, r.n_volumes) for r in job["carpets"].itertuples()}
+    for r in job["runs"].itertuples():
+        entry = {**r._asdict(), "figure": None}
+        m = job["motion"][job["motion"]["run"] == r.run]
+        if r.run in carpets and len(m):
+            name = f"{stem}_{slug(r.run)}_carpet.jpg"
+            carpet_figure(m, read_carpet(carpets[r.run][0]), float(r.tr_s), f"sub-{s}, {r.run} run", out / name)
+            entry["figure"] = name
+            entry["dvars_raw"] = float(m["dvars_raw"].mean())
+            entry["dvars_clean"] = float(m["dvars_clean"].mean())
+        runs.append(entry)
+    matrix = None
+    if len(job["edges"]):
+        matrix = f"{stem}_connectivity.png"
+        subject_matrices_figure(job["edges"], job["rois"], job["windows"], job["scale"], out / matrix)
+    roi_qc = job["roi_qc"].pivot_table(index="roi", columns="run", values=["coverage", "tsnr"], sort=False)
+    roi_rows = [{"roi": roi, "cells": [(run, roi_qc.loc[roi, ("coverage", run)], roi_qc.loc[roi, ("tsnr", run)])
+                                      for run in roi_qc.columns.get_level_values(1).unique()]}
+                for roi in roi_qc.index] if len(job["roi_qc"]) else []
+    missing = job["roi_qc"][job["roi_qc"]["missing"]].to_dict("records")
+    html = render_html({"subject": s, "summary": job["summary"], "runs": runs, "matrix": matrix,
+                        "roi_rows": roi_rows, "roi_runs": list(dict.fromkeys(job["roi_qc"]["run"])),
+                        "missing": missing, "flags": job["flags"].to_dict("records"), "title": job["title"],
+                        "scale": as_scale(job["scale"]).label}, "subject.html.j2")
+    write_text(out / f"{stem}.html", html)
+    return s, f"{stem}.html"
 
 
 def write_report(out_dir: Path, context: dict) -> Path:

@@ -30,7 +30,7 @@ STATS_DIR = Path("results/stats")
 TRUTH_DIR = Path("results/truth")
 REPORT_DIR = Path("reports")
 EXTRACT_FILES = {"timeseries.parquet", "roi_qc.parquet", "run_qc.parquet", "events.parquet", "participants.parquet",
-                 "motion.parquet", "rois.parquet", "rois.nii.gz"}
+                 "motion.parquet", "carpets.parquet", "rois.parquet", "rois.nii.gz"}
 STAGES = ("simulate", "extract", "connectivity", "truth", "stats", "report")
 
 
@@ -154,6 +154,7 @@ def stage_extract(params: Params, jobs: int | None = None) -> None:
         write_parquet(out.events, out_dir / "events.parquet", prov)
         write_parquet(out.participants, out_dir / "participants.parquet", prov)
         write_parquet(out.motion, out_dir / "motion.parquet", prov)
+        write_parquet(out.carpets, out_dir / "carpets.parquet", prov)
         write_parquet(out.atlas, out_dir / "rois.parquet", prov)
         # gzip without a timestamp: reproducible bytes
         (out_dir / "rois.nii.gz").write_bytes(gzip.compress(out.atlas_img.to_bytes(), mtime=0))
@@ -416,17 +417,19 @@ def exclusion_text(run_qc: pd.DataFrame, rules=None) -> str:
             f"their windows treated as missing ({why}).")
 
 
-def stage_report(params: Params) -> Path:
-    """reports/: figures, plot series, metrics.json and index.html, staged together and moved in with
-    index.html last; other entries of reports/ (calibration, power) are left alone."""
+def stage_report(params: Params, jobs: int | None = None) -> Path:
+    """reports/: figures, plot series, per-subject QC pages, metrics.json and index.html, staged
+    together and moved in with index.html last; other entries of reports/ (calibration, power) are
+    left alone."""
     members = {"figures": lambda n: n.endswith(".png"), "plots": lambda n: n.endswith(".csv"),
+               "subjects": lambda n: n.endswith((".html", ".png", ".jpg")),
                "metrics.json": None, "confirmatory.json": None, "tests.csv": None, "index.html": None}
     with staged_members(REPORT_DIR, members) as out:
-        _report(params, out)
+        _report(params, out, jobs or default_jobs())
     return REPORT_DIR / "index.html"
 
 
-def _report(params: Params, out: Path) -> None:
+def _report(params: Params, out: Path, jobs: int = 1) -> None:
     from fclab.framework import report as rp
     from fclab.framework.stats import TEST_COLUMNS
 
@@ -480,8 +483,12 @@ def _report(params: Params, out: Path) -> None:
     write_text(out / "plots" / "sliding_course.csv", rp.csv_text(course[course_columns]))
 
     roi_qc = read_parquet(EXTRACT_DIR / "roi_qc.parquet")
-    study_figs, qc_figs = study_figures(edges_m, run_qc, roi_qc, groups, windows, sp.baseline_window, scale,
-                                          out / "figures")
+    motion = read_parquet(EXTRACT_DIR / "motion.parquet")
+    qc_tables = study_qc(params, run_qc, roi_qc, motion, edges_m, windows)
+    study_figs, qc_figs = study_figures(edges_m, run_qc, roi_qc, motion, qc_tables, groups, windows,
+                                          sp.baseline_window, scale, out / "figures", sp.alpha)
+    subject_links = subject_pages(params, edges_m, run_qc, roi_qc, motion, qc_tables, windows, scale,
+                                  out / "subjects", jobs)
 
     plot_csv = summary[["edge", "group", "window", "window_mid_min", "mean_delta", "ci_low", "ci_high", "n"]]
     write_text(out / "plots" / "delta_by_window.csv", rp.csv_text(plot_csv))
@@ -526,6 +533,12 @@ def _report(params: Params, out: Path) -> None:
         "missing_rois": missing_rois,
         "primary_test": rp_params.primary_test, "correction": sp.correction, "figures": figures,
         "courses": courses, "study_figures": study_figs, "qc_figures": qc_figs,
+        "motion_tests": qc_tables["motion_tests"][(qc_tables["motion_tests"]["measure"] != "censored")
+                                                   | bool(motion["censored"].any())].to_dict("records"),
+        "any_censored": bool(motion["censored"].any()), "strategy": params.extract.denoise.strategy,
+        "qc_fc": qc_tables["qc_fc_summary"].to_dict("records"),
+        "subject_rows": qc_tables["subjects"].to_dict("records"), "subject_links": subject_links,
+        "outliers": qc_tables["outliers"].to_dict("records"),
         "families": fams, "groups": groups, "alpha": sp.alpha, "truth": truth, "truth_note": truth_note, "caveats": provs["stats"].get("caveats", {}),
         "ci_level": rp.ci_level(sp.alpha), "primary_term": rp_params.primary_term,
         "star_levels": [f"{sp.alpha:g}", f"{sp.alpha / 5:g}", f"{sp.alpha / 50:g}"],
@@ -556,9 +569,28 @@ def planted_contrasts(params: Params, edges_path: Path) -> tuple[pd.DataFrame | 
     return contrasts(read_parquet(path), tuple(sp.groups), windows, sp.baseline_window), None
 
 
-def study_figures(edges_m, run_qc, roi_qc, groups, windows, baseline, scale, fig_dir: Path):
+def study_qc(params: Params, run_qc, roi_qc, motion, edges_m, windows) -> dict[str, pd.DataFrame]:
+    """The report's QC tables (framework/qc.py): motion and censoring per window and group over the
+    runs analysed, with the group tests; per-subject summaries and outliers; QC-FC per edge and window."""
+    from fclab.framework import qc
+    from fclab.framework.windows import resolve
+
+    sp = params.stats
+    analysed = run_qc[~run_qc["excluded"].astype(bool)]
+    cuts = resolve(params.connectivity, analysed, read_parquet(EXTRACT_DIR / "events.parquet"))
+    wm = qc.window_motion(motion, cuts[cuts["window"].isin(windows)])
+    subjects = qc.subject_qc(run_qc, motion, roi_qc)
+    q = qc.qc_fc_all(edges_m, run_qc, windows)
+    return {"window_motion": wm, "motion_tests": qc.window_motion_tests(wm, list(sp.groups), windows),
+            "subjects": subjects, "outliers": qc.outliers(subjects), "qc_fc": q,
+            "qc_fc_summary": qc.qc_fc_summary(q, sp.alpha)}
+
+
+def study_figures(edges_m, run_qc, roi_qc, motion, qc_tables, groups, windows, baseline, scale, fig_dir: Path,
+                  alpha: float = 0.05):
     """The ROI, matrix and QC figures; returns (study figures, QC figures) for the template."""
     from fclab.framework import figures as fg
+    from fclab.framework.report import ci_level
 
     atlas = read_parquet(EXTRACT_DIR / "rois.parquet")
     rois = atlas["roi"].tolist()
@@ -571,15 +603,48 @@ def study_figures(edges_m, run_qc, roi_qc, groups, windows, baseline, scale, fig
     add(study, "rois.png", "Regions of interest on the MNI152 template (axial slices)")
     fg.matrices_figure(edges_m, rois, groups, windows, scale, fig_dir / "matrices.png")
     add(study, "matrices.png", "Group-mean connectivity per window, and the group difference")
-    fg.fd_figure(read_parquet(EXTRACT_DIR / "motion.parquet"), run_qc, groups, fig_dir / "qc_fd.png")
+    fg.motion_window_figure(qc_tables["window_motion"], qc_tables["motion_tests"], groups, windows,
+                            fig_dir / "qc_motion_windows.png", alpha)
+    censored = (qc_tables["window_motion"]["censored"] > 0).any()
+    add(qc, "qc_motion_windows.png", "Head motion" + (" and censoring" if censored else "") +
+        f" per window and group, runs analysed (mean and {ci_level(alpha)} CI over subjects; dots: subjects; "
+        f"* groups differ, Holm-adjusted Mann–Whitney p < {alpha:g})")
+    fg.fd_figure(motion, run_qc, groups, fig_dir / "qc_fd.png")
     add(qc, "qc_fd.png", "Framewise displacement per volume, by group")
-    fg.censoring_figure(edges_m, run_qc, groups, windows, fig_dir / "qc_censoring.png")
-    add(qc, "qc_censoring.png", "Censored fraction of each window, by group")
-    fg.qcfc_distance_figure(edges_m, run_qc, atlas, groups, baseline, scale, fig_dir / "qc_fc_distance.png")
-    add(qc, "qc_fc_distance.png", f"QC-FC and connectivity against ROI distance ({baseline} window)")
+    fg.qcfc_distance_figure(qc_tables["qc_fc"], edges_m, atlas, groups, baseline, scale, fig_dir / "qc_fc_distance.png")
+    add(qc, "qc_fc_distance.png", f"QC-FC over every edge and window, and connectivity against ROI distance "
+        f"({baseline} window)")
     fg.roi_qc_figure(roi_qc, fig_dir / "qc_rois.png")
     add(qc, "qc_rois.png", "ROI coverage and tSNR")
     return study, qc
+
+
+def subject_pages(params: Params, edges_m, run_qc, roi_qc, motion, qc_tables, windows, scale, out: Path,
+                  jobs: int = 1) -> dict[str, str]:
+    """reports/subjects/sub-<label>.html per subject, with its figures; returns subject -> link."""
+    from fclab.framework.executor import LocalExecutor
+    from fclab.framework.report import subject_page
+
+    if not params.report.subject_pages:
+        return {}
+    carpets = read_parquet(EXTRACT_DIR / "carpets.parquet")
+    rois = read_parquet(EXTRACT_DIR / "rois.parquet")["roi"].tolist()
+    flags = qc_tables["outliers"]
+    jobs_ = []
+    for row in qc_tables["subjects"].to_dict("records"):
+        s = row["subject"]
+        jobs_.append({
+            "subject": s, "summary": row, "out": out, "rois": rois, "windows": windows, "scale": scale,
+            "title": params.report.title or f"{params.stats.groups[1]} vs {params.stats.groups[0]}",
+            "runs": run_qc[run_qc["subject"] == s], "roi_qc": roi_qc[roi_qc["subject"] == s],
+            "motion": motion[motion["subject"] == s], "carpets": carpets[carpets["subject"] == s],
+            "edges": edges_m[edges_m["subject"] == s], "flags": flags[flags["subject"] == s],
+        })
+    out.mkdir(parents=True, exist_ok=True)
+    links = {}
+    for s, name in progress(LocalExecutor(jobs).map(subject_page, jobs_), len(jobs_), "report: subject pages"):
+        links[s] = f"subjects/{name}"
+    return links
 
 
 def stage_power(params: Params, deltas: list[float], n_sims: int, edge: tuple[str, str] | None,
@@ -688,7 +753,7 @@ def run_all(params: Params, jobs: int | None = None) -> Path:
     stage_connectivity(params)
     stage_truth(params, jobs)
     stage_stats(params)
-    return stage_report(params)
+    return stage_report(params, jobs)
 
 
 def headline_lines(n: int = 3) -> list[str]:

@@ -261,6 +261,27 @@ def test_denoising_options_match_nilearn(denoise, small_study, tmp_path, in_dir)
     assert (~censored).sum() == len(kept) == len(ours)
     run_qc = pd.read_parquet(tmp_path / "results/extract/run_qc.parquet").set_index("run")
     assert run_qc.loc["infusion", "n_retained"] == len(kept)
+    # DVARS over the sampled voxels, before and after the same cleaning by nilearn's NiftiMasker.
+    from nilearn.maskers import NiftiMasker
+
+    from fclab.framework.extract import QC_VOXELS, voxel_sample
+
+    mask = nib.load(func(tmp_path, 2, "_mask.nii.gz"))
+    sample = np.zeros(mask.shape, bool)
+    sample.flat[voxel_sample(np.asarray(mask.dataobj), QC_VOXELS)] = True
+    sample_img = nib.Nifti1Image(sample.astype(np.uint8), mask.affine)
+    smooth = {"smoothing_fwhm": 6.0} if denoise.get("smoothing_fwhm") else {}
+    raw = NiftiMasker(sample_img, standardize=None, **smooth).fit_transform(img).T
+    clean = NiftiMasker(sample_img, **smooth, **{**kw, "standardize": None}).fit_transform(
+        img, confounds=confounds, sample_mask=sample_mask).T
+    psc = 100 * clean / raw.mean(axis=1, keepdims=True)
+    step = np.diff(kept) == 1
+    expected = np.full(len(censored), np.nan)
+    expected[kept[1:][step]] = np.sqrt((np.diff(psc, axis=1)[:, step] ** 2).mean(axis=0))
+    dv = motion[motion["run"] == "infusion"]
+    np.testing.assert_allclose(dv["dvars_clean"].to_numpy(), expected, rtol=1e-6)
+    expected_raw = np.r_[np.nan, np.sqrt((np.diff(100 * raw / raw.mean(axis=1, keepdims=True), axis=1) ** 2).mean(axis=0))]
+    np.testing.assert_allclose(dv["dvars_raw"].to_numpy(), expected_raw, rtol=1e-6)
 
 
 def test_session_and_resolution_entities_select_files(small_study, tmp_path):

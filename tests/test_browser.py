@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import pytest
@@ -54,7 +55,7 @@ def test_report_renders_in_headless_chromium(ran_study, tmp_path):
     broken = [i["src"] for i in images if not i["ok"]]
     assert broken == [], broken
     srcs = {i["src"] for i in images}
-    assert {"figures/rois.png", "figures/matrices.png", "figures/qc_fd.png", "figures/qc_censoring.png",
+    assert {"figures/rois.png", "figures/matrices.png", "figures/qc_fd.png", "figures/qc_motion_windows.png",
             "figures/qc_fc_distance.png", "figures/qc_rois.png"} <= srcs
     assert shot.stat().st_size > 50_000
     for heading in ("Study summary", "Regions and connectivity", "Quality control", "Statistics", "Methods",
@@ -125,3 +126,78 @@ def test_hostile_names_render_as_text(ran_study, tmp_path, in_dir):
     assert scripts == ["/* Sorting and filtering of the statisti"]  # the report's own script, nothing injected
     assert dialogs == [] and bold == 0
     assert roi in text and group in text  # shown literally, as text
+
+
+def test_labels_follow_alpha_and_subject_pages_in_chromium(ran_study, tmp_path, in_dir):
+    """At α = 0.01 the intervals are 99 %, and every label, legend and caption says so; stars use α.
+    In Chromium: the page at that α, and a subject's QC page (reached from the study page), load with
+    every image and no console error."""
+    from conftest import run_cli, small_params, write_params
+    from fclab.framework.report import stars
+
+    directory, _, _ = ran_study
+    shutil.copytree(directory / "results", tmp_path / "results")
+    shutil.copytree(directory / "data", tmp_path / "data")
+    params = small_params()
+    params["stats"]["alpha"] = 0.01
+    params["report"]["title"] = "A <pilot> study"
+    write_params(tmp_path, params)
+    in_dir(tmp_path)
+    for stage in ("stats", "report"):
+        code, _, err = run_cli(stage)
+        assert code == 0, err
+    html = (tmp_path / "reports/index.html").read_text()
+    assert "<title>fclab report: A &lt;pilot&gt; study</title>" in html
+    assert "95 %" not in html and "95%" not in html
+    assert re.search(r"(&lt;|<|α =)\s*0?\.05\b", html) is None  # no threshold at the default α
+    assert "with 99 % confidence intervals" in html and "<th>99 % CI</th>" in html
+    assert "99 % confidence band" in html
+    assert "p<sub>adj</sub> &lt; 0.01, ** &lt; 0.002, *** &lt; 0.0002" in html
+    assert "(99 % CI)" in html and "at α = 0.01" in html
+    assert "mean and 99 % CI over subjects" in html and "Mann–Whitney p &lt; 0.01" in html
+    assert [stars(p, 0.01) for p in (0.02, 0.009, 0.001, 0.0001)] == ["", "*", "**", "***"]
+    assert [stars(p, 0.05) for p in (0.04, 0.009, 0.0009)] == ["*", "**", "***"]
+    if os.environ.get("FCLAB_SKIP_BROWSER") == "1":
+        pytest.skip("FCLAB_SKIP_BROWSER=1")
+    from playwright.sync_api import sync_playwright
+
+    errors, pages = [], {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto((tmp_path / "reports/index.html").resolve().as_uri())
+            page.wait_for_load_state("load")
+            for name in ("index", "subject"):
+                if name == "subject":  # follow the first subject link of the study page
+                    page.locator("#subjects ~ div table a").first.click()
+                    page.wait_for_load_state("load")
+                shot = tmp_path / f"{name}.png"
+                page.screenshot(path=str(shot), full_page=True)
+                pages[name] = {
+                    "url": page.url, "text": page.inner_text("body"), "shot": shot.stat().st_size,
+                    "images": page.evaluate("Array.from(document.images).map(i => ({src: i.getAttribute('src'), "
+                                            "ok: i.complete && i.naturalWidth > 0, w: i.getBoundingClientRect().width}))"),
+                }
+            page.locator("text=← study report").click()
+            page.wait_for_load_state("load")
+            back = page.url
+        finally:
+            browser.close()
+    assert errors == []
+    index, subject = pages["index"], pages["subject"]
+    assert "99 % CI" in index["text"] and "95 %" not in index["text"]
+    assert subject["url"].endswith("/reports/subjects/sub-01.html")
+    assert back.endswith("/reports/index.html#subjects")
+    for name, pg in pages.items():
+        broken = [i["src"] for i in pg["images"] if not i["ok"]]
+        assert broken == [], (name, broken)
+    assert {"sub-01_baseline_carpet.jpg", "sub-01_infusion_carpet.jpg", "sub-01_connectivity.png"} == {
+        i["src"] for i in subject["images"]}
+    assert all(i["w"] >= 800 for i in subject["images"] if "carpet" in i["src"])  # readable, not thumbnails
+    assert all(i["w"] >= 1000 for i in index["images"] if i["src"].startswith("figures/qc_"))
+    for heading in ("Runs", "ROI quality", "Connectivity", "DVARS before (%)", "Left_Amygdala"):
+        assert heading in subject["text"]
+    assert subject["shot"] > 50_000

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats as st
 
-from fclab.framework.figures import censored_fraction, group_matrices, qc_fc
+from fclab.framework.figures import group_matrices
 
 
 def table(seed=0):
@@ -27,15 +26,6 @@ def table(seed=0):
     return edges, run_qc
 
 
-def test_qc_fc_is_the_pearson_correlation_with_mean_fd():
-    edges, run_qc = table()
-    q = qc_fc(edges, run_qc, "baseline").set_index(["roi_a", "roi_b"])
-    fd = run_qc.groupby("subject")["mean_fd"].mean()
-    e = edges[(edges["window"] == "baseline") & (edges["roi_a"] == "A") & (edges["roi_b"] == "C")]
-    ref = st.pearsonr(e["subject"].map(fd), e["value"]).statistic
-    assert q.loc[("A", "C"), "qc_fc_r"] == pytest.approx(ref, rel=1e-12)
-
-
 def test_group_matrices_and_difference():
     edges, _ = table(1)
     mats = group_matrices(edges, ["A", "B", "C"], ("ref", "target"), ["w1"])
@@ -44,13 +34,6 @@ def test_group_matrices_and_difference():
     assert mats["target", "w1"][2, 0] == mats["target", "w1"][0, 2]  # symmetric
     assert mats["difference", "w1"][1, 2] == pytest.approx(means.loc["target", ("B", "C")] - means.loc["ref", ("B", "C")])
     assert np.isnan(mats["ref", "w1"][0, 0])
-
-
-def test_censored_fraction_from_window_length_and_tr():
-    edges, run_qc = table()
-    c = censored_fraction(edges, run_qc, ["baseline", "w1"]).set_index(["subject", "window"])["censored"]
-    assert c[("03", "baseline")] == 0.0
-    assert c[("04", "w1")] == pytest.approx(4 / 240)  # 4 of the 240 volumes in 600 s at TR 2.5
 
 
 def test_matrix_colours_follow_the_sign_of_the_values():

@@ -87,18 +87,48 @@ def mean_ci(values: np.ndarray, alpha: float) -> tuple[float, float, float, int]
     return float(m), float(m - q * se), float(m + q * se), n
 
 
+def event_zero(frame: pd.DataFrame, events: pd.DataFrame, specs) -> np.ndarray:
+    """Per row of ``frame`` (subject, window): the time in seconds from the run start that the row's
+    window is timed from — its event's onset in that subject's run, or 0 for a window without an event
+    (and NaN when the subject has no such event)."""
+    zero = np.zeros(len(frame))
+    for spec in specs:
+        rows = (frame["window"] == spec.name).to_numpy()
+        if spec.event is None or not rows.any():
+            continue
+        onset = events[(events["run"] == spec.run) & (events["trial_type"] == spec.event)]
+        onset = onset.drop_duplicates("subject").set_index("subject")["onset_s"]
+        zero[rows] = frame.loc[rows, "subject"].map(onset).to_numpy(float)
+    return zero
+
+
 def delta_summary(delta: pd.DataFrame, groups, windows, alpha) -> pd.DataFrame:
+    """Mean change from baseline with its CI per edge, group and window; ``window_mid_min``: the
+    window's centre in minutes from the time it is timed from (``delta['zero_s']``: the event onset;
+    the run start when the column is absent), averaged over the group's subjects."""
     rows = []
+    zero = delta["zero_s"] if "zero_s" in delta else 0.0
+    delta = delta.assign(_mid_min=((delta["window_start_s"] + delta["window_end_s"]) / 2 - zero) / 60.0)
     for (a, b), frame in delta.groupby(["roi_a", "roi_b"], sort=False):
         for g in groups:
             for w in windows:
                 sel = frame[(frame["group"] == g) & (frame["window"] == w)]
                 m, lo, hi, n = mean_ci(sel["delta"].to_numpy(), alpha)
-                mid = (sel["window_start_s"].mean() + sel["window_end_s"].mean()) / 120.0
                 rows.append({"edge": f"{a}~{b}", "roi_a": a, "roi_b": b, "group": g, "window": w,
-                             "window_mid_min": round(float(mid), 3), "mean_delta": m, "ci_low": lo,
-                             "ci_high": hi, "n": n})
+                             "window_mid_min": round(float(sel["_mid_min"].mean()), 3), "mean_delta": m,
+                             "ci_low": lo, "ci_high": hi, "n": n})
     return pd.DataFrame(rows)
+
+
+def plot_series(table: pd.DataFrame, columns: list[str], directory: Path) -> None:
+    """One CSV per edge in ``directory`` (``<roi_a>__<roi_b>.csv``, groups told apart by a ``group``
+    column) for DVC's plots: a directory of plots is drawn one plot per file, and the project's
+    ``by_group`` template draws one line per group. The directory exists (empty) without rows."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if table.empty:
+        return
+    for (a, b), frame in table.groupby(["roi_a", "roi_b"], sort=False):
+        write_text(directory / f"{slug(a)}__{slug(b)}.csv", csv_text(frame[columns]))
 
 
 def stars(p: float, alpha: float) -> str:

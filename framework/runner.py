@@ -449,6 +449,8 @@ def _report(params: Params, out: Path, jobs: int = 1) -> None:
     groups = list(sp.groups)
     edges_m = edges[(edges["metric"] == metric) & edges["window"].isin(windows)]
     delta = rp.change_from_baseline(edges_m, sp.baseline_window)
+    events = read_parquet(EXTRACT_DIR / "events.parquet")
+    delta["zero_s"] = rp.event_zero(delta, events, params.connectivity.windows)
     summary = rp.delta_summary(delta, groups, infusion_windows, sp.alpha)
     primary = tests[(tests["test"] == rp_params.primary_test) & (tests["metric"] == metric)
                     & (tests["term"] == rp_params.primary_term)]
@@ -473,7 +475,6 @@ def _report(params: Params, out: Path, jobs: int = 1) -> None:
     course = pd.DataFrame(columns=course_columns)  # the DVC plot series exists, empty, without sliding windows
     if sliding:
         spec = sliding[0]
-        events = read_parquet(EXTRACT_DIR / "events.parquet")
         course = rp.sliding_course(edges[edges["metric"] == metric], events, spec, groups, sp.alpha)
         pairs = list(course[["roi_a", "roi_b"]].drop_duplicates().itertuples(index=False))
         for a, b in progress(pairs, len(pairs), "report: sliding-window figures"):
@@ -481,6 +482,7 @@ def _report(params: Params, out: Path, jobs: int = 1) -> None:
             rp.course_figure(course, a, b, groups, scale, spec, out / "figures" / name)
             courses.append({"src": f"figures/{name}", "alt": f"Sliding-window course, {rp.edge_label(a, b)}"})
     write_text(out / "plots" / "sliding_course.csv", rp.csv_text(course[course_columns]))
+    rp.plot_series(course, course_columns[2:3] + course_columns[1:2] + course_columns[3:], out / "plots" / "course")
 
     roi_qc = read_parquet(EXTRACT_DIR / "roi_qc.parquet")
     motion = read_parquet(EXTRACT_DIR / "motion.parquet")
@@ -492,6 +494,8 @@ def _report(params: Params, out: Path, jobs: int = 1) -> None:
 
     plot_csv = summary[["edge", "group", "window", "window_mid_min", "mean_delta", "ci_low", "ci_high", "n"]]
     write_text(out / "plots" / "delta_by_window.csv", rp.csv_text(plot_csv))
+    rp.plot_series(summary, ["window_mid_min", "group", "window", "mean_delta", "ci_low", "ci_high", "n"],
+                   out / "plots" / "delta")
 
     n_per_group = run_qc.drop_duplicates("subject")["group"].value_counts().sort_index().to_dict()
     n_per_group = {k: int(v) for k, v in n_per_group.items()}

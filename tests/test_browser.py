@@ -201,3 +201,58 @@ def test_labels_follow_alpha_and_subject_pages_in_chromium(ran_study, tmp_path, 
     for heading in ("Runs", "ROI quality", "Connectivity", "DVARS before (%)", "Left_Amygdala"):
         assert heading in subject["text"]
     assert subject["shot"] > 50_000
+
+
+def test_dvc_plots_show_offline_one_plot_per_edge_one_line_per_group(ran_study, tmp_path):
+    """`dvc plots show` with the project's dvc.yaml, template and page: one plot per edge, each with a
+    line per group, x in minutes from the infusion onset; it renders in Chromium with every network
+    request refused."""
+    if os.environ.get("FCLAB_SKIP_BROWSER") == "1":
+        pytest.skip("FCLAB_SKIP_BROWSER=1")
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pandas as pd
+    from playwright.sync_api import sync_playwright
+
+    from fclab.framework.dvcviews import offline_template
+
+    root = Path(__file__).resolve().parents[1]
+    directory, _, _ = ran_study
+    work = tmp_path / "repo"
+    shutil.copytree(directory / "reports" / "plots", work / "reports" / "plots")
+    for name in ("dvc.yaml", "params.yaml"):
+        shutil.copy(root / name, work / name)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=work, check=True)
+    shutil.copy(root / ".dvc/config", work / ".dvc/config")
+    (work / ".dvc/plots").mkdir(exist_ok=True)
+    shutil.copy(root / ".dvc/plots/by_group.json", work / ".dvc/plots/by_group.json")
+    (work / ".dvc/plots/offline.html").write_text(offline_template())
+    subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "-o", "out", "-q"], cwd=work, check=True,
+                   env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    html = (work / "out" / "index.html").read_text()
+    assert "cdn.jsdelivr" not in html and "<script src" not in html
+    edges = sorted(p.name for p in (work / "reports/plots/delta").glob("*.csv"))
+    assert len(edges) == 10  # every ROI pair of the small study
+    one = pd.read_csv(work / "reports/plots/delta" / edges[0])
+    assert set(one["group"]) == {"midazolam", "ketamine"}
+    assert sorted(set(one["window_mid_min"])) == [5.0, 15.0]  # 0-10 and 10-20 min after the infusion onset
+    refused, errors = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 900})
+            page.route("**/*", lambda r: r.continue_() if r.request.url.startswith("file:")
+                       else (refused.append(r.request.url), r.abort()))
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto((work / "out" / "index.html").resolve().as_uri())
+            page.wait_for_load_state("load")
+            page.wait_for_function("document.querySelectorAll('svg.marks, canvas.marks').length >= 20")
+            charts = page.evaluate("document.querySelectorAll('svg.marks, canvas.marks').length")
+            text = page.inner_text("body")
+        finally:
+            browser.close()
+    assert refused == [] and errors == []
+    assert charts == 20  # 10 edges x (change from baseline, sliding course)
+    assert "min from the event onset" in text and "ketamine" in text and "midazolam" in text

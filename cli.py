@@ -207,6 +207,14 @@ def validate(
     typer.echo("inputs: ok")
 
 
+@app.command("params-doc")
+def params_doc():
+    """Print the reference of every params.yaml key (docs/params.md) from the schema."""
+    from fclab.framework.params import params_markdown
+
+    typer.echo(params_markdown(), nl=False)
+
+
 plugins_app = typer.Typer(help="List the installed plugins, or check one against the contract.")
 app.add_typer(plugins_app, name="plugins")
 

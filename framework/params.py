@@ -35,7 +35,7 @@ class Section(BaseModel):
     (true/false, yes/no, on/off) is never read as a number or a string: ``n_perm: yes`` would
     otherwise become 1."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -63,14 +63,23 @@ class EffectSpec(Section):
     """
 
     roi_a: Literal[SIM_ROIS]
+    """One ROI of the pair (a simulated source)."""
     roi_b: Literal[SIM_ROIS]
+    """The other ROI of the pair."""
     group: Literal[SIM_GROUPS] = "ketamine"
+    """The group the effect is planted in."""
     delta_r: float = Field(gt=-1, lt=1)
+    """Change of the latent correlation at full strength (negative: a decrease)."""
     course: Literal["gaussian", "step", "ramp"] = "gaussian"
+    """Time profile over minutes after the infusion onset: gaussian, step or ramp."""
     peak_min: float = 15.0
+    """gaussian: minute of the peak after the infusion onset."""
     width_min: float = Field(4.0, gt=0)
+    """gaussian: standard deviation of the course, in minutes."""
     start_min: float = Field(0.0, ge=0)
+    """step and ramp: minute the effect starts."""
     end_min: float | None = None
+    """step: minute it ends; ramp: minute it reaches full strength."""
 
     @model_validator(mode="after")
     def _check(self):
@@ -85,34 +94,49 @@ class SimulateParams(Section):
     """The embedded default study: sizes, noise and the planted effects."""
 
     output_dir: str = "data/simulated"
+    """Where `fclab simulate` writes the study (BIDS derivatives with fMRIPrep names)."""
     seed: int = 20261126
+    """Random seed of the whole study; the same seed gives the same bytes."""
     n_ketamine: int = Field(12, ge=2)
+    """Subjects in the ketamine group."""
     n_midazolam: int = Field(14, ge=2)
+    """Subjects in the midazolam group."""
     voxel_size_mm: int = Field(6, ge=1)
+    """Voxel size of the simulated images: 2 for realistic studies; 6 keeps the default run near a minute."""
     tr_s: float = Field(2.5, gt=0)
+    """Repetition time, seconds."""
     baseline_duration_s: float = Field(480.0, gt=0)
+    """Length of the baseline rest run, seconds."""
     pre_onset_s: float = Field(60.0, ge=0)
+    """Seconds of the infusion run before the infusion starts (the event onset)."""
     infusion_duration_s: float = Field(2400.0, gt=0)
+    """Length of the infusion after its onset, seconds."""
     effect_delta_r: float = Field(0.4, ge=0, lt=1)
+    """Default study's effect: the ketamine-only drop of the amygdala–vmPFC latent correlation at the peak."""
     effect_peak_min: float = 15.0
+    """Default study's effect: minute of the peak after the infusion onset."""
     effect_width_min: float = Field(4.0, gt=0)
-    truth_window_min: float = Field(10.0, gt=0)  # ground_truth.json averages over blocks this long
+    """Default study's effect: standard deviation of its Gaussian course, minutes."""
+    truth_window_min: float = Field(10.0, gt=0)
+    """ground_truth.json averages the planted course over consecutive blocks this long (minutes)."""
     subject_jitter_r: float = Field(0.05, ge=0)
+    """SD of each subject's deviation from the group's latent correlations."""
     thermal_noise: float = Field(10.0, ge=0)
+    """SD of the voxel-wise white noise, in the image's signal units."""
     motion_scale_mm: float = Field(0.03, ge=0)
+    """SD of the per-volume head-motion steps, mm."""
     spike_rate: float = Field(0.01, ge=0, le=1)
-    # A motion confound for testing denoising: this group moves more during the infusion run.
+    """Probability that a volume carries a motion spike."""
     extra_motion_group: str | None = None
+    """A motion confound for testing denoising: this group moves extra_motion_factor times more during the infusion run (None: off)."""
     extra_motion_factor: float = Field(4.0, ge=1)
-    # Motion artefacts the realignment parameters do not capture (0: off), in % signal per mm of FD:
-    # a spin-history-like artefact with its own spatial pattern, decaying over two volumes, and a
-    # global signal change. Regressing the motion parameters leaves them; scrubbing and global
-    # signal regression remove more.
+    """How much more extra_motion_group moves (motion steps and spike rate)."""
     spin_history: float = Field(0.0, ge=0)
+    """A motion artefact the realignment parameters do not capture, in % signal per mm of FD: spin-history-like, with its own spatial pattern, decaying over two volumes (0: off). Scrubbing removes more of it than motion regression."""
     motion_global: float = Field(0.0, ge=0)
-    # Planted effects. None: the default study's, built from effect_delta_r, effect_peak_min and
-    # effect_width_min (a ketamine-only Gaussian decrease of left and right amygdala–vmPFC).
+    """A global signal change per mm of FD, in % signal (0: off); global signal regression removes it."""
     effects: list[EffectSpec] | None = None
+    """The planted effects (see EffectSpec). None: the default study's, a ketamine-only Gaussian decrease of left and right amygdala–vmPFC built from effect_delta_r, effect_peak_min and effect_width_min."""
 
     def planted(self) -> list[EffectSpec]:
         """The planted effects: ``effects``, or the default study's."""
@@ -125,24 +149,36 @@ class SimulateParams(Section):
 
 class RunSelect(Section):
     task: str = "rest"
+    """BIDS task- label of the run's files."""
     run: str | None = None
-    session: str | None = None  # BIDS ses- label
+    """BIDS run- label (None: files without a run entity)."""
+    session: str | None = None
+    """BIDS ses- label (None: files without a session)."""
 
 
 class DataParams(Section):
     root: str = "data/simulated"
-    # The raw BIDS dataset, searched for events.tsv before root (fMRIPrep does not copy them); None: root only.
+    """An fMRIPrep derivatives directory (BOLD, brain masks, confounds, and events unless events_root)."""
     events_root: str | None = None
+    """The raw BIDS dataset, searched for events.tsv before the derivatives, with BIDS inheritance (None: the derivatives only)."""
     space: str = "MNI152NLin2009cAsym"
-    res: str | None = None  # BIDS res- label of the BOLD and mask (fMRIPrep's output resolutions)
+    """BIDS space- label of the preprocessed BOLD and masks."""
+    res: str | None = None
+    """BIDS res- label of the BOLD and mask (fMRIPrep's output resolutions); None: files without one."""
     participants: str = "participants.tsv"
+    """participants.tsv, relative to root."""
     group_column: str = "group"
-    group_map: dict[str, str] = Field(default_factory=dict)  # participants.tsv value -> group name
-    include: list[str] = Field(default_factory=list)  # subject labels to keep (empty: all)
-    exclude: list[str] = Field(default_factory=list)  # subject labels to leave out
+    """The participants.tsv column that holds each subject's group."""
+    group_map: dict[str, str] = Field(default_factory=dict)
+    """Maps participants.tsv values to group names (e.g. {K: ketamine}); empty: the values are the names."""
+    include: list[str] = Field(default_factory=list)
+    """Subject labels to keep (empty: all)."""
+    exclude: list[str] = Field(default_factory=list)
+    """Subject labels to leave out."""
     runs: dict[str, RunSelect] = Field(
         default_factory=lambda: {"baseline": RunSelect(run="1"), "infusion": RunSelect(run="2")}
     )
+    """The study's runs: a name (used by windows) for each, with the BIDS entities that select its files."""
 
     @field_validator("runs")
     @classmethod
@@ -153,16 +189,22 @@ class DataParams(Section):
 
 
 class DenoiseParams(Section):
-    strategy: Literal["simple", "scrubbing", "compcor", "ica_aroma", "none"] = "simple"  # none: no confounds
+    strategy: Literal["simple", "scrubbing", "compcor", "ica_aroma", "none"] = "simple"
+    """nilearn load_confounds_strategy preset (simple, scrubbing, compcor, ica_aroma), or none for no confounds."""
     strategy_options: dict[str, Any] = Field(default_factory=dict)
+    """Options of the preset, passed to load_confounds_strategy (e.g. fd_threshold for scrubbing); an option the preset ignores is an error."""
     detrend: bool = True
+    """Remove a linear trend (nilearn signal.clean)."""
     standardize: Literal["zscore_sample", "zscore", "psc", False] = "zscore_sample"
+    """How signal.clean standardises the ROI signals: zscore_sample, zscore, psc, or false."""
     low_pass_hz: float | None = Field(0.08, gt=0)
+    """Butterworth low-pass cutoff, Hz (None: none)."""
     high_pass_hz: float | None = Field(0.01, gt=0)
-    # Confounds TSV columns regressed out in addition to the strategy's (alone with strategy none);
-    # their leading n/a (derivatives) become 0.
+    """Butterworth high-pass cutoff, Hz (None: none)."""
     columns: list[str] = Field(default_factory=list)
-    smoothing_fwhm: float | None = Field(None, gt=0)  # mm, applied to the BOLD image before extraction
+    """Confounds TSV columns regressed out in addition to the strategy's (alone with strategy none); their leading n/a (derivatives) become 0."""
+    smoothing_fwhm: float | None = Field(None, gt=0)
+    """Gaussian smoothing of the BOLD image before extraction, FWHM in mm (None: none)."""
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -188,22 +230,29 @@ def strategy_options(strategy: str) -> list[str]:
 class ExclusionParams(Section):
     """Run exclusion rules, applied after denoising; None switches a rule off."""
 
-    max_mean_fd: float | None = Field(None, gt=0)  # mm, mean framewise displacement of the run
-    max_censored_fraction: float | None = Field(None, ge=0, le=1)  # volumes left out by the sample mask
+    max_mean_fd: float | None = Field(None, gt=0)
+    """Exclude a run whose mean framewise displacement exceeds this, mm (None: off)."""
+    max_censored_fraction: float | None = Field(None, ge=0, le=1)
+    """Exclude a run whose fraction of volumes censored by the sample mask exceeds this (None: off)."""
     min_clean_volumes: int | None = Field(None, ge=1)
-    whole_subject: bool = False  # one excluded run excludes every run of that subject
+    """Exclude a run with fewer volumes left after censoring (None: off)."""
+    whole_subject: bool = False
+    """One excluded run excludes every run of that subject."""
 
 
 class ExtractParams(Section):
     data: DataParams = Field(default_factory=DataParams)
+    """Where the inputs are and which files to use."""
     rois: list[PluginSpec] = Field(min_length=1)
+    """ROI set plugins, in order: a name or {name: ..., options}; `fclab plugins` lists them."""
     denoise: DenoiseParams = Field(default_factory=DenoiseParams)
+    """Confound regression, filtering and standardisation of the ROI signals."""
     exclude: ExclusionParams = Field(default_factory=ExclusionParams)
-    # An ROI covering less than this fraction of its voxels inside a run's brain mask is set to missing
-    # for that run (roi_qc says why); None: an ROI with no voxel in the mask is an error instead.
+    """Run exclusion rules, applied after denoising; an excluded run's windows become missing."""
     min_coverage: float | None = Field(None, gt=0, le=1)
-    # A run whose files are missing or unreadable: stop (fail) or record it in run_qc and go on (skip).
+    """An ROI covering less than this fraction of its voxels inside a run's brain mask is missing for that run (roi_qc says why); None: an ROI with no voxel in the mask is an error."""
     on_error: Literal["fail", "skip"] = "fail"
+    """A run whose files are missing or unreadable: stop (fail), or record it in run_qc and go on (skip)."""
 
 
 def _span(spec, lo_min, hi_min, lo_s, hi_s) -> tuple[float | None, float | None]:
@@ -225,12 +274,19 @@ class WindowSpec(Section):
     """A fixed window: the whole run, or [start, end) relative to the run start or an event onset."""
 
     name: str
+    """The window's name, used in stats (baseline_window) and the report."""
     run: str
-    event: str | None = None  # times are relative to this event's onset; None: to the run start
+    """The run it lies in (a key of extract.data.runs)."""
+    event: str | None = None
+    """Times are relative to this event's onset (events.tsv trial_type); None: to the run start."""
     start_min: float | None = None
+    """Start, minutes (None with end_min None: the whole run)."""
     end_min: float | None = None
+    """End, minutes."""
     start_s: float | None = None
+    """Start, seconds (instead of start_min)."""
     end_s: float | None = None
+    """End, seconds (instead of end_min)."""
 
     @field_validator("name")
     @classmethod
@@ -251,15 +307,25 @@ class SlidingSpec(Section):
     """Sliding windows of ``length_s`` every ``step_s`` over a span of a run (default: all of it)."""
 
     name: str
+    """The name of this set of sliding windows."""
     run: str
+    """The run it lies in (a key of extract.data.runs)."""
     event: str | None = None
+    """Times are relative to this event's onset; None: to the run start."""
     start_min: float | None = None
+    """Start of the span the windows slide over, minutes (None: the whole run)."""
     end_min: float | None = None
+    """End of that span, minutes."""
     start_s: float | None = None
+    """Start of the span, seconds (instead of start_min)."""
     end_s: float | None = None
+    """End of the span, seconds (instead of end_min)."""
     length_s: float = Field(gt=0)
+    """Length of each window, seconds."""
     step_s: float = Field(gt=0)
+    """Step between window starts, seconds."""
     taper: Literal["none", "hann", "tukey"] = "none"
+    """Weighting of the volumes in each window: none, hann or tukey."""
 
     @field_validator("name")
     @classmethod
@@ -280,14 +346,23 @@ class SlidingSpec(Section):
 
 class ConnectivityParams(Section):
     windows: list[WindowSpec] = Field(min_length=2)
+    """Fixed windows (at least two: a baseline and one more); the statistics compare them."""
     sliding: list[SlidingSpec] = Field(default_factory=list)
-    allow_overlap: bool = False  # may fixed windows on the same run overlap?
-    min_volumes: int = Field(20, ge=2)  # fewer clean volumes: a missing value, with the reason
-    equalize: bool = False  # subsample every fixed window to the same clean-volume count
-    equalize_volumes: int | None = Field(None, ge=2)  # None: the smallest count of any fixed window
-    equalize_contiguous: bool = True  # one contiguous block (keeps autocorrelation) or scattered volumes
+    """Sliding windows for the report's time courses (dynamic connectivity; not tested in stats)."""
+    allow_overlap: bool = False
+    """May fixed windows on the same run overlap?"""
+    min_volumes: int = Field(20, ge=2)
+    """A window with fewer clean volumes gets a missing value, with the reason."""
+    equalize: bool = False
+    """Subsample every fixed window to the same clean-volume count."""
+    equalize_volumes: int | None = Field(None, ge=2)
+    """The count equalize subsamples to; None: the smallest count of any fixed window."""
+    equalize_contiguous: bool = True
+    """Subsample one contiguous block (keeps the autocorrelation) rather than scattered volumes."""
     seed: int = 0
+    """Random seed of the subsampling."""
     metrics: list[PluginSpec] = Field(min_length=1)
+    """Connectivity metric plugins: a name or {name: ..., options}; `fclab plugins` lists them."""
 
     @model_validator(mode="after")
     def _names_and_overlap(self):
@@ -308,18 +383,22 @@ class ConnectivityParams(Section):
 
 
 class StatsParams(Section):
-    groups: tuple[str, str] = ("midazolam", "ketamine")  # (reference, target)
+    groups: tuple[str, str] = ("midazolam", "ketamine")
+    """[reference, target]: estimates are target minus reference."""
     baseline_window: str = "baseline"
+    """The window changes are measured from."""
     tests: list[PluginSpec] = Field(min_length=1)
+    """Statistical test plugins: a name or {name: ..., options}; `fclab plugins` lists them."""
     correction: Literal["holm", "fdr_bh", "bonferroni"] = "holm"
-    # What one adjustment family spans besides the confirmatory/exploratory split: the family is
-    # the rows sharing these columns (edges × windows when "window" is absent).
+    """Multiple-comparison adjustment within each family: holm, fdr_bh or bonferroni."""
     family: list[Literal["test", "metric", "term", "window"]] = ["test", "metric", "term"]
+    """What one adjustment family spans besides the confirmatory/exploratory split: the rows sharing these columns (edges × windows when window is absent)."""
     alpha: float = Field(0.05, gt=0, lt=1)
+    """Significance level: adjusted p below it is significant; intervals are 1 − alpha."""
     confirmatory: list[tuple[str, str]] = Field(default_factory=list)
-    # Subject-level covariates for the models that take them (mmrm, lmm, lmm_reference, ancova): columns of
-    # participants.tsv, or mean_fd (the subject's mean framewise displacement over its runs).
+    """Pre-registered edges [roi_a, roi_b]; every other edge is exploratory (a family of its own)."""
     covariates: list[str] = Field(default_factory=list)
+    """Subject-level covariates for the models that take them (mmrm, lmm, lmm_reference, ancova): participants.tsv columns, or mean_fd (the subject's mean framewise displacement over its runs)."""
 
     @field_validator("groups")
     @classmethod
@@ -331,18 +410,28 @@ class StatsParams(Section):
 
 class ReportParams(Section):
     primary_test: str = "mmrm"
-    primary_term: str = "group:window"  # the contrast the figures mark and the headline reports
-    metric: str | None = None  # which metric the figures show; None: the first one
-    title: str | None = None  # the report's title; None: "<target group> vs <reference group>"
-    subject_pages: bool = True  # a QC page per subject (carpet plots, motion, ROI quality, connectivity)
+    """The test the figures mark and the headline reports."""
+    primary_term: str = "group:window"
+    """Its term the figures mark and the headline reports."""
+    metric: str | None = None
+    """Which metric the figures show; None: the first one."""
+    title: str | None = None
+    """The report's title; None: "<target group> vs <reference group>"."""
+    subject_pages: bool = True
+    """A QC page per subject (carpet plots, motion, ROI quality, connectivity); false for very large studies."""
 
 
 class Params(Section):
     simulate: SimulateParams = Field(default_factory=SimulateParams)
+    """The embedded simulated study (used when extract.data.root is its output_dir)."""
     extract: ExtractParams
+    """Stage extract: inputs, ROIs, denoising, exclusions."""
     connectivity: ConnectivityParams
+    """Stage connectivity: windows and metrics."""
     stats: StatsParams
+    """Stage stats: groups, tests, corrections."""
     report: ReportParams = Field(default_factory=ReportParams)
+    """Stage report: what the report shows."""
 
 
 def _loc(loc) -> str:
@@ -527,3 +616,78 @@ def section_hash(section: BaseModel | dict) -> str:
     """A stable hash of one params section, recorded in every output's provenance."""
     data = section.model_dump(mode="json") if isinstance(section, BaseModel) else section
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _type_text(annotation) -> str:
+    """A reader's form of a field's type: ``float | None``, ``one of "holm", "fdr_bh"``, ``list of ...``."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is type(None):
+        return "null"
+    if origin is Literal:
+        return "one of " + ", ".join(json.dumps(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        if set(args) == {str, dict[str, Any]}:
+            return "plugin: name or {name, options}"
+        return " or ".join(_type_text(a) for a in args)
+    if origin in (list, tuple):
+        inner = [a for a in args if a is not Ellipsis]
+        if origin is tuple and len(inner) > 1 and len(set(inner)) == 1:
+            return f"[{', '.join(_type_text(a) for a in inner)}]"
+        return f"list of {_type_text(inner[0])}" if inner else "list"
+    if origin is dict:
+        return f"map of {_type_text(args[0])} to {_type_text(args[1])}"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return "section (below)"
+    return getattr(annotation, "__name__", str(annotation)).replace("Any", "any")
+
+
+def _default_text(field) -> str:
+    if field.is_required():
+        return "required"
+    value = field.get_default(call_default_factory=True)
+    if isinstance(value, BaseModel):
+        return "(below)"
+    if isinstance(value, dict) and any(isinstance(v, BaseModel) for v in value.values()):
+        value = {k: v.model_dump(exclude_defaults=True) for k, v in value.items()}
+    return f"`{json.dumps(value, ensure_ascii=False)}`"
+
+
+def _nested(annotation) -> list[tuple[str, type[BaseModel]]]:
+    """The sections inside a field's type, with the path suffix they sit at ('', '[]', '.<name>')."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [("", annotation)]
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    out = []
+    if origin in (typing.Union, types.UnionType):
+        for a in args:
+            out += _nested(a)
+    elif origin in (list, tuple):
+        out += [("[]" + s, m) for a in args for s, m in _nested(a)]
+    elif origin is dict:
+        out += [(".<name>" + s, m) for s, m in _nested(args[1])]
+    return out
+
+
+def params_markdown() -> str:
+    """docs/params.md: every key params.yaml accepts, with its type, default and meaning, generated
+    from the schema (``fclab params-doc``). The comments in params.yaml do not survive
+    ``dvc exp run -S`` (DVC rewrites the file); this page does, and a test keeps it in sync."""
+    out = ["# params.yaml reference", "",
+           "Generated from the schema in `framework/params.py` by `fclab params-doc > docs/params.md`; a test",
+           "checks that this page matches the schema. Plugin options are listed by `fclab plugins --all`.", ""]
+    queue: list[tuple[str, type[BaseModel]]] = [(name, f.annotation) for name, f in Params.model_fields.items()]
+    seen = set()
+    while queue:
+        path, model = queue.pop(0)
+        if path in seen:
+            continue
+        seen.add(path)
+        doc = (model.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        out += [f"## `{path}`", ""] + ([doc, ""] if doc and not doc.startswith("Base of") else [])
+        out += ["| key | type | default | meaning |", "|---|---|---|---|"]
+        for name, field in model.model_fields.items():
+            desc = (field.description or "").replace("|", "\\|").replace("\n", " ")
+            out.append(f"| `{name}` | {_type_text(field.annotation).replace('|', '/')} | {_default_text(field)} | {desc} |")
+            queue += [(f"{path}.{name}{suffix}", m) for suffix, m in _nested(field.annotation)]
+        out.append("")
+    return "\n".join(out)

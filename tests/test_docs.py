@@ -72,3 +72,20 @@ def test_shell_commands_exist(path):
             command = [w for w in words[1:] if not w.startswith("-")][:1]
             code_, _, err = run_cli(*command, "--help")
             assert code_ == 0, f"{path.name}: `{line.strip()}`: {err}"
+
+
+def test_params_reference_matches_the_schema():
+    """docs/params.md is what `fclab params-doc` prints now (regenerate it when the schema changes),
+    and every key of every section has a meaning in it."""
+    from fclab.framework.params import params_markdown
+
+    page = (ROOT / "docs/params.md").read_text()
+    assert page == params_markdown(), "docs/params.md is stale: run `fclab params-doc > docs/params.md`"
+    rows = [line for line in page.splitlines() if line.startswith("| `")]
+    assert len(rows) > 80
+    undocumented = [r.split("|")[1].strip() for r in rows if not r.rstrip(" |").split("|")[-1].strip()]
+    assert undocumented == []
+    for key in ("`events_root`", "`session`", "`res`", "`subject_pages`", "`family`", "`strategy_options`"):
+        assert any(r.startswith(f"| {key} |") for r in rows), key
+    code, out, _ = run_cli("params-doc")
+    assert code == 0 and out == page

@@ -235,8 +235,33 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+ADJUSTMENTS = {
+    "holm": "Holm's step-down method", "bonferroni": "Bonferroni's method",
+    "fdr_bh": "the Benjamini–Hochberg false discovery rate",
+    "maxT": "the single-step max-|t| permutation method (Westfall–Young maxT)",
+    "maxT-exact": "the max-|t| method over every relabeling (exact)",
+    "nbs": "the network-based statistic's component-wise family-wise error",
+}
+
+
+def adjustment_text(tests: pd.DataFrame) -> str:
+    """How each test's p-values were adjusted, from what the stats stage recorded (``adj_method``):
+    'mmrm, lmm and change_welch: Holm's step-down method; permutation: ...'."""
+    by_method: dict[str, list[str]] = {}
+    for test, frame in tests.groupby("test", sort=False):
+        methods = sorted({m for m in frame["adj_method"].dropna().astype(str) if m})
+        key = " and ".join(ADJUSTMENTS.get(m, m) for m in methods) or "no adjustment (no p-values)"
+        by_method.setdefault(key, []).append(str(test))
+
+    def names(items):
+        return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+    return "; ".join(f"{names(t)}: {m}" for m, t in by_method.items())
+
+
 def methods_text(provs: dict[str, dict], correction: str, confirmatory, alpha,
-                 family=("test", "metric", "term"), report_hash: str = "", params_hash: str = "") -> str:
+                 family=("test", "metric", "term"), report_hash: str = "", params_hash: str = "",
+                 tests: pd.DataFrame | None = None) -> str:
     ex, co, stt = provs["extract"], provs["connectivity"], provs["stats"]
     versions = package_versions()
     plugins = {**ex.get("plugins", {}), **co.get("plugins", {}), **stt.get("plugins", {})}
@@ -248,7 +273,8 @@ def methods_text(provs: dict[str, dict], correction: str, confirmatory, alpha,
         f"{' × '.join(family)}, split into confirmatory and exploratory edges, spanning its edges"
         f"{'' if 'window' in family else ' × windows'} (confirmatory edges: {conf}; all other edges "
         f"exploratory), at α = {alpha}; permutation and network-based tests report their own "
-        f"family-wise error rate over the same families. "
+        f"family-wise error rate over the same families"
+        f"{f' (adjustment by test: {adjustment_text(tests)})' if tests is not None and len(tests) else ''}. "
         f"Analyses used fclab {versions['fclab']} with nilearn {versions['nilearn']}, nibabel "
         f"{versions['nibabel']}, numpy {versions['numpy']}, pandas {versions['pandas']}, scipy "
         f"{versions['scipy']} and statsmodels {versions['statsmodels']}; plugins: {plugin_list}. "

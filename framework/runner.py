@@ -547,7 +547,7 @@ def _report(params: Params, out: Path, jobs: int = 1) -> None:
         "ci_level": rp.ci_level(sp.alpha), "primary_term": rp_params.primary_term,
         "star_levels": [f"{sp.alpha:g}", f"{sp.alpha / 5:g}", f"{sp.alpha / 50:g}"],
         "methods": rp.methods_text(provs, sp.correction, sp.confirmatory, sp.alpha, sp.family,
-                                   section_hash(rp_params), section_hash(params)),
+                                   section_hash(rp_params), section_hash(params), tests),
         "references": list(dict.fromkeys([*(r for stage in ("extract", "connectivity", "stats")
                                             for r in provs[stage].get("references", [])), refs.DVC])),
         "versions": rp.package_versions(), "commit": git_commit(),

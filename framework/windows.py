@@ -29,6 +29,7 @@ def resolve(p: ConnectivityParams, run_qc: pd.DataFrame, events: pd.DataFrame) -
     onsets: dict[tuple, list[float]] = {}
     for r in events.itertuples():
         onsets.setdefault((r.subject, r.run, r.trial_type), []).append(r.onset_s)
+    missing_events(p, run_qc, onsets)
     rows = []
     for run in run_qc.itertuples():
         if not np.isfinite(run.n_volumes):  # skipped (on_error: skip): its fixed windows stay, missing
@@ -67,6 +68,22 @@ def resolve(p: ConnectivityParams, run_qc: pd.DataFrame, events: pd.DataFrame) -
                 rows.append({**base, "window": s.name, "kind": "sliding", "window_start_s": start,
                              "window_end_s": start + s.length_s})
     return pd.DataFrame(rows, columns=CUT_COLUMNS)
+
+
+def missing_events(p: ConnectivityParams, run_qc: pd.DataFrame, onsets: dict) -> None:
+    """One error for every subject whose run lacks an event a window is timed from (not one per
+    window): the subjects are listed, with the likely cause."""
+    for spec in [*p.windows, *p.sliding]:
+        if spec.event is None:
+            continue
+        runs = run_qc[(run_qc["run"] == spec.run) & np.isfinite(run_qc["n_volumes"].to_numpy(float))]
+        lacking = [s for s in runs["subject"] if (s, spec.run, spec.event) not in onsets]
+        if lacking:
+            shown = ", ".join(f"sub-{s}" for s in lacking[:10]) + (f" and {len(lacking) - 10} more" if len(lacking) > 10 else "")
+            raise DataError(f"run {spec.run!r}: no {spec.event!r} event for {len(lacking)} subject"
+                            f"{'s' if len(lacking) > 1 else ''} ({shown}), needed by window {spec.name!r}: their "
+                            "events.tsv is missing or has no such trial_type (fMRIPrep does not copy events.tsv; "
+                            "set extract.data.events_root to the raw BIDS dataset, and rerun extract)")
 
 
 def _inside(start, end, duration, run, name, event=None):

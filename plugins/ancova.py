@@ -72,7 +72,8 @@ class Ancova(StatTest):
         return out
 
     def describe(self) -> str:
-        return "ANCOVA of the change from baseline on group, adjusting for the baseline value (OLS)"
+        return ("ANCOVA of the change from baseline on group, adjusting for the baseline value (OLS, residual "
+                "degrees of freedom)")
 
 
 @hookimpl

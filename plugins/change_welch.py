@@ -24,7 +24,7 @@ class ChangeWelch(StatTest):
         return welch_change(edges, design)
 
     def describe(self) -> str:
-        return "Welch's t-test on the change from baseline, with Hedges' g"
+        return "Welch's t-test on the change from baseline (Welch–Satterthwaite degrees of freedom), with Hedges' g"
 
 
 @hookimpl

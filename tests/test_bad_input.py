@@ -99,7 +99,8 @@ def unknown_label(work, params):
 def missing_event(work, params):
     path = func(work, 2, "_events.tsv")
     path.write_text("onset\tduration\ttrial_type\n10\t1\tsomething_else\n")
-    return f"sub-{SUB} run 'infusion': no 'infusion' event"
+    return (f"run 'infusion': no 'infusion' event for 1 subject (sub-{SUB}), needed by window '0-10min': their "
+            "events.tsv is missing or has no such trial_type")
 
 
 CASES = [missing_bold, wrong_space, shifted_mask, short_confounds, missing_column, nan_bold, no_group, no_tr,

@@ -154,3 +154,20 @@ def test_window_outside_run_exits_2(small_study, tmp_path, in_dir):
     code, _, err = run_cli("connectivity")
     assert code == 2 and "window '10-20min'" in err and "outside run" in err
     assert not (tmp_path / "results/connectivity").exists()
+
+
+def test_missing_events_are_one_line_listing_every_subject():
+    """Twelve subjects without the infusion event: one error naming the run, the event, the count, the
+    first ten subjects and the window, with the likely cause; not one error per window or subject."""
+    from fclab.framework.errors import DataError
+    from fclab.framework.windows import resolve
+
+    qc = pd.DataFrame([{"subject": f"{i:02d}", "group": "g", "run": r, "tr_s": TR, "n_volumes": 300}
+                       for i in range(13) for r in ("baseline", "infusion")])
+    ev = pd.DataFrame([{"subject": "00", "run": "infusion", "trial_type": "infusion", "onset_s": 20.0,
+                        "duration_s": 500.0}])
+    with pytest.raises(DataError) as info:
+        resolve(params(), qc, ev)
+    msg = str(info.value)
+    assert msg.startswith("run 'infusion': no 'infusion' event for 12 subjects (sub-01, sub-02,")
+    assert "sub-10 and 2 more), needed by window" in msg and "events_root" in msg and "\n" not in msg

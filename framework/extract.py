@@ -466,7 +466,7 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_co
             low_pass=denoise.low_pass_hz, high_pass=denoise.high_pass_hz,
         )
     ts = pd.DataFrame(cleaned, columns=rois.names)
-    qc_clean = None if over_censored else signal.clean(  # the same cleaning, in signal units
+    qc_clean = None if over_censored or not len(qc_voxels) else signal.clean(  # the same cleaning, in signal units
         qc_voxels.T, confounds=None if confounds is None else confounds.to_numpy(), sample_mask=sample_mask,
         t_r=run.tr, detrend=denoise.detrend, standardize=None,
         low_pass=denoise.low_pass_hz, high_pass=denoise.high_pass_hz).T
@@ -565,11 +565,14 @@ def carpet_png(raw: np.ndarray, kept: np.ndarray, n_volumes: int, clean: np.ndar
     """A carpet plot's data as a 4-bit grey PNG: up to CARPET_ROWS sampled voxels (rows, in mask
     order) by volumes (columns), each row z-scored over its volumes, clipped to ±CARPET_Z and
     quantised to CARPET_LEVELS steps (a carpet shows patterns, not values; this keeps a 1,000-volume
-    run near 150 kB); the raw signals on top, the denoised ones below (censored volumes at the mean)."""
+    run near 150 kB); the raw signals on top, the denoised ones below (censored volumes at the mean);
+    empty bytes when the mask has no voxel."""
     import io
 
     from PIL import Image
 
+    if not raw.shape[0]:  # no voxel in the mask: no carpet
+        return b""
     rows = np.linspace(0, raw.shape[0] - 1, min(CARPET_ROWS, raw.shape[0])).round().astype(np.int64)
 
     def quantise(x):

@@ -322,7 +322,7 @@ def subject_page(job: dict) -> tuple[str, str]:
     for r in job["runs"].itertuples():
         entry = {**r._asdict(), "figure": None}
         m = job["motion"][job["motion"]["run"] == r.run]
-        if r.run in carpets and len(m):
+        if carpets.get(r.run, (b"",))[0] and len(m):
             name = f"{stem}_{slug(r.run)}_carpet.jpg"
             carpet_figure(m, read_carpet(carpets[r.run][0]), float(r.tr_s), f"sub-{s}, {r.run} run", out / name)
             entry["figure"] = name

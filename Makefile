@@ -6,7 +6,7 @@ STAMP := $(VENV)/.fclab-installed
 export DVC_NO_ANALYTICS := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run test faults lock clean browser rref
+.PHONY: run test faults lock clean browser rref plots
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,11 +14,14 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
-# `dvc plots show` uses this page (.dvc/config): Vega inlined from the vl-convert wheel, so it opens offline.
+# The page `make plots` has `dvc plots show` fill: Vega inlined from the vl-convert wheel, so it opens offline.
 .dvc/plots/offline.html: $(STAMP)
 	$(BIN)/python -m fclab.framework.dvcviews $@
 
-run: $(STAMP) .dvc/plots/offline.html
+plots: .dvc/plots/offline.html
+	$(BIN)/dvc plots show --html-template .dvc/plots/offline.html
+
+run: $(STAMP)
 	$(BIN)/dvc repro
 	@$(BIN)/python -c "from fclab.framework.runner import headline_lines; print('report: reports/index.html'); print('\n'.join(headline_lines()))"
 
@@ -30,7 +33,7 @@ browser:
 rref:
 	@command -v Rscript >/dev/null 2>&1 && Rscript -e 'for (p in c("nlme","emmeans","lmerTest","numDeriv")) library(p, character.only=TRUE)' >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends r-base-core r-cran-nlme r-cran-emmeans r-cran-numderiv r-cran-lme4 r-cran-lmertest; }
 
-test: $(STAMP) .dvc/plots/offline.html browser rref
+test: $(STAMP) browser rref
 	$(BIN)/python -m pytest -q
 
 # Stages killed at every write point, a full disk, unreadable inputs, concurrent runs (~10 min).

@@ -1,9 +1,11 @@
 """The HTML page template `dvc plots show` fills, with Vega, Vega-Lite and Vega Embed inlined so the
 plots open without a network (DVC's own page loads them from a CDN).
 
-`make` writes it to .dvc/plots/offline.html (generated, not committed: ~0.9 MB), and .dvc/config
-names it as ``plots.html_template``. The JavaScript comes from the vl-convert-python wheel, which
-bundles these libraries; nothing is downloaded.
+`make plots` writes it to .dvc/plots/offline.html (generated, not committed: ~0.9 MB) and runs
+``dvc plots show --html-template .dvc/plots/offline.html``. It is not set as ``plots.html_template``
+in .dvc/config: a fresh clone has no such file until make writes it, and DVC then fails rather than
+fall back. The JavaScript comes from the vl-convert-python wheel, which bundles these libraries;
+nothing is downloaded.
 """
 
 from __future__ import annotations

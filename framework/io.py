@@ -320,13 +320,15 @@ def write_parquet(df: pd.DataFrame, path: str | Path, prov: dict) -> None:
         pq.write_table(table, tmp, compression="zstd")
 
 
-def read_parquet(path: str | Path, columns=()) -> pd.DataFrame:
-    """A stage's table; missing, unreadable, or without one of ``columns``: a DataError naming the file."""
+def read_parquet(path: str | Path, columns=(), filters=None) -> pd.DataFrame:
+    """A stage's table; missing, unreadable, or without one of ``columns``: a DataError naming the file.
+    ``filters`` (pyarrow's, e.g. ``[("window", "in", names)]``) keeps only the matching rows, read
+    without materialising the others."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: not found; run the stage that writes it first")
     try:
-        table = pq.read_table(path).to_pandas()
+        table = pq.read_table(path, filters=filters).to_pandas()
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{path}: unreadable Parquet file ({exc})") from exc
     missing = [c for c in columns if c not in table.columns]

@@ -131,6 +131,28 @@ def plot_series(table: pd.DataFrame, columns: list[str], directory: Path) -> Non
         write_text(directory / f"{slug(a)}__{slug(b)}.csv", csv_text(frame[columns]))
 
 
+FIGURE_EDGES = 24  # at most this many edges get per-edge figures and DVC plot files, unless confirmatory
+
+
+def figure_edges(confirmatory, primary: pd.DataFrame, pairs: list[tuple[str, str]],
+                 limit: int = FIGURE_EDGES) -> tuple[list[tuple[str, str]], str]:
+    """The edges that get their own figures, oriented as in the data, and a sentence when that is not
+    every edge: the confirmatory edges when declared; else all edges up to ``limit``; else the
+    ``limit`` edges with the smallest adjusted p of the primary test (then the largest |estimate|).
+    A connectome of hundreds of ROIs has tens of thousands of edges: one figure each would not be read."""
+    have = set(pairs)
+    if confirmatory:
+        return [(a, b) if (a, b) in have else (b, a) for a, b in confirmatory], ""
+    if len(pairs) <= limit:
+        return list(pairs), ""
+    best = primary.assign(_p=primary["p_adj"].fillna(np.inf), _e=-primary["estimate"].abs().fillna(0))
+    best = best.sort_values(["_p", "_e"], kind="stable").drop_duplicates(["roi_a", "roi_b"])
+    chosen = list(best[["roi_a", "roi_b"]].itertuples(index=False, name=None))[:limit]
+    return chosen, (f"Figures show the {limit} of {len(pairs)} edges with the smallest adjusted p of the primary "
+                    "test (no confirmatory edges are declared); every edge is in the statistics table, "
+                    "tests.csv and plots/delta_by_window.csv.")
+
+
 def stars(p: float, alpha: float) -> str:
     """Significance marks relative to α: * p < α, ** p < α/5, *** p < α/50 (.05, .01, .001 at α .05)."""
     return "***" if p < alpha / 50 else "**" if p < alpha / 5 else "*" if p < alpha else ""

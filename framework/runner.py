@@ -260,13 +260,16 @@ def stage_stats(params: Params) -> None:
 
     p = params.stats
     path = CONNECTIVITY_DIR / "edges.parquet"
-    edges = read_parquet(path, EDGE_COLUMNS)
     upstream = check_fresh(path)
-    windows = upstream.get("windows") or list(dict.fromkeys(edges["window"]))
-    fixed = edges["window"].isin(windows)
     tests = build_tests(p)
-    # sliding windows are for time courses; a test gets them only when it asks (StatTest.uses)
-    sliding = edges[~fixed].reset_index(drop=True) if any("sliding" in t.uses for t in tests) else None
+    # sliding windows are for time courses; a test gets them only when it asks (StatTest.uses), and
+    # otherwise their rows (most of the table with sliding windows) are never read
+    wants_sliding = any("sliding" in t.uses for t in tests)
+    windows = upstream.get("windows")
+    edges = read_parquet(path, EDGE_COLUMNS, None if wants_sliding or not windows else [("window", "in", windows)])
+    windows = windows or list(dict.fromkeys(edges["window"]))
+    fixed = edges["window"].isin(windows)
+    sliding = edges[~fixed].reset_index(drop=True) if wants_sliding else None
     edges = edges[fixed]
     run_qc = read_parquet(EXTRACT_DIR / "run_qc.parquet")
     subjects = subject_table(read_parquet(EXTRACT_DIR / "participants.parquet"), run_qc)
@@ -459,11 +462,9 @@ def _report(params: Params, out: Path, jobs: int = 1) -> None:
                         f"and term {rp_params.primary_term!r}")
 
     figures = []
-    shown = sp.confirmatory or list(edges_m[["roi_a", "roi_b"]].drop_duplicates().itertuples(index=False))
-    order = {(a, b) for a, b in edges_m[["roi_a", "roi_b"]].drop_duplicates().itertuples(index=False)}
-    for a, b in progress(shown, len(shown), "report: change figures"):
-        if (a, b) not in order:
-            a, b = b, a
+    pairs = list(edges_m[["roi_a", "roi_b"]].drop_duplicates().itertuples(index=False, name=None))
+    figure_pairs, figure_note = rp.figure_edges(sp.confirmatory, primary, pairs)
+    for a, b in progress(figure_pairs, len(figure_pairs), "report: change figures"):
         name = f"delta_{rp.slug(a)}__{rp.slug(b)}.png"
         rp.delta_figure(summary, primary, a, b, groups, infusion_windows, scale, out / "figures" / name,
                         sp.alpha, rp.window_axis_label(params.connectivity.windows, infusion_windows))
@@ -476,13 +477,18 @@ def _report(params: Params, out: Path, jobs: int = 1) -> None:
     if sliding:
         spec = sliding[0]
         course = rp.sliding_course(edges[edges["metric"] == metric], events, spec, groups, sp.alpha)
-        pairs = list(course[["roi_a", "roi_b"]].drop_duplicates().itertuples(index=False))
-        for a, b in progress(pairs, len(pairs), "report: sliding-window figures"):
+        drawn = list(course[["roi_a", "roi_b"]].drop_duplicates().itertuples(index=False, name=None))
+        if len(drawn) > rp.FIGURE_EDGES:
+            drawn = [e for e in figure_pairs if e in set(drawn)]
+        for a, b in progress(drawn, len(drawn), "report: sliding-window figures"):
             name = f"course_{rp.slug(a)}__{rp.slug(b)}.png"
             rp.course_figure(course, a, b, groups, scale, spec, out / "figures" / name)
             courses.append({"src": f"figures/{name}", "alt": f"Sliding-window course, {rp.edge_label(a, b)}"})
     write_text(out / "plots" / "sliding_course.csv", rp.csv_text(course[course_columns]))
-    rp.plot_series(course, course_columns[2:3] + course_columns[1:2] + course_columns[3:], out / "plots" / "course")
+    plotted = set(figure_pairs)
+    rp.plot_series(course[[(a, b) in plotted for a, b in zip(course["roi_a"], course["roi_b"])]] if len(pairs) >
+                   rp.FIGURE_EDGES else course, course_columns[2:3] + course_columns[1:2] + course_columns[3:],
+                   out / "plots" / "course")
 
     roi_qc = read_parquet(EXTRACT_DIR / "roi_qc.parquet")
     motion = read_parquet(EXTRACT_DIR / "motion.parquet")
@@ -494,8 +500,9 @@ def _report(params: Params, out: Path, jobs: int = 1) -> None:
 
     plot_csv = summary[["edge", "group", "window", "window_mid_min", "mean_delta", "ci_low", "ci_high", "n"]]
     write_text(out / "plots" / "delta_by_window.csv", rp.csv_text(plot_csv))
-    rp.plot_series(summary, ["window_mid_min", "group", "window", "mean_delta", "ci_low", "ci_high", "n"],
-                   out / "plots" / "delta")
+    rp.plot_series(summary[[(a, b) in plotted for a, b in zip(summary["roi_a"], summary["roi_b"])]]
+                   if len(pairs) > rp.FIGURE_EDGES else summary,
+                   ["window_mid_min", "group", "window", "mean_delta", "ci_low", "ci_high", "n"], out / "plots" / "delta")
 
     n_per_group = run_qc.drop_duplicates("subject")["group"].value_counts().sort_index().to_dict()
     n_per_group = {k: int(v) for k, v in n_per_group.items()}
@@ -536,6 +543,7 @@ def _report(params: Params, out: Path, jobs: int = 1) -> None:
         "summary": group_rows, "n_excluded": len(excl), "exclusions": excl.to_dict("records"),
         "missing_rois": missing_rois,
         "primary_test": rp_params.primary_test, "correction": sp.correction, "figures": figures,
+        "figure_note": figure_note,
         "courses": courses, "study_figures": study_figs, "qc_figures": qc_figs,
         "motion_tests": qc_tables["motion_tests"][(qc_tables["motion_tests"]["measure"] != "censored")
                                                    | bool(motion["censored"].any())].to_dict("records"),

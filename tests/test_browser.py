@@ -204,7 +204,7 @@ def test_labels_follow_alpha_and_subject_pages_in_chromium(ran_study, tmp_path, 
 
 
 def test_dvc_plots_show_offline_one_plot_per_edge_one_line_per_group(ran_study, tmp_path):
-    """`dvc plots show` with the project's dvc.yaml, template and page: one plot per edge, each with a
+    """`make plots` (dvc plots show with the project's dvc.yaml, template and page): one plot per edge, each with a
     line per group, x in minutes from the infusion onset; it renders in Chromium with every network
     request refused."""
     if os.environ.get("FCLAB_SKIP_BROWSER") == "1":
@@ -229,8 +229,8 @@ def test_dvc_plots_show_offline_one_plot_per_edge_one_line_per_group(ran_study, 
     (work / ".dvc/plots").mkdir(exist_ok=True)
     shutil.copy(root / ".dvc/plots/by_group.json", work / ".dvc/plots/by_group.json")
     (work / ".dvc/plots/offline.html").write_text(offline_template())
-    subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "-o", "out", "-q"], cwd=work, check=True,
-                   env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "-o", "out", "-q", "--html-template",
+                    ".dvc/plots/offline.html"], cwd=work, check=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
     html = (work / "out" / "index.html").read_text()
     assert "cdn.jsdelivr" not in html and "<script src" not in html
     edges = sorted(p.name for p in (work / "reports/plots/delta").glob("*.csv"))

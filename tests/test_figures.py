@@ -45,3 +45,19 @@ def test_matrix_colours_follow_the_sign_of_the_values():
     assert value_colours(np.array([0.1, 0.7, np.nan])) == ("viridis", 0.0, 0.7)
     assert value_colours(np.array([0.1, 0.7]), signed=True) == ("RdBu_r", -0.7, 0.7)
     assert value_colours(np.array([np.nan])) == ("viridis", 0.0, 1.0)
+
+
+def test_figures_go_to_confirmatory_edges_or_the_strongest_of_a_connectome():
+    from fclab.framework.report import FIGURE_EDGES, figure_edges
+
+    rng = np.random.default_rng(5)
+    pairs = [(f"R{i:02d}", f"R{j:02d}") for i in range(9) for j in range(i + 1, 9)]  # 36 edges
+    primary = pd.DataFrame({"roi_a": [a for a, _ in pairs] * 2, "roi_b": [b for _, b in pairs] * 2,
+                            "p_adj": rng.uniform(size=72), "estimate": rng.normal(size=72)})
+    primary.loc[3, "p_adj"] = np.nan  # no p: sorted last
+    chosen, note = figure_edges([], primary, pairs)
+    assert len(chosen) == FIGURE_EDGES == 24 and "24 of 36 edges" in note
+    best = primary.dropna().groupby(["roi_a", "roi_b"])["p_adj"].min().sort_values()
+    assert chosen[:5] == list(best.index[:5])
+    assert figure_edges([("R03", "R01")], primary, pairs) == ([("R01", "R03")], "")  # oriented as in the data
+    assert figure_edges([], primary, pairs[:10]) == (pairs[:10], "")

@@ -338,7 +338,15 @@ def read_parquet(path: str | Path, columns=(), filters=None) -> pd.DataFrame:
 
 
 def read_provenance(path: str | Path) -> dict:
-    meta = pq.read_schema(path).metadata or {}
+    """The provenance a stage stored in a table's schema metadata; a missing or unreadable file is a
+    DataError naming it, as in ``read_parquet``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: not found; run the stage that writes it first")
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: unreadable Parquet file ({exc})") from exc
     return json.loads(meta.get(PROVENANCE_KEY, b"{}"))
 
 

@@ -342,7 +342,7 @@ def subject_page(job: dict) -> tuple[str, str]:
     runs = []
     carpets = {r.run: (r.png, r.n_volumes) for r in job["carpets"].itertuples()}
     for r in job["runs"].itertuples():
-        entry = {**r._asdict(), "figure": None}
+        entry = {**r._asdict(), "figure": None, "dvars_raw": np.nan, "dvars_clean": np.nan}  # a skipped run has none
         m = job["motion"][job["motion"]["run"] == r.run]
         if carpets.get(r.run, (b"",))[0] and len(m):
             name = f"{stem}_{slug(r.run)}_carpet.jpg"

@@ -131,13 +131,13 @@ def stage_extract(params: Params, jobs: int | None = None) -> None:
                      f"{regressors_text(run_qc)}")
     if d.strategy == "scrubbing":
         confounds += ("; volumes flagged by the strategy were censored through nilearn's sample mask "
-                      "(interpolated before filtering, then left out)")
+                      "(interpolated before filtering, then left out)" + censoring_text(run_qc))
     confounds += "; signals were "
     cleaned = ", cleaned of confounds orthogonally to the filter" if d.strategy != "none" or d.columns else ""
     if d.smoothing_fwhm:
         confounds = f"Images were smoothed with a {d.smoothing_fwhm:g} mm FWHM Gaussian before extraction. " + confounds
     methods = (
-        f"ROI time series were extracted from {run_count_text(run_qc)} ({p.data.space} preprocessed BOLD) "
+        f"ROI time series were extracted from the {p.data.space} preprocessed BOLD of {run_count_text(run_qc)}, "
         "for these ROIs: "
         f"{'; '.join(pl.describe() for pl in plugins)}. {confounds}"
         f"{'detrended, ' if d.detrend else ''}{band}{cleaned}, "
@@ -334,8 +334,20 @@ def run_count_text(run_qc: pd.DataFrame) -> str:
     by_group = ", ".join(f"{n} {g}" for g, n in groups.items())
     text = f"{len(read)} runs of {read['subject'].nunique()} subjects ({by_group}; {each})"
     if skipped.any():
-        text += f"; {int(skipped.sum())} further run(s) could not be read and were left out (run QC lists them)"
+        k = int(skipped.sum())
+        lost = ", ".join(f"sub-{r.subject} {r.run}" for r in run_qc[skipped].head(5).itertuples())
+        text += (f"; {k} further run{'s' if k > 1 else ''} could not be read and {'were' if k > 1 else 'was'} "
+                 f"left out ({lost}{', …' if k > 5 else ''}; run_qc.parquet gives the reasons)")
     return text
+
+
+def censoring_text(run_qc: pd.DataFrame) -> str:
+    """'; this censored 412 of 30,576 volumes (1.3 %; 0–9.8 % per run)', over the runs read."""
+    read = run_qc[~_skipped(run_qc) & run_qc["n_volumes"].notna()]
+    total, kept = read["n_volumes"].sum(), read["n_retained"].sum()
+    per_run = 1 - read["n_retained"] / read["n_volumes"]
+    return (f"; this censored {int(total - kept):,} of {int(total):,} volumes ({100 * (total - kept) / total:.1f} %; "
+            f"{100 * per_run.min():.1f}–{100 * per_run.max():.1f} % per run)") if total else ""
 
 
 TERMS = {"group:window": "the group difference in the change from baseline, per window",

@@ -154,7 +154,8 @@ def test_on_error_skip_records_the_run_and_goes_on(small_study, tmp_path, in_dir
     assert mine["value"].isna().all() and mine["reason"].str.startswith("run excluded: skipped:").all()
     assert edges[edges["subject"] != SUB]["value"].notna().any()
     methods = json.loads(pq.read_schema(tmp_path / "results/extract/timeseries.parquet").metadata[b"fclab"])["methods"]
-    assert "extracted from 4 runs of 2 subjects (2 ketamine; 2 runs per subject); 2 further run(s) could not be read" in methods
+    assert (f"preprocessed BOLD of 4 runs of 2 subjects (2 ketamine; 2 runs per subject); 2 further runs could not "
+            f"be read and were left out (sub-{SUB} baseline, sub-{SUB} infusion; run_qc.parquet gives the reasons)") in methods
 
 
 def test_min_coverage_sets_the_roi_missing_and_it_flows_to_stats(small_study, tmp_path, in_dir):

@@ -148,3 +148,11 @@ def test_qc_fc_is_the_pearson_correlation_with_mean_fd():
     assert q.loc[("w1", "A", "C"), "p"] == pytest.approx(ref.pvalue, rel=1e-9)
     summary = qc.qc_fc_summary(q.reset_index(), 0.05).set_index("window")
     assert summary.loc["w0", "median_abs_r"] == pytest.approx(np.median(np.abs(q.loc["w0", "qc_fc_r"])))
+
+
+def test_methods_count_the_censored_volumes():
+    from fclab.framework.runner import censoring_text
+
+    run_qc = pd.DataFrame({"subject": ["01", "01", "02"], "run": ["a", "b", "a"], "n_volumes": [100, 200, np.nan],
+                           "n_retained": [90, 200, np.nan], "reason": ["", "", "skipped: unreadable"]})
+    assert censoring_text(run_qc) == "; this censored 10 of 300 volumes (3.3 %; 0.0–10.0 % per run)"

@@ -29,11 +29,14 @@ def default_params() -> dict:
     return yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
-def small_params() -> dict:
+def small_params(subject_pages: bool = False) -> dict:
+    """The small test study's params. Per-subject QC pages (about 5 s of every report) are off unless
+    asked for: the shared ``ran_study`` and the tests of those pages turn them on."""
     p = default_params()
     p["simulate"].update(SMALL_STUDY["simulate"])
     p["connectivity"]["windows"] = copy.deepcopy(SMALL_STUDY["windows"])  # callers may mutate it
     p["connectivity"]["sliding"][0].update(end_min=20)
+    p["report"]["subject_pages"] = subject_pages
     return p
 
 
@@ -59,7 +62,7 @@ def small_study(tmp_path_factory) -> Path:
     from fclab.framework.simulate import simulate
 
     directory = tmp_path_factory.mktemp("study")
-    params = small_params()
+    params = small_params(subject_pages=True)
     write_params(directory, params)
     sim = dict(params["simulate"], output_dir=str(directory / "data" / "simulated"))
     simulate(SimulateParams(**sim), n_jobs=2)

@@ -101,7 +101,7 @@ def test_hostile_names_render_as_text(ran_study, tmp_path, in_dir):
         if path.name == "timeseries.parquet":
             table = table.rename(columns={"vmPFC": roi})
         write_parquet(table, path, prov)
-    params = small_params()
+    params = small_params(subject_pages=True)
     params["stats"]["groups"] = ["midazolam", group]
     params["stats"]["confirmatory"] = [["Left_Amygdala", roi], ["Right_Amygdala", roi]]
     write_params(tmp_path, params)
@@ -110,6 +110,9 @@ def test_hostile_names_render_as_text(ran_study, tmp_path, in_dir):
     assert code == 0, err
     html = (tmp_path / "reports" / "index.html").read_text()
     assert roi not in html and group not in html
+    pages = sorted((tmp_path / "reports" / "subjects").glob("*.html"))
+    assert len(pages) == 16 and "&lt;b&gt;ketamine&lt;/b&gt;" in "".join(p.read_text() for p in pages)
+    assert not any(roi in p.read_text() or group in p.read_text() for p in pages)
     dialogs = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -138,7 +141,7 @@ def test_labels_follow_alpha_and_subject_pages_in_chromium(ran_study, tmp_path, 
     directory, _, _ = ran_study
     shutil.copytree(directory / "results", tmp_path / "results")
     shutil.copytree(directory / "data", tmp_path / "data")
-    params = small_params()
+    params = small_params(subject_pages=True)
     params["stats"]["alpha"] = 0.01
     params["report"]["title"] = "A <pilot> study"
     write_params(tmp_path, params)

@@ -649,6 +649,7 @@ def subject_pages(params: Params, edges_m, run_qc, roi_qc, motion, qc_tables, wi
     from fclab.framework.executor import LocalExecutor
     from fclab.framework.report import subject_page
 
+    out.mkdir(parents=True, exist_ok=True)  # a DVC output: it exists, empty, without pages
     if not params.report.subject_pages:
         return {}
     carpets = read_parquet(EXTRACT_DIR / "carpets.parquet")
@@ -664,7 +665,6 @@ def subject_pages(params: Params, edges_m, run_qc, roi_qc, motion, qc_tables, wi
             "motion": motion[motion["subject"] == s], "carpets": carpets[carpets["subject"] == s],
             "edges": edges_m[edges_m["subject"] == s], "flags": flags[flags["subject"] == s],
         })
-    out.mkdir(parents=True, exist_ok=True)
     links = {}
     for s, name in progress(LocalExecutor(jobs).map(subject_page, jobs_), len(jobs_), "report: subject pages"):
         links[s] = f"subjects/{name}"

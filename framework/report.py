@@ -77,16 +77,6 @@ def change_from_baseline(edges: pd.DataFrame, baseline: str) -> pd.DataFrame:
     return out
 
 
-def mean_ci(values: np.ndarray, alpha: float) -> tuple[float, float, float, int]:
-    v = values[np.isfinite(values)]
-    n = v.size
-    if n < 2:
-        return (float(v.mean()) if n else np.nan), np.nan, np.nan, n
-    m, se = v.mean(), v.std(ddof=1) / np.sqrt(n)
-    q = st.t.ppf(1 - alpha / 2, n - 1)
-    return float(m), float(m - q * se), float(m + q * se), n
-
-
 def event_zero(frame: pd.DataFrame, events: pd.DataFrame, specs) -> np.ndarray:
     """Per row of ``frame`` (subject, window): the time in seconds from the run start that the row's
     window is timed from — its event's onset in that subject's run, or 0 for a window without an event
@@ -102,22 +92,38 @@ def event_zero(frame: pd.DataFrame, events: pd.DataFrame, specs) -> np.ndarray:
     return zero
 
 
+def mean_ci_table(frame: pd.DataFrame, keys: list[str], value: str, alpha: float, sort: bool) -> pd.DataFrame:
+    """Mean and 1 − alpha t interval of the finite ``value``s of every ``keys`` group at once (one groupby,
+    not a loop over groups); n < 2 has no interval. Columns mean, ci_low, ci_high, n, indexed by ``keys``."""
+    v = frame[value].to_numpy(float)
+    g = frame.assign(_v=np.where(np.isfinite(v), v, np.nan)).groupby(keys, sort=sort, observed=True)["_v"]
+    out = g.agg(mean="mean", sd="std", n="count")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = st.t.ppf(1 - alpha / 2, out["n"] - 1) * out["sd"] / np.sqrt(out["n"])
+    half = half.where(out["n"] >= 2)
+    return pd.DataFrame({"mean": out["mean"], "ci_low": out["mean"] - half, "ci_high": out["mean"] + half,
+                         "n": out["n"].astype(int)})
+
+
 def delta_summary(delta: pd.DataFrame, groups, windows, alpha) -> pd.DataFrame:
     """Mean change from baseline with its CI per edge, group and window; ``window_mid_min``: the
     window's centre in minutes from the time it is timed from (``delta['zero_s']``: the event onset;
-    the run start when the column is absent), averaged over the group's subjects."""
-    rows = []
+    the run start when the column is absent), averaged over the group's subjects. Every edge × group
+    × window appears (n = 0 where there are no values), edges in the order of ``delta``."""
     zero = delta["zero_s"] if "zero_s" in delta else 0.0
     delta = delta.assign(_mid_min=((delta["window_start_s"] + delta["window_end_s"]) / 2 - zero) / 60.0)
-    for (a, b), frame in delta.groupby(["roi_a", "roi_b"], sort=False):
-        for g in groups:
-            for w in windows:
-                sel = frame[(frame["group"] == g) & (frame["window"] == w)]
-                m, lo, hi, n = mean_ci(sel["delta"].to_numpy(), alpha)
-                rows.append({"edge": f"{a}~{b}", "roi_a": a, "roi_b": b, "group": g, "window": w,
-                             "window_mid_min": round(float(sel["_mid_min"].mean()), 3), "mean_delta": m,
-                             "ci_low": lo, "ci_high": hi, "n": n})
-    return pd.DataFrame(rows)
+    delta = delta.assign(roi_a=delta["roi_a"].astype(str), roi_b=delta["roi_b"].astype(str),
+                         group=delta["group"].astype(str), window=delta["window"].astype(str))
+    keys = ["roi_a", "roi_b", "group", "window"]
+    table = mean_ci_table(delta, keys, "delta", alpha, sort=False)
+    table["window_mid_min"] = delta.groupby(keys, sort=False)["_mid_min"].mean().round(3)
+    pairs = list(dict.fromkeys(zip(delta["roi_a"], delta["roi_b"])))
+    grid = pd.MultiIndex.from_tuples([(a, b, g, w) for a, b in pairs for g in groups for w in windows], names=keys)
+    out = table.reindex(grid).reset_index()
+    out["n"] = out["n"].fillna(0).astype(int)
+    out.insert(0, "edge", out["roi_a"] + "~" + out["roi_b"])
+    return out[["edge", "roi_a", "roi_b", "group", "window", "window_mid_min", "mean", "ci_low", "ci_high", "n"]].rename(
+        columns={"mean": "mean_delta"})
 
 
 def plot_series(table: pd.DataFrame, columns: list[str], directory: Path) -> None:
@@ -209,15 +215,10 @@ def sliding_course(edges: pd.DataFrame, events: pd.DataFrame, spec: dict, groups
         zero = sl["onset_s"]
     sl["centre_min"] = ((sl["window_start_s"] + sl["window_end_s"]) / 2 - zero) / 60.0
     sl["centre_min"] = sl["centre_min"].round(4)
-    rows = []
-    for (a, b, g, c), frame in sl.groupby(["roi_a", "roi_b", "group", "centre_min"], sort=True):
-        if g not in groups:
-            continue
-        m, lo, hi, n = mean_ci(frame["value"].to_numpy(), alpha)
-        rows.append({"edge": f"{a}~{b}", "roi_a": a, "roi_b": b, "group": g, "centre_min": c,
-                     "mean": m, "ci_low": lo, "ci_high": hi, "n": n})
-    return pd.DataFrame(rows, columns=["edge", "roi_a", "roi_b", "group", "centre_min", "mean", "ci_low",
-                                       "ci_high", "n"])
+    sl = sl[sl["group"].isin(list(groups))]
+    out = mean_ci_table(sl, ["roi_a", "roi_b", "group", "centre_min"], "value", alpha, sort=True).reset_index()
+    out.insert(0, "edge", out["roi_a"].astype(str) + "~" + out["roi_b"].astype(str))
+    return out[["edge", "roi_a", "roi_b", "group", "centre_min", "mean", "ci_low", "ci_high", "n"]]
 
 
 def course_figure(course: pd.DataFrame, a: str, b: str, groups, scale: str, spec: dict, path) -> None:

@@ -61,3 +61,35 @@ def test_figures_go_to_confirmatory_edges_or_the_strongest_of_a_connectome():
     assert chosen[:5] == list(best.index[:5])
     assert figure_edges([("R03", "R01")], primary, pairs) == ([("R01", "R03")], "")  # oriented as in the data
     assert figure_edges([], primary, pairs[:10]) == (pairs[:10], "")
+
+
+def test_group_means_and_intervals_match_scipy_per_group():
+    """The report's per-group summaries (one groupby) against scipy's t interval on each group's finite
+    values; a group of one has a mean and no interval; an edge × group × window without values is a
+    row with n = 0."""
+    from scipy import stats as st
+
+    from fclab.framework.report import delta_summary, mean_ci_table
+
+    rng = np.random.default_rng(7)
+    rows = [{"roi_a": "A", "roi_b": b, "group": g, "window": w, "subject": f"{g}{s}", "delta": rng.normal(),
+             "window_start_s": 60.0, "window_end_s": 660.0}
+            for b in ("B", "C") for g in ("ref", "target") for w in ("w1", "w2") for s in range(6)]
+    frame = pd.DataFrame(rows)
+    frame.loc[3, "delta"] = np.nan
+    frame = frame[~((frame["roi_b"] == "C") & (frame["group"] == "target") & (frame["window"] == "w2"))]
+    frame = frame[~((frame["roi_b"] == "C") & (frame["group"] == "ref") & (frame["window"] == "w2")
+                    & (frame["subject"] != "ref0"))]
+    table = mean_ci_table(frame, ["roi_a", "roi_b", "group", "window"], "delta", 0.01, sort=False)
+    v = frame[(frame["roi_b"] == "B") & (frame["group"] == "ref") & (frame["window"] == "w1")]["delta"].dropna()
+    lo, hi = st.t.interval(0.99, len(v) - 1, loc=v.mean(), scale=st.sem(v))
+    got = table.loc[("A", "B", "ref", "w1")]
+    assert got["n"] == 5 and got["mean"] == pytest.approx(v.mean()) and (got["ci_low"], got["ci_high"]) == (
+        pytest.approx(lo), pytest.approx(hi))
+    one = table.loc[("A", "C", "ref", "w2")]
+    assert one["n"] == 1 and np.isfinite(one["mean"]) and np.isnan(one["ci_low"]) and np.isnan(one["ci_high"])
+    summary = delta_summary(frame, ["ref", "target"], ["w1", "w2"], 0.01)
+    assert len(summary) == 2 * 2 * 2 and list(summary["edge"].unique()) == ["A~B", "A~C"]
+    empty = summary[(summary["edge"] == "A~C") & (summary["group"] == "target") & (summary["window"] == "w2")].iloc[0]
+    assert empty["n"] == 0 and np.isnan(empty["mean_delta"])
+    assert (summary.loc[summary["n"] > 0, "window_mid_min"] == 6.0).all()  # (60 + 660) / 2 s from the run start

@@ -14,6 +14,13 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
         "--disable-component-update", "--disable-sync"]
 
 
+def watched_page(browser, errors: list):
+    """A 1280 × 900 page whose console errors and uncaught exceptions are appended to ``errors``."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return page
+
 def test_report_renders_in_headless_chromium(ran_study, tmp_path):
     if os.environ.get("FCLAB_SKIP_BROWSER") == "1":
         pytest.skip("FCLAB_SKIP_BROWSER=1")
@@ -26,9 +33,7 @@ def test_report_renders_in_headless_chromium(ran_study, tmp_path):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
+            page = watched_page(browser, errors)
             page.goto(page_path.resolve().as_uri())
             page.wait_for_load_state("load")
             images = page.evaluate(
@@ -168,9 +173,7 @@ def test_labels_follow_alpha_and_subject_pages_in_chromium(ran_study, tmp_path, 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
+            page = watched_page(browser, errors)
             page.goto((tmp_path / "reports/index.html").resolve().as_uri())
             page.wait_for_load_state("load")
             for name in ("index", "subject"):

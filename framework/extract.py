@@ -21,6 +21,7 @@ from fclab.framework.executor import Executor, LocalExecutor, progress
 from fclab.framework.io import file_digest
 from fclab.framework.params import DataParams, DenoiseParams, ExtractParams, check_label, plugin_spec
 from fclab.framework.registry import get_registry
+from fclab.framework.stream import VolumeStream, flat_index
 
 TIMESERIES_KEYS = ["subject", "run", "volume", "time_s"]
 MIN_CLEAN_VOLUMES = 3  # a run censored below this is excluded at extraction
@@ -426,7 +427,7 @@ def custom_confounds(table: pd.DataFrame, columns: list[str], path: Path) -> pd.
 
 
 def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_coverage: float | None = None):
-    bold, bold_digest = load_nifti(run.bold)
+    bold = _header(run.bold)
     mask, mask_digest = load_nifti(run.mask)
     if bold.ndim != 4:
         raise DataError(f"{run.bold}: expected a 4D BOLD image, got shape {bold.shape}")
@@ -435,21 +436,10 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_co
     T = bold.shape[3]
     cols = np.unique(rois.weights.indices)
     ijk = np.unravel_index(cols, bold.shape[:3])
-    try:
-        dataobj = np.asarray(bold.dataobj)
-    except (ValueError, EOFError, OSError, zlib.error) as exc:
-        raise DataError(f"{run.bold}: data block unreadable ({exc})") from exc
-    if denoise.smoothing_fwhm:  # as the nilearn maskers do: smooth the image, then extract
-        from nilearn.image import smooth_img
-
-        dataobj = np.asarray(smooth_img(nib.Nifti1Image(dataobj.astype(np.float64), bold.affine),
-                                        denoise.smoothing_fwhm).dataobj)
-    voxels = dataobj[ijk].astype(np.float64)  # (n_roi_voxels, T): only the voxels ROIs use
-    if not np.isfinite(voxels).all():
-        raise DataError(f"{run.bold}: NaN or infinite values inside the ROIs")
-    raw_signals = (rois.weights[:, cols] @ voxels).T  # (T, R)
     mask_data = np.asarray(mask.dataobj)
-    qc_voxels = dataobj[np.unravel_index(voxel_sample(mask_data, QC_VOXELS), mask_data.shape)].astype(np.float64)
+    qc_index = voxel_sample(mask_data, QC_VOXELS)
+    raw_signals, voxel_stats, qc_voxels, bold_digest = read_run(run.bold, bold, rois.weights[:, cols], cols, qc_index,
+                                                                denoise.smoothing_fwhm)
 
     check_filter(run.tr, denoise, run.bold)
     confounds, sample_mask, fd = run_confounds(run, denoise, T)
@@ -476,9 +466,8 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_co
     ts.insert(0, "subject", run.subject)
 
     inside = mask_data[ijk] > 0
-    mean, sd = voxels.mean(axis=1), voxels.std(axis=1)
+    mean, sd, bad = voxel_stats
     tsnr = np.divide(mean, sd, out=np.zeros_like(mean), where=sd > 0)
-    bad = (voxels == 0).all(axis=1)
     support = rois.support[:, cols]
     n_vox = np.asarray(support.sum(axis=1)).ravel()
     per_roi = lambda v: np.asarray(support @ v).ravel() / np.maximum(n_vox, 1)  # noqa: E731
@@ -528,6 +517,49 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_co
     if run.events is not None:
         digests[str(run.events)] = file_digest(run.events)
     return ts, roi_qc, run_qc, events, digests, motion, carpet
+
+
+def read_run(path: Path, img: nib.Nifti1Image, weights: sp.csr_matrix, cols: np.ndarray, qc_index: np.ndarray,
+             smoothing_fwhm: float | None):
+    """One streamed pass over a run's BOLD file (``stream.VolumeStream``): the raw ROI signals
+    ``(weights @ voxels).T`` (T, R) over the voxels ``cols``, those voxels' mean, SD and all-zero flag
+    over time, the (n, T) values of the QC voxels ``qc_index`` and the file's digest.
+
+    Values are float64 of the file's values after the header's scaling; with ``smoothing_fwhm``
+    each volume is first smoothed as nilearn's ``smooth_img`` does (volume by volume, so the same
+    numbers). The 4D image is never held in memory, only one slab of volumes at a time.
+    """
+    stream = VolumeStream(path, img)
+    T, shape = stream.n_volumes, stream.shape
+    roi_flat, qc_flat = flat_index(cols, shape), flat_index(qc_index, shape)
+    signals = np.empty((T, weights.shape[0]))
+    qc = np.empty((len(qc_index), T))
+    n, mean, m2 = 0, np.zeros(len(cols)), np.zeros(len(cols))
+    nonzero = np.zeros(len(cols), bool)
+    for t, slab in stream:
+        k = len(slab)
+        if smoothing_fwhm:
+            from nilearn.image import smooth_img
+
+            vols = stream.scaled(slab).reshape((k,) + shape[::-1]).T  # (x, y, z, k), a view
+            vols = np.asarray(smooth_img(nib.Nifti1Image(vols, img.affine), smoothing_fwhm).dataobj)
+            flat = vols.T.reshape(k, -1)
+            x, q = flat[:, roi_flat], flat[:, qc_flat]
+        else:
+            x, q = stream.scaled(slab[:, roi_flat]), stream.scaled(slab[:, qc_flat])
+        if not np.isfinite(x).all():
+            raise DataError(f"{path}: NaN or infinite values inside the ROIs")
+        signals[t:t + k] = (weights @ x.T).T
+        qc[:, t:t + k] = q.T
+        # Per-voxel mean and variance over slabs (Chan, Golub & LeVeque's pairwise update)
+        slab_mean = x.mean(axis=0)
+        slab_m2 = ((x - slab_mean) ** 2).sum(axis=0)
+        delta = slab_mean - mean
+        mean += delta * (k / (n + k))
+        m2 += slab_m2 + delta ** 2 * (n * k / (n + k))
+        n += k
+        nonzero |= (x != 0).any(axis=0)
+    return signals, (mean, np.sqrt(m2 / T), ~nonzero), qc, stream.digest
 
 
 def voxel_sample(mask_data: np.ndarray, limit: int) -> np.ndarray:

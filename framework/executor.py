@@ -1,8 +1,11 @@
-"""One small interface for running independent jobs (runs, subjects): local processes today.
+"""One small interface for running independent jobs (runs, subjects, simulated studies).
 
 A backend is anything with ``map(fn, items)`` that yields ``fn(item)`` in input order; ``fn`` and
-the items must pickle. A distributed backend (a cluster queue, dask) implements the same method and
-is passed where ``LocalExecutor`` is now. ``progress`` wraps the results in a rich progress bar on
+the items must pickle. ``LocalExecutor`` runs them in worker processes here; ``DaskExecutor`` on a
+dask.distributed cluster: one at a scheduler address, a local one, or workers submitted as SLURM
+batch jobs through dask-jobqueue (``slurm_cluster``). ``make_executor`` builds the one the params'
+``executor`` section names; ``as_executor`` lets functions take either a backend or a number of
+local workers. ``progress`` wraps the results in a rich progress bar on
 stderr when stderr is a terminal, and is silent otherwise (logs and tests see no bar).
 """
 
@@ -20,6 +23,25 @@ class Executor(Protocol):
     def map(self, fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]: ...
 
 
+class OneThread:
+    """``fn`` with BLAS/OpenMP held to one thread while it runs.
+
+    Multithreaded BLAS splits some reductions differently with the number of threads, so results
+    would change in the last bits with the backend (dask workers default to one thread) or the
+    machine's core count. Every backend runs jobs through this, so the bytes depend on neither;
+    with one job per core, one thread each is also the fastest.
+    """
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, item):
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1):
+            return self.fn(item)
+
+
 class LocalExecutor:
     """Worker processes on this machine; one process (no pool) when ``n_jobs`` is 1."""
 
@@ -28,10 +50,71 @@ class LocalExecutor:
 
     def map(self, fn, items):
         if self.n_jobs == 1 or len(items) <= 1:
-            yield from map(fn, items)
+            yield from map(OneThread(fn), items)
             return
         with ProcessPoolExecutor(max_workers=self.n_jobs) as pool:
-            yield from pool.map(fn, items)
+            yield from pool.map(OneThread(fn), items)
+
+
+class DaskExecutor:
+    """Jobs on a dask.distributed cluster, results in input order.
+
+    ``address``: connect to a running scheduler; else ``cluster_factory()`` builds the cluster (a
+    SLURM one), else a local cluster of ``workers`` single-threaded processes. A cluster this
+    executor starts lives for one ``map`` call.
+    """
+
+    def __init__(self, address: str | None = None, workers: int = 2, cluster_factory=None):
+        self.address, self.workers, self.cluster_factory = address, max(1, int(workers)), cluster_factory
+
+    def _cluster(self):
+        import logging
+
+        from distributed import LocalCluster
+
+        if self.cluster_factory is not None:
+            return self.cluster_factory()
+        return LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
+                            dashboard_address=None, silence_logs=logging.ERROR)
+
+    def map(self, fn, items):
+        from contextlib import nullcontext
+
+        from distributed import Client
+
+        with nullcontext() if self.address else self._cluster() as cluster:
+            with Client(self.address or cluster) as client:
+                futures = client.map(OneThread(fn), list(items), pure=False)
+                for future in futures:
+                    yield future.result()
+
+
+def slurm_cluster(p, jobs: int):
+    """dask-jobqueue's SLURMCluster for the ``executor.slurm`` params, scaled to ``jobs`` jobs (one
+    worker process each). Building it starts the scheduler here; jobs are submitted by ``scale``."""
+    from dask_jobqueue import SLURMCluster
+
+    cluster = SLURMCluster(
+        queue=p.queue, account=p.account, cores=p.cores, processes=1, memory=p.memory, walltime=p.walltime,
+        job_extra_directives=list(p.job_extra_directives), job_script_prologue=list(p.job_script_prologue),
+        log_directory=p.log_directory, scheduler_options={"dashboard_address": None})
+    if jobs:
+        cluster.scale(jobs=jobs)
+    return cluster
+
+
+def make_executor(p, n_jobs: int):
+    """The backend the params' ``executor`` section names (``n_jobs``: -j, the default size)."""
+    if p is None or p.kind == "local":
+        return LocalExecutor(n_jobs)
+    if p.kind == "dask":
+        return DaskExecutor(p.address, p.workers or n_jobs)
+    return DaskExecutor(cluster_factory=lambda: slurm_cluster(p.slurm, p.workers or n_jobs))
+
+
+def as_executor(jobs) -> Executor:
+    """A backend as is; a number of local worker processes as a ``LocalExecutor``."""
+    return jobs if hasattr(jobs, "map") else LocalExecutor(jobs)
 
 
 def progress(results: Iterable[R], total: int, description: str) -> Iterator[R]:

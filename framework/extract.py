@@ -18,7 +18,7 @@ from nilearn.interfaces.fmriprep import load_confounds_strategy
 from fclab.framework import runcache
 from fclab.framework.contracts import RoiSet, RoiWeights
 from fclab.framework.errors import DataError, ParamsError
-from fclab.framework.executor import Executor, LocalExecutor, progress
+from fclab.framework.executor import Executor, as_executor, progress
 from fclab.framework.io import file_digest
 from fclab.framework.params import DataParams, DenoiseParams, ExtractParams, check_label, plugin_spec
 from fclab.framework.registry import get_registry
@@ -771,7 +771,7 @@ def extract(p: ExtractParams, n_jobs: int = 2, executor: Executor | None = None,
         jobs.append((run, rois, p.denoise, skip, p.min_coverage, grid_hash.get(id(rois))))
     if not jobs:
         raise DataError(f"{p.data.root}: no run could be extracted")
-    executor = executor or LocalExecutor(n_jobs)
+    executor = executor or as_executor(n_jobs)
     results = list(progress(executor.map(_extract_job, jobs), len(jobs), "extract: runs"))
     for job, res in zip(jobs, results):
         if isinstance(res, str):

@@ -421,7 +421,42 @@ class ReportParams(Section):
     """A QC page per subject (carpet plots, motion, ROI quality, connectivity); false for very large studies."""
 
 
+class SlurmParams(Section):
+    queue: str | None = None
+    """The SLURM partition (#SBATCH -p); None: the cluster's default."""
+    account: str | None = None
+    """The account to charge (#SBATCH -A)."""
+    cores: int = Field(1, ge=1)
+    """Cores per job; each job runs one worker process with one thread per core."""
+    memory: str = "4GB"
+    """Memory per job, as dask-jobqueue reads it ("4GB", "16GiB")."""
+    walltime: str = "01:00:00"
+    """Time limit per job (#SBATCH -t)."""
+    job_extra_directives: list[str] = []
+    """More #SBATCH lines, e.g. ["--qos=normal"]."""
+    job_script_prologue: list[str] = []
+    """Shell lines run before the worker starts, e.g. ["source /path/to/fclab/.venv/bin/activate"]."""
+    log_directory: str | None = None
+    """Where SLURM writes the jobs' logs; None: the working directory."""
+
+
+class ExecutorParams(Section):
+    kind: Literal["local", "dask", "slurm"] = "local"
+    """Where independent jobs (runs, subjects, simulated studies) run: "local" worker processes
+    (-j of them), a "dask" cluster, or dask workers submitted as "slurm" batch jobs. Results are
+    the same bytes whichever runs them."""
+    address: str | None = None
+    """kind dask: the scheduler's address ("tcp://host:8786"); None: a local cluster of `workers`
+    processes."""
+    workers: int | None = Field(None, ge=1)
+    """kind dask without an address: worker processes; kind slurm: jobs to submit; None: -j."""
+    slurm: SlurmParams = Field(default_factory=SlurmParams)
+    """kind slurm: the batch jobs (dask-jobqueue's SLURMCluster)."""
+
+
 class Params(Section):
+    executor: ExecutorParams = Field(default_factory=ExecutorParams)
+    """Where jobs run (not a DVC dependency: it never changes a result)."""
     simulate: SimulateParams = Field(default_factory=SimulateParams)
     """The embedded simulated study (used when extract.data.root is its output_dir)."""
     extract: ExtractParams

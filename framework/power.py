@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
-from fclab.framework.executor import LocalExecutor, progress
+from fclab.framework.executor import Executor, as_executor, progress
 from fclab.framework.params import StatsParams
 from fclab.framework.roisim import RoiStudy, simulate_edges
 
@@ -57,12 +57,12 @@ def _chunk(args):
 
 
 def simulate_many(study: RoiStudy, stats: StatsParams, n_sims: int, seed: int, edge, window,
-                  jobs: int = 1) -> pd.DataFrame:
+                  jobs: int | Executor = 1) -> pd.DataFrame:
     """Outcomes of ``n_sims`` simulated studies (independent seeds from one SeedSequence)."""
     seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n_sims)]
     chunks = [seeds[i:i + 25] for i in range(0, n_sims, 25)]
     args = [(study, stats, c, tuple(edge), window) for c in chunks]
-    parts = progress(LocalExecutor(jobs).map(_chunk, args), len(args), "simulated studies (x25)")
+    parts = progress(as_executor(jobs).map(_chunk, args), len(args), "simulated studies (x25)")
     return pd.concat(list(parts), ignore_index=True)
 
 
@@ -81,7 +81,7 @@ def _relabel_chunk(args):
 
 
 def relabel_many(edges: pd.DataFrame, stats: StatsParams, windows: list[str], n: int, seed: int, edge, window,
-                 jobs: int = 1) -> pd.DataFrame:
+                 jobs: int | Executor = 1) -> pd.DataFrame:
     """Outcomes of ``n`` random relabellings of the groups on a study's own connectivity values.
 
     Each relabelling permutes the group labels over subjects (group sizes kept; a subject's windows
@@ -94,7 +94,7 @@ def relabel_many(edges: pd.DataFrame, stats: StatsParams, windows: list[str], n:
     seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n)]
     chunks = [seeds[i:i + 25] for i in range(0, n, 25)]
     args = [(edges, subjects, groups, windows, stats, c, tuple(edge), window) for c in chunks]
-    parts = progress(LocalExecutor(jobs).map(_relabel_chunk, args), len(args), "relabellings (x25)")
+    parts = progress(as_executor(jobs).map(_relabel_chunk, args), len(args), "relabellings (x25)")
     return pd.concat(list(parts), ignore_index=True)
 
 
@@ -113,7 +113,7 @@ def rates(outcomes: pd.DataFrame, alpha_ci: float = 0.05) -> pd.DataFrame:
 
 
 def power_curve(study: RoiStudy, stats: StatsParams, deltas, n_sims: int, seed: int, edge, window,
-                jobs: int = 1) -> pd.DataFrame:
+                jobs: int | Executor = 1) -> pd.DataFrame:
     """Power (rate of p_adj < α at the planted edge and window) for each Δz in ``deltas``."""
     from dataclasses import replace
 
@@ -138,7 +138,7 @@ def planted_target(study: RoiStudy) -> tuple[tuple[str, str], str]:
 
 
 def power_planted(study: RoiStudy, stats: StatsParams, effects, scales, n_sims: int, seed: int,
-                  jobs: int = 1) -> tuple[pd.DataFrame, tuple[str, str], str]:
+                  jobs: int | Executor = 1) -> tuple[pd.DataFrame, tuple[str, str], str]:
     """Power of detecting ``effects`` (simulate.effects) with every Δr multiplied by each scale.
 
     Detection is p_adj < α at the edge and window the effects shift most. ``delta_z`` in the

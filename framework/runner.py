@@ -17,7 +17,7 @@ from fclab.framework.contracts import Plugin, Scale, as_scale
 from fclab.framework import references as refs
 from fclab.framework import runcache
 from fclab.framework.errors import DataError, ParamsError
-from fclab.framework.executor import progress
+from fclab.framework.executor import make_executor, progress
 from fclab.framework.extract import extract
 from fclab.framework.io import (
     atomic_dir, check_fresh, file_digest, git_commit, provenance, read_parquet, read_provenance, staged_members,
@@ -109,15 +109,20 @@ def _digests(*paths: Path) -> dict[str, str]:
     return {str(p): file_digest(p) for p in paths}
 
 
+def executor(params: Params, jobs: int | None = None):
+    """The backend for independent jobs that params.executor names (-j sizes the local one)."""
+    return make_executor(params.executor, jobs or default_jobs())
+
+
 def stage_simulate(params: Params, jobs: int | None = None) -> Path:
     from fclab.framework.simulate import simulate
 
-    return simulate(params.simulate, n_jobs=jobs or default_jobs())
+    return simulate(params.simulate, n_jobs=executor(params, jobs))
 
 
 def stage_extract(params: Params, jobs: int | None = None) -> None:
     p = params.extract
-    out = extract(p, n_jobs=jobs or default_jobs(), cache=runcache.enabled())
+    out = extract(p, executor=executor(params, jobs), cache=runcache.enabled())
     if out.cached:
         print(f"extract: {out.computed} runs extracted, {out.cached} from the per-run cache "
               f"({runcache.cache_dir()})", file=sys.stderr)
@@ -239,7 +244,7 @@ def stage_truth(params: Params, jobs: int | None = None) -> bool:
         prov["inputs"] = _digests(*inputs)
         roi_reasons = {(r.subject, r.run, r.roi): r.reason for r in roi_qc[roi_qc["missing"]].itertuples()}
         truth = measured_truth(params, ts, run_qc, events, participants, roi_reasons, edges, metrics,
-                               TRUTH_DIR.parent, jobs or default_jobs())
+                               TRUTH_DIR.parent, executor(params, jobs))
         latent = json.loads((Path(params.simulate.output_dir) / "ground_truth.json").read_text())
     prov["simulated"] = simulated
     with atomic_dir(TRUTH_DIR, {"truth.parquet", "ground_truth.json"}.__contains__) as out_dir:
@@ -695,7 +700,7 @@ def stage_power(params: Params, deltas: list[float], n_sims: int, edge: tuple[st
     study = replace(study, n_ref=n_ref or study.n_ref, n_target=n_target or study.n_target)
     if planted:
         curve, edge, window = power_planted(study, sp, params.simulate.planted(), deltas, n_sims, seed,
-                                            jobs or default_jobs())
+                                            executor(params, jobs))
         what = "simulate.effects scaled; "
     else:
         edge = tuple(edge) if edge else (tuple(sp.confirmatory[0]) if sp.confirmatory else study.rois[:2])
@@ -706,7 +711,7 @@ def stage_power(params: Params, deltas: list[float], n_sims: int, edge: tuple[st
         window = window or effect_windows[0]
         if window not in effect_windows:
             raise DataError(f"power: --window: {window!r} is not a non-baseline window ({', '.join(effect_windows)})")
-        curve = power_curve(study, sp, deltas, n_sims, seed, edge, window, jobs or default_jobs())
+        curve = power_curve(study, sp, deltas, n_sims, seed, edge, window, executor(params, jobs))
         what = ""
     curve = curve[curve["term"] != "group"]  # the within-window group difference ignores baseline
     found = detectable_effect(curve)
@@ -746,11 +751,11 @@ def stage_calibrate(params: Params, kind: str, n: int, seed: int = 0, jobs: int 
         edges = edges[edges["window"].isin(windows)]
         if edge is None:
             edge = tuple(edges[["roi_a", "roi_b"]].iloc[0])
-        out = relabel_many(edges, sp, windows, n, seed, edge, window, jobs or default_jobs())
+        out = relabel_many(edges, sp, windows, n, seed, edge, window, executor(params, jobs))
     else:
         study = RoiStudy.from_params(params)
         edge = edge or study.rois[:2]
-        out = simulate_many(study, sp, n, seed, edge, window, jobs or default_jobs())
+        out = simulate_many(study, sp, n, seed, edge, window, executor(params, jobs))
     r = rates(out)
     r = r[r["outcome"].isin(["single", "confirmatory", "exploratory"])].reset_index(drop=True)
     r["in_band"] = r["rate"].between(*CALIBRATION_BAND)

@@ -29,7 +29,7 @@ import pandas as pd
 from nilearn.image import resample_img
 
 from fclab.framework.anatomy import ANDREWS_HANNA_2010_MPFC, probability_atlas, sphere_masks
-from fclab.framework.executor import LocalExecutor, progress
+from fclab.framework.executor import Executor, as_executor, progress
 from fclab.framework.io import atomic_dir
 from fclab.framework.params import SIM_GROUPS, SIM_ROIS, SimulateParams, section_hash
 
@@ -366,9 +366,9 @@ def _design(p: SimulateParams):
     return subjects, labels, subject_seqs
 
 
-def _write_study(root: Path, p: SimulateParams, subjects: pd.DataFrame, jobs: list, n_jobs: int, what: str) -> None:
+def _write_study(root: Path, p: SimulateParams, subjects: pd.DataFrame, jobs: list, n_jobs: int | Executor, what: str) -> None:
     _anatomy(p.voxel_size_mm)  # load the atlas once before workers fork
-    for _ in progress(LocalExecutor(n_jobs).map(_simulate_subject, jobs), len(jobs), what):
+    for _ in progress(as_executor(n_jobs).map(_simulate_subject, jobs), len(jobs), what):
         pass
     subjects.to_csv(root / "participants.tsv", sep="\t", index=False)
     (root / "dataset_description.json").write_text(json.dumps({
@@ -377,7 +377,7 @@ def _write_study(root: Path, p: SimulateParams, subjects: pd.DataFrame, jobs: li
     }, indent=2))
 
 
-def simulate(p: SimulateParams, n_jobs: int = 2) -> Path:
+def simulate(p: SimulateParams, n_jobs: int | Executor = 2) -> Path:
     """Write the study under ``p.output_dir`` (replacing it whole, atomically); return the path."""
     out = Path(p.output_dir)
     check_effects(p)
@@ -394,7 +394,7 @@ def affected_groups(p: SimulateParams) -> list[str]:
     return sorted({e.group for e in p.planted() if e.delta_r != 0})
 
 
-def simulate_counterfactual(p: SimulateParams, factual: Path, out: Path, n_jobs: int = 2,
+def simulate_counterfactual(p: SimulateParams, factual: Path, out: Path, n_jobs: int | Executor = 2,
                             only: list[str] | None = None) -> pd.DataFrame:
     """Write under ``out`` the study ``p`` would have been without its planted effects.
 

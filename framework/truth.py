@@ -82,7 +82,7 @@ def _latent(params: Params, cuts: pd.DataFrame, groups: list[str]) -> pd.DataFra
 
 def measured_truth(params: Params, timeseries: pd.DataFrame, run_qc: pd.DataFrame, events: pd.DataFrame,
                    participants: pd.DataFrame, roi_reasons: dict, edges: pd.DataFrame, metrics: list,
-                   workdir: Path, jobs: int = 2) -> pd.DataFrame:
+                   workdir: Path, jobs=2) -> pd.DataFrame:
     """One row per metric, edge, window (fixed and sliding, by start) and group: the planted effect on
     the measured scale (mean paired difference from the counterfactual study, with its standard error)
     and on the latent scale."""
@@ -102,7 +102,10 @@ def measured_truth(params: Params, timeseries: pd.DataFrame, run_qc: pd.DataFram
             redone = None
             if not written.empty:  # else no analysed subject is in a group with an effect
                 data = params.extract.data.model_copy(update={"root": str(tmp), "include": [], "exclude": []})
-                redone = extract(params.extract.model_copy(update={"data": data}), n_jobs=jobs).timeseries
+                # not through the per-run cache: these files are deleted below, and the record of what
+                # the last extraction used must stay the study's own
+                redone = extract(params.extract.model_copy(update={"data": data}), n_jobs=jobs,
+                                 cache=False).timeseries
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         if redone is not None:

@@ -250,15 +250,23 @@ def _subject_base(rng, p: SimulateParams):
     return _nearest_pd(BASE_CORR + jitter + jitter.T)
 
 
+def _save_gz(img: nib.Nifti1Image, path: Path) -> None:
+    """A gzipped NIfTI compressed by ISA-L at level 1: 4x faster than nibabel's zlib here and a few
+    percent smaller, with no timestamp (the same bytes every time)."""
+    from isal import igzip
+
+    path.write_bytes(igzip.compress(img.to_bytes(), compresslevel=1, mtime=0))
+
+
 def _write_run(func: Path, stem: str, data, anat: Anatomy, motion, tr, task_desc):
     full = np.zeros((*anat.shape, data.shape[1]), dtype=np.int16, order="F")
     full[anat.brain] = np.rint(data).astype(np.int16)
     img = nib.Nifti1Image(full, anat.affine)
     img.header.set_xyzt_units("mm", "sec")
     img.header["pixdim"][4] = tr
-    nib.save(img, func / f"{stem}_space-{SPACE}_desc-preproc_bold.nii.gz")
+    _save_gz(img, func / f"{stem}_space-{SPACE}_desc-preproc_bold.nii.gz")
     mask = nib.Nifti1Image(anat.brain.astype(np.uint8), anat.affine)
-    nib.save(mask, func / f"{stem}_space-{SPACE}_desc-brain_mask.nii.gz")
+    _save_gz(mask, func / f"{stem}_space-{SPACE}_desc-brain_mask.nii.gz")
     sidecar = {"RepetitionTime": tr, "SkullStripped": False, "TaskName": task_desc}
     (func / f"{stem}_space-{SPACE}_desc-preproc_bold.json").write_text(json.dumps(sidecar, indent=2))
     conf = _confounds(data.astype(np.float64), anat, motion, tr)

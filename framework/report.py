@@ -60,12 +60,17 @@ def group_counts(edges: pd.DataFrame, tests: pd.DataFrame, baseline: str, groups
         "group:window": have.merge(base, on=["metric", "roi_a", "roi_b", "subject"]).groupby(
             [*keys, "group"], observed=True).size(),
     }
-    rows = []
-    for r in tests[[*keys, "term"]].itertuples(index=False):
-        table = counts.get(r.term)
-        rows.append([pd.NA if table is None else int(table.get((r.metric, r.roi_a, r.roi_b, r.window, g), 0))
-                     for g in groups])
-    return pd.DataFrame(rows, index=tests.index, columns=list(groups), dtype="Int64")
+    out = pd.DataFrame(pd.NA, index=tests.index, columns=list(groups), dtype="Int64")
+    for term, table in counts.items():  # one lookup per term, not per row
+        rows = (tests["term"] == term).to_numpy()
+        if not rows.any():
+            continue
+        wide = table.unstack("group")
+        wide.index = pd.MultiIndex.from_arrays([wide.index.get_level_values(k).astype(str) for k in keys])
+        want = pd.MultiIndex.from_arrays([tests.loc[rows, k].astype(str) for k in keys])
+        found = wide.reindex(index=want, columns=list(groups)).fillna(0).to_numpy(np.int64)
+        out.loc[rows] = found
+    return out
 
 
 def change_from_baseline(edges: pd.DataFrame, baseline: str) -> pd.DataFrame:
@@ -137,6 +142,7 @@ def plot_series(table: pd.DataFrame, columns: list[str], directory: Path) -> Non
         write_text(directory / f"{slug(a)}__{slug(b)}.csv", csv_text(frame[columns]))
 
 
+TABLE_ROWS = 2000  # statistics rows per family on the page (the smallest adjusted p); tests.csv has all
 FIGURE_EDGES = 24  # at most this many edges get per-edge figures and DVC plot files, unless confirmatory
 
 

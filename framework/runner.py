@@ -461,15 +461,18 @@ def _report(params: Params, out: Path, jobs: int = 1) -> None:
     sp, rp_params = params.stats, params.report
     paths = {"edges": CONNECTIVITY_DIR / "edges.parquet", "tests": STATS_DIR / "tests.parquet",
              "run_qc": EXTRACT_DIR / "run_qc.parquet", "timeseries": EXTRACT_DIR / "timeseries.parquet"}
-    edges, tests, run_qc = (read_parquet(paths[k], cols) for k, cols in
-                            (("edges", EDGE_COLUMNS), ("tests", TEST_COLUMNS), ("run_qc", ())))
     provs = {"extract": read_provenance(paths["timeseries"]), "connectivity": check_fresh(paths["edges"]),
              "stats": check_fresh(paths["tests"])}
+    fixed = provs["connectivity"].get("windows")
+    # The fixed windows only: sliding-window rows (most of a connectome's table) are read below, for
+    # the edges the course is drawn for.
+    edges = read_parquet(paths["edges"], EDGE_COLUMNS, [("window", "in", fixed)] if fixed else None)
+    tests, run_qc = read_parquet(paths["tests"], TEST_COLUMNS), read_parquet(paths["run_qc"])
     metric = rp_params.metric or edges["metric"].iloc[0]
     scale = provs["connectivity"].get("scales", {}).get(metric, "value")
     described = provs["connectivity"].get("scale_info", {}).get(scale)
     scale = Scale(**described) if described else as_scale(scale)
-    windows = provs["connectivity"].get("windows") or list(dict.fromkeys(edges["window"]))
+    windows = fixed or list(dict.fromkeys(edges["window"]))
     infusion_windows = [w for w in windows if w != sp.baseline_window]
     groups = list(sp.groups)
     edges_m = edges[(edges["metric"] == metric) & edges["window"].isin(windows)]
@@ -498,7 +501,15 @@ def _report(params: Params, out: Path, jobs: int = 1) -> None:
     course = pd.DataFrame(columns=course_columns)  # the DVC plot series exists, empty, without sliding windows
     if sliding:
         spec = sliding[0]
-        course = rp.sliding_course(edges[edges["metric"] == metric], events, spec, groups, sp.alpha)
+        where = [("window", "==", spec["name"]), ("metric", "==", metric)]
+        if len(pairs) > rp.FIGURE_EDGES:  # the course of the figure edges only (edges.parquet has all)
+            where += [("roi_a", "in", sorted({a for a, _ in figure_pairs})),
+                      ("roi_b", "in", sorted({b for _, b in figure_pairs}))]
+        sl = read_parquet(paths["edges"], EDGE_COLUMNS, where)
+        if len(pairs) > rp.FIGURE_EDGES:
+            sl = sl[pd.MultiIndex.from_arrays([sl["roi_a"].astype(str), sl["roi_b"].astype(str)]).isin(
+                pd.MultiIndex.from_tuples(figure_pairs))]
+        course = rp.sliding_course(sl, events, spec, groups, sp.alpha)
         drawn = list(course[["roi_a", "roi_b"]].drop_duplicates().itertuples(index=False, name=None))
         if len(drawn) > rp.FIGURE_EDGES:
             drawn = [e for e in figure_pairs if e in set(drawn)]
@@ -556,8 +567,14 @@ def _report(params: Params, out: Path, jobs: int = 1) -> None:
     per_group = rp.group_counts(edges[edges["window"].isin(windows)], tests, sp.baseline_window, groups)
     shown = tests.assign(n_groups=[" / ".join("–" if pd.isna(v) else str(v) for v in row)
                                    for row in per_group.itertuples(index=False)])
-    fams = [{"name": f, "rows": shown[shown["family"] == f].to_dict("records")}
-            for f in ("confirmatory", "exploratory") if (shown["family"] == f).any()]
+    fams = []
+    for f in ("confirmatory", "exploratory"):
+        rows = shown[shown["family"] == f]
+        if len(rows) > rp.TABLE_ROWS:  # the page shows the smallest adjusted p; tests.csv has every row
+            order = np.lexsort((rows["p"].to_numpy(float), rows["p_adj"].to_numpy(float)))  # NaN last
+            rows = rows.iloc[np.sort(order[:rp.TABLE_ROWS])]
+        if (shown["family"] == f).any():
+            fams.append({"name": f, "rows": rows.to_dict("records"), "total": int((shown["family"] == f).sum())})
     write_text(out / "tests.csv", rp.csv_text(pd.concat([tests[TEST_COLUMNS], per_group.add_prefix("n_")], axis=1)))
     context = {
         "title": rp_params.title or f"{groups[1]} vs {groups[0]}",

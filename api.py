@@ -44,6 +44,7 @@ from fclab.framework.contracts import (
 from fclab.framework.errors import DataError, FclabError, ParamsError, PluginError
 from fclab.framework.extract import load_nifti
 from fclab.framework.hookspecs import hookimpl
+from fclab.framework.kernels import window_correlations
 from fclab.framework.linalg import (
     COVARIANCE_ESTIMATORS,
     correlation,
@@ -83,8 +84,8 @@ __all__ = [
     "load_nifti", "resample_to_grid", "labels_weights", "sphere_masks", "voxel_centres", "atlas_labels",
     "BUNDLED_ATLASES", "ANDREWS_HANNA_2010_MPFC",
     # metrics
-    "correlation", "COVARIANCE_ESTIMATORS", "inverse_spd", "precision_to_partial", "geometric_mean",
-    "spd_function",
+    "correlation", "window_correlations", "COVARIANCE_ESTIMATORS", "inverse_spd", "precision_to_partial",
+    "geometric_mean", "spd_function",
     # statistical tests
     "edge_cube", "change_cube", "long_rows", "subject_design", "contrasts", "Contrast", "contrast_table",
     "group_moments", "hedges_g", "hedges_g_moments", "welch_change", "fit_reml", "fit_mmrm", "max_t_pvalues",

@@ -286,6 +286,25 @@ def check_metric(metric: Metric, n_rois: int = 5, tr: float = 2.0, seed: int = 0
 
     out.run("compute_ranges equals compute on each window", ranges)
 
+    def edges():
+        n = state["n_min"]
+        starts = np.unique(np.linspace(0, max(0, T - n - 1), 6).astype(int))  # overlapping, as sliding windows
+        stops = np.minimum(starts + max(n, T // 2), T)
+        res = metric.compute_edges(ts[1], starts, stops, tr)
+        iu = np.triu_indices(ts.shape[-1], 1)
+        for k in state["single"]:
+            if k not in res:
+                return f"compute_edges lacks output {k!r}"
+            if np.shape(res[k]) != (len(starts), iu[0].size):
+                return f"compute_edges output {k!r} has shape {np.shape(res[k])}, not {(len(starts), iu[0].size)}"
+            for q, (a, b) in enumerate(zip(starts, stops)):
+                why = _same(np.asarray(res[k][q]), _as_outputs(metric.compute(ts[1, a:b], tr))[k][iu])
+                if why:
+                    return f"output {k!r}, window {a}:{b} differs from compute: {why}"
+        return None
+
+    out.run("compute_edges equals the upper triangle of compute on each window", edges)
+
     def constant():
         x = ts[2].copy()
         x[:, 0] = 3.0

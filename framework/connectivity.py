@@ -162,7 +162,8 @@ class Windows:
 
 
 def _apply(metric: Metric, win: Windows, n_volumes: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """{output name: (n_windows, R, R)} and each window's reason code for this metric."""
+    """{output name: (n_windows, E)}, the upper triangle of every window, and each window's reason
+    code for this metric."""
     trs = win.cuts["tr_s"].to_numpy()
     reason = win.reason.copy()
     for i in np.flatnonzero(reason < 0):
@@ -176,12 +177,13 @@ def _apply(metric: Metric, win: Windows, n_volumes: np.ndarray) -> tuple[dict[st
             raise DataError(f"{metric.name}: no usable reference window ({', '.join(metric.params.reference_windows)})")
         metric.fit(ref, float(np.median(trs)))
     R = len(win.rois)
-    out = {k: np.full((len(win.cuts), R, R), np.nan) for k in metric.outputs()}
+    iu = np.triu_indices(R, 1)
+    out = {k: np.full((len(win.cuts), iu[0].size), np.nan) for k in metric.outputs()}
 
-    def store(idx, res):
+    def store(idx, res, triangle=True):
         res = res if isinstance(res, dict) else {"": res}
         for k, v in res.items():
-            out[k][idx] = v
+            out[k][idx] = v if triangle else np.asarray(v)[:, iu[0], iu[1]]
 
     plain = defaultdict(list)  # (subject, run) -> windows that are plain ranges of that run
     replaced = defaultdict(list)  # (length, TR) -> windows with replaced data
@@ -196,8 +198,9 @@ def _apply(metric: Metric, win: Windows, n_volumes: np.ndarray) -> tuple[dict[st
                 continue
             res = metric.compute(win.data(i)[None][:, :, present], float(trs[i]))
             res = res if isinstance(res, dict) else {"": res}
+            keep = present[iu[0]] & present[iu[1]]  # the edges between present ROIs, in triangle order
             for k, v in res.items():
-                out[k][i][np.ix_(present, present)] = v[0]
+                out[k][i, keep] = v[0][np.triu_indices(int(present.sum()), 1)]
             continue
         if i in win.replaced:
             replaced[(win.replaced[i].shape[0], trs[i])].append(i)
@@ -205,9 +208,9 @@ def _apply(metric: Metric, win: Windows, n_volumes: np.ndarray) -> tuple[dict[st
             plain[(c["subject"], c["run"])].append(i)
     for key, idx in plain.items():
         idx = np.array(idx)
-        store(idx, metric.compute_ranges(win.runs[key][0], win.start[idx], win.stop[idx], float(trs[idx[0]])))
+        store(idx, metric.compute_edges(win.runs[key][0], win.start[idx], win.stop[idx], float(trs[idx[0]])))
     for (_, tr), idx in replaced.items():
-        store(np.array(idx), metric.compute(np.stack([win.replaced[i] for i in idx]), float(tr)))
+        store(np.array(idx), metric.compute(np.stack([win.replaced[i] for i in idx]), float(tr)), triangle=False)
     return out, reason
 
 
@@ -238,8 +241,7 @@ def connectivity(p: ConnectivityParams, timeseries: pd.DataFrame, run_qc: pd.Dat
         out, reason = _apply(metric, win, n_volumes)
         codes = np.where(const_codes >= 0, const_codes, reason[:, None])
         undefined = win.reasons.code(f"{metric.name} is not defined for this window")
-        for key, mats in out.items():
-            vals = mats[:, iu[0], iu[1]]
+        for key, vals in out.items():
             c = np.where((codes < 0) & ~np.isfinite(vals), undefined, codes)
             vals[c >= 0] = np.nan
             names.append(output_name(metric, key))

@@ -171,6 +171,18 @@ class Metric(Plugin):
                 out[k][idx] = v
         return out
 
+    def compute_edges(self, ts: np.ndarray, starts: np.ndarray, stops: np.ndarray, tr: float) -> dict[str, np.ndarray]:
+        """``compute_ranges`` as the stage stores it: {output name: (K, R(R-1)/2)}, the upper
+        triangle of each window's matrix in ``np.triu_indices(R, 1)`` order.
+
+        The default takes the triangle of ``compute_ranges``; a metric that can compute the triangle
+        alone (running sums over sliding windows, say) overrides it and skips the full matrices.
+        """
+        res = self.compute_ranges(ts, starts, stops, tr)
+        res = res if isinstance(res, dict) else {"": res}
+        iu = np.triu_indices(ts.shape[1], 1)
+        return {k: np.asarray(v)[:, iu[0], iu[1]] for k, v in res.items()}
+
     def outputs(self) -> dict[str, str]:
         """Output name ("" for the main one) -> scale."""
         return {"": self.scale, **self.extra_scales}

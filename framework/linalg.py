@@ -96,13 +96,20 @@ def geometric_mean(covs: np.ndarray, max_iter: int = 100, tol: float = 1e-9) -> 
     return gmean
 
 
+def _flat_as_nan(ts: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The centred series ``x`` with NaN in columns that are constant in ``ts``: their mean is not
+    always exact in floating point (3.3 repeated), so centring leaves ~1e-16, not 0."""
+    flat = (ts == ts[..., :1, :]).all(axis=-2, keepdims=True)
+    return np.where(flat, np.nan, x) if flat.any() else x
+
+
 def correlation(ts: np.ndarray, other: np.ndarray | None = None) -> np.ndarray:
     """Pearson correlation between the columns of ``ts`` (and of ``other``, if given): (..., R, R).
 
     A constant column gives NaN, never 0.
     """
-    x = centre(ts)
-    y = x if other is None else centre(other)
+    x = _flat_as_nan(ts, centre(ts))
+    y = x if other is None else _flat_as_nan(other, centre(other))
     with np.errstate(invalid="ignore", divide="ignore"):
         x = x / np.linalg.norm(x, axis=-2, keepdims=True)
         y = x if other is None else y / np.linalg.norm(y, axis=-2, keepdims=True)

@@ -142,6 +142,13 @@ class WrongRanges(_Pearson):
         return {"": np.stack([api.correlation(ts) for _ in starts])}  # ignores the windows
 
 
+class WrongTriangle(_Pearson):
+    def compute_edges(self, ts, starts, stops, tr):
+        full = self.compute_ranges(ts, starts, stops, tr)[""]
+        il = np.tril_indices(ts.shape[1], -1)  # the lower triangle: other edges' order
+        return {"": full[:, il[0], il[1]] * 0.5}
+
+
 class NegativeOnANonNegativeScale(_Pearson):
     scale = "mi"
     scales = (api.Scale("mi", "MI", signed=False, low=0.0),)
@@ -178,6 +185,7 @@ class ReasonlessProblem(_Pearson):
 @pytest.mark.parametrize("cls,check", [
     (Asymmetric, "symmetry as declared"),
     (WrongRanges, "compute_ranges equals compute"),
+    (WrongTriangle, "compute_edges equals the upper triangle"),
     (NegativeOnANonNegativeScale, "values within the declared scale"),
     (FalselyAffineInvariant, "affine invariance"),
     (NoBatch, "leading batch dimensions"),
@@ -308,7 +316,7 @@ def test_plugins_check_command(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, err = run_cli("plugins", "check", "pearson")
     assert code == 0, err
-    assert "metric plugin 'pearson'" in out and "11 of 11 checks passed" in out
+    assert "metric plugin 'pearson'" in out and "12 of 12 checks passed" in out
     code, _, err = run_cli("plugins", "check", "pearsn")
     assert code == 2 and "did you mean 'pearson'" in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli("plugins", "check", "labels_file")  # needs options params.yaml does not give

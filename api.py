@@ -41,6 +41,7 @@ from fclab.framework.contracts import (
     Scale,
     StatTest,
 )
+from fclab.framework.edgestore import Edges, read_edges
 from fclab.framework.errors import DataError, FclabError, ParamsError, PluginError
 from fclab.framework.extract import load_nifti
 from fclab.framework.hookspecs import hookimpl
@@ -87,7 +88,7 @@ __all__ = [
     "correlation", "window_correlations", "COVARIANCE_ESTIMATORS", "inverse_spd", "precision_to_partial",
     "geometric_mean", "spd_function",
     # statistical tests
-    "edge_cube", "change_cube", "long_rows", "subject_design", "contrasts", "Contrast", "contrast_table",
+    "Edges", "read_edges", "edge_cube", "change_cube", "long_rows", "subject_design", "contrasts", "Contrast", "contrast_table",
     "group_moments", "hedges_g", "hedges_g_moments", "welch_change", "fit_reml", "fit_mmrm", "max_t_pvalues",
     "WelchBatch", "block_size", "relabelings",
     # the conformance kit

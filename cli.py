@@ -224,6 +224,19 @@ def cache(
     typer.echo(runcache.summary())
 
 
+@app.command()
+@guarded
+def edges(
+    out: Annotated[Path | None, typer.Option("--long", metavar="FILE", help=(
+        "Write the long view (one row per subject, window, metric and edge) to FILE: .parquet, .csv or .tsv."))] = None,
+    window: Annotated[list[str] | None, typer.Option("--window", help="Only this window (repeatable).")] = None,
+    metric: Annotated[list[str] | None, typer.Option("--metric", help="Only this metric output (repeatable).")] = None,
+):
+    """Describe results/connectivity/edges.parquet (packed: one row per subject, window and metric),
+    or write its long view."""
+    typer.echo(runner.export_edges(out, window or None, metric or None))
+
+
 @app.command("executor")
 @guarded
 def executor_cmd():

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from fclab.framework.contracts import RESULT_COLUMNS, Design, Metric, RoiSet, RoiWeights, StatTest
+from fclab.framework.edgestore import Edges
 from fclab.framework.errors import FclabError
 
 FAKE_ROIS = ("A", "B", "C", "D", "E")
@@ -372,8 +373,11 @@ def check_stat_test(test: StatTest, metric: Metric | None = None, seed: int = 0)
     edges = fake_edges(metric, seed=seed)
     design = fake_design(edges, seed=seed)
 
+    def given(table):  # a test that declares packed_edges gets the packed form, as the stage gives it
+        return Edges.from_long(table) if test.packed_edges else table
+
     def runs():
-        res = test.run(edges, design)
+        res = test.run(given(edges), design)
         if not isinstance(res, pd.DataFrame) or res.empty:
             return f"run() returned {type(res).__name__}{' (empty)' if isinstance(res, pd.DataFrame) else ''}"
         state["res"] = res
@@ -444,7 +448,7 @@ def check_stat_test(test: StatTest, metric: Metric | None = None, seed: int = 0)
     out.run("ci_low ≤ estimate ≤ ci_high", intervals)
 
     def deterministic():
-        again = test.run(edges, design)
+        again = test.run(given(edges), design)
         a = res.reset_index(drop=True)
         b = again.reset_index(drop=True)
         if not a.equals(b):
@@ -452,6 +456,16 @@ def check_stat_test(test: StatTest, metric: Metric | None = None, seed: int = 0)
         return None
 
     out.run("deterministic", deterministic)
+
+    def packed_as_long():
+        if not test.packed_edges:
+            return None
+        from_long = test.run(edges, design).reset_index(drop=True)
+        if not from_long.equals(res.reset_index(drop=True)):
+            return "results from the packed edges differ from those from the long table"
+        return None
+
+    out.run("packed_edges: the same results from the packed and the long table", packed_as_long)
 
     def effect():
         sel = ((res["roi_a"] == FAKE_ROIS[0]) & (res["roi_b"] == FAKE_ROIS[1]) & (res["window"] != "trend")
@@ -466,7 +480,7 @@ def check_stat_test(test: StatTest, metric: Metric | None = None, seed: int = 0)
 
     def missing_subject():
         gone = edges[~((edges["subject"] == "s00") & (edges["window"] == "w1"))]
-        r = test.run(gone, fake_design(gone, seed=seed))
+        r = test.run(given(gone), fake_design(gone, seed=seed))
         if r.empty:
             return "no rows when one subject misses a window"
         return None
@@ -474,7 +488,7 @@ def check_stat_test(test: StatTest, metric: Metric | None = None, seed: int = 0)
     out.run("a subject missing a window is handled", missing_subject)
 
     def covariate():
-        r = test.run(edges, fake_design(edges, covariates=("age", "sex"), seed=seed))
+        r = test.run(given(edges), fake_design(edges, covariates=("age", "sex"), seed=seed))
         if r.empty:
             return "no rows with covariates age and sex"
         return None
@@ -484,7 +498,7 @@ def check_stat_test(test: StatTest, metric: Metric | None = None, seed: int = 0)
     def too_small():
         small = edges[(edges["group"] == "control") | (edges["subject"] == "s08")]
         try:
-            r = test.run(small, fake_design(small, seed=seed))
+            r = test.run(given(small), fake_design(small, seed=seed))
         except FclabError as exc:
             msg = str(exc)
             return None if "\n" not in msg.strip() else "the error is more than one line"

@@ -1,9 +1,9 @@
 """Stage ``connectivity``: cut each subject's time series into windows and apply every metric.
 
 Windows are index ranges into each run's (T × R) array of clean volumes. Plain windows go to the
-metric's ``compute_ranges`` run by run (one batched call, or running sums for overlapping sliding
+metric's ``compute_edges`` run by run (one batched call, or running sums for overlapping sliding
 windows); equalised or tapered windows, which are no longer plain ranges, go to ``compute`` stacked
-by length. The edges table is assembled from integer codes, one row per window × edge.
+by length. The result is packed (framework/edgestore.py): one row per window × metric output.
 """
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ import numpy as np
 import pandas as pd
 
 from fclab.framework.contracts import Metric
+from fclab.framework.edgestore import EDGE_COLUMNS, ROW_COLUMNS, Edges, pack
 from fclab.framework.errors import DataError
 from fclab.framework.extract import TIMESERIES_KEYS
 from fclab.framework.params import ConnectivityParams, plugin_spec
 from fclab.framework.registry import get_registry
 from fclab.framework.windows import resolve, subsample, taper
 
-EDGE_COLUMNS = ["subject", "group", "window", "window_start_s", "window_end_s", "n_volumes", "metric",
-                "roi_a", "roi_b", "value", "reason"]
+__all__ = ["EDGE_COLUMNS", "Edges", "build_metrics", "connectivity", "output_name", "output_scales",
+           "scale_descriptions"]
 
 
 def build_metrics(p: ConnectivityParams) -> list[Metric]:
@@ -185,7 +186,7 @@ def _apply(metric: Metric, win: Windows, n_volumes: np.ndarray) -> tuple[dict[st
         for k, v in res.items():
             out[k][idx] = v if triangle else np.asarray(v)[:, iu[0], iu[1]]
 
-    plain = defaultdict(list)  # (subject, run) -> windows that are plain ranges of that run
+    plain = defaultdict(list)  # (subject, run, set) -> windows that are plain ranges of that run
     replaced = defaultdict(list)  # (length, TR) -> windows with replaced data
     missing = win.missing_rois()
     for i in np.flatnonzero(ok):
@@ -205,10 +206,12 @@ def _apply(metric: Metric, win: Windows, n_volumes: np.ndarray) -> tuple[dict[st
         if i in win.replaced:
             replaced[(win.replaced[i].shape[0], trs[i])].append(i)
         else:
-            plain[(c["subject"], c["run"])].append(i)
-    for key, idx in plain.items():
+            # one call per set: the fixed windows, or one sliding spec (whose overlaps a metric may exploit)
+            plain[(c["subject"], c["run"], c["window"] if c["kind"] != "fixed" else None)].append(i)
+    for (subject, run, _), idx in plain.items():
         idx = np.array(idx)
-        store(idx, metric.compute_edges(win.runs[key][0], win.start[idx], win.stop[idx], float(trs[idx[0]])))
+        store(idx, metric.compute_edges(win.runs[(subject, run)][0], win.start[idx], win.stop[idx],
+                                        float(trs[idx[0]])))
     for (_, tr), idx in replaced.items():
         store(np.array(idx), metric.compute(np.stack([win.replaced[i] for i in idx]), float(tr)), triangle=False)
     return out, reason
@@ -216,60 +219,38 @@ def _apply(metric: Metric, win: Windows, n_volumes: np.ndarray) -> tuple[dict[st
 
 def connectivity(p: ConnectivityParams, timeseries: pd.DataFrame, run_qc: pd.DataFrame,
                  events: pd.DataFrame, metrics: list[Metric], subject_order: list[str],
-                 roi_reasons: dict | None = None) -> pd.DataFrame:
+                 roi_reasons: dict | None = None) -> Edges:
+    """Every window of every subject through every metric, packed (framework/edgestore.py): one row
+    per metric output × window, metric by metric, windows in ``Windows`` order."""
     win = Windows(p, timeseries, run_qc, events, subject_order)
-    W, R = len(win.cuts), len(win.rois)
-    iu = np.triu_indices(R, 1)
-    E = iu[0].size
+    iu = np.triu_indices(len(win.rois), 1)
     n_volumes = win.n_volumes()
     constant = win.constant_rois()
-    touches = constant[:, iu[0]] | constant[:, iu[1]]  # (W, E)
-    const_codes = np.full((W, E), -1, dtype=np.int32)
-    for w, e in zip(*np.nonzero(touches)):
-        bad = [win.rois[k] for k in (iu[0][e], iu[1][e]) if constant[w, k]]
-        const_codes[w, e] = win.reasons.code(f"constant signal in {', '.join(bad)}")
     missing = win.missing_rois()
     roi_reasons = roi_reasons or {}
-    for w, e in zip(*np.nonzero(missing[:, iu[0]] | missing[:, iu[1]])):
-        s_, r_ = win.cuts.at[w, "subject"], win.cuts.at[w, "run"]
-        bad = [f"{win.rois[k]} ({roi_reasons.get((s_, r_, win.rois[k]), 'no values')})"
-               for k in (iu[0][e], iu[1][e]) if missing[w, k]]
-        const_codes[w, e] = win.reasons.code(f"ROI missing: {', '.join(bad)}")
+    rois = np.asarray(win.rois, dtype=object)
+    const_names = [list(rois[c]) for c in constant]
+    missing_names = [list(rois[m]) for m in missing]
+    missing_why = [[roi_reasons.get((s_, r_, x), "no values") for x in names]
+                   for names, s_, r_ in zip(missing_names, win.cuts["subject"], win.cuts["run"])]
+    bad_roi = constant | missing  # their edges are missing, with the ROI's reason (it wins over the window's)
+    bad_edge = bad_roi[:, iu[0]] | bad_roi[:, iu[1]]  # (W, E)
 
-    names, values, reasons = [], [], []
+    frames, values, undefined = [], [], {}
     for metric in metrics:
         out, reason = _apply(metric, win, n_volumes)
-        codes = np.where(const_codes >= 0, const_codes, reason[:, None])
-        undefined = win.reasons.code(f"{metric.name} is not defined for this window")
         for key, vals in out.items():
-            c = np.where((codes < 0) & ~np.isfinite(vals), undefined, codes)
-            vals[c >= 0] = np.nan
-            names.append(output_name(metric, key))
-            values.append(vals.ravel())
-            reasons.append(c.ravel())
-
-    M = len(names)
-    cuts = win.cuts
-
-    def per_window(col):  # window-level column -> categorical over all rows
-        cats, codes = np.unique(cuts[col].to_numpy().astype(str), return_inverse=True)
-        return pd.Categorical.from_codes(np.tile(np.repeat(codes, E), M), categories=cats)
-
-    used = sorted(set(np.concatenate(reasons)) - {-1})
-    remap = np.full(len(win.reasons.messages) + 1, -1, dtype=np.int32)
-    remap[used] = np.arange(len(used))
-    reason_codes = remap[np.concatenate(reasons)]
-    edges = pd.DataFrame({
-        "subject": per_window("subject"),
-        "group": per_window("group"),
-        "window": per_window("window"),
-        "window_start_s": np.tile(np.repeat(cuts["window_start_s"].to_numpy(), E), M),
-        "window_end_s": np.tile(np.repeat(cuts["window_end_s"].to_numpy(), E), M),
-        "n_volumes": np.tile(np.repeat(n_volumes.astype(np.int32), E), M),
-        "metric": pd.Categorical.from_codes(np.repeat(np.arange(M), W * E), categories=names),
-        "roi_a": pd.Categorical.from_codes(np.tile(iu[0], W * M), categories=win.rois),
-        "roi_b": pd.Categorical.from_codes(np.tile(iu[1], W * M), categories=win.rois),
-        "value": np.concatenate(values),
-        "reason": pd.Categorical.from_codes(reason_codes, categories=[win.reasons.messages[k] for k in used]),
-    })
-    return edges[EDGE_COLUMNS]
+            name = output_name(metric, key)
+            vals[bad_edge | (reason >= 0)[:, None] | ~np.isfinite(vals)] = np.nan
+            values.append(vals)
+            undefined[name] = f"{metric.name} is not defined for this window"
+            frames.append(pd.DataFrame({
+                "subject": win.cuts["subject"].to_numpy(), "group": win.cuts["group"].to_numpy(),
+                "window": win.cuts["window"].to_numpy(),
+                "window_start_s": win.cuts["window_start_s"].to_numpy(float),
+                "window_end_s": win.cuts["window_end_s"].to_numpy(float),
+                "n_volumes": n_volumes.astype(np.int32), "metric": name,
+                "reason": [win.reasons.messages[c] if c >= 0 else None for c in reason],
+                "constant_rois": const_names, "missing_rois": missing_names, "missing_why": missing_why}))
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ROW_COLUMNS)
+    return pack(rows, np.concatenate(values) if values else np.empty((0, iu[0].size)), list(win.rois), undefined)

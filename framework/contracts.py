@@ -265,11 +265,17 @@ class StatTest(Plugin):
     ``requires`` names the columns (of the edges or of the subjects) the test cannot do without.
     ``uses`` asks for more inputs: ``"sliding"`` (``design.sliding``, the sliding-window edge rows) and
     ``"run_qc"`` (``design.run_qc``); they are read only for a test that asks.
+
+    ``edges`` is the long table (one row per subject, window, metric and edge) unless the test sets
+    ``packed_edges``: then it may get the packed ``Edges`` (fclab.api), which ``edge_cube`` and
+    ``change_cube`` read directly into arrays; the long table of a connectome-scale study is too
+    big to build.
     """
 
     kind = "test"
     requires: ClassVar[tuple[str, ...]] = ("subject", "group", "window")
     uses: ClassVar[tuple[str, ...]] = ()
+    packed_edges: ClassVar[bool] = False  # True: run() may get the packed ``Edges`` instead of the long table
     # A known limit of the test's calibration, shown beside its results in the report.
     caveat: ClassVar[str | None] = None
     # The terms the test can produce (checked against report.primary_term); empty: not declared.

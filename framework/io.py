@@ -313,11 +313,18 @@ def write_parquet(df: pd.DataFrame, path: str | Path, prov: dict) -> None:
     # ordinary columns back; Parquet's own dictionary encoding keeps the file small.
     fields = [pa.field(f.name, f.type.value_type) if pa.types.is_dictionary(f.type) else f for f in table.schema]
     table = table.cast(pa.schema(fields, metadata=table.schema.metadata))
-    meta = dict(table.schema.metadata or {})
+    write_arrow(table, path, prov)
+
+
+def write_arrow(table: pa.Table, path: str | Path, prov: dict, metadata: dict | None = None,
+                dictionary: list[str] | bool = True) -> None:
+    """Write an Arrow table atomically (zstd), with ``prov`` and any other ``metadata`` in the schema;
+    ``dictionary`` names the columns Parquet dictionary-encodes (True: all)."""
+    meta = {**(table.schema.metadata or {}), **(metadata or {})}
     meta[PROVENANCE_KEY] = json.dumps(prov, sort_keys=True).encode()
     table = table.replace_schema_metadata(meta)
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", use_dictionary=dictionary)
 
 
 def read_parquet(path: str | Path, columns=(), filters=None) -> pd.DataFrame:

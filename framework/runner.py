@@ -12,7 +12,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from fclab.framework.connectivity import EDGE_COLUMNS, build_metrics, connectivity, output_scales, scale_descriptions
+from fclab.framework.connectivity import build_metrics, connectivity, output_scales, scale_descriptions
+from fclab.framework.edgestore import Edges, read_edges, write_edges
 from fclab.framework.contracts import Plugin, Scale, as_scale
 from fclab.framework import references as refs
 from fclab.framework import runcache
@@ -191,12 +192,12 @@ def _connectivity_methods(p, metrics) -> str:
     return text + f", with {'; '.join(m.describe() for m in metrics)}."
 
 
-def check_windows_have_values(edges: pd.DataFrame, windows: list[str]) -> None:
+def check_windows_have_values(edges: Edges, windows: list[str]) -> None:
     """A fixed window without a single value leaves nothing to test: an error with the commonest reason."""
     for w in windows:
-        sel = edges[edges["window"] == w]
-        if len(sel) and not np.isfinite(sel["value"].to_numpy(float)).any():
-            reason = str(sel["reason"].astype(str).value_counts().index[0])
+        sel = edges.where(windows=[w])
+        if len(sel) and not np.isfinite(sel.values).any():
+            reason = str(sel.long()["reason"].astype(str).value_counts().index[0])
             error = ParamsError if "min_volumes" in reason or "equalize" in reason else DataError
             raise error(f"connectivity: window {w!r} has no value for any subject (e.g. {reason})")
 
@@ -219,7 +220,28 @@ def stage_connectivity(params: Params) -> None:
     prov["windows"] = [w.name for w in p.windows]
     prov["sliding"] = [{"name": s.name, "run": s.run, "event": s.event} for s in p.sliding]
     with atomic_dir(CONNECTIVITY_DIR, {"edges.parquet"}.__contains__) as out_dir:
-        write_parquet(edges, out_dir / "edges.parquet", prov)
+        write_edges(edges, out_dir / "edges.parquet", prov)
+
+
+def export_edges(out: Path | None, windows=None, metrics=None) -> str:
+    """A summary of edges.parquet, or (``out``) its long view written to ``out``; returns what to print."""
+    path = CONNECTIVITY_DIR / "edges.parquet"
+    suffix = Path(out).suffix.lower() if out is not None else None
+    if out is not None and suffix not in (".parquet", ".csv", ".tsv"):
+        raise ParamsError(f"--long {out}: the file name must end in .parquet, .csv or .tsv")
+    edges = read_edges(path, windows, metrics)
+    if out is None:
+        rows = edges.rows
+        return (f"{path}: {len(rows)} rows (subject × window × metric) of {edges.n_edges} edges over "
+                f"{len(edges.rois)} ROIs; {rows['subject'].nunique()} subjects, windows "
+                f"{', '.join(dict.fromkeys(rows['window']))}; metrics {', '.join(edges.metrics())}. "
+                "`fclab edges --long FILE` writes one row per edge.")
+    long = edges.long()
+    if suffix == ".parquet":
+        write_parquet(long, out, read_provenance(path))
+    else:
+        write_text(out, long.to_csv(index=False, sep="," if suffix == ".csv" else "\t"))
+    return f"wrote {out}: {len(long)} rows"
 
 
 def stage_truth(params: Params, jobs: int | None = None) -> bool:
@@ -237,8 +259,8 @@ def stage_truth(params: Params, jobs: int | None = None) -> bool:
     latent = {}
     if simulated:
         ts, run_qc, events, participants, roi_qc = (read_parquet(f) for f in inputs[:-1])
-        edges = read_parquet(inputs[-1], EDGE_COLUMNS)
         check_fresh(inputs[-1])
+        edges = read_edges(inputs[-1]).long()
         metrics = build_metrics(params.connectivity)
         prov["plugins"] = _plugin_versions(metrics)
         prov["inputs"] = _digests(*inputs)
@@ -276,11 +298,11 @@ def stage_stats(params: Params) -> None:
     # otherwise their rows (most of the table with sliding windows) are never read
     wants_sliding = any("sliding" in t.uses for t in tests)
     windows = upstream.get("windows")
-    edges = read_parquet(path, EDGE_COLUMNS, None if wants_sliding or not windows else [("window", "in", windows)])
-    windows = windows or list(dict.fromkeys(edges["window"]))
-    fixed = edges["window"].isin(windows)
-    sliding = edges[~fixed].reset_index(drop=True) if wants_sliding else None
-    edges = edges[fixed]
+    edges = read_edges(path, None if wants_sliding or not windows else windows)
+    windows = windows or list(dict.fromkeys(edges.rows["window"]))
+    fixed = edges.rows["window"].isin(windows).to_numpy()
+    sliding = edges.select(~fixed) if wants_sliding else None
+    edges = edges.select(fixed)
     run_qc = read_parquet(EXTRACT_DIR / "run_qc.parquet")
     subjects = subject_table(read_parquet(EXTRACT_DIR / "participants.parquet"), run_qc)
     result = run_stats(p, edges, windows, tests, upstream.get("scales"), subjects, sliding,
@@ -466,7 +488,7 @@ def _report(params: Params, out: Path, jobs: int = 1) -> None:
     fixed = provs["connectivity"].get("windows")
     # The fixed windows only: sliding-window rows (most of a connectome's table) are read below, for
     # the edges the course is drawn for.
-    edges = read_parquet(paths["edges"], EDGE_COLUMNS, [("window", "in", fixed)] if fixed else None)
+    edges = read_edges(paths["edges"], fixed).long()
     tests, run_qc = read_parquet(paths["tests"], TEST_COLUMNS), read_parquet(paths["run_qc"])
     metric = rp_params.metric or edges["metric"].iloc[0]
     scale = provs["connectivity"].get("scales", {}).get(metric, "value")
@@ -501,14 +523,9 @@ def _report(params: Params, out: Path, jobs: int = 1) -> None:
     course = pd.DataFrame(columns=course_columns)  # the DVC plot series exists, empty, without sliding windows
     if sliding:
         spec = sliding[0]
-        where = [("window", "==", spec["name"]), ("metric", "==", metric)]
-        if len(pairs) > rp.FIGURE_EDGES:  # the course of the figure edges only (edges.parquet has all)
-            where += [("roi_a", "in", sorted({a for a, _ in figure_pairs})),
-                      ("roi_b", "in", sorted({b for _, b in figure_pairs}))]
-        sl = read_parquet(paths["edges"], EDGE_COLUMNS, where)
-        if len(pairs) > rp.FIGURE_EDGES:
-            sl = sl[pd.MultiIndex.from_arrays([sl["roi_a"].astype(str), sl["roi_b"].astype(str)]).isin(
-                pd.MultiIndex.from_tuples(figure_pairs))]
+        # the course of the figure edges only (edges.parquet has all)
+        sl = read_edges(paths["edges"], [spec["name"]], [metric]).long(
+            figure_pairs if len(pairs) > rp.FIGURE_EDGES else None)
         course = rp.sliding_course(sl, events, spec, groups, sp.alpha)
         drawn = list(course[["roi_a", "roi_b"]].drop_duplicates().itertuples(index=False, name=None))
         if len(drawn) > rp.FIGURE_EDGES:
@@ -764,8 +781,7 @@ def stage_calibrate(params: Params, kind: str, n: int, seed: int = 0, jobs: int 
         path = CONNECTIVITY_DIR / "edges.parquet"
         if not path.exists():
             raise DataError(f"calibrate: {path} not found; run `fclab connectivity` first")
-        edges = read_parquet(path, EDGE_COLUMNS)
-        edges = edges[edges["window"].isin(windows)]
+        edges = read_edges(path, windows).long()
         if edge is None:
             edge = tuple(edges[["roi_a", "roi_b"]].iloc[0])
         out = relabel_many(edges, sp, windows, n, seed, edge, window, executor(params, jobs))

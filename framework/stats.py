@@ -9,6 +9,7 @@ import pandas as pd
 from scipy.stats import false_discovery_control
 
 from fclab.framework.contracts import RESULT_COLUMNS, TEST_INPUTS, Design, StatTest
+from fclab.framework.edgestore import Edges
 from fclab.framework.errors import DataError, ParamsError, PluginError
 from fclab.framework.params import StatsParams, did_you_mean, plugin_spec
 from fclab.framework.registry import get_registry
@@ -41,6 +42,7 @@ def make_design(p: StatsParams, edges: pd.DataFrame, windows: list[str],
     """The study as tests see it: one row per analysed subject with every column of ``subjects``
     (participants.tsv and mean_fd), and the sliding rows and run QC for the tests that ask."""
     # Group sizes are checked by each test (Design.check), so the error names the test.
+    edges = edges.rows if isinstance(edges, Edges) else edges
     if p.baseline_window not in set(edges["window"]):
         raise DataError(f"stats.baseline_window: no {p.baseline_window!r} window in the edges")
     table = edges[["subject", "group"]].drop_duplicates().reset_index(drop=True)
@@ -77,13 +79,17 @@ def _codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return codes, np.asarray(labels, dtype=object)
 
 
-def edge_cube(edges: pd.DataFrame, design: Design) -> tuple[pd.DataFrame, np.ndarray]:
+def edge_cube(edges: pd.DataFrame | Edges, design: Design) -> tuple[pd.DataFrame, np.ndarray]:
     """The edge table as an array: keys (metric, roi_a, roi_b) and values (E, subjects, windows).
 
+    ``edges`` is the long table or the packed ``Edges`` (read straight into the array, no long table).
     Subjects and windows follow ``design.subjects`` and ``design.windows``; NaN marks a value that
     is missing or absent. Edges are ordered by (metric, roi_a, roi_b) codes: category order for
-    categorical columns, order of first appearance otherwise.
+    categorical columns, order of first appearance otherwise (for ``Edges``: metrics as stored, the
+    upper triangle in ROI order, which is the same order for a table fclab wrote).
     """
+    if isinstance(edges, Edges):
+        return edges.cube(design.subjects["subject"], design.windows)
     s_codes = _positions(edges["subject"], design.subjects["subject"])
     w_codes = _positions(edges["window"], design.windows)
     (m, lm), (a, la), (b, lb) = (_codes(edges[c]) for c in ("metric", "roi_a", "roi_b"))
@@ -117,7 +123,7 @@ def edge_cube(edges: pd.DataFrame, design: Design) -> tuple[pd.DataFrame, np.nda
     return keys, cube.reshape(len(keys), S, W)
 
 
-def change_cube(edges: pd.DataFrame, design: Design) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+def change_cube(edges: pd.DataFrame | Edges, design: Design) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """Keys, the change from baseline (E, subjects, non-baseline windows) and a target-group mask."""
     keys, cube = edge_cube(edges, design)
     k = design.windows.index(design.baseline_window)
@@ -200,14 +206,23 @@ def check_names(p: StatsParams, groups, roi_names) -> None:
         seen[key] = i
 
 
-def run_stats(p: StatsParams, edges: pd.DataFrame, windows: list[str], tests: list[StatTest],
+def run_stats(p: StatsParams, edges: pd.DataFrame | Edges, windows: list[str], tests: list[StatTest],
               scales: dict[str, str] | None = None, subjects: pd.DataFrame | None = None,
-              sliding: pd.DataFrame | None = None, run_qc: pd.DataFrame | None = None) -> pd.DataFrame:
-    check_names(p, edges["group"].unique(), [*edges["roi_a"].unique(), *edges["roi_b"].unique()])
-    edges = edges[edges["group"].isin(p.groups)]
-    if sliding is not None:
+              sliding: pd.DataFrame | Edges | None = None, run_qc: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every test on ``edges`` (the fixed windows; long or packed) and the p-values adjusted within
+    each family. A test that does not declare ``packed_edges`` gets packed edges as the long table."""
+    if isinstance(edges, Edges):
+        check_names(p, edges.rows["group"].unique(), edges.rois)
+        edges = edges.where(groups=p.groups)
+    else:
+        check_names(p, edges["group"].unique(), [*edges["roi_a"].unique(), *edges["roi_b"].unique()])
+        edges = edges[edges["group"].isin(p.groups)]
+    if isinstance(sliding, Edges):
+        sliding = sliding.where(groups=p.groups).long()
+    elif sliding is not None:
         sliding = sliding[sliding["group"].isin(p.groups)].reset_index(drop=True)
     design = make_design(p, edges, windows, subjects, sliding, run_qc)
+    long = None
     frames = []
     available = set(edges.columns) | set(design.subjects.columns)
     for test in tests:
@@ -215,7 +230,11 @@ def run_stats(p: StatsParams, edges: pd.DataFrame, windows: list[str], tests: li
         if missing:
             raise DataError(f"stats.tests: {test.name!r} needs column(s) {', '.join(missing)}, not in the data")
         given = {k: getattr(design, k) if k in test.uses else None for k in TEST_INPUTS}
-        res = test.run(edges, dataclasses.replace(design, **given))
+        given_edges = edges
+        if isinstance(edges, Edges) and not test.packed_edges:
+            long = edges.long() if long is None else long
+            given_edges = long
+        res = test.run(given_edges, dataclasses.replace(design, **given))
         if res.empty:
             continue
         res.insert(0, "test", test.name)

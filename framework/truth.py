@@ -113,7 +113,7 @@ def measured_truth(params: Params, timeseries: pd.DataFrame, run_qc: pd.DataFram
             own = pd.MultiIndex.from_frame(timeseries[["subject", "run"]])
             twin_ts = pd.concat([timeseries[~own.isin(keys)], redone], ignore_index=True)
     twin = connectivity(params.connectivity, twin_ts, run_qc, events, metrics, participants["subject"].tolist(),
-                        roi_reasons)
+                        roi_reasons).long()
     key = ["subject", "window", "window_start_s", "metric", "roi_a", "roi_b"]
     if len(twin) != len(edges) or not all(np.array_equal(twin[k].to_numpy(object), edges[k].to_numpy(object))
                                           for k in key):

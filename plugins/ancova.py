@@ -25,6 +25,7 @@ TERM = "group:window"
 class Ancova(StatTest):
     terms = ("group:window",)
     name = "ancova"
+    packed_edges = True
     references = (refs.ANCOVA, refs.HEDGES_OLKIN)
 
     def run(self, edges: pd.DataFrame, design: Design) -> pd.DataFrame:

@@ -43,6 +43,7 @@ def hodges_lehmann(x: np.ndarray, y: np.ndarray, alpha: float = 0.05) -> tuple[f
 class ChangeMannWhitney(StatTest):
     terms = ("group:window",)
     name = "change_mannwhitney"
+    packed_edges = True
     references = (refs.MANN_WHITNEY,)
     caveat = ("conservative under a multiple-comparison correction: exact U p-values are discrete, so Holm's "
               "smallest thresholds fall between attainable values (family-wise error 0.018-0.029 on realistic "

@@ -17,6 +17,7 @@ from fclab.api import Design, StatTest, hookimpl, refs, welch_change
 class ChangeWelch(StatTest):
     terms = ("group:window",)
     name = "change_welch"
+    packed_edges = True
     references = (refs.WELCH, refs.HEDGES_OLKIN)
 
     def run(self, edges: pd.DataFrame, design: Design) -> pd.DataFrame:

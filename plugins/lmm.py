@@ -26,6 +26,7 @@ from fclab.api import (Contrast, Design, PluginParams, StatTest, contrast_table,
 class Lmm(StatTest):
     terms = ("group:window", "group", "group:trend")
     name = "lmm"
+    packed_edges = True
     references = (refs.SATTERTHWAITE, refs.LMERTEST)
     caveat = ("anti-conservative when windows differ in variance or covariance, as when the baseline is a "
               "separate, shorter run: family-wise error up to 0.11 on realistic null studies (docs/validation.md); "

@@ -37,6 +37,7 @@ def fit_mixedlm(y: np.ndarray, X: np.ndarray, subjects: np.ndarray, reml: bool =
 class LmmReference(StatTest):
     terms = ("group:window", "group", "group:trend")
     name = "lmm_reference"
+    packed_edges = True
 
     class Params(PluginParams):
         contrasts: list[Contrast] = ["group:window", "group", "group:trend"]

@@ -65,6 +65,7 @@ def covariate_design(design: Design, base: np.ndarray, test: str) -> tuple[np.nd
 class Mmrm(StatTest):
     terms = ("group:window", "group", "group:trend")
     name = "mmrm"
+    packed_edges = True
     references = (refs.MMRM, refs.SATTERTHWAITE)
 
     class Params(PluginParams):

@@ -54,6 +54,7 @@ def components(t: np.ndarray, a: np.ndarray, b: np.ndarray, n_nodes: int, thresh
 class Nbs(StatTest):
     terms = ("group:window",)
     name = "nbs"
+    packed_edges = True
     references = (refs.NBS, refs.WELCH)
 
     class Params(PluginParams):
@@ -66,8 +67,11 @@ class Nbs(StatTest):
         design.check(self.name)
         prm = self.params
         frames = []
-        for metric, sub in edges.groupby("metric", sort=False):
-            keys, delta, is_target = change_cube(sub, design)
+        all_keys, all_delta, is_target = change_cube(edges, design)
+        all_welch = welch_change(edges, design)  # each edge's estimate and CI, as the permutation test gives them
+        for metric in dict.fromkeys(all_keys["metric"]):
+            sel = (all_keys["metric"] == metric).to_numpy()
+            keys, delta = all_keys[sel].reset_index(drop=True), all_delta[sel]
             E, S, W = delta.shape
             nodes = pd.Index(sorted(set(keys["roi_a"]) | set(keys["roi_b"])))
             a, b = nodes.get_indexer(keys["roi_a"]), nodes.get_indexer(keys["roi_b"])
@@ -101,7 +105,7 @@ class Nbs(StatTest):
             out = long_rows(keys, design.effect_windows, TERM,
                             {"stat": t_obs.reshape(W, E).T, "p": pcol, "p_adj": pcol, "effect_size": score_col},
                             n=np.isfinite(delta).sum(axis=1))
-            welch = welch_change(sub, design)  # each edge's estimate and CI, as the permutation test gives them
+            welch = all_welch[all_welch["metric"] == metric]
             out = out.merge(welch[["metric", "roi_a", "roi_b", "window", "estimate", "se", "ci_low", "ci_high"]],
                             on=["metric", "roi_a", "roi_b", "window"], how="left", validate="one_to_one")
             out["df"] = float(P)

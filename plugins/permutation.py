@@ -25,6 +25,7 @@ TERM = "group:window"
 class Permutation(StatTest):
     terms = ("group:window",)
     name = "permutation"
+    packed_edges = True
     references = (refs.WESTFALL_YOUNG, refs.WELCH, refs.HEDGES_OLKIN)
 
     class Params(PluginParams):

@@ -11,6 +11,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from fclab.framework.edgestore import read_edges_long
+
 from conftest import run_cli, small_params, write_params
 
 SUB = "02"
@@ -147,7 +149,7 @@ def test_on_error_skip_records_the_run_and_goes_on(small_study, tmp_path, in_dir
     assert bad["excluded"].all()
     assert bad.loc["baseline", "reason"].startswith(f"skipped: sub-{SUB} run 'baseline': no confounds TSV found")
     assert bad.loc["infusion", "reason"].startswith("skipped: ") and f"{bold.name}: data block unreadable" in bad.loc["infusion", "reason"]
-    edges = pd.read_parquet(tmp_path / "results/connectivity/edges.parquet")
+    edges = read_edges_long(tmp_path / "results/connectivity/edges.parquet")
     mine = edges[edges["subject"] == SUB]
     fixed = [w["name"] for w in params["connectivity"]["windows"]]
     assert set(mine["window"]) == set(fixed)  # every fixed window keeps its rows, no silent drop
@@ -184,7 +186,7 @@ def test_min_coverage_sets_the_roi_missing_and_it_flows_to_stats(small_study, tm
     ts = pd.read_parquet(tmp_path / "results/extract/timeseries.parquet")
     sel = (ts["subject"] == SUB) & (ts["run"] == "baseline")
     assert ts.loc[sel, "vmPFC"].isna().all() and ts.loc[sel, "dmPFC"].notna().all()
-    edges = pd.read_parquet(tmp_path / "results/connectivity/edges.parquet")
+    edges = read_edges_long(tmp_path / "results/connectivity/edges.parquet")
     e = edges[(edges["subject"] == SUB) & (edges["window"] == "baseline")]
     touches = (e["roi_a"] == "vmPFC") | (e["roi_b"] == "vmPFC")
     assert e.loc[touches, "value"].isna().all()

@@ -87,6 +87,7 @@ def test_hostile_names_render_as_text(ran_study, tmp_path, in_dir):
     from playwright.sync_api import sync_playwright
 
     from conftest import run_cli, small_params, write_params
+    from fclab.framework.edgestore import read_edges, write_edges
     from fclab.framework.io import file_digest, read_provenance, write_parquet
 
     roi, group = "<script>alert(1)</script>", "<b>ketamine</b>"
@@ -94,10 +95,16 @@ def test_hostile_names_render_as_text(ran_study, tmp_path, in_dir):
     shutil.copytree(directory / "results", tmp_path / "results")
     order = ("extract", "connectivity", "truth", "stats")  # inputs first: their new digests go downstream
     for path in sorted((tmp_path / "results").rglob("*.parquet"), key=lambda p: order.index(p.parent.name)):
-        table = pd.read_parquet(path)
         prov = read_provenance(path)
         prov["inputs"] = {k: file_digest(tmp_path / k) if (tmp_path / k).is_file() else v
                           for k, v in prov.get("inputs", {}).items()}
+        if path.name == "edges.parquet":  # packed: ROI names in the layout record, groups in the rows
+            edges = read_edges(path)
+            edges.rois = [roi if r == "vmPFC" else r for r in edges.rois]
+            edges.rows["group"] = edges.rows["group"].replace("ketamine", group)
+            write_edges(edges, path, prov)
+            continue
+        table = pd.read_parquet(path)
         for col in ("roi_a", "roi_b", "roi"):
             if col in table:
                 table[col] = table[col].replace("vmPFC", roi)

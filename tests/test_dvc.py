@@ -17,6 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
+from fclab.framework.edgestore import read_edges_long
+
 from conftest import ROOT, install_example, small_params
 
 BIN = Path(sys.executable).parent
@@ -105,7 +107,7 @@ def test_installed_plugins_code_version_and_input_files_rerun_exactly_their_stag
     assert suite.returncode == 0, suite.stdout[-2000:]
     first = sh("dvc", "repro", cwd=clone, extra_env=env)
     assert {"extract", "connectivity", "stats", "report"} <= ran(first)
-    edges = pd.read_parquet(clone / "results/connectivity/edges.parquet")
+    edges = read_edges_long(clone / "results/connectivity/edges.parquet")
     assert "PCC" in set(edges["roi_b"]) | set(edges["roi_a"])
     before = edges.loc[edges["metric"] == "gc_mi", "value"].to_numpy()
     assert before.size and (before[np.isfinite(before)] >= 0).all()
@@ -124,7 +126,7 @@ def test_installed_plugins_code_version_and_input_files_rerun_exactly_their_stag
     assert "connectivity:" in status and "extract:" not in status, status
     again = sh("dvc", "repro", cwd=clone, extra_env=env)
     assert ran(again) == {"plugins", "connectivity", "truth", "stats", "report"}, again
-    edges = pd.read_parquet(clone / "results/connectivity/edges.parquet")
+    edges = read_edges_long(clone / "results/connectivity/edges.parquet")
     after = edges.loc[edges["metric"] == "gc_mi", "value"].to_numpy()
     assert np.allclose(after, 2 * before, equal_nan=True) and not np.allclose(after, before)
 

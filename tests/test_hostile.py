@@ -10,8 +10,12 @@ import stat
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
+
+from fclab.framework.edgestore import read_edges_long
 
 from conftest import ROOT, run_cli, small_params, write_params
 
@@ -225,16 +229,43 @@ def test_min_volumes_above_every_window(ran_study, tmp_path, in_dir):
     assert (tmp_path / "results/connectivity/edges.parquet").read_bytes() == before
 
 
-def test_edges_without_a_column(ran_study, tmp_path, in_dir):
-    from fclab.framework.io import read_provenance, write_parquet
+@pytest.mark.parametrize("damage, message", [
+    ("drop values", "no column 'values'"),
+    ("drop layout", "not fclab's packed edge table"),
+    ("drop window", "no column 'window'"),
+    ("short lists", "not a list of 10 values for 5 ROIs"),
+    ("long table", "not fclab's packed edge table"),
+])
+def test_edges_damaged_or_in_another_layout(ran_study, tmp_path, in_dir, damage, message):
+    """edges.parquet without a column, its layout record, with value lists of the wrong size, or in
+    the long layout (one row per edge): one line naming the file."""
+    import pyarrow as pa
+
+    from fclab.framework.edgestore import LAYOUT_KEY
+    from fclab.framework.io import read_provenance, write_arrow, write_parquet
 
     shutil.copytree(ran_study[0] / "results", tmp_path / "results")
     path = tmp_path / "results/connectivity/edges.parquet"
-    write_parquet(pd.read_parquet(path).drop(columns=["value"]), path, read_provenance(path))
+    prov = read_provenance(path)
+    table = pq.read_table(path)
+    layout = {LAYOUT_KEY: table.schema.metadata[LAYOUT_KEY]}
+    if damage == "long table":
+        write_parquet(read_edges_long(path), path, prov)
+    elif damage == "short lists":
+        short = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(len(table) * 9)), 9)
+        write_arrow(table.set_column(table.schema.get_field_index("values"), "values", short), path, prov, layout)
+    else:
+        col = damage.split()[1]
+        write_arrow(table.drop_columns([col]) if col != "layout" else table, path, prov,
+                    {} if col == "layout" else layout)
+        if col == "layout":  # write_arrow keeps the table's own metadata: drop the key from it
+            t = pq.read_table(path)
+            meta = {k: v for k, v in t.schema.metadata.items() if k != LAYOUT_KEY}
+            pq.write_table(t.replace_schema_metadata(meta), path)
     write_params(tmp_path, small_params())
     in_dir(tmp_path)
     code, _, err = run_cli("stats")
-    assert code == 1 and "results/connectivity/edges.parquet: no column 'value'" in _one_line(err), err
+    assert code == 1 and "results/connectivity/edges.parquet" in _one_line(err) and message in err, err
 
 
 def test_a_stage_never_reads_a_mix_of_runs(ran_study, tmp_path, in_dir):
@@ -320,6 +351,7 @@ def test_names_are_safe_in_file_names_and_csv_cells(ran_study, tmp_path, in_dir)
     """A 300-character ROI name and two names that differ only in non-ASCII characters get distinct,
     short figure files; a group name a spreadsheet would run as a formula is neutralised in the
     plot CSVs; report files follow the umask."""
+    from fclab.framework.edgestore import read_edges, write_edges
     from fclab.framework.io import file_digest, read_provenance, write_parquet
 
     long, twin_a, twin_b, formula = "R" * 300, "Amygdala_ä", "Amygdala_ö", "=HYPERLINK(\"x\")"
@@ -327,9 +359,16 @@ def test_names_are_safe_in_file_names_and_csv_cells(ran_study, tmp_path, in_dir)
     shutil.copytree(ran_study[0] / "results", tmp_path / "results")
     order = ("extract", "connectivity", "truth", "stats")
     for path in sorted((tmp_path / "results").rglob("*.parquet"), key=lambda p: order.index(p.parent.name)):
-        table, prov = pd.read_parquet(path), read_provenance(path)
+        prov = read_provenance(path)
         prov["inputs"] = {k: file_digest(tmp_path / k) if (tmp_path / k).is_file() else v
                           for k, v in prov.get("inputs", {}).items()}
+        if path.name == "edges.parquet":  # packed: ROI names in the layout record, groups in the rows
+            edges = read_edges(path)
+            edges.rois = [renames.get(r, r) for r in edges.rois]
+            edges.rows["group"] = edges.rows["group"].replace("ketamine", formula)
+            write_edges(edges, path, prov)
+            continue
+        table = pd.read_parquet(path)
         for col in ("roi_a", "roi_b", "roi"):
             if col in table:
                 table[col] = table[col].replace(renames)
@@ -377,7 +416,7 @@ def test_a_run_censored_to_nothing_is_excluded_with_its_reason(study_copy):
     assert row["excluded"] and row["n_retained"] == 0
     assert row["reason"].startswith("censored by the 'scrubbing' strategy:") and "fewer than 3 left" in row["reason"]
     assert not run_qc.drop(index=(SUB, "infusion"))["excluded"].any()
-    edges = pd.read_parquet(work / "results/connectivity/edges.parquet")
+    edges = read_edges_long(work / "results/connectivity/edges.parquet")
     mine = edges[(edges["subject"] == SUB) & (edges["window"] != "baseline") & (edges["window"] != "sliding")]
     assert len(mine) and mine["value"].isna().all()
     assert mine["reason"].astype(str).str.startswith("run excluded: censored by the 'scrubbing' strategy").all()

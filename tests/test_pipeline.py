@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import run_cli, run_cli_in, small_params, write_params
+from fclab.framework.edgestore import read_edges_long
 from fclab.framework.connectivity import EDGE_COLUMNS
 from fclab.framework.io import read_provenance
 from fclab.framework.stats import TEST_COLUMNS
@@ -19,7 +20,7 @@ from fclab.framework.stats import TEST_COLUMNS
 
 def test_outputs_have_the_documented_columns(ran_study):
     root, out, _ = ran_study
-    assert list(pd.read_parquet(root / "results/connectivity/edges.parquet").columns) == EDGE_COLUMNS
+    assert list(read_edges_long(root / "results/connectivity/edges.parquet").columns) == EDGE_COLUMNS
     tests = pd.read_parquet(root / "results/stats/tests.parquet")
     assert list(tests.columns) == TEST_COLUMNS
     assert set(tests["scale"]) == {"fisher_z"}  # declared by the pearson metric
@@ -293,7 +294,7 @@ def test_exclusion_rules_mark_runs_and_their_windows_go_missing(ran_study, small
     excl = run_qc[run_qc["excluded"]]
     assert len(excl) == int((fd > limit).sum()) > 0
     assert excl["reason"].str.contains(f"> {limit:g} mm").all()
-    edges = pd.read_parquet(work / "results/connectivity/edges.parquet")
+    edges = read_edges_long(work / "results/connectivity/edges.parquet")
     hit = edges.merge(excl[["subject", "run"]], on="subject")
     assert len(hit) and hit["value"].isna().any()
     gone = edges.set_index(["subject"]).loc[excl["subject"]]
@@ -419,7 +420,7 @@ def test_motion_artefacts_need_more_than_motion_regression(tmp_path, in_dir, see
     from fclab.framework.params import load_params
     from fclab.framework.runner import study_qc
 
-    edges = pd.read_parquet(tmp_path / "results/connectivity/edges.parquet")
+    edges = read_edges_long(tmp_path / "results/connectivity/edges.parquet")
     windows = [w["name"] for w in params["connectivity"]["windows"]]
     tables = study_qc(load_params(tmp_path / "params.yaml"), run_qc,
                       pd.read_parquet(tmp_path / "results/extract/roi_qc.parquet"),
@@ -535,7 +536,7 @@ def test_statistics_csv_has_every_row_and_the_subjects_per_group(ran_study):
     table = pd.read_csv(root / "reports/tests.csv")
     tests = pd.read_parquet(root / "results/stats/tests.parquet")
     assert len(table) == len(tests) and {"n_midazolam", "n_ketamine"} <= set(table.columns)
-    edges = pd.read_parquet(root / "results/connectivity/edges.parquet")
+    edges = read_edges_long(root / "results/connectivity/edges.parquet")
     wide = edges.pivot_table(index=["metric", "roi_a", "roi_b", "subject", "group"], columns="window",
                              values="value", observed=True, dropna=False)
     change = table[table["term"] == "group:window"].head(12)

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from conftest import run_cli, small_params, write_params
+from fclab.framework.edgestore import read_edges_long
 from fclab.framework.registry import DEFAULT_PLUGINS, Registry, get_registry, reset_registry
 
 DEMO_METRIC = '''
@@ -100,7 +101,7 @@ def test_third_party_distribution_is_discovered_listed_and_used(site, small_stud
     for stage in ("extract", "connectivity"):
         code, _, err = run_cli(stage)
         assert code == 0, err
-    edges = pd.read_parquet(work / "results/connectivity/edges.parquet")
+    edges = read_edges_long(work / "results/connectivity/edges.parquet")
     assert set(edges["metric"]) == {"pearson", "anticorrelation"}
     ts = pd.read_parquet(work / "results/extract/timeseries.parquet")
     one = edges[(edges["metric"] == "anticorrelation") & (edges["window"] == "baseline")].iloc[0]

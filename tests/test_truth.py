@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from conftest import run_cli, small_params, write_params
-from fclab.framework.io import read_provenance, write_parquet
+from fclab.framework.edgestore import read_edges, write_edges
+from fclab.framework.io import read_provenance
 from fclab.framework.truth import contrasts
 
 WINDOWS = ["baseline", "0-10min", "10-20min"]
@@ -65,10 +66,11 @@ def _copy(ran_study, tmp_path, in_dir, params=None):
 def test_stale_connectivity_is_an_error(ran_study, tmp_path, in_dir):
     _copy(ran_study, tmp_path, in_dir)
     path = tmp_path / "results/connectivity/edges.parquet"
-    edges = pd.read_parquet(path)
-    i = np.flatnonzero((edges["group"] == "midazolam") & (edges["window"] == "0-10min"))[0]
-    edges.loc[i, "value"] += 0.01
-    write_parquet(edges, path, read_provenance(path))
+    edges = read_edges(path)
+    i = np.flatnonzero((edges.rows["group"] == "midazolam") & (edges.rows["window"] == "0-10min"))[0]
+    edges.values = edges.values.copy()  # read-only: a view of the file's Arrow buffer
+    edges.values[i, 0] += 0.01
+    write_edges(edges, path, read_provenance(path))
     code, _, err = run_cli("truth")
     assert code == 1 and "stale" in err and len(err.strip().splitlines()) == 1, err
 

@@ -49,7 +49,7 @@ def params(**kw):
 
 def run(p, data):
     ts, qc, ev = data
-    return connectivity(p, ts, qc, ev, build_metrics(p), ["01", "02"])
+    return connectivity(p, ts, qc, ev, build_metrics(p), ["01", "02"]).long()
 
 
 def test_fixed_windows_in_minutes_or_seconds_relative_to_event():

@@ -106,9 +106,9 @@ class Edges:
         vals = self.values[order][:, e_idx]
         n_r, n_e = vals.shape
 
-        def cat(col):
+        def cat(col):  # plain strings, as pandas reads a string column (groupby sorts them)
             codes, labels = pd.factorize(rows[col].to_numpy(dtype=object))
-            return pd.Categorical.from_codes(np.repeat(codes, n_e), categories=pd.Index(labels, dtype=object))
+            return np.asarray(labels, dtype=object)[np.repeat(codes, n_e)]
 
         messages: list[str] = []
         index: dict[str, int] = {}
@@ -138,15 +138,15 @@ class Edges:
         if nan.any():
             reason[nan] = undefined[np.repeat(metric_codes[order], n_e).reshape(n_r, n_e)[nan]]
         text = np.array([*messages, None], dtype=object)  # code -1: no reason
-        rois = pd.Index(self.rois, dtype=object)
+        rois = np.asarray(self.rois, dtype=object)
         return pd.DataFrame({
             "subject": cat("subject"), "group": cat("group"), "window": cat("window"),
             "window_start_s": np.repeat(rows["window_start_s"].to_numpy(float), n_e),
             "window_end_s": np.repeat(rows["window_end_s"].to_numpy(float), n_e),
             "n_volumes": np.repeat(rows["n_volumes"].to_numpy(np.int32), n_e),
             "metric": cat("metric"),
-            "roi_a": pd.Categorical.from_codes(np.tile(a_idx, n_r), categories=rois),
-            "roi_b": pd.Categorical.from_codes(np.tile(b_idx, n_r), categories=rois),
+            "roi_a": rois[np.tile(a_idx, n_r)],
+            "roi_b": rois[np.tile(b_idx, n_r)],
             "value": vals.ravel(),
             "reason": text[reason.ravel()],  # plain strings (None: a value), as pandas reads them
         })[EDGE_COLUMNS]

@@ -24,13 +24,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fclab.framework.errors import DataError
-from fclab.framework.io import read_provenance, write_arrow
+from fclab.framework.io import read_provenance, write_arrow_parts
 
 EDGE_COLUMNS = ["subject", "group", "window", "window_start_s", "window_end_s", "n_volumes", "metric",
                 "roi_a", "roi_b", "value", "reason"]
 ROW_COLUMNS = ["subject", "group", "window", "window_start_s", "window_end_s", "n_volumes", "metric", "reason",
                "constant_rois", "missing_rois", "missing_why"]
 LAYOUT_KEY = b"fclab_edges"
+ROW_GROUP_BYTES = 16 * 2**20
 _STRINGS = ("subject", "group", "window", "metric", "reason")
 _LISTS = ("constant_rois", "missing_rois", "missing_why")
 
@@ -196,10 +197,18 @@ def write_edges(edges: Edges, path: str | Path, prov: dict) -> None:
     flat = pa.array(np.ascontiguousarray(edges.values, dtype=np.float64).ravel())
     arrays["values"] = pa.FixedSizeListArray.from_arrays(flat, E) if E else pa.array(
         [[] for _ in range(len(rows))], pa.list_(pa.float64(), 0))
-    table = pa.table({c: arrays[c] for c in [*ROW_COLUMNS, "values"]})
+    # Rows go to the file window by window, in row groups of ~16 MB, so that reading some windows
+    # (stats reads the fixed ones) skips the other groups by their statistics; ``row`` keeps the
+    # order the rows had, which read_edges restores. One window's rows are in memory at a time.
+    arrays["row"] = pa.array(np.arange(len(rows), dtype=np.int64))
+    table = pa.table({c: arrays[c] for c in [*ROW_COLUMNS, "row", "values"]})
+    group = max(64, ROW_GROUP_BYTES // max(1, 8 * E))
+    order = np.argsort(pd.factorize(rows["window"])[0], kind="stable")
+    parts = (table.take(pa.array(order[k:k + group])) for k in range(0, len(order), group))
     layout = {"rois": list(edges.rois), "undefined": edges.undefined,
               "layout": "upper triangle per row, np.triu_indices(len(rois), 1) order"}
-    write_arrow(table, path, prov, {LAYOUT_KEY: json.dumps(layout).encode()}, dictionary=list(_STRINGS))
+    write_arrow_parts(table.schema, parts if len(order) else [table], path, prov,
+                      {LAYOUT_KEY: json.dumps(layout).encode()}, dictionary=list(_STRINGS), row_group_size=group)
 
 
 def read_edges(path: str | Path, windows=None, metrics=None) -> Edges:
@@ -225,9 +234,18 @@ def read_edges(path: str | Path, windows=None, metrics=None) -> Edges:
     col = table.column("values")
     if not (pa.types.is_fixed_size_list(col.type) and col.type.list_size == E):
         raise DataError(f"{path}: column 'values' is {col.type}, not a list of {E} values for {len(rois)} ROIs")
-    flat = pa.concat_arrays([c.flatten() for c in col.chunks]) if col.num_chunks else pa.array([], pa.float64())
-    values = flat.to_numpy(zero_copy_only=False).reshape(len(table), E)
-    rows = table.drop_columns(["values"]).to_pandas()
+    order = np.argsort(table.column("row").to_numpy(), kind="stable") if "row" in table.column_names else None
+    values = np.empty((len(table), E))
+    at = 0
+    for chunk in col.chunks:  # one copy, chunk by chunk, into the array the caller gets
+        values[at:at + len(chunk)] = chunk.flatten().to_numpy(zero_copy_only=False).reshape(len(chunk), E)
+        at += len(chunk)
+    del col
+    rows = table.drop_columns([c for c in ("values", "row") if c in table.column_names]).to_pandas()
+    del table
+    if order is not None and (order != np.arange(len(order))).any():
+        values = values[order]
+        rows = rows.iloc[order].reset_index(drop=True)
     for c in _STRINGS:
         rows[c] = rows[c].astype(object).where(rows[c].notna(), None)
     for c in _LISTS:

@@ -317,14 +317,23 @@ def write_parquet(df: pd.DataFrame, path: str | Path, prov: dict) -> None:
 
 
 def write_arrow(table: pa.Table, path: str | Path, prov: dict, metadata: dict | None = None,
-                dictionary: list[str] | bool = True) -> None:
+                dictionary: list[str] | bool = True, row_group_size: int | None = None) -> None:
     """Write an Arrow table atomically (zstd), with ``prov`` and any other ``metadata`` in the schema;
     ``dictionary`` names the columns Parquet dictionary-encodes (True: all)."""
-    meta = {**(table.schema.metadata or {}), **(metadata or {})}
+    write_arrow_parts(table.schema, [table], path, prov, metadata, dictionary, row_group_size)
+
+
+def write_arrow_parts(schema: pa.Schema, parts, path: str | Path, prov: dict, metadata: dict | None = None,
+                      dictionary: list[str] | bool = True, row_group_size: int | None = None) -> None:
+    """``write_arrow`` for a table given as parts (an iterable of tables with ``schema``), written one
+    after another so that only one part need be in memory."""
+    meta = {**(schema.metadata or {}), **(metadata or {})}
     meta[PROVENANCE_KEY] = json.dumps(prov, sort_keys=True).encode()
-    table = table.replace_schema_metadata(meta)
+    schema = schema.with_metadata(meta)
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd", use_dictionary=dictionary)
+        with pq.ParquetWriter(tmp, schema, compression="zstd", use_dictionary=dictionary) as writer:
+            for part in parts:
+                writer.write_table(part.replace_schema_metadata(meta), row_group_size=row_group_size)
 
 
 def read_parquet(path: str | Path, columns=(), filters=None) -> pd.DataFrame:

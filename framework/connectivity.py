@@ -162,9 +162,10 @@ class Windows:
         return out
 
 
-def _apply(metric: Metric, win: Windows, n_volumes: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """{output name: (n_windows, E)}, the upper triangle of every window, and each window's reason
-    code for this metric."""
+def _apply(metric: Metric, win: Windows, n_volumes: np.ndarray,
+           out: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Fill ``out`` ({output name: (n_windows, E)}, NaN) with the upper triangle of every window;
+    return it and each window's reason code for this metric."""
     trs = win.cuts["tr_s"].to_numpy()
     reason = win.reason.copy()
     for i in np.flatnonzero(reason < 0):
@@ -179,7 +180,6 @@ def _apply(metric: Metric, win: Windows, n_volumes: np.ndarray) -> tuple[dict[st
         metric.fit(ref, float(np.median(trs)))
     R = len(win.rois)
     iu = np.triu_indices(R, 1)
-    out = {k: np.full((len(win.cuts), iu[0].size), np.nan) for k in metric.outputs()}
 
     def store(idx, res, triangle=True):
         res = res if isinstance(res, dict) else {"": res}
@@ -223,6 +223,7 @@ def connectivity(p: ConnectivityParams, timeseries: pd.DataFrame, run_qc: pd.Dat
     """Every window of every subject through every metric, packed (framework/edgestore.py): one row
     per metric output × window, metric by metric, windows in ``Windows`` order."""
     win = Windows(p, timeseries, run_qc, events, subject_order)
+    del timeseries  # Windows holds each run's array; a caller that kept no reference frees the table
     iu = np.triu_indices(len(win.rois), 1)
     n_volumes = win.n_volumes()
     constant = win.constant_rois()
@@ -236,13 +237,16 @@ def connectivity(p: ConnectivityParams, timeseries: pd.DataFrame, run_qc: pd.Dat
     bad_roi = constant | missing  # their edges are missing, with the ROI's reason (it wins over the window's)
     bad_edge = bad_roi[:, iu[0]] | bad_roi[:, iu[1]]  # (W, E)
 
-    frames, values, undefined = [], [], {}
+    # every output's values in one array, filled in place (a connectome's values are gigabytes)
+    values = np.full((sum(len(m.outputs()) for m in metrics), len(win.cuts), iu[0].size), np.nan)
+    frames, undefined, at = [], {}, 0
     for metric in metrics:
-        out, reason = _apply(metric, win, n_volumes)
+        views = {k: values[at + j] for j, k in enumerate(metric.outputs())}
+        at += len(views)
+        out, reason = _apply(metric, win, n_volumes, views)
         for key, vals in out.items():
             name = output_name(metric, key)
             vals[bad_edge | (reason >= 0)[:, None] | ~np.isfinite(vals)] = np.nan
-            values.append(vals)
             undefined[name] = f"{metric.name} is not defined for this window"
             frames.append(pd.DataFrame({
                 "subject": win.cuts["subject"].to_numpy(), "group": win.cuts["group"].to_numpy(),
@@ -253,4 +257,4 @@ def connectivity(p: ConnectivityParams, timeseries: pd.DataFrame, run_qc: pd.Dat
                 "reason": [win.reasons.messages[c] if c >= 0 else None for c in reason],
                 "constant_rois": const_names, "missing_rois": missing_names, "missing_why": missing_why}))
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ROW_COLUMNS)
-    return pack(rows, np.concatenate(values) if values else np.empty((0, iu[0].size)), list(win.rois), undefined)
+    return pack(rows, values.reshape(-1, iu[0].size), list(win.rois), undefined)

@@ -407,16 +407,22 @@ def fit_mmrm(y: np.ndarray, X: np.ndarray, structure: str = "us", min_subjects: 
     # With one window every structure is one variance; their correlation parameters would not exist.
     struct = Structure(structure if K > 1 else "us", K)
     m = np.isfinite(y)
-    if X.ndim == 4:
-        m &= np.isfinite(X).all(axis=3)
-        X = np.where(np.isfinite(X), X, 0.0)
+    XtX = np.empty((E, p, p))
+    # Per-edge designs (E, S, K, p) can be the largest array of a connectome study: they are read
+    # chunk by chunk (missing cells as 0), never copied whole.
+    for lo in range(0, E, chunk):
+        sl = slice(lo, min(E, lo + chunk))
+        Xc = _rows(X, np.arange(sl.start, sl.stop))
+        if X.ndim == 4:
+            finite = np.isfinite(Xc)
+            m[sl] &= finite.all(axis=3)
+            Xc = np.where(finite, Xc, 0.0)
+        # Design rank on the observations present, per edge.
+        XtX[sl] = np.einsum("eskp,eskq->epq", Xc, Xc * m[sl][..., None])
     y0 = np.where(m, y, 0.0)
     n_obs = m.sum(axis=(1, 2))
     n_sub = m.any(axis=2).sum(axis=1)
     reason = np.full(E, None, dtype=object)
-    # Design rank on the observations present, per edge.
-    Xall = _rows(X, np.arange(E))
-    XtX = np.einsum("eskp,eskq->epq", Xall, Xall * m[..., None])
     scale = np.maximum(np.abs(np.diagonal(XtX, axis1=1, axis2=2)).max(axis=1), 1e-300)
     ev = np.linalg.eigvalsh(XtX / scale[:, None, None])
     full_rank = ev[:, 0] > 1e-10
@@ -436,7 +442,10 @@ def fit_mmrm(y: np.ndarray, X: np.ndarray, structure: str = "us", min_subjects: 
     todo = np.flatnonzero(reason == None)  # noqa: E711
     for lo in range(0, len(todo), chunk):
         idx = todo[lo:lo + chunk]
-        th, ev_, obs, failed, not_conv, it = _fit_chunk(struct, y0[idx], _rows(X, idx), m[idx])
+        Xc = _rows(X, idx)
+        if X.ndim == 4:
+            Xc = np.where(np.isfinite(Xc), Xc, 0.0)
+        th, ev_, obs, failed, not_conv, it = _fit_chunk(struct, y0[idx], Xc, m[idx])
         iters[idx] = it
         w = np.linalg.eigvalsh(obs)
         pd_ = w[:, 0] > 1e-10 * np.abs(w).max(axis=1)

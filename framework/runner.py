@@ -206,11 +206,13 @@ def stage_connectivity(params: Params) -> None:
     p = params.connectivity
     inputs = [EXTRACT_DIR / f for f in ("timeseries.parquet", "run_qc.parquet", "events.parquet",
                                        "participants.parquet")]
-    ts, run_qc, events, participants = (read_parquet(f) for f in inputs)
+    run_qc, events, participants = (read_parquet(f) for f in inputs[1:])
     metrics = build_metrics(p)
     roi_qc = read_parquet(EXTRACT_DIR / "roi_qc.parquet")
     roi_reasons = {(r.subject, r.run, r.roi): r.reason for r in roi_qc[roi_qc["missing"]].itertuples()}
-    edges = connectivity(p, ts, run_qc, events, metrics, participants["subject"].tolist(), roi_reasons)
+    # the time series table is not kept here, so connectivity can free it once each run is an array
+    edges = connectivity(p, read_parquet(inputs[0]), run_qc, events, metrics, participants["subject"].tolist(),
+                         roi_reasons)
     check_windows_have_values(edges, [w.name for w in p.windows])
     inputs.append(EXTRACT_DIR / "roi_qc.parquet")
     prov = _provenance("connectivity", section_hash(p), metrics, _digests(*inputs))

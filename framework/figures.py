@@ -122,6 +122,43 @@ def matrices_figure(edges: pd.DataFrame, rois: list[str], groups, windows, scale
     save_figure(fig, path)
 
 
+def connectome_figure(results: pd.DataFrame, atlas: pd.DataFrame, windows, alpha: float, what: str, path,
+                      top: int = 40) -> int:
+    """Glass-brain views (nilearn's bundled outlines; no download) of one test's ``group:window`` rows,
+    one row of views per window: the edges with adjusted p < ``alpha`` (at most ``top``, the smallest
+    adjusted p first), coloured by the sign and size of the estimate, between the ROI centroids.
+    Returns how many edges were drawn over all windows."""
+    from nilearn import plotting
+
+    rois = atlas["roi"].tolist()
+    pos = {r: i for i, r in enumerate(rois)}
+    coords = atlas[["x_mm", "y_mm", "z_mm"]].to_numpy(float)
+    rows = results[results["window"].isin(windows) & (results["p_adj"] < alpha)
+                   & results["roi_a"].isin(pos) & results["roi_b"].isin(pos)]
+    lim = float(rows["estimate"].abs().max()) if len(rows) else 1.0
+    fig, axes = plt.subplots(len(windows), 1, figsize=(8, 2.4 * len(windows) + 0.4), squeeze=False)
+    drawn = 0
+    for ax, w in zip(axes[:, 0], windows):
+        shown = rows[rows["window"] == w].nsmallest(top, "p_adj")
+        mat = np.zeros((len(rois), len(rois)))
+        for r in shown.itertuples():
+            mat[pos[r.roi_a], pos[r.roi_b]] = mat[pos[r.roi_b], pos[r.roi_a]] = r.estimate
+        drawn += len(shown)
+        more = (rows["window"] == w).sum() - len(shown)
+        label = f"{w}: {len(shown)} edge{'s' if len(shown) != 1 else ''}" + (f" (of {len(shown) + more})" if more else "")
+        ax.set_axis_off()
+        plotting.plot_connectome(mat, coords, axes=ax, display_mode="lzr", node_size=12, node_color="0.35",
+                                 edge_cmap="RdBu_r", edge_vmin=-lim, edge_vmax=lim, colorbar=False,
+                                 title=label if len(shown) else f"{w}: none with adjusted p < {alpha:g}",
+                                 edge_kwargs={"linewidth": 1.6})
+    fig.subplots_adjust(right=0.85)
+    sm = plt.cm.ScalarMappable(cmap="RdBu_r", norm=plt.Normalize(-lim, lim))
+    fig.colorbar(sm, cax=fig.add_axes((0.89, 0.3, 0.02, 0.4)), label="estimate (target − reference)")
+    fig.suptitle(what, fontsize=11)
+    save_figure(fig, path)
+    return drawn
+
+
 def fd_figure(motion: pd.DataFrame, run_qc: pd.DataFrame, groups, path) -> None:
     """Framewise displacement per volume, distribution per group."""
     groups_of = run_qc.drop_duplicates("subject").set_index("subject")["group"]

@@ -546,7 +546,8 @@ def _report(params: Params, out: Path, jobs: int = 1) -> None:
     motion = read_parquet(EXTRACT_DIR / "motion.parquet")
     qc_tables = study_qc(params, run_qc, roi_qc, motion, edges_m, windows)
     study_figs, qc_figs = study_figures(edges_m, run_qc, roi_qc, motion, qc_tables, groups, windows,
-                                          sp.baseline_window, scale, out / "figures", sp.alpha)
+                                          sp.baseline_window, scale, out / "figures", sp.alpha, tests,
+                                          rp_params.primary_test, metric)
     subject_links = subject_pages(params, edges_m, run_qc, roi_qc, motion, qc_tables, windows, scale,
                                   out / "subjects", jobs)
 
@@ -657,7 +658,8 @@ def study_qc(params: Params, run_qc, roi_qc, motion, edges_m, windows) -> dict[s
 
 
 def study_figures(edges_m, run_qc, roi_qc, motion, qc_tables, groups, windows, baseline, scale, fig_dir: Path,
-                  alpha: float = 0.05):
+                  alpha: float = 0.05, tests: pd.DataFrame | None = None, primary_test: str | None = None,
+                  metric: str | None = None):
     """The ROI, matrix and QC figures; returns (study figures, QC figures) for the template."""
     from fclab.framework import figures as fg
     from fclab.framework.report import ci_level
@@ -673,6 +675,19 @@ def study_figures(edges_m, run_qc, roi_qc, motion, qc_tables, groups, windows, b
     add(study, "rois.png", "Regions of interest on the MNI152 template (axial slices)")
     fg.matrices_figure(edges_m, rois, groups, windows, scale, fig_dir / "matrices.png")
     add(study, "matrices.png", "Group-mean connectivity per window, and the group difference")
+    effect_windows = [w for w in windows if w != baseline]
+    views = {primary_test: f"Strongest effects, {primary_test}"} if primary_test else {}
+    views.setdefault("nbs", "NBS components")  # when the study ran the network-based statistic
+    for test, what in views.items():
+        rows = tests[(tests["test"] == test) & (tests["term"] == "group:window") & (tests["metric"] == metric)] \
+            if tests is not None else pd.DataFrame()
+        if rows.empty:
+            continue
+        name = f"connectome_{test}.png"
+        fg.connectome_figure(rows, atlas, effect_windows, alpha, f"{what}: edges with adjusted p < {alpha:g}, "
+                             "coloured by the estimate", fig_dir / name)
+        add(study, name, f"{what} on a glass brain, one row per window: edges whose group × window term has "
+            f"adjusted p < {alpha:g} (at most 40 per window, smallest adjusted p first), between ROI centroids")
     fg.motion_window_figure(qc_tables["window_motion"], qc_tables["motion_tests"], groups, windows,
                             fig_dir / "qc_motion_windows.png", alpha)
     censored = (qc_tables["window_motion"]["censored"] > 0).any()

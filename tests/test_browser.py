@@ -61,7 +61,7 @@ def test_report_renders_in_headless_chromium(ran_study, tmp_path):
     assert broken == [], broken
     srcs = {i["src"] for i in images}
     assert {"figures/rois.png", "figures/matrices.png", "figures/qc_fd.png", "figures/qc_motion_windows.png",
-            "figures/qc_fc_distance.png", "figures/qc_rois.png"} <= srcs
+            "figures/qc_fc_distance.png", "figures/qc_rois.png", "figures/connectome_mmrm.png"} <= srcs
     assert shot.stat().st_size > 50_000
     for heading in ("Study summary", "Regions and connectivity", "Quality control", "Statistics", "Methods",
                     "References"):

@@ -93,3 +93,25 @@ def test_group_means_and_intervals_match_scipy_per_group():
     empty = summary[(summary["edge"] == "A~C") & (summary["group"] == "target") & (summary["window"] == "w2")].iloc[0]
     assert empty["n"] == 0 and np.isnan(empty["mean_delta"])
     assert (summary.loc[summary["n"] > 0, "window_mid_min"] == 6.0).all()  # (60 + 660) / 2 s from the run start
+
+
+def test_connectome_figure_draws_the_significant_edges_capped_per_window(tmp_path):
+    """The glass brain of a test's group:window rows: edges with adjusted p < alpha only, at most
+    ``top`` per window (the smallest adjusted p), none for a window without any."""
+    from fclab.framework.figures import connectome_figure
+
+    rng = np.random.default_rng(0)
+    rois = [f"r{k:02d}" for k in range(12)]
+    atlas = pd.DataFrame({"roi": rois, "x_mm": rng.uniform(-60, 60, 12), "y_mm": rng.uniform(-90, 60, 12),
+                          "z_mm": rng.uniform(-30, 60, 12)})
+    iu = np.triu_indices(12, 1)
+    rows = []
+    for w, n_sig in (("w1", 7), ("w2", 0), ("w3", 50)):
+        p = np.ones(iu[0].size)
+        p[:n_sig] = np.linspace(1e-4, 0.04, n_sig) if n_sig else p[:0]
+        rows.append(pd.DataFrame({"roi_a": np.array(rois)[iu[0]], "roi_b": np.array(rois)[iu[1]], "window": w,
+                                  "estimate": rng.normal(size=iu[0].size), "p_adj": p}))
+    results = pd.concat(rows, ignore_index=True)
+    drawn = connectome_figure(results, atlas, ["w1", "w2", "w3"], 0.05, "test", tmp_path / "c.png", top=40)
+    assert drawn == 7 + 0 + 40
+    assert (tmp_path / "c.png").stat().st_size > 10_000

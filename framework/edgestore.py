@@ -62,6 +62,8 @@ class Edges:
 
     def select(self, mask) -> Edges:
         mask = np.asarray(mask)
+        if mask.dtype == bool and mask.all():  # no copy of the values (gigabytes for a connectome)
+            return self
         return Edges(self.rows[mask].reset_index(drop=True), self.values[mask], self.rois, self.undefined)
 
     def where(self, windows=None, metrics=None, groups=None) -> Edges:
@@ -212,12 +214,14 @@ def write_edges(edges: Edges, path: str | Path, prov: dict) -> None:
 
 
 def read_edges(path: str | Path, windows=None, metrics=None) -> Edges:
-    """edges.parquet, packed; only the rows of ``windows`` and ``metrics`` when given (the other
-    rows are never materialised). A missing file, or one not in this layout: a DataError naming it."""
+    """edges.parquet, packed; only the rows of ``windows`` and ``metrics`` when given. Read row group
+    by row group straight into the values array: the other rows' values are never read, and no
+    second copy of the values is held. A missing file, or one not in this layout: a DataError naming it."""
     path = Path(path)
     read_provenance(path)  # a missing or unreadable file: one line naming it
     try:
-        schema = pq.read_schema(path)
+        pf = pq.ParquetFile(path)
+        schema = pf.schema_arrow
         meta = json.loads((schema.metadata or {}).get(LAYOUT_KEY, b"null"))
         if not isinstance(meta, dict) or "values" not in schema.names:
             raise DataError(f"{path}: not fclab's packed edge table (no {LAYOUT_KEY.decode()} layout or no "
@@ -225,27 +229,44 @@ def read_edges(path: str | Path, windows=None, metrics=None) -> Edges:
         missing = [c for c in ROW_COLUMNS if c not in schema.names]
         if missing:
             raise DataError(f"{path}: no column {missing[0]!r}; rerun the connectivity stage")
-        filters = [(c, "in", list(v)) for c, v in (("window", windows), ("metric", metrics)) if v is not None]
-        table = pq.read_table(path, filters=filters or None)
+        rois = [str(r) for r in meta.get("rois", [])]
+        E = len(rois) * (len(rois) - 1) // 2
+        vtype = schema.field("values").type
+        if not (pa.types.is_fixed_size_list(vtype) and vtype.list_size == E):
+            raise DataError(f"{path}: column 'values' is {vtype}, not a list of {E} values for {len(rois)} ROIs")
+        small = [c for c in (*ROW_COLUMNS, "row") if c in schema.names]
+        parts, masks = [], []
+        for g in range(pf.num_row_groups):
+            t = pf.read_row_group(g, columns=small)
+            mask = np.ones(len(t), bool)
+            for col, allowed in (("window", windows), ("metric", metrics)):
+                if allowed is not None:
+                    mask &= np.isin(t.column(col).to_numpy(zero_copy_only=False).astype(object), list(allowed))
+            parts.append(t.filter(pa.array(mask)))
+            masks.append(mask)
+        rows_t = pa.concat_tables(parts) if parts else schema.empty_table().select(small)
+        n = len(rows_t)
+        # each kept row's place in the original row order (the file is stored window by window)
+        if "row" in rows_t.column_names and n:
+            place = np.empty(n, np.int64)
+            place[np.argsort(rows_t.column("row").to_numpy(), kind="stable")] = np.arange(n)
+        else:
+            place = np.arange(n)
+        values = np.empty((n, E))
+        at = 0
+        for g, mask in enumerate(masks):
+            k = int(mask.sum())
+            if not k:
+                continue
+            col = pf.read_row_group(g, columns=["values"]).column(0)
+            flat = np.concatenate([c.flatten().to_numpy(zero_copy_only=False) for c in col.chunks])
+            values[place[at:at + k]] = flat.reshape(len(mask), E)[mask]
+            at += k
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise DataError(f"{path}: unreadable Parquet file ({exc})") from exc
-    rois = [str(r) for r in meta.get("rois", [])]
-    E = len(rois) * (len(rois) - 1) // 2
-    col = table.column("values")
-    if not (pa.types.is_fixed_size_list(col.type) and col.type.list_size == E):
-        raise DataError(f"{path}: column 'values' is {col.type}, not a list of {E} values for {len(rois)} ROIs")
-    order = np.argsort(table.column("row").to_numpy(), kind="stable") if "row" in table.column_names else None
-    values = np.empty((len(table), E))
-    at = 0
-    for chunk in col.chunks:  # one copy, chunk by chunk, into the array the caller gets
-        values[at:at + len(chunk)] = chunk.flatten().to_numpy(zero_copy_only=False).reshape(len(chunk), E)
-        at += len(chunk)
-    del col
-    rows = table.drop_columns([c for c in ("values", "row") if c in table.column_names]).to_pandas()
-    del table
-    if order is not None and (order != np.arange(len(order))).any():
-        values = values[order]
-        rows = rows.iloc[order].reset_index(drop=True)
+    rows = rows_t.drop_columns([c for c in ("row",) if c in rows_t.column_names]).to_pandas()
+    if n:
+        rows = rows.iloc[np.argsort(place, kind="stable")].reset_index(drop=True)
     for c in _STRINGS:
         rows[c] = rows[c].astype(object).where(rows[c].notna(), None)
     for c in _LISTS:

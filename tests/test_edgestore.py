@@ -134,3 +134,28 @@ def test_from_long_packs_what_long_unpacks(computed):
     assert np.array_equal(back["value"].to_numpy(), long["value"].to_numpy(), equal_nan=True)
     for c in ("subject", "window", "metric", "roi_a", "roi_b"):
         assert (back[c].astype(str).to_numpy() == long[c].astype(str).to_numpy()).all()
+
+
+def test_edges_command_describes_and_writes_the_long_view(ran_study, tmp_path, in_dir):
+    """`fclab edges` summarises the packed file; `--long FILE` writes one row per edge (CSV or Parquet,
+    filtered by window); another file type is a one-line usage error that writes nothing."""
+    import shutil
+
+    from conftest import run_cli
+
+    shutil.copytree(ran_study[0] / "results", tmp_path / "results")
+    in_dir(tmp_path)
+    code, out, err = run_cli("edges")
+    assert code == 0 and "10 edges over 5 ROIs" in out and "26" not in out.split("ROIs")[0], (out, err)
+    long = read_edges_long("results/connectivity/edges.parquet", windows=["baseline"])
+    code, out, err = run_cli("edges", "--long", "b.csv", "--window", "baseline")
+    assert code == 0, err
+    csv = pd.read_csv(tmp_path / "b.csv", dtype={"subject": str})
+    assert len(csv) == len(long) and np.allclose(csv["value"], long["value"], equal_nan=True)
+    assert (csv["subject"].to_numpy() == long["subject"].to_numpy()).all()
+    code, _, err = run_cli("edges", "--long", "all.parquet")
+    assert code == 0 and len(pd.read_parquet(tmp_path / "all.parquet")) == len(
+        read_edges_long("results/connectivity/edges.parquet"))
+    code, _, err = run_cli("edges", "--long", "x.txt")
+    assert code == 2 and "--long x.txt" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.txt").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import hashlib
 import json
@@ -191,12 +192,36 @@ def atomic_dir(path: str | Path, expected: Callable[[str], bool] | None = None):
         raise
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_RENAMEAT2 = getattr(_LIBC, "renameat2", None)  # Linux (glibc 2.28+)
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the directories ``a`` and ``b`` in one step (renameat2 RENAME_EXCHANGE), so that ``b`` is
+    never missing; False where the system or file system cannot, or ``b`` does not exist."""
+    if _RENAMEAT2 is None:
+        return False
+    if _RENAMEAT2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOENT, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EXDEV):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
 def _swap(new: Path, path: Path) -> None:
-    """Put the directory ``new`` at ``path``, replacing what is there: move the old one aside, move the
-    new one in, delete the old one. A concurrent run doing the same may win the race; then its output
-    is moved aside in turn (both runs write the same bytes)."""
+    """Put the directory ``new`` at ``path``, replacing what is there, and delete the old one. Where
+    the system can, the two are exchanged in one step, so a concurrent reader of ``path`` (another
+    run's next stage) never finds it missing; else the old one is moved aside and the new one moved
+    in. A concurrent run doing the same may win the race; then its output is moved aside in turn
+    (both runs write the same bytes)."""
     olds = []
     try:
+        fault_point("swap")
+        if _exchange(new, path):
+            olds.append(new)  # now holds the old contents
+            return
         for attempt in range(20):
             old = path.parent / f".{path.name}.{os.getpid()}.{attempt}.old"
             try:

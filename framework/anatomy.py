@@ -43,16 +43,24 @@ def bundled_atlas_files(atlas: str) -> tuple[Path, Path]:
     return image, labels
 
 
-@lru_cache(maxsize=4)
-def probability_atlas(atlas: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(4D probabilities in percent as uint8, affine, label names) of a bundled atlas."""
-    image, labels = bundled_atlas_files(atlas)
+def probability_volumes(atlas: str, labels: tuple[str, ...]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """({label: 3D probability in percent}, affine) of some labels of a bundled probabilistic atlas,
+    streamed from the 4D file so that only those volumes are kept (the Harvard-Oxford file is 526 MB)."""
+    image, names_csv = bundled_atlas_files(atlas)
     img = nib.load(image)
-    data = np.asarray(img.dataobj)
-    names = pd.read_csv(labels).sort_values("index")["name"].tolist()
-    if data.ndim != 4 or data.shape[3] != len(names):
-        raise DataError(f"{image}: expected a 4D map with {len(names)} volumes, got shape {data.shape}")
-    return data, img.affine, names
+    names = pd.read_csv(names_csv).sort_values("index")["name"].tolist()
+    if img.ndim != 4 or img.shape[3] != len(names):
+        raise DataError(f"{image}: expected a 4D map with {len(names)} volumes, got shape {img.shape}")
+    unknown = [lab for lab in labels if lab not in names]
+    if unknown:
+        raise DataError(f"{image}: no label {unknown[0]!r}")
+    wanted = {names.index(lab): lab for lab in labels}
+    stream = VolumeStream(image, img)
+    out = {}
+    for t, slab in stream:
+        for k in wanted.keys() & range(t, t + len(slab)):
+            out[wanted[k]] = stream.scaled(slab[k - t]).reshape(stream.shape, order="F")
+    return out, img.affine
 
 
 @lru_cache(maxsize=8)

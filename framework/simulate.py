@@ -20,7 +20,6 @@ the infusion onset. ``ground_truth.json`` records the window-averaged latent cor
 
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 
@@ -28,8 +27,9 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 from nilearn.image import resample_img
+from zlib_ng import zlib_ng
 
-from fclab.framework.anatomy import ANDREWS_HANNA_2010_MPFC, probability_atlas, sphere_masks
+from fclab.framework.anatomy import ANDREWS_HANNA_2010_MPFC, probability_volumes, sphere_masks
 from fclab.framework.executor import Executor, as_executor, progress
 from fclab.framework.io import atomic_dir
 from fclab.framework.params import SIM_GROUPS, SIM_ROIS, SimulateParams, section_hash
@@ -48,6 +48,7 @@ BASE_CORR = np.array(
     ]
 )
 N_BACKGROUND = 10
+VENTRICLES = ("Left_Lateral_Ventrical", "Right_Lateral_Ventricle")  # (sic) the atlas's spelling
 N_COSINE_PERIOD_S = 128.0  # fMRIPrep's high-pass cut-off for the cosine regressors
 
 
@@ -125,16 +126,16 @@ class Anatomy:
         self.shape = brain_img.shape
         brain = brain_img.get_fdata() > 0
         wm = load_mni152_wm_template(resolution=voxel_size).get_fdata() > 0.8
-        probs, atlas_affine, names = probability_atlas("harvard_oxford")
+        probs, atlas_affine = probability_volumes("harvard_oxford", (*ROI_NAMES[:2], *VENTRICLES))
 
         def atlas_region(*labels):
-            vol = sum(probs[..., names.index(lab)].astype(np.float32) for lab in labels)
+            vol = sum(probs[lab].astype(np.float32) for lab in labels)
             img = nib.Nifti1Image(vol, atlas_affine)
             res = resample_img(img, target_affine=self.affine, target_shape=self.shape,
                                interpolation="linear", force_resample=True, copy_header=True)
             return res.get_fdata() >= 50
 
-        csf = atlas_region("Left_Lateral_Ventrical", "Right_Lateral_Ventricle") & brain
+        csf = atlas_region(*VENTRICLES) & brain
         wm &= brain & ~csf
         region = np.zeros(self.shape, dtype=np.int8) - 1  # -1 outside any source region
         for k, name in enumerate(ROI_NAMES[:2]):
@@ -201,33 +202,35 @@ def _confounds(data, anat: Anatomy, motion, tr):
 
 
 def _run_data(rng, anat: Anatomy, T, tr, t_min, group, base, p: SimulateParams):
-    """(n_brain_voxels, T) float32 intensities and (T, 6) motion for one run."""
+    """(n_brain_voxels, T) float32 intensities and (T, 6) motion for one run.
+
+    Everything but the thermal noise is a sum of spatial loadings times time courses, so the signal
+    is built as one (V, k) @ (k, T) product in percent signal change, then scaled to intensity."""
     V = anat.region.size
     corr = correlation_course(base, t_min, group, p)
     chol = np.linalg.cholesky(corr)
     latent = np.einsum("tij,jt->it", chol, _bandlimited(rng, len(ROI_NAMES), T, tr))
     background = _bandlimited(rng, N_BACKGROUND, T, tr)
-    glob = _bandlimited(rng, 1, T, tr, 0.005, 0.1)[0]
-    physio = _bandlimited(rng, 1, T, tr, 0.005, 0.2)[0]
+    glob = _bandlimited(rng, 1, T, tr, 0.005, 0.1)
+    physio = _bandlimited(rng, 1, T, tr, 0.005, 0.2)
     motion = _motion(rng, T, p)
     dmotion = np.nan_to_num(_derivative(motion))
 
-    s0 = np.where(anat.wm, 800.0, np.where(anat.csf, 1200.0, 1000.0))
-    signal = np.zeros((V, T), dtype=np.float64)
     in_roi = anat.region >= 0
-    signal[in_roi] = 1.2 * latent[anat.region[in_roi]]
+    roi_load = np.zeros((V, len(ROI_NAMES)))
+    roi_load[np.flatnonzero(in_roi), anat.region[in_roi]] = 1.2
     bg_load = rng.standard_normal((V, N_BACKGROUND)) * 0.4
-    bg = anat.gm & ~in_roi
-    signal[bg] = bg_load[bg] @ background
-    signal += 0.5 * glob
+    bg_load[~(anat.gm & ~in_roi)] = 0.0
     phys_load = np.where(anat.csf, 3.0, np.where(anat.wm, 1.5, 0.4))
-    signal += phys_load[:, None] * physio
     # Motion leaks through spatially coherent loadings: a shared per-axis sign plus a gradient.
     shared = rng.standard_normal(6)
     grad = anat.xyz @ rng.standard_normal((3, 6)) / 70.0
     load = 2.0 * (shared + grad + 0.5 * rng.standard_normal((V, 6)))
     load[:, 3:] *= 50.0  # per radian -> per mm at the 50 mm sphere
-    signal += load @ motion.T + 0.5 * load @ dmotion.T
+    tt = np.linspace(-1, 1, T)
+    drift = rng.standard_normal((V, 2)) * (3.0, 2.0)  # slow linear and quadratic drift
+    loads = [roi_load, bg_load, np.full((V, 1), 0.5), phys_load[:, None], load, 0.5 * load, drift]
+    courses = [latent, background, glob, physio, motion.T, dmotion.T, np.stack([tt, tt**2])]
     if p.spin_history or p.motion_global:
         dm = np.abs(np.diff(motion, axis=0, prepend=motion[:1]))
         fd = dm[:, :3].sum(1) + 50.0 * dm[:, 3:].sum(1)
@@ -236,13 +239,18 @@ def _run_data(rng, anat: Anatomy, T, tr, t_min, group, base, p: SimulateParams):
             centres = anat.xyz[rng.choice(len(anat.xyz), 6, replace=False)]
             d2 = ((anat.xyz[:, None, :] - centres[None]) ** 2).sum(-1)
             pattern = np.exp(-d2 / (2 * 30.0**2)) @ rng.choice([-1.0, 1.0], 6)
-            signal += p.spin_history * pattern[:, None] * echo[None]
+            loads.append(p.spin_history * pattern[:, None])
+            courses.append(echo[None])
         if p.motion_global:  # a grey-matter-wide signal change with each movement (WM/CSF barely)
-            signal -= p.motion_global * np.where(anat.gm, 1.0, 0.1)[:, None] * fd[None]
-    tt = np.linspace(-1, 1, T)
-    signal += rng.standard_normal((V, 1)) * 3.0 * tt + rng.standard_normal((V, 1)) * 2.0 * tt**2
+            loads.append(-p.motion_global * np.where(anat.gm, 1.0, 0.1)[:, None])
+            courses.append(fd[None])
     # Percent-signal units scaled to intensity, plus thermal noise.
-    data = s0[:, None] * (1.0 + signal / 100.0) + p.thermal_noise * rng.standard_normal((V, T))
+    s0 = np.where(anat.wm, 800.0, np.where(anat.csf, 1200.0, 1000.0))
+    data = (np.hstack(loads) * (s0 / 100.0)[:, None]) @ np.vstack(courses)
+    data += s0[:, None]
+    noise = rng.standard_normal((V, T), dtype=np.float32)
+    noise *= p.thermal_noise
+    data += noise
     return data.astype(np.float32), motion
 
 
@@ -252,11 +260,38 @@ def _subject_base(rng, p: SimulateParams):
 
 
 def _save_gz(img: nib.Nifti1Image, path: Path) -> None:
-    """A gzipped NIfTI compressed by zlib at level 1 with no timestamp: the same bytes every time.
-    (ISA-L at level 1 was ~25 % faster for the whole simulation, but once in 52 runs it gave a
-    different, equally valid compressed stream for the same data, which changed data/simulated's
-    hash in dvc.lock; reproducible bytes come first.)"""
-    path.write_bytes(gzip.compress(img.to_bytes(), compresslevel=1, mtime=0))
+    """A gzipped NIfTI with the same bytes every time, on every machine: deflate level 1 with the
+    run-length strategy, and no timestamp. Run-length matching looks back one byte only (no hash
+    table, so nothing depends on the CPU's instruction set): it finds the zeros outside the brain and
+    leaves the noise to the Huffman coder. zlib-ng gives the very bytes zlib gives, 2x faster
+    (tests/test_simulate.py); zlib's default matching was 2.2x slower and 15 % larger. (ISA-L was
+    faster still, but once in 52 runs it gave a different, equally valid stream for the same data,
+    which changed data/simulated's hash in dvc.lock; reproducible bytes come first.)"""
+    z = zlib_ng.compressobj(1, zlib_ng.DEFLATED, 31, 9, zlib_ng.Z_RLE)  # wbits 31: a gzip member, mtime 0
+    with open(path, "wb") as fh:
+        for part in (_nifti_header(img), np.asanyarray(img.dataobj).T):
+            fh.write(z.compress(part))
+        fh.write(z.flush())
+
+
+def _nifti_header(img: nib.Nifti1Image) -> bytes:
+    """The bytes nibabel writes before the voxels of an unscaled single-file NIfTI (checked against
+    ``to_bytes`` in tests/test_simulate.py); the voxels follow as they are in memory, uncopied."""
+    if not np.asanyarray(img.dataobj).flags.f_contiguous or img.header.extensions:
+        raise ValueError("_nifti_header: Fortran-ordered voxels and no extensions")
+    img.update_header()
+    hdr = img.header
+    hdr.set_data_offset(hdr.sizeof_hdr + 4)
+    hdr["scl_slope"], hdr["scl_inter"] = 1.0, 0.0
+    return hdr.binaryblock + bytes(4)  # the 4-byte extension flag: none
+
+
+def _confounds_tsv(conf: pd.DataFrame) -> str:
+    """The confounds table as fMRIPrep writes it (6 significant digits, n/a where undefined), formatted
+    row by row: the same text as DataFrame.to_csv with float_format="%.6g", 5x faster."""
+    row = "\t".join(["%.6g"] * conf.shape[1])
+    body = "\n".join(row % tuple(r) for r in conf.to_numpy(float).tolist()).replace("nan", "n/a")
+    return "\t".join(conf.columns) + "\n" + body + "\n"
 
 
 def _write_run(func: Path, stem: str, data, anat: Anatomy, motion, tr, task_desc):
@@ -266,40 +301,41 @@ def _write_run(func: Path, stem: str, data, anat: Anatomy, motion, tr, task_desc
     img.header.set_xyzt_units("mm", "sec")
     img.header["pixdim"][4] = tr
     _save_gz(img, func / f"{stem}_space-{SPACE}_desc-preproc_bold.nii.gz")
-    mask = nib.Nifti1Image(anat.brain.astype(np.uint8), anat.affine)
+    mask = nib.Nifti1Image(np.asfortranarray(anat.brain, dtype=np.uint8), anat.affine)
     _save_gz(mask, func / f"{stem}_space-{SPACE}_desc-brain_mask.nii.gz")
     sidecar = {"RepetitionTime": tr, "SkullStripped": False, "TaskName": task_desc}
     (func / f"{stem}_space-{SPACE}_desc-preproc_bold.json").write_text(json.dumps(sidecar, indent=2))
     conf = _confounds(data.astype(np.float64), anat, motion, tr)
-    conf.to_csv(func / f"{stem}_desc-confounds_timeseries.tsv", sep="\t", index=False, na_rep="n/a",
-                float_format="%.6g")
+    (func / f"{stem}_desc-confounds_timeseries.tsv").write_text(_confounds_tsv(conf))
     meta = {c: {"Method": "fclab simulation"} for c in conf.columns}
     (func / f"{stem}_desc-confounds_timeseries.json").write_text(json.dumps(meta, indent=1))
 
 
 def _simulate_subject(args):
-    """Write one subject's runs; ``runs`` names which ("1" baseline, "2" infusion). Both runs are always
-    generated, in the same order, so the random draws of a run do not depend on which are written."""
+    """Write one subject's runs; ``runs`` names which ("1" baseline, "2" infusion). The subject's
+    correlations and each run draw from streams of their own, so a run's data do not depend on which
+    others are written."""
     root, label, group, seed_seq, p, runs = args
-    rng = np.random.default_rng(seed_seq)
+    base_seq, *run_seqs = seed_seq.spawn(3)
     anat = _anatomy(p.voxel_size_mm)
     func = Path(root) / f"sub-{label}" / "func"
     func.mkdir(parents=True)
-    base = _subject_base(rng, p)
+    base = _subject_base(np.random.default_rng(base_seq), p)
     tr = p.tr_s
-    t_base = int(round(p.baseline_duration_s / tr))
-    data, motion = _run_data(rng, anat, t_base, tr, np.full(t_base, -np.inf), None, base, p)
     if "1" in runs:
+        t_base = int(round(p.baseline_duration_s / tr))
+        data, motion = _run_data(np.random.default_rng(run_seqs[0]), anat, t_base, tr,
+                                 np.full(t_base, -np.inf), None, base, p)
         _write_run(func, f"sub-{label}_task-rest_run-1", data, anat, motion, tr, "rest (baseline)")
-    t_inf = int(round((p.pre_onset_s + p.infusion_duration_s) / tr))
-    t_min = (np.arange(t_inf) * tr - p.pre_onset_s) / 60.0
-    p_inf = p
-    if p.extra_motion_group == group:  # more drift and more spikes during the infusion run
-        f = p.extra_motion_factor
-        p_inf = p.model_copy(update={"motion_scale_mm": p.motion_scale_mm * f,
-                                     "spike_rate": min(1.0, p.spike_rate * f)})
-    data, motion = _run_data(rng, anat, t_inf, tr, t_min, group, base, p_inf)
     if "2" in runs:
+        t_inf = int(round((p.pre_onset_s + p.infusion_duration_s) / tr))
+        t_min = (np.arange(t_inf) * tr - p.pre_onset_s) / 60.0
+        p_inf = p
+        if p.extra_motion_group == group:  # more drift and more spikes during the infusion run
+            f = p.extra_motion_factor
+            p_inf = p.model_copy(update={"motion_scale_mm": p.motion_scale_mm * f,
+                                         "spike_rate": min(1.0, p.spike_rate * f)})
+        data, motion = _run_data(np.random.default_rng(run_seqs[1]), anat, t_inf, tr, t_min, group, base, p_inf)
         _write_run(func, f"sub-{label}_task-rest_run-2", data, anat, motion, tr, "rest (infusion)")
         events = pd.DataFrame(
             {"onset": [p.pre_onset_s], "duration": [p.infusion_duration_s], "trial_type": ["infusion"]}
@@ -358,21 +394,30 @@ def ground_truth(p: SimulateParams, subjects: pd.DataFrame) -> dict:
 
 
 def _design(p: SimulateParams):
-    """Subject table and per-subject seeds: a function of the seed and group sizes only."""
-    seq = np.random.SeedSequence(p.seed)
-    design_seq, *subject_seqs = seq.spawn(1 + p.n_ketamine + p.n_midazolam)
-    design_rng = np.random.default_rng(design_seq)
-    groups = np.array(["ketamine"] * p.n_ketamine + ["midazolam"] * p.n_midazolam)
-    groups = groups[design_rng.permutation(groups.size)]
-    n = groups.size
-    labels = [f"{i + 1:02d}" for i in range(n)]
+    """Subject table and per-subject seeds, stable as the study grows: 1:1 block randomisation.
+
+    Pair j (j = 0, 1, ...) holds the (j+1)-th patient of each group, labelled 2j+1 and 2j+2 in an order
+    drawn by the pair's own coin; where the smaller group has run out, the larger group's patient keeps
+    its pair's label, so labels skip there. Every draw for a subject (age, sex, data) comes from a seed
+    keyed by its label, so adding patients to either group leaves every existing subject's row and
+    files unchanged. A function of the seed and the group sizes only."""
+    sizes = {"ketamine": p.n_ketamine, "midazolam": p.n_midazolam}
+    numbers, groups = [], []
+    for j in range(max(sizes.values())):
+        coin = np.random.default_rng(np.random.SeedSequence(p.seed, spawn_key=(0, j))).random()
+        for k, g in enumerate(GROUPS if coin < 0.5 else GROUPS[::-1]):
+            if j < sizes[g]:
+                numbers.append(2 * j + k + 1)
+                groups.append(g)
+    labels = [f"{i:02d}" for i in numbers]
+    demo = [np.random.default_rng(np.random.SeedSequence(p.seed, spawn_key=(1, i))) for i in numbers]
     subjects = pd.DataFrame({
         "participant_id": [f"sub-{x}" for x in labels],
         "group": groups,
-        "age": design_rng.integers(21, 60, n),
-        "sex": design_rng.choice(["F", "M"], n),
+        "age": [int(r.integers(21, 60)) for r in demo],
+        "sex": [str(r.choice(["F", "M"])) for r in demo],
     })
-    return subjects, labels, subject_seqs
+    return subjects, labels, [np.random.SeedSequence(p.seed, spawn_key=(2, i)) for i in numbers]
 
 
 def _write_study(root: Path, p: SimulateParams, subjects: pd.DataFrame, jobs: list, n_jobs: int | Executor, what: str) -> None:

@@ -156,7 +156,10 @@ def test_on_error_skip_records_the_run_and_goes_on(small_study, tmp_path, in_dir
     assert mine["value"].isna().all() and mine["reason"].str.startswith("run excluded: skipped:").all()
     assert edges[edges["subject"] != SUB]["value"].notna().any()
     methods = json.loads(pq.read_schema(tmp_path / "results/extract/timeseries.parquet").metadata[b"fclab"])["methods"]
-    assert (f"preprocessed BOLD of 4 runs of 2 subjects (2 ketamine; 2 runs per subject); 2 further runs could not "
+    groups = pd.read_csv(tmp_path / "data/simulated/participants.tsv", sep="\t").set_index("participant_id")["group"]
+    kept = groups[["sub-01", "sub-03"]].value_counts().sort_index()
+    counts = ", ".join(f"{n} {g}" for g, n in kept.items())
+    assert (f"preprocessed BOLD of 4 runs of 2 subjects ({counts}; 2 runs per subject); 2 further runs could not "
             f"be read and were left out (sub-{SUB} baseline, sub-{SUB} infusion; run_qc.parquet gives the reasons)") in methods
 
 

@@ -384,52 +384,55 @@ def test_extract_runs_through_any_executor(small_study):
     assert set(out.timeseries["subject"]) == {"01", "02"}
 
 
-@pytest.mark.parametrize("seed", [11, 12])
-def test_motion_artefacts_need_more_than_motion_regression(tmp_path, in_dir, seed):
+def test_motion_artefacts_need_more_than_motion_regression(tmp_path, in_dir):
     """No planted effect; ketamine subjects move 4x more during the infusion, and motion also leaves
     a spin-history-like artefact with its own spatial pattern and a grey-matter-wide signal change,
     which regressing the motion parameters cannot remove. The spurious group x window 'effect' (the
     mean estimate over every edge and window: motion inflates connectivity) is large without
-    denoising, smaller but present with `simple`, and gone with global signal regression added.
-    Seeds 11, 12 and 13 gave none / simple / simple+GSR 0.136 / 0.063 / 0.008, 0.156 / 0.036 / -0.009
-    and 0.262 / 0.080 / 0.004 (docs/validation.md)."""
+    denoising, smaller with `simple`, and smaller still with global signal regression added. These
+    per-study bounds held in each of 16 seeds (11-26); that `simple` leaves a bias GSR removes shows
+    only on average (16 seeds: 0.261 / 0.058 / -0.000), not in every study of 8 + 8
+    (`benchmarks/motion_bias.py`, docs/validation.md)."""
+    from fclab.framework.params import load_params
+    from fclab.framework.runner import study_qc
+
     params = small_params()
     params["simulate"].update(effect_delta_r=0.0, extra_motion_group="ketamine", extra_motion_factor=4.0,
-                              spin_history=6.0, motion_global=6.0, seed=seed)
+                              spin_history=6.0, motion_global=6.0)
     params["stats"]["tests"] = [{"name": "mmrm", "contrasts": ["group:window"]}]
     params["connectivity"]["sliding"] = []
     params["extract"]["exclude"] = {"max_mean_fd": None}  # keep the high-motion runs in
     in_dir(tmp_path)
-    bias = {}
-    for name, options in [("none", {"strategy": "none"}), ("simple", {"strategy": "simple"}),
-                          ("gsr", {"strategy": "simple", "strategy_options": {"global_signal": "basic"}})]:
-        params["extract"]["denoise"].update({"strategy_options": {}, **options})
-        write_params(tmp_path, params)
-        for stage in (["simulate"] if name == "none" else []) + ["extract", "connectivity", "stats"]:
-            code, _, err = run_cli(stage)
-            assert code == 0, err
-        tests = pd.read_parquet(tmp_path / "results/stats/tests.parquet")
-        bias[name] = float(tests.loc[tests["term"] == "group:window", "estimate"].mean())
-    assert bias["none"] > 0.1, bias
-    assert 0.02 < bias["simple"] < 0.6 * bias["none"], bias
-    assert abs(bias["gsr"]) < 0.02 and abs(bias["gsr"]) < bias["simple"] / 2, bias
-    run_qc = pd.read_parquet(tmp_path / "results/extract/run_qc.parquet")
-    fd = run_qc.groupby(["group", "run"])["mean_fd"].mean()
-    assert fd["ketamine", "infusion"] > 2.5 * fd["midazolam", "infusion"]
-    # The report's motion-by-window QC finds the planted motion in every infusion window and not at baseline.
-    from fclab.framework.params import load_params
-    from fclab.framework.runner import study_qc
-
-    edges = read_edges_long(tmp_path / "results/connectivity/edges.parquet")
-    windows = [w["name"] for w in params["connectivity"]["windows"]]
-    tables = study_qc(load_params(tmp_path / "params.yaml"), run_qc,
-                      pd.read_parquet(tmp_path / "results/extract/roi_qc.parquet"),
-                      pd.read_parquet(tmp_path / "results/extract/motion.parquet"), edges, windows)
-    t = tables["motion_tests"].set_index(["measure", "window"]).loc["mean_fd"]
-    assert (t.loc[windows[1:], "p_holm"] < 0.05).all() and t.loc[windows[0], "p"] > 0.05, t
-    assert (t.loc[windows[1:], "difference"] > 0).all()
-    motion = pd.read_parquet(tmp_path / "results/extract/motion.parquet")
-    assert (motion["dvars_clean"] < motion["dvars_raw"]).mean() > 0.95  # denoising lowers DVARS
+    bias = {"none": [], "simple": [], "gsr": []}
+    for seed in (11, 12):
+        params["simulate"]["seed"] = seed
+        for name, options in [("none", {"strategy": "none"}), ("simple", {"strategy": "simple"}),
+                              ("gsr", {"strategy": "simple", "strategy_options": {"global_signal": "basic"}})]:
+            params["extract"]["denoise"].update({"strategy_options": {}, **options})
+            write_params(tmp_path, params)
+            for stage in (["simulate"] if name == "none" else []) + ["extract", "connectivity", "stats"]:
+                code, _, err = run_cli(stage)
+                assert code == 0, err
+            tests = pd.read_parquet(tmp_path / "results/stats/tests.parquet")
+            bias[name].append(float(tests.loc[tests["term"] == "group:window", "estimate"].mean()))
+        run_qc = pd.read_parquet(tmp_path / "results/extract/run_qc.parquet")
+        fd = run_qc.groupby(["group", "run"])["mean_fd"].mean()
+        assert fd["ketamine", "infusion"] > 2.5 * fd["midazolam", "infusion"]
+        # The report's motion-by-window QC finds the planted motion in every infusion window and not at baseline.
+        edges = read_edges_long(tmp_path / "results/connectivity/edges.parquet")
+        windows = [w["name"] for w in params["connectivity"]["windows"]]
+        tables = study_qc(load_params(tmp_path / "params.yaml"), run_qc,
+                          pd.read_parquet(tmp_path / "results/extract/roi_qc.parquet"),
+                          pd.read_parquet(tmp_path / "results/extract/motion.parquet"), edges, windows)
+        t = tables["motion_tests"].set_index(["measure", "window"]).loc["mean_fd"]
+        assert (t.loc[windows[1:], "p_holm"] < 0.05).all() and t.loc[windows[0], "p"] > 0.05, t
+        assert (t.loc[windows[1:], "difference"] > 0).all()
+        motion = pd.read_parquet(tmp_path / "results/extract/motion.parquet")
+        assert (motion["dvars_clean"] < motion["dvars_raw"]).mean() > 0.95  # denoising lowers DVARS
+    for none, simple, gsr in zip(bias["none"], bias["simple"], bias["gsr"]):
+        assert none > 0.05, bias
+        assert simple < 0.6 * none, bias
+        assert abs(gsr) < 0.5 * none, bias
 
 
 def test_calibrate_relabels_the_studys_own_values(ran_study, tmp_path, in_dir):

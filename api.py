@@ -9,6 +9,8 @@ changes one raises it. While fclab is 0.x the API version is its minor version, 
 fclab (``fclab.framework.*``, ``fclab.plugins.*``) is internal and may change in any release.
 """
 
+from typing import TYPE_CHECKING
+
 from fclab import __version__
 from fclab.framework import references as refs
 from fclab.framework.anatomy import (
@@ -45,7 +47,6 @@ from fclab.framework.edgestore import Edges, read_edges
 from fclab.framework.errors import DataError, FclabError, ParamsError, PluginError
 from fclab.framework.extract import load_nifti
 from fclab.framework.hookspecs import hookimpl
-from fclab.framework.kernels import window_correlations
 from fclab.framework.linalg import (
     COVARIANCE_ESTIMATORS,
     correlation,
@@ -70,7 +71,20 @@ from fclab.framework.params import did_you_mean
 from fclab.framework.permutation import WelchBatch, block_size, max_t_pvalues, relabelings
 from fclab.framework.stats import change_cube, edge_cube, long_rows
 
+if TYPE_CHECKING:  # imported on first use, by __getattr__ below
+    from fclab.framework.kernels import window_correlations
+
 API_VERSION = ".".join(__version__.split(".")[:2])
+
+
+def __getattr__(name: str):
+    """Names whose modules are costly to import, imported when first asked for (PEP 562):
+    ``window_correlations``'s compiled kernels import numba (~0.4 s)."""
+    if name == "window_correlations":
+        from fclab.framework.kernels import window_correlations
+
+        return window_correlations
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "API_VERSION",

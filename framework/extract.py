@@ -11,9 +11,6 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from nilearn import signal
-from nilearn.interfaces.bids import get_bids_files
-from nilearn.interfaces.fmriprep import load_confounds_strategy
 
 from fclab.framework import runcache
 from fclab.framework.contracts import RoiSet, RoiWeights
@@ -177,6 +174,8 @@ def _find_run(root: Path, data: DataParams, sub: str, group, key: str, sel) -> R
         [("run", sel.run)] if sel.run else [])
     image = [("space", data.space)] + ([("res", data.res)] if data.res else [])
     where = f"sub-{sub} run {key!r}"
+    from nilearn.interfaces.bids import get_bids_files  # here, not at the top: importing nilearn costs ~1 s
+
     found = get_bids_files(str(root), "bold", "nii.gz", sub, "func", filters + image + [("desc", "preproc")])
     if not found:
         wanted = ", ".join(f"{k} {v!r}" for k, v in filters + image)
@@ -389,6 +388,8 @@ def run_confounds(run: RunInput, denoise: DenoiseParams, n_volumes: int):
     if denoise.strategy != "none":
         import warnings
 
+        from nilearn.interfaces.fmriprep import load_confounds_strategy
+
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", UserWarning)  # a strategy option it ignores is an error
@@ -520,6 +521,8 @@ def clean(x: np.ndarray, confounds, sample_mask, tr: float, denoise: DenoisePara
     ``butterworth__copy=True`` makes nilearn filter all columns in one ``sosfiltfilt`` call instead
     of a Python loop over columns: the same numbers (checked bit for bit), ~10x faster at 400 columns.
     """
+    from nilearn import signal
+
     return signal.clean(x, confounds=None if confounds is None else confounds.to_numpy(), sample_mask=sample_mask,
                         t_r=tr, detrend=denoise.detrend, standardize=standardize, low_pass=denoise.low_pass_hz,
                         high_pass=denoise.high_pass_hz, butterworth__copy=True)

@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats as st
+import scipy  # scipy.stats loads on first use
 
 from fclab.framework.contracts import Design
 from fclab.framework.stats import change_cube, long_rows
@@ -120,7 +120,7 @@ def hedges_g_moments(n1, m1, v1, n2, m2, v2, alpha=0.05, diff=None):
     pooled = np.sqrt(((n1 - 1) * v1 + (n2 - 1) * v2) / (n1 + n2 - 2))
     g = (1 - 3 / (4 * (n1 + n2) - 9)) * ((m1 - m2) if diff is None else diff) / pooled
     se = np.sqrt((n1 + n2) / (n1 * n2) + g**2 / (2 * (n1 + n2)))
-    z = st.norm.ppf(1 - alpha / 2)
+    z = scipy.stats.norm.ppf(1 - alpha / 2)
     return g, g - z * se, g + z * se
 
 
@@ -135,10 +135,10 @@ def welch_change(edges: pd.DataFrame, design: Design) -> pd.DataFrame:
         est = m1 - m2
         t = est / se
         df = (a + b) ** 2 / (a**2 / (n1 - 1) + b**2 / (n2 - 1))
-        q = st.t.ppf(1 - design.alpha / 2, df)
+        q = scipy.stats.t.ppf(1 - design.alpha / 2, df)
         g, g_lo, g_hi = hedges_g_moments(n1, m1, v1, n2, m2, v2, design.alpha)
     ok = (n1 >= 2) & (n2 >= 2)
-    cols = {"estimate": est, "se": se, "stat": t, "df": df, "p": 2 * st.t.sf(np.abs(t), df),
+    cols = {"estimate": est, "se": se, "stat": t, "df": df, "p": 2 * scipy.stats.t.sf(np.abs(t), df),
             "ci_low": est - q * se, "ci_high": est + q * se, "effect_size": g,
             "effect_size_ci_low": g_lo, "effect_size_ci_high": g_hi}
     cols = {k: np.where(ok, v, np.nan) for k, v in cols.items()}

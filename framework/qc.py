@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats as st
-from statsmodels.stats.multitest import multipletests
+import scipy  # scipy.stats loads on first use
 
 MOTION_MEASURES = {"mean_fd": "mean FD (mm)", "censored": "censored fraction"}
 
@@ -56,7 +55,7 @@ def window_motion_tests(wm: pd.DataFrame, groups, windows) -> pd.DataFrame:
             if min(v.size for v in x) < 2 or np.ptp(np.concatenate(x)) == 0:  # too few subjects, or every value equal (no censoring)
                 row["u"], row["p"] = np.nan, np.nan
             else:
-                res = st.mannwhitneyu(x[1], x[0], alternative="two-sided")
+                res = scipy.stats.mannwhitneyu(x[1], x[0], alternative="two-sided")
                 row["u"], row["p"] = float(res.statistic), float(res.pvalue)
             rows.append(row)
     out = pd.DataFrame(rows)
@@ -65,6 +64,8 @@ def window_motion_tests(wm: pd.DataFrame, groups, windows) -> pd.DataFrame:
         p = out.loc[idx, "p"]
         ok = p.notna()
         if ok.any():
+            from statsmodels.stats.multitest import multipletests
+
             out.loc[p[ok].index, "p_holm"] = multipletests(p[ok].to_numpy(), method="holm")[1]
     return out
 
@@ -142,7 +143,7 @@ def qc_fc_all(edges: pd.DataFrame, run_qc: pd.DataFrame, windows) -> pd.DataFram
     usable = (n > 2) & varies
     r = np.where(usable, r, np.nan)
     ab = np.where(usable, n / 2 - 1, 1.0)
-    p = np.where(usable, 2 * st.beta.sf(np.abs(r), ab, ab, loc=-1, scale=2), np.nan)
+    p = np.where(usable, 2 * scipy.stats.beta.sf(np.abs(r), ab, ab, loc=-1, scale=2), np.nan)
     return out.assign(qc_fc_r=r, p=np.minimum(p, 1.0), n=n.astype(int))[["window", "roi_a", "roi_b", "qc_fc_r", "p", "n"]]
 
 

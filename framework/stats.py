@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
-from scipy.stats import false_discovery_control
+import scipy  # scipy.stats loads on first use
 
 from fclab.framework.contracts import RESULT_COLUMNS, TEST_INPUTS, Design, StatTest
 from fclab.framework.edgestore import Edges
@@ -154,7 +154,7 @@ def adjusted_p(p: np.ndarray, method: str) -> np.ndarray:
     if method == "bonferroni":
         return np.minimum(p * m, 1.0)
     if method == "fdr_bh":
-        return false_discovery_control(p, method="bh")
+        return scipy.stats.false_discovery_control(p, method="bh")
     order = np.argsort(p, kind="stable")  # holm: step-down, monotone
     steps = np.maximum.accumulate((m - np.arange(m)) * p[order])
     out = np.empty(m)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.signal import get_window
 
 from fclab.framework.errors import DataError, ParamsError
 from fclab.framework.params import ConnectivityParams
@@ -107,4 +106,6 @@ def taper(kind: str, n: int) -> np.ndarray | None:
     """Per-volume weights for a sliding window (None for a plain rectangle)."""
     if kind == "none":
         return None
+    from scipy.signal import get_window  # here: scipy.signal takes ~0.8 s to import
+
     return get_window("hann" if kind == "hann" else ("tukey", 0.5), n, fftbins=False)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats as st
+import scipy  # scipy.stats loads on first use
 
 from fclab.api import (Design, StatTest, change_cube, edge_cube, group_moments, hedges_g_moments, hookimpl, long_rows,
                        refs)
@@ -60,10 +60,10 @@ class Ancova(StatTest):
             s2 = (resid**2 * m).sum(axis=2) / df
             est, se = beta[..., 1], np.sqrt(s2 * inv[..., 1, 1])
             t = est / se
-            q = st.t.ppf(1 - design.alpha / 2, df)
+            q = scipy.stats.t.ppf(1 - design.alpha / 2, df)
             (n1, m1, v1), (n2, m2, v2) = group_moments(np.where(ok, delta, np.nan), is_target)
             g, g_lo, g_hi = hedges_g_moments(n1, m1, v1, n2, m2, v2, design.alpha, diff=est)
-        cols = {"estimate": est, "se": se, "stat": t, "df": df.astype(float), "p": 2 * st.t.sf(np.abs(t), df),
+        cols = {"estimate": est, "se": se, "stat": t, "df": df.astype(float), "p": 2 * scipy.stats.t.sf(np.abs(t), df),
                 "ci_low": est - q * se, "ci_high": est + q * se, "effect_size": g,
                 "effect_size_ci_low": g_lo, "effect_size_ci_high": g_hi}
         cols = {k: np.where(fit, v, np.nan) for k, v in cols.items()}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats as st
+import scipy  # scipy.stats loads on first use
 
 from fclab.api import Design, StatTest, change_cube, hookimpl, refs
 
@@ -27,7 +27,7 @@ TERM = "group:window"
 def rank_biserial(u: float, n1: int, n2: int, alpha: float = 0.05) -> tuple[float, float, float]:
     r = 2 * u / (n1 * n2) - 1
     se = np.sqrt((n1 + n2 + 1) / (3 * n1 * n2))
-    z = st.norm.ppf(1 - alpha / 2)
+    z = scipy.stats.norm.ppf(1 - alpha / 2)
     zr = np.arctanh(np.clip(r, -0.9999999, 0.9999999))
     return float(r), float(np.tanh(zr - z * se)), float(np.tanh(zr + z * se))
 
@@ -35,7 +35,7 @@ def rank_biserial(u: float, n1: int, n2: int, alpha: float = 0.05) -> tuple[floa
 def hodges_lehmann(x: np.ndarray, y: np.ndarray, alpha: float = 0.05) -> tuple[float, float, float]:
     d = np.sort((x[:, None] - y[None, :]).ravel())
     n1, n2 = len(x), len(y)
-    k = int(np.floor(n1 * n2 / 2 - st.norm.ppf(1 - alpha / 2) * np.sqrt(n1 * n2 * (n1 + n2 + 1) / 12)))
+    k = int(np.floor(n1 * n2 / 2 - scipy.stats.norm.ppf(1 - alpha / 2) * np.sqrt(n1 * n2 * (n1 + n2 + 1) / 12)))
     k = max(k, 0)
     return float(np.median(d)), float(d[k]), float(d[len(d) - 1 - k])
 
@@ -61,7 +61,7 @@ class ChangeMannWhitney(StatTest):
                 if min(len(x), len(y)) < 2:
                     rows.append({**row, "reason": "fewer than 2 subjects with data in a group"})
                     continue
-                res = st.mannwhitneyu(x, y, alternative="two-sided")
+                res = scipy.stats.mannwhitneyu(x, y, alternative="two-sided")
                 hl, lo, hi = hodges_lehmann(x, y, design.alpha)
                 r, r_lo, r_hi = rank_biserial(float(res.statistic), len(x), len(y), design.alpha)
                 rows.append({**row, "estimate": hl, "ci_low": lo, "ci_high": hi, "stat": float(res.statistic),

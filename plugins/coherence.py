@@ -12,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from pydantic import Field, model_validator
-from scipy.signal import get_window
 
 from fclab.api import Metric, PluginParams, hookimpl, refs
 
@@ -51,6 +50,8 @@ class Coherence(Metric):
         nperseg, noverlap, bins = self._segment(tr)
         segs = sliding_window_view(ts, nperseg, axis=-2)[..., :: nperseg - noverlap, :, :]  # (..., S, R, n)
         segs = segs - segs.mean(axis=-1, keepdims=True)
+        from scipy.signal import get_window  # here: scipy.signal takes ~0.8 s to import
+
         spec = np.fft.rfft(segs * get_window("hann", nperseg), axis=-1)  # (..., S, R, F)
         total = np.zeros(ts.shape[:-2] + (ts.shape[-1],) * 2)
         for f in bins:  # one frequency at a time keeps memory at (..., R, R)

@@ -15,15 +15,16 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import stats as st
-from statsmodels.regression.mixed_linear_model import MixedLM
-from statsmodels.tools.sm_exceptions import ConvergenceWarning, SingularMatrixWarning
+import scipy  # scipy.stats loads on first use
 
 from fclab.api import Contrast, Design, PluginParams, StatTest, contrasts, edge_cube, hookimpl, subject_design
 
 
 def fit_mixedlm(y: np.ndarray, X: np.ndarray, subjects: np.ndarray, reml: bool = True):
     """One statsmodels MixedLM fit, tightly converged; a boundary subject variance is legitimate."""
+    from statsmodels.regression.mixed_linear_model import MixedLM  # here: statsmodels takes ~0.5 s to import
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning, SingularMatrixWarning
+
     model = MixedLM(y, X, groups=subjects)
     with warnings.catch_warnings():
         for w in (ConvergenceWarning, RuntimeWarning, SingularMatrixWarning):
@@ -71,9 +72,9 @@ class LmmReference(StatTest):
                 est, se = float(L @ beta), float(np.sqrt(L @ cov @ L))
                 df = float(df_within if is_within[term] else df_between)
                 t = est / se
-                q = st.t.ppf(1 - design.alpha / 2, df)
+                q = scipy.stats.t.ppf(1 - design.alpha / 2, df)
                 rows.append({**row, "estimate": est, "se": se, "stat": t, "df": df,
-                             "p": float(2 * st.t.sf(abs(t), df)), "ci_low": est - q * se, "ci_high": est + q * se,
+                             "p": float(2 * scipy.stats.t.sf(abs(t), df)), "ci_low": est - q * se, "ci_high": est + q * se,
                              "reason": None})
         return pd.DataFrame(rows)
 

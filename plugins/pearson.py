@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fclab.api import Metric, PluginParams, correlation, hookimpl, refs, window_correlations
+from fclab.api import Metric, PluginParams, correlation, hookimpl, refs
 
 
 class Pearson(Metric):
@@ -32,6 +32,8 @@ class Pearson(Metric):
         overlap = len(starts) > 1 and bool((stops[order][:-1] > starts[order][1:]).any())
         if not overlap or not np.isfinite(ts).all():
             return super().compute_edges(ts, starts, stops, tr)
+        from fclab.api import window_correlations  # here: its module imports numba
+
         if (order == np.arange(len(order))).all():
             r = window_correlations(ts, starts, stops)
         else:

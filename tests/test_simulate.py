@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import zlib
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -117,3 +118,11 @@ def test_the_cached_anatomy_is_the_one_built(tmp_path, monkeypatch):
             assert np.array_equal(getattr(first, k), getattr(fresh, k)), k
         path.write_bytes(path.read_bytes()[:200] if attempt == "stored" else b"not an npz")
     assert len(list(path.parent.iterdir())) == 1  # no temporary file left
+    # the key follows the code that builds it: another anatomy.py is another entry
+    from fclab.framework import anatomy
+
+    changed = tmp_path / "anatomy.py"
+    changed.write_text(Path(anatomy.__file__).read_text() + "\n# changed\n")
+    monkeypatch.setattr(anatomy, "__file__", str(changed))
+    Anatomy.cached(6)
+    assert len(list(path.parent.glob("anatomy-*.npz"))) == 2

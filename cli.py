@@ -213,7 +213,7 @@ def cache(
     prune_unused: Annotated[bool, typer.Option("--prune-unused", help="Delete the runs the last extract did not use.")] = False,
     older_than: Annotated[float | None, typer.Option("--older-than", min=0, metavar="DAYS",
                                                      help="Delete the runs not used for DAYS days.")] = None,
-    clear: Annotated[bool, typer.Option("--clear", help="Delete every cached run.")] = False,
+    clear: Annotated[bool, typer.Option("--clear", help="Delete every cached run (and the simulator's anatomy).")] = False,
 ):
     """Show the per-run extraction cache (.fclab-cache/, or $FCLAB_CACHE), or prune it."""
     from fclab.framework import runcache

@@ -104,5 +104,8 @@ def test_cache_command_shows_and_prunes(study):
     write_params(study, params)
     code, _, err = run_cli("extract")
     assert code == 0 and "extract: 0 runs extracted, 2 from the per-run cache" in err
+    anatomy = study / ".fclab-cache/simulate/anatomy-0.npz"  # the simulator's, beside the runs
+    anatomy.parent.mkdir(parents=True)
+    anatomy.write_bytes(b"x")
     code, out, _ = run_cli("cache", "--clear")
-    assert code == 0 and out.splitlines()[1].endswith(": empty")
+    assert code == 0 and out.splitlines()[1].endswith(": empty") and not anatomy.parent.exists()

@@ -354,6 +354,9 @@ def entry() -> None:
     """Run the CLI; a usage error (unknown command or option, bad value) is one line and exit 2."""
     from typer.exceptions import TyperException
 
+    from fclab.framework.executor import keep_freed_memory
+
+    keep_freed_memory()
     try:
         code = app(args=hoist_global_options(sys.argv[1:]), prog_name="fclab", standalone_mode=False)
     except typer.Abort:

@@ -56,3 +56,15 @@ def test_executor_kind_is_checked(tmp_path, in_dir):
     in_dir(tmp_path)
     code, _, err = run_cli("executor")
     assert code == 2 and "executor.kind" in err
+
+
+def test_malloc_keeps_freed_memory_on_glibc():
+    """The CLI's malloc setting applies here (glibc); the dask test above compares its bytes with
+    workers that never had it (distributed starts them fresh)."""
+    import platform
+
+    from fclab.framework.executor import keep_freed_memory
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only")
+    assert keep_freed_memory() is True

@@ -104,6 +104,32 @@ def test_the_nifti_bytes_are_nibabels(tmp_path):
             _save_gz(nib.Nifti1Image(np.ascontiguousarray(data)[..., :2], img.affine), tmp_path / "y.nii.gz")
 
 
+def test_the_fast_run_writers_give_the_plain_numpy_values():
+    """The blocked helpers of _write_run against the one-line numpy they replace: the volumes scattered
+    into a Fortran image by a boolean mask, DVARS from a float64 copy's diff, the confounds TSV from
+    pandas' to_csv (bit for bit: the same additions in the same order)."""
+    from types import SimpleNamespace
+
+    from fclab.framework.simulate import _confounds_tsv, _sum_squared_steps, _volumes
+
+    rng = np.random.default_rng(3)
+    brain = rng.random((7, 8, 9)) > 0.4
+    anat = SimpleNamespace(shape=brain.shape, brain=brain)
+    for T in (1, 5, 33, 70):  # under, at and over a block of volumes
+        data = (rng.standard_normal((brain.sum(), T)) * 90 + 1000).astype(np.float32)
+        data[0, 0] = 1000.5  # half-way: rounds to even, as np.rint
+        full = np.zeros((*brain.shape, T), dtype=np.int16, order="F")
+        full[brain] = np.rint(data).astype(np.int16)
+        assert np.array_equal(_volumes(data, anat), full.T) and _volumes(data, anat).flags.c_contiguous
+        for block in (7, 256):  # one block, several, and a short last one
+            expect = (np.diff(data.astype(np.float64), axis=1) ** 2).sum(axis=0)
+            assert np.array_equal(_sum_squared_steps(data, block), expect)
+    table = {"a": rng.standard_normal(6) * 1e-7, "b_x": np.r_[np.nan, rng.standard_normal(5) * 1e4],
+             "c": np.arange(6.0)}
+    assert _confounds_tsv(table) == pd.DataFrame(table).to_csv(sep="\t", index=False, float_format="%.6g",
+                                                               na_rep="n/a", lineterminator="\n")
+
+
 def test_the_cached_anatomy_is_the_one_built(tmp_path, monkeypatch):
     from fclab.framework.simulate import Anatomy
 

@@ -214,10 +214,15 @@ def cache(
     older_than: Annotated[float | None, typer.Option("--older-than", min=0, metavar="DAYS",
                                                      help="Delete the runs not used for DAYS days.")] = None,
     clear: Annotated[bool, typer.Option("--clear", help="Delete every cached run (and the simulator's anatomy).")] = False,
+    warm: Annotated[bool, typer.Option("--warm", help=(
+        "Compile the numba kernels and build the simulator's anatomy for params.yaml now (make does this "
+        "after installing), so the first run does not."))] = False,
 ):
     """Show the per-run extraction cache (.fclab-cache/, or $FCLAB_CACHE), or prune it."""
     from fclab.framework import runcache
 
+    if warm:
+        typer.echo(runner.warm_caches(_params()))
     if prune_unused or older_than is not None or clear:
         gone = runcache.prune(unused=prune_unused, older_than_days=older_than, everything=clear)
         typer.echo(f"{runcache.cache_dir()}: deleted {len(gone)} cached run{'' if len(gone) == 1 else 's'}")

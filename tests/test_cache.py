@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -109,3 +111,25 @@ def test_cache_command_shows_and_prunes(study):
     anatomy.write_bytes(b"x")
     code, out, _ = run_cli("cache", "--clear")
     assert code == 0 and out.splitlines()[1].endswith(": empty") and not anatomy.parent.exists()
+
+
+def test_cache_warm_compiles_the_kernels_and_builds_the_anatomy(tmp_path):
+    """`fclab cache --warm` (make's venv step) leaves what the first run would build: numba's compiled
+    kernels and the simulation anatomy, which the simulator then reads instead of building."""
+    import subprocess
+    import sys
+
+    from fclab.framework.simulate import Anatomy
+
+    write_params(tmp_path, small_params())
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba"), "FCLAB_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "fclab.cli", "cache", "--warm"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "compiled the sliding-window kernels" in proc.stdout
+    assert {p.name.split("-")[0] for p in (tmp_path / "numba").rglob("*.nbi")} == {
+        "kernels._fresh", "kernels._move", "kernels._chunk"}
+    (built,) = (tmp_path / "cache" / "simulate").glob("anatomy-*.npz")
+    with np.load(built) as z:
+        fresh = Anatomy(small_params()["simulate"]["voxel_size_mm"])
+        assert all(np.array_equal(z[k], getattr(fresh, k)) for k in Anatomy.ARRAYS)

@@ -23,14 +23,16 @@ GROUP_COLOURS = ("#4c72b0", "#dd8452")  # reference, target
 DPI = 150
 
 
-def save_figure(fig, path, dpi: int = DPI) -> None:
-    """Write ``fig`` through a temporary file, then close it: PNG, or JPEG for a ``.jpg`` path (noise-like
-    images such as carpet plots, where PNG's lossless compression gains little)."""
+def save_figure(fig, path, dpi: int = DPI, close: bool = True) -> None:
+    """Write ``fig`` through a temporary file, then close it (unless it is a template drawn again):
+    PNG, or JPEG for a ``.jpg`` path (noise-like images such as carpet plots, where PNG's lossless
+    compression gains little)."""
     jpeg = str(path).endswith(".jpg")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="jpeg" if jpeg else "png", dpi=dpi,
                     **({"pil_kwargs": {"quality": 85}} if jpeg else {}))
-    plt.close(fig)
+    if close:
+        plt.close(fig)
 
 
 def roi_figure(atlas_img, atlas: pd.DataFrame, path) -> None:
@@ -250,37 +252,64 @@ def qcfc_distance_figure(q: pd.DataFrame, edges: pd.DataFrame, atlas: pd.DataFra
     finish_figure(fig, ax2, f"Connectivity against distance, {window}", path)
 
 
+_CARPET: dict = {}  # this process's carpet figure, drawn again for every run (see carpet_figure)
+
+
+def _carpet_template():
+    """The carpet figure's axes, lines, images and labels, built once per process: creating them (and
+    their ticks) took as long as drawing, so every run after the first redraws the same figure."""
+    if not _CARPET:
+        fig, axes = plt.subplots(4, 1, figsize=(9, 6.4), sharex=True, gridspec_kw={"height_ratios": [1, 1, 2, 2]})
+        (fd,) = axes[0].plot([], [], color="0.2", lw=0.8)
+        axes[0].set_ylabel("FD (mm)", fontsize=8)
+        (raw,) = axes[1].plot([], [], color="0.5", lw=0.8, label="before denoising")
+        (clean,) = axes[1].plot([], [], color=GROUP_COLOURS[0], lw=0.8, label="after")
+        axes[1].set_ylabel("DVARS (%)", fontsize=8)
+        axes[1].legend(frameon=False, fontsize=7, loc="upper right", ncol=2)
+        images = []
+        for ax, label in ((axes[2], "voxels, before"), (axes[3], "voxels, after")):
+            images.append(ax.imshow(np.zeros((1, 1)), aspect="auto", cmap="gray", vmin=-3, vmax=3,
+                                    interpolation="nearest"))
+            ax.set_ylabel(label, fontsize=8)
+            ax.set_yticks([])
+        for ax in axes[:2]:
+            ax.spines[["top", "right"]].set_visible(False)
+            ax.tick_params(labelsize=7)
+        axes[3].set_xlabel("time from run start (min)")
+        # fixed margins (the layout never changes): tight_layout would measure every label
+        fig.subplots_adjust(left=0.075, right=0.985, top=0.955, bottom=0.075, hspace=0.12)
+        _CARPET.update(fig=fig, axes=axes, lines=(fd, raw, clean), images=images, marks=[])
+    return _CARPET
+
+
 def carpet_figure(run_motion: pd.DataFrame, carpet: tuple[np.ndarray, np.ndarray], tr: float, title: str, path) -> None:
     """One run's QC over time: framewise displacement (censored volumes marked), DVARS before and
-    after denoising, and the carpet (sampled in-mask voxels, z-scored) before and after."""
-    raw, clean = carpet
+    after denoising, and the carpet (sampled in-mask voxels, z-scored) before and after. The figure
+    is this process's template (``_carpet_template``) with the run's data and limits set."""
+    c = _carpet_template()
+    axes, (fd_line, raw_line, clean_line) = c["axes"], c["lines"]
+    for mark in c["marks"]:  # the previous run's censored points and their legend
+        mark.remove()
+    c["marks"].clear()
     t = run_motion["volume"].to_numpy() * tr / 60.0
-    fig, axes = plt.subplots(4, 1, figsize=(9, 6.4), sharex=True, gridspec_kw={"height_ratios": [1, 1, 2, 2]})
     fd = run_motion["framewise_displacement"].to_numpy(float)
-    axes[0].plot(t, fd, color="0.2", lw=0.8)
+    fd_line.set_data(t, fd)
     cens = run_motion["censored"].to_numpy(bool)
     if cens.any():
-        axes[0].scatter(t[cens], fd[cens], color="#c44e52", s=8, zorder=3, label=f"censored ({cens.sum()})")
-        axes[0].legend(frameon=False, fontsize=7, loc="upper right")
-    axes[0].set_ylabel("FD (mm)", fontsize=8)
-    axes[1].plot(t, run_motion["dvars_raw"], color="0.5", lw=0.8, label="before denoising")
-    axes[1].plot(t, run_motion["dvars_clean"], color=GROUP_COLOURS[0], lw=0.8, label="after")
-    axes[1].set_ylabel("DVARS (%)", fontsize=8)
-    axes[1].legend(frameon=False, fontsize=7, loc="upper right", ncol=2)
+        c["marks"].append(axes[0].scatter(t[cens], fd[cens], color="#c44e52", s=8, zorder=3,
+                                          label=f"censored ({cens.sum()})"))
+        c["marks"].append(axes[0].legend(frameon=False, fontsize=7, loc="upper right"))
+    raw_line.set_data(t, run_motion["dvars_raw"].to_numpy(float))
+    clean_line.set_data(t, run_motion["dvars_clean"].to_numpy(float))
     extent = (t[0] - tr / 120, t[-1] + tr / 120) if t.size else (0, 1)
-    for ax, data, label in ((axes[2], raw, "voxels, before"), (axes[3], clean, "voxels, after")):
-        ax.imshow(data, aspect="auto", cmap="gray", vmin=-3, vmax=3, interpolation="nearest",
-                  extent=(*extent, data.shape[0], 0))
-        ax.set_ylabel(label, fontsize=8)
-        ax.set_yticks([])
-    for ax in axes[:2]:
-        ax.spines[["top", "right"]].set_visible(False)
-        ax.tick_params(labelsize=7)
-    axes[3].set_xlabel("time from run start (min)")
+    for image, data in zip(c["images"], carpet):
+        image.set_data(data)
+        image.set_extent((*extent, data.shape[0], 0))
+    for ax in axes[:2]:  # x is shared and set by the images' extent
+        ax.relim()
+        ax.autoscale_view(scalex=False)
     axes[0].set_title(title, fontsize=10)
-    # fixed margins (the layout never changes): tight_layout would measure every label, a fifth of the page's time
-    fig.subplots_adjust(left=0.075, right=0.985, top=0.955, bottom=0.075, hspace=0.12)
-    save_figure(fig, path, dpi=100)  # one per run: screen resolution keeps a study's pages small
+    save_figure(c["fig"], path, dpi=100, close=False)  # one per run: screen resolution keeps pages small
 
 
 def subject_matrices_figure(edges: pd.DataFrame, rois: list[str], windows, scale, path) -> None:

@@ -312,8 +312,12 @@ def carpet_figure(run_motion: pd.DataFrame, carpet: tuple[np.ndarray, np.ndarray
     save_figure(c["fig"], path, dpi=100, close=False)  # one per run: screen resolution keeps pages small
 
 
+_MATRICES: dict = {}  # this process's subject matrix figures, one per layout (see subject_matrices_figure)
+
+
 def subject_matrices_figure(edges: pd.DataFrame, rois: list[str], windows, scale, path) -> None:
-    """One subject's connectivity matrix per window (``edges``: that subject's rows)."""
+    """One subject's connectivity matrix per window (``edges``: that subject's rows). The figure for a
+    layout (ROIs, windows, scale) is built once per process and redrawn with each subject's values."""
     sc = as_scale(scale)
     bounds = [abs(b) for b in (sc.low, sc.high) if b is not None]
     idx = {r: i for i, r in enumerate(rois)}
@@ -327,19 +331,31 @@ def subject_matrices_figure(edges: pd.DataFrame, rois: list[str], windows, scale
         a, b, v = a[ok].astype(int), b[ok].astype(int), f["value"].to_numpy(float)[ok]
         m[a, b] = m[b, a] = v
         mats.append(m)
-    W = len(windows)
     cmap, vmin, vmax = value_colours(np.concatenate([m.ravel() for m in mats]) if mats else np.array([np.nan]),
                                      sc.signed, max(bounds) if len(bounds) == 2 else None)
-    fig, axes = plt.subplots(1, W, figsize=(2.3 * W + 1.2, 2.9), squeeze=False)
-    small = len(rois) <= 12
-    for j, (w, m) in enumerate(zip(windows, mats)):
-        ax = axes[0, j]
-        im = ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax)
-        ax.set_xticks(range(len(rois)) if small else [], rois if small else [], rotation=90, fontsize=6)
-        ax.set_yticks(range(len(rois)) if small else [], rois if small and j == 0 else [], fontsize=6)
-        ax.set_title(w, fontsize=9)
-    fig.colorbar(im, ax=axes[0, :].tolist(), shrink=0.8, label=sc.label)
-    save_figure(fig, path, dpi=100)
+    layout = (tuple(rois), tuple(windows), sc.label)
+    if layout not in _MATRICES:
+        for old, _ in _MATRICES.values():  # one layout per study
+            plt.close(old)
+        _MATRICES.clear()
+        W = len(windows)
+        fig, axes = plt.subplots(1, W, figsize=(2.3 * W + 1.2, 2.9), squeeze=False)
+        small = len(rois) <= 12
+        images = []
+        for j, (w, m) in enumerate(zip(windows, mats)):
+            ax = axes[0, j]
+            images.append(ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax))
+            ax.set_xticks(range(len(rois)) if small else [], rois if small else [], rotation=90, fontsize=6)
+            ax.set_yticks(range(len(rois)) if small else [], rois if small and j == 0 else [], fontsize=6)
+            ax.set_title(w, fontsize=9)
+        fig.colorbar(images[-1], ax=axes[0, :].tolist(), shrink=0.8, label=sc.label)
+        _MATRICES[layout] = (fig, images)
+    fig, images = _MATRICES[layout]
+    for image, m in zip(images, mats):
+        image.set_data(m)
+        image.set_cmap(cmap)
+        image.set_clim(vmin, vmax)
+    save_figure(fig, path, dpi=100, close=False)
 
 
 def roi_qc_figure(roi_qc: pd.DataFrame, path) -> None:

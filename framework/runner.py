@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
 import json
 import os
@@ -518,6 +519,9 @@ def _report(params: Params, out: Path, jobs: int = 1) -> None:
     page_jobs = subject_page_jobs(params, edges_m, run_qc, roi_qc, motion, qc_tables, windows, scale, out / "subjects")
     # Worker processes draw the subject pages while this one draws the study's figures: the pool forks
     # here, before any drawing, and the pages are collected once the figures are done.
+    # The tables read so far live to the end: frozen, the garbage collector stops scanning their
+    # objects at every collection (in this process and the forked workers; ~12 % of a page's time).
+    gc.freeze()
     pool = ProcessPoolExecutor(max_workers=jobs) if jobs > 1 and len(page_jobs) > 1 else None
     # and no BLAS threads of this process compete with the pool's (threadpoolctl applies the limit now)
     limits = threadpool_limits(limits=1) if pool else None

@@ -213,7 +213,7 @@ def cache(
     prune_unused: Annotated[bool, typer.Option("--prune-unused", help="Delete the runs the last extract did not use.")] = False,
     older_than: Annotated[float | None, typer.Option("--older-than", min=0, metavar="DAYS",
                                                      help="Delete the runs not used for DAYS days.")] = None,
-    clear: Annotated[bool, typer.Option("--clear", help="Delete every cached run (and the simulator's anatomy).")] = False,
+    clear: Annotated[bool, typer.Option("--clear", help="Delete every cached run (and the simulator's anatomy and atlas labels).")] = False,
     warm: Annotated[bool, typer.Option("--warm", help=(
         "Compile the numba kernels and build the simulator's anatomy for params.yaml now (make does this "
         "after installing), so the first run does not."))] = False,

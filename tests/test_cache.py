@@ -133,3 +133,24 @@ def test_cache_warm_compiles_the_kernels_and_builds_the_anatomy(tmp_path):
     with np.load(built) as z:
         fresh = Anatomy(small_params()["simulate"]["voxel_size_mm"])
         assert all(np.array_equal(z[k], getattr(fresh, k)) for k in Anatomy.ARRAYS)
+
+
+def test_cached_atlas_labels_are_the_computed_ones(tmp_path, monkeypatch):
+    """The maximum-probability labels kept in .fclab-cache/atlas/ are the streamed computation's, read
+    back; a damaged entry is computed again, another threshold is another entry, and --clear deletes them."""
+    from fclab.framework.anatomy import cached_max_probability_labels, max_probability_labels
+
+    monkeypatch.setenv("FCLAB_CACHE", str(tmp_path / "cache"))
+    fresh, names = max_probability_labels("harvard_oxford", 25.0)
+    for attempt in ("computed", "read back", "damaged"):
+        img, got = cached_max_probability_labels("harvard_oxford", 25.0)
+        assert got == names and np.array_equal(img.affine, fresh.affine)
+        assert np.asarray(img.dataobj).dtype == np.asarray(fresh.dataobj).dtype
+        assert np.array_equal(np.asarray(img.dataobj), np.asarray(fresh.dataobj)), attempt
+        (entry,) = (tmp_path / "cache" / "atlas").glob("harvard_oxford-*.npz")
+        if attempt == "read back":
+            entry.write_bytes(entry.read_bytes()[:100])
+    cached_max_probability_labels("harvard_oxford", 50.0)
+    assert len(list((tmp_path / "cache" / "atlas").glob("*.npz"))) == 2
+    code, out, _ = run_cli("cache", "--clear")
+    assert code == 0 and not (tmp_path / "cache" / "atlas").exists()

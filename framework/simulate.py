@@ -115,8 +115,7 @@ def check_effects(p: SimulateParams) -> None:
 
 
 class Anatomy:
-    """Tissue classes and source regions of the simulation grid: the MNI152 template's grid at the
-    voxel size, cropped to the brain's bounding box."""
+    """Tissue classes and source regions of the simulation grid."""
 
     def __init__(self, voxel_size):
         from nilearn.datasets import load_mni152_brain_mask, load_mni152_wm_template
@@ -146,13 +145,7 @@ class Anatomy:
         for k, sphere in enumerate(spheres, start=2):
             region[sphere & brain & ~wm & ~csf] = k
         flat = brain.ravel()
-        # The grid is cropped to the brain's bounding box: the voxels outside it are zero in every
-        # volume, and were 58 % of a run's bytes to write, compress, inflate and scan at 6 mm.
-        ijk = np.argwhere(brain)
-        lo, hi = ijk.min(axis=0), ijk.max(axis=0) + 1
-        box = tuple(slice(a, b) for a, b in zip(lo, hi))
-        affine = self.affine @ nib.affines.from_matvec(np.eye(3), lo)
-        self._set(affine, brain[box], region.ravel()[flat], wm.ravel()[flat], csf.ravel()[flat])
+        self._set(self.affine, brain, region.ravel()[flat], wm.ravel()[flat], csf.ravel()[flat])
 
     def _set(self, affine, brain, region, wm, csf):
         """``brain`` on the grid; ``region`` (-1 outside the sources), ``wm`` and ``csf`` per brain voxel."""
@@ -346,7 +339,7 @@ def _confounds_tsv(conf: dict[str, np.ndarray]) -> str:
 
 
 def _volumes(data, anat: Anatomy, block: int = 32) -> np.ndarray:
-    """The run on the image grid as NIfTI orders voxels, (T, Z, Y, X) C-contiguous (the transpose of
+    """The run on the full grid as NIfTI orders voxels, (T, Z, Y, X) C-contiguous (the transpose of
     a Fortran (X, Y, Z, T) image), intensities rounded to int16: volume blocks at a time, each
     scattered to the brain voxels' positions (``data`` rows are brain voxels in C order)."""
     X, Y, Z = anat.shape

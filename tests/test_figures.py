@@ -115,3 +115,48 @@ def test_connectome_figure_draws_the_significant_edges_capped_per_window(tmp_pat
     drawn = connectome_figure(results, atlas, ["w1", "w2", "w3"], 0.05, "test", tmp_path / "c.png", top=40)
     assert drawn == 7 + 0 + 40
     assert (tmp_path / "c.png").stat().st_size > 10_000
+
+
+def test_reused_subject_figures_draw_what_fresh_ones_draw(tmp_path):
+    """Carpet and subject-matrix figures are built once per process and redrawn: a figure drawn after
+    others (censored marks to remove, another length, colours judged from values of the other sign)
+    has the bytes of one drawn in a fresh template."""
+    import matplotlib.pyplot as plt
+
+    from fclab.framework import figures as fg
+
+    rng = np.random.default_rng(0)
+
+    def motion(T, censored):
+        c = np.zeros(T, bool)
+        c[censored] = True
+        return pd.DataFrame({"volume": np.arange(T), "framewise_displacement": np.r_[np.nan, rng.random(T - 1)],
+                             "censored": c, "dvars_raw": rng.random(T) * 3, "dvars_clean": rng.random(T)})
+
+    rois = ["a", "b", "c"]
+
+    def edges(sign):
+        return pd.DataFrame([(w, rois[i], rois[j], sign * rng.random()) for w in ("w1", "w2")
+                             for i in range(3) for j in range(i + 1, 3)], columns=["window", "roi_a", "roi_b", "value"])
+
+    def fresh():
+        for fig in [fg._CARPET.get("fig")] + [f for f, _ in fg._MATRICES.values()]:
+            if fig is not None:
+                plt.close(fig)
+        fg._CARPET.clear()
+        fg._MATRICES.clear()
+
+    first = (motion(90, [4, 40]), (rng.standard_normal((20, 90)), rng.standard_normal((20, 90))))
+    second = (motion(150, []), (rng.standard_normal((30, 150)), rng.standard_normal((25, 150))))
+    up, down = edges(1), edges(-1)
+    fresh()
+    fg.carpet_figure(*first, 2.0, "first", tmp_path / "a.jpg")
+    fg.carpet_figure(*second, 2.0, "second", tmp_path / "reused.jpg")
+    fg.subject_matrices_figure(up, rois, ["w1", "w2"], "value", tmp_path / "a.png")
+    fg.subject_matrices_figure(down, rois, ["w1", "w2"], "value", tmp_path / "reused.png")
+    fresh()
+    fg.carpet_figure(*second, 2.0, "second", tmp_path / "fresh.jpg")
+    fg.subject_matrices_figure(down, rois, ["w1", "w2"], "value", tmp_path / "fresh.png")
+    for ext in ("jpg", "png"):
+        assert (tmp_path / f"reused.{ext}").read_bytes() == (tmp_path / f"fresh.{ext}").read_bytes(), ext
+    assert (tmp_path / "a.jpg").read_bytes() != (tmp_path / "fresh.jpg").read_bytes()  # the runs differ

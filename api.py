@@ -18,6 +18,8 @@ from fclab.framework.anatomy import (
     BUNDLED_ATLASES,
     atlas_labels,
     labels_weights,
+    match_labels,
+    read_label_table,
     resample_to_grid,
     sphere_masks,
     voxel_centres,
@@ -46,6 +48,15 @@ from fclab.framework.contracts import (
 from fclab.framework.edgestore import Edges, read_edges
 from fclab.framework.errors import DataError, FclabError, ParamsError, PluginError
 from fclab.framework.extract import load_nifti
+from fclab.framework.surface import (
+    Grayordinates,
+    HemisphereLabels,
+    element_coordinates,
+    mesh,
+    package_file,
+    read_surface_labels,
+    surface_rois,
+)
 from fclab.framework.hookspecs import hookimpl
 from fclab.framework.linalg import (
     COVARIANCE_ESTIMATORS,
@@ -97,7 +108,10 @@ __all__ = [
     "FclabError", "ParamsError", "PluginError", "DataError", "did_you_mean",
     # ROI sets
     "load_nifti", "resample_to_grid", "labels_weights", "sphere_masks", "voxel_centres", "atlas_labels",
-    "BUNDLED_ATLASES", "ANDREWS_HANNA_2010_MPFC",
+    "BUNDLED_ATLASES", "ANDREWS_HANNA_2010_MPFC", "match_labels", "read_label_table",
+    # surface and CIFTI ROI sets
+    "Grayordinates", "HemisphereLabels", "read_surface_labels", "surface_rois", "mesh", "element_coordinates",
+    "package_file",
     # metrics
     "correlation", "window_correlations", "COVARIANCE_ESTIMATORS", "inverse_spd", "precision_to_partial",
     "geometric_mean", "spd_function",

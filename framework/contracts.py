@@ -65,9 +65,12 @@ class RoiWeights:
 
 
 class RoiSet(Plugin):
-    """Defines ROIs. ``build`` places them on the grid of ``reference`` (a 3D or 4D NIfTI image)."""
+    """Defines ROIs. ``build`` places them on the grid of ``reference``: a 3D or 4D NIfTI image for
+    volume data, a ``Grayordinates`` (``fclab.framework.surface``) for CIFTI and GIfTI surface data.
+    ``data`` names which of the two the plugin handles; the runner gives it only those."""
 
     kind = "roi"
+    data: tuple[str, ...] = ("volume",)
 
     def build(self, reference) -> RoiWeights:  # pragma: no cover - interface
         raise NotImplementedError

@@ -14,12 +14,15 @@ import scipy.sparse as sp
 
 from fclab.framework import runcache
 from fclab.framework.contracts import RoiSet, RoiWeights
-from fclab.framework.errors import DataError, ParamsError
+from fclab.framework.errors import DataError, ParamsError, PluginError
 from fclab.framework.executor import Executor, as_executor, progress
 from fclab.framework.io import file_digest
 from fclab.framework.params import DataParams, DenoiseParams, ExtractParams, check_label, plugin_spec
 from fclab.framework.registry import get_registry
 from fclab.framework.stream import VolumeStream, flat_index
+from fclab.framework.surface import (FSAVERAGE_VERTICES, Grayordinates, SurfaceStream, cifti_grayordinates, cifti_step,
+                                     element_coordinates, gifti_shape, is_surface_space, label_image, load_cifti,
+                                     surface_axis)
 
 TIMESERIES_KEYS = ["subject", "run", "volume", "time_s"]
 MIN_CLEAN_VOLUMES = 3  # a run censored below this is excluded at extraction
@@ -34,11 +37,24 @@ class RunInput:
     subject: str
     group: str
     run: str  # the run's key in params (e.g. "baseline")
-    bold: Path
-    mask: Path
+    bold: Path  # the BOLD file (GIfTI: the first hemisphere's)
+    mask: Path | None  # the brain mask (None for surface and CIFTI data)
     confounds: Path
     events: Path | None
     tr: float
+    kind: str = "nifti"  # nifti, cifti (a dtseries) or gifti (hemisphere runs)
+    bold_files: tuple[Path, ...] = ()  # GIfTI: each hemisphere's file, in element order
+    hemis: tuple[str, ...] = ()  # GIfTI: their hemispheres (L, R)
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """Every BOLD file of the run."""
+        return self.bold_files or (self.bold,)
+
+    @property
+    def image(self):
+        """What nilearn's confound loader takes: the BOLD path, or the hemisphere paths."""
+        return [str(f) for f in self.bold_files] if len(self.bold_files) > 1 else str(self.bold)
 
 
 def _one(files: list[str], what: str, where: str) -> Path:
@@ -172,36 +188,88 @@ def _find_run(root: Path, data: DataParams, sub: str, group, key: str, sel) -> R
     """The files of one run (BIDS entities from params), located with nilearn.interfaces.bids."""
     filters = ([("ses", sel.session)] if sel.session else []) + [("task", sel.task)] + (
         [("run", sel.run)] if sel.run else [])
-    image = [("space", data.space)] + ([("res", data.res)] if data.res else [])
     where = f"sub-{sub} run {key!r}"
     from nilearn.interfaces.bids import get_bids_files  # here, not at the top: importing nilearn costs ~1 s
 
-    found = get_bids_files(str(root), "bold", "nii.gz", sub, "func", filters + image + [("desc", "preproc")])
-    if not found:
-        wanted = ", ".join(f"{k} {v!r}" for k, v in filters + image)
-        raise DataError(f"{where}: no preprocessed BOLD found for {wanted} ({available_bold(root, sub)})")
-    bold = _one(found, "preprocessed BOLD", where)
-    mask = _one(get_bids_files(str(root), "mask", "nii.gz", sub, "func",
-                               filters + image + [("desc", "brain")]),
-                "brain mask", where)
+    fmt = data.format if data.format != "auto" else ("nifti" if not is_surface_space(data.space) else "surface")
+    if fmt == "nifti":
+        image = [("space", data.space)] + ([("res", data.res)] if data.res else [])
+        found = get_bids_files(str(root), "bold", "nii.gz", sub, "func", filters + image + [("desc", "preproc")])
+        if not found:
+            wanted = ", ".join(f"{k} {v!r}" for k, v in filters + image)
+            raise DataError(f"{where}: no preprocessed BOLD found for {wanted} ({available_bold(root, sub)})")
+        bold = _one(found, "preprocessed BOLD", where)
+        mask = _one(get_bids_files(str(root), "mask", "nii.gz", sub, "func",
+                                   filters + image + [("desc", "brain")]),
+                    "brain mask", where)
+        extra = {}
+    else:
+        bold, mask, extra = _find_surface_run(root, data, sub, filters, where, fmt, get_bids_files)
     conf = _one(get_bids_files(str(root), "timeseries", "tsv", sub, "func",
                                filters + [("desc", "confounds")]), "confounds TSV", where)
     roots = ([Path(data.events_root)] if data.events_root else []) + [root]
     events = find_events(roots, sub, sel)
-    sidecar = Path(str(bold).removesuffix(".nii.gz") + ".json")
-    tr = _repetition_time(sidecar)
-    return RunInput(sub, str(group), key, bold, mask, conf, events, tr)
+    tr = _repetition_time(sidecar_json(bold))
+    if extra.get("kind") == "cifti":
+        check_cifti_step(bold, tr)
+    return RunInput(sub, str(group), key, bold, mask, conf, events, tr, **extra)
+
+
+def _find_surface_run(root: Path, data: DataParams, sub: str, filters, where: str, fmt: str, get_bids_files):
+    """(BOLD path, None, RunInput fields) of a CIFTI dtseries or of GIfTI hemisphere runs."""
+    image = [("space", data.space)] + ([("den", data.den)] if data.den else [])
+    cifti = get_bids_files(str(root), "bold", "dtseries.nii", sub, "func", filters + image) if fmt != "gifti" else []
+    gifti = {h: get_bids_files(str(root), "bold", "func.gii", sub, "func", filters + [("hemi", h)] + image)
+             for h in data.hemi} if fmt != "cifti" else {}
+    has_gifti = bool(gifti) and all(gifti.values())
+    wanted = ", ".join(f"{k} {v!r}" for k, v in filters + image)
+    if cifti and has_gifti:
+        raise DataError(f"{where}: both a CIFTI dtseries and GIfTI hemispheres match {wanted}; "
+                        "set extract.data.format to cifti or gifti")
+    if cifti:
+        return _one(cifti, "CIFTI dtseries", where), None, {"kind": "cifti"}
+    if has_gifti:
+        files = tuple(_one(gifti[h], f"hemi-{h} GIfTI BOLD", where) for h in data.hemi)
+        return files[0], None, {"kind": "gifti", "bold_files": files, "hemis": tuple(data.hemi)}
+    partial = [h for h, f in gifti.items() if f]
+    if partial:
+        missing = [h for h in data.hemi if h not in partial]
+        raise DataError(f"{where}: GIfTI BOLD for hemi-{', hemi-'.join(partial)} but none for hemi-{', hemi-'.join(missing)} "
+                        f"({wanted}; extract.data.hemi lists {', '.join(data.hemi)})")
+    what = {"cifti": "CIFTI dtseries", "gifti": "GIfTI BOLD"}.get(fmt, "CIFTI dtseries or GIfTI BOLD")
+    raise DataError(f"{where}: no {what} found for {wanted} ({available_bold(root, sub)})")
+
+
+BOLD_SUFFIXES = ("_bold.nii.gz", "_bold.dtseries.nii", "_bold.func.gii")
+
+
+def sidecar_json(bold: Path) -> Path:
+    """The BIDS sidecar of a BOLD file (its name with .json for the extension)."""
+    name = bold.name
+    for ext in (".nii.gz", ".dtseries.nii", ".func.gii", ".nii"):
+        if name.endswith(ext):
+            return bold.with_name(name.removesuffix(ext) + ".json")
+    return bold.with_suffix(".json")
+
+
+def check_cifti_step(path: Path, tr: float) -> None:
+    """A dtseries' series step must agree with the sidecar's RepetitionTime."""
+    step = cifti_step(load_cifti(path))
+    if step is not None and step > 0 and abs(step - tr) > 1e-3 * tr:
+        raise DataError(f"{path}: series step {step:g} s differs from RepetitionTime {tr:g} s in "
+                        f"{sidecar_json(path).name}")
 
 
 def available_bold(root: Path, sub: str) -> str:
-    """What preprocessed BOLD files a subject has, entity by entity, so a wrong space, task, run,
-    session or res in params names the values that exist."""
-    files = sorted((root / f"sub-{sub}").glob("**/func/*_desc-preproc_bold.nii.gz"))
+    """What BOLD files a subject has, entity by entity, so a wrong space, task, run, session, res,
+    den or hemi in params names the values that exist."""
+    files = sorted(f for f in (root / f"sub-{sub}").glob("**/func/*_bold.*")
+                   if f.name.endswith(("_desc-preproc_bold.nii.gz",) + BOLD_SUFFIXES[1:]))
     if not files:
-        return f"sub-{sub} has no *_desc-preproc_bold.nii.gz under {root}"
-    ents = [e for e in (_entities(f.name, "_bold.nii.gz") for f in files) if e]
+        return f"sub-{sub} has no *_desc-preproc_bold.nii.gz, *_bold.dtseries.nii or *_bold.func.gii under {root}"
+    ents = [e for e in (_entities(f.name, next(s for s in BOLD_SUFFIXES if f.name.endswith(s))) for f in files) if e]
     parts = []
-    for key in ("ses", "task", "run", "space", "res"):
+    for key in ("ses", "task", "run", "space", "res", "den", "hemi"):
         values = sorted({e[key] for e in ents if key in e})
         if values:
             parts.append(f"{key} {', '.join(values)}")
@@ -262,13 +330,16 @@ def check_inputs(p: ExtractParams, windows=()) -> tuple[pd.DataFrame, list[str]]
     for run in runs:
         row = {"subject": run.subject, "group": run.group, "run": run.run, "tr_s": run.tr, "n_volumes": np.nan}
         try:
-            bold, mask = (_header(f) for f in (run.bold, run.mask))
-            if len(bold.shape) != 4:
-                raise DataError(f"{run.bold}: expected a 4D BOLD image, got shape {bold.shape}")
-            T = bold.shape[3]
+            if run.kind == "nifti":
+                bold, mask = (_header(f) for f in (run.bold, run.mask))
+                if len(bold.shape) != 4:
+                    raise DataError(f"{run.bold}: expected a 4D BOLD image, got shape {bold.shape}")
+                T = bold.shape[3]
+                if mask.shape[:3] != bold.shape[:3] or not np.allclose(mask.affine, bold.affine, atol=1e-4):
+                    raise DataError(f"{run.mask}: grid differs from {run.bold.name} (shape or affine)")
+            else:
+                T = run_reference(run, p.data.space)[1]
             row["n_volumes"] = T
-            if mask.shape[:3] != bold.shape[:3] or not np.allclose(mask.affine, bold.affine, atol=1e-4):
-                raise DataError(f"{run.mask}: grid differs from {run.bold.name} (shape or affine)")
             check_filter(run.tr, p.denoise, run.bold)
             run_confounds(run, p.denoise, T)
             mine = [w for w in windows if w.run == run.run]
@@ -285,6 +356,25 @@ def check_inputs(p: ExtractParams, windows=()) -> tuple[pd.DataFrame, list[str]]
             problems.append(str(exc))
         rows.append(row)
     return pd.DataFrame(rows, columns=["subject", "group", "run", "tr_s", "n_volumes"]), problems
+
+
+def run_reference(run: RunInput, space: str) -> tuple[nib.Nifti1Image | Grayordinates, int]:
+    """(the grid ROIs are placed on, number of volumes) of a run, from headers: the brain mask's
+    NIfTI header for volumes, the run's grayordinates for CIFTI and GIfTI data. Errors name the file."""
+    if run.kind == "nifti":
+        return _header(run.mask), _header(run.bold).shape[-1]
+    if run.kind == "cifti":
+        img = load_cifti(run.bold)
+        return cifti_grayordinates(img, space), img.shape[0]
+    shapes = [gifti_shape(f) for f in run.bold_files]
+    for f, (_, t) in zip(run.bold_files[1:], shapes[1:]):
+        if t != shapes[0][1]:
+            raise DataError(f"{f}: {t} time points, {run.bold.name} has {shapes[0][1]}")
+    expected = FSAVERAGE_VERTICES.get(space)
+    for f, (n, _) in zip(run.bold_files, shapes):
+        if expected and n != expected:
+            raise DataError(f"{f}: {n} vertices, but space {space} has {expected} per hemisphere")
+    return Grayordinates(space, surface_axis(dict(zip(run.hemis, (n for n, _ in shapes))))), shapes[0][1]
 
 
 def _header(path: Path) -> nib.Nifti1Image:
@@ -349,10 +439,24 @@ class RoiBuilder:
             self.plugins.append(cls(cls.Params.model_validate(opts)))
         self._cache: dict[tuple, RoiWeights] = {}
 
-    def for_grid(self, reference: nib.Nifti1Image) -> RoiWeights:
-        key = (reference.shape[:3], np.round(reference.affine, 6).tobytes())
+    def for_grid(self, reference: nib.Nifti1Image | Grayordinates) -> RoiWeights:
+        surface = isinstance(reference, Grayordinates)
+        key = reference.key if surface else (reference.shape[:3], np.round(reference.affine, 6).tobytes())
         if key not in self._cache:
+            data = "surface" if surface else "volume"
+            for i, plugin in enumerate(self.plugins):
+                if data not in plugin.data:
+                    others = ", ".join(sorted(n for n, c in get_registry().rois().items() if data in c.data))
+                    raise ParamsError(f"extract.rois[{i}]: ROI set {plugin.name!r} places ROIs on "
+                                      f"{' and '.join(plugin.data)} data, and these runs are {data} data "
+                                      f"({reference.describe() if surface else 'NIfTI'}); ROI sets for {data} data: "
+                                      f"{others or 'none installed'}")
             parts = [plugin.build(reference) for plugin in self.plugins]
+            n = reference.n if surface else int(np.prod(reference.shape[:3]))
+            for plugin, part in zip(self.plugins, parts):
+                if part.weights.shape[1] != n:
+                    raise PluginError(f"ROI set {plugin.name!r}: weights over {part.weights.shape[1]} elements for "
+                                      f"a grid of {n}")
             names = [n for part in parts for n in part.names]
             for n in names:
                 check_label(n, "extract.rois: ROI name")
@@ -394,7 +498,7 @@ def run_confounds(run: RunInput, denoise: DenoiseParams, n_volumes: int):
             with warnings.catch_warnings():
                 warnings.simplefilter("error", UserWarning)  # a strategy option it ignores is an error
                 confounds, sample_mask = load_confounds_strategy(
-                    str(run.bold), denoise_strategy=denoise.strategy, **denoise.strategy_options)
+                    run.image, denoise_strategy=denoise.strategy, **denoise.strategy_options)
         except (ValueError, KeyError, FileNotFoundError, TypeError, UserWarning) as exc:
             raise DataError(f"{path}: cannot build {denoise.strategy!r} confounds ({str(exc).splitlines()[0]})") from exc
         if len(confounds) != n_volumes:
@@ -428,20 +532,45 @@ def custom_confounds(table: pd.DataFrame, columns: list[str], path: Path) -> pd.
     return values.fillna(0.0)
 
 
-def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_coverage: float | None = None):
+def _read_volume_run(run: RunInput, rois: RoiWeights, cols: np.ndarray, denoise: DenoiseParams):
+    """``read_run`` of a NIfTI run, whether each ROI voxel ``cols`` lies in the brain mask, the number
+    of volumes and the files' digests."""
     bold = _header(run.bold)
     mask, mask_digest = load_nifti(run.mask)
     if bold.ndim != 4:
         raise DataError(f"{run.bold}: expected a 4D BOLD image, got shape {bold.shape}")
     if mask.shape[:3] != bold.shape[:3] or not np.allclose(mask.affine, bold.affine, atol=1e-4):
         raise DataError(f"{run.mask}: grid differs from {run.bold.name} (shape or affine)")
-    T = bold.shape[3]
-    cols = np.unique(rois.weights.indices)
     ijk = np.unravel_index(cols, bold.shape[:3])
     mask_data = np.asarray(mask.dataobj)
     qc_index = voxel_sample(mask_data, QC_VOXELS)
-    raw_signals, voxel_stats, qc_voxels, bold_digest = read_run(run.bold, bold, rois.weights[:, cols], cols, qc_index,
-                                                                denoise.smoothing_fwhm)
+    read = read_run(run.bold, bold, rois.weights[:, cols], cols, qc_index, denoise.smoothing_fwhm)
+    return read, mask_data[ijk] > 0, bold.shape[3], {str(run.bold): read[3], str(run.mask): mask_digest}
+
+
+def _read_surface_run(run: RunInput, rois: RoiWeights, cols: np.ndarray, denoise: DenoiseParams, space: str):
+    """As ``_read_volume_run`` for CIFTI and GIfTI runs. With no brain mask, an element "in the brain"
+    is one whose values are not all 0 (fMRIPrep leaves the medial wall at 0 on fsaverage)."""
+    if denoise.smoothing_fwhm:
+        raise ParamsError(f"extract.denoise.smoothing_fwhm: volume smoothing does not apply to {run.kind} data "
+                          f"({run.bold.name}); set it to null")
+    grid, T = run_reference(run, space)
+    if rois.weights.shape[1] != grid.n:
+        raise DataError(f"{run.bold}: {grid.n} grayordinates, but the ROI set was built for {rois.weights.shape[1]}")
+    stream = SurfaceStream(run.files, run.kind, T, grid.n)
+    qc_index = voxel_sample(np.ones(grid.n), QC_VOXELS)
+    read = read_run(run.bold, None, rois.weights[:, cols], cols, qc_index, None, stream=stream)
+    return read, ~read[1][2], T, dict(stream.file_digests)
+
+
+def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_coverage: float | None = None,
+                 space: str = ""):
+    cols = np.unique(rois.weights.indices)
+    if run.kind == "nifti":
+        read, inside, T, digests = _read_volume_run(run, rois, cols, denoise)
+    else:
+        read, inside, T, digests = _read_surface_run(run, rois, cols, denoise, space)
+    raw_signals, voxel_stats, qc_voxels, _ = read
 
     check_filter(run.tr, denoise, run.bold)
     confounds, sample_mask, fd = run_confounds(run, denoise, T)
@@ -461,7 +590,6 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_co
     ts.insert(0, "run", run.run)
     ts.insert(0, "subject", run.subject)
 
-    inside = mask_data[ijk] > 0
     mean, sd, bad = voxel_stats
     tsnr = np.divide(mean, sd, out=np.zeros_like(mean), where=sd > 0)
     support = rois.support[:, cols]
@@ -475,8 +603,9 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_co
     if min_coverage is None:
         outside = cover == 0
         if outside.any():
-            raise DataError(f"{run.mask}: ROI {roi_qc['roi'][np.flatnonzero(outside)[0]]!r} has no voxel inside "
-                            f"sub-{run.subject}'s brain mask")
+            roi = roi_qc['roi'][np.flatnonzero(outside)[0]]
+            raise DataError(f"{run.mask}: ROI {roi!r} has no voxel inside sub-{run.subject}'s brain mask"
+                            if run.mask else f"{run.bold}: every value of ROI {roi!r} is 0 (no signal)")
         roi_qc["missing"], roi_qc["reason"] = False, ""
     else:
         low = cover < min_coverage
@@ -508,8 +637,7 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_co
         ev = read_events(run.events)
         events = pd.DataFrame({"subject": run.subject, "run": run.run, "trial_type": ev["trial_type"].astype(str),
                                "onset_s": ev["onset"].astype(float), "duration_s": ev["duration"].astype(float)})
-    digests = {str(run.bold): bold_digest, str(run.mask): mask_digest,
-               str(run.confounds): file_digest(run.confounds)}
+    digests[str(run.confounds)] = file_digest(run.confounds)
     if run.events is not None:
         digests[str(run.events)] = file_digest(run.events)
     return ts, roi_qc, run_qc, events, digests, motion, carpet
@@ -528,17 +656,18 @@ def clean(x: np.ndarray, confounds, sample_mask, tr: float, denoise: DenoisePara
                         high_pass=denoise.high_pass_hz, butterworth__copy=True)
 
 
-def read_run(path: Path, img: nib.Nifti1Image, weights: sp.csr_matrix, cols: np.ndarray, qc_index: np.ndarray,
-             smoothing_fwhm: float | None):
+def read_run(path: Path, img: nib.Nifti1Image | None, weights: sp.csr_matrix, cols: np.ndarray, qc_index: np.ndarray,
+             smoothing_fwhm: float | None, stream: VolumeStream | SurfaceStream | None = None):
     """One streamed pass over a run's BOLD file (``stream.VolumeStream``): the raw ROI signals
     ``(weights @ voxels).T`` (T, R) over the voxels ``cols``, those voxels' mean, SD and all-zero flag
     over time, the (n, T) values of the QC voxels ``qc_index`` and the file's digest.
 
     Values are float64 of the file's values after the header's scaling; with ``smoothing_fwhm``
     each volume is first smoothed as nilearn's ``smooth_img`` does (volume by volume, so the same
-    numbers). The 4D image is never held in memory, only one slab of volumes at a time.
+    numbers). The 4D image is never held in memory, only one slab of volumes at a time. ``stream``
+    replaces the NIfTI stream of ``img`` (surface data: ``surface.SurfaceStream``).
     """
-    stream = VolumeStream(path, img)
+    stream = stream or VolumeStream(path, img)
     T, shape = stream.n_volumes, stream.shape
     roi_flat, qc_flat = flat_index(cols, shape), flat_index(qc_index, shape)
     signals = np.empty((T, weights.shape[0]))
@@ -645,25 +774,33 @@ def read_carpet(png: bytes) -> tuple[np.ndarray, np.ndarray]:
     return a[:half], a[half:]
 
 
-def roi_atlas(rois: RoiWeights, grid: nib.Nifti1Image) -> tuple[nib.Nifti1Image, pd.DataFrame]:
+def roi_atlas(rois: RoiWeights, grid: nib.Nifti1Image | Grayordinates):
     """The ROI set as a label image on ``grid`` (1-based, in ROI order; the larger weight wins an
-    overlap) and a table of ROI centroids in world (MNI) mm and voxel counts, for figures."""
+    overlap) and a table of ROI centroids in world (MNI) mm and voxel counts, for figures. On
+    grayordinates the image is a CIFTI-2 dlabel, and centroids come from the shipped meshes (NaN
+    where none ships for the space)."""
     support = rois.support.tocsr()
     n_vox = np.asarray(support.sum(axis=1)).ravel()
-    shape = grid.shape[:3]
+    surface = isinstance(grid, Grayordinates)
+    shape = (grid.n,) if surface else grid.shape[:3]
     labels = np.zeros(int(np.prod(shape)), np.int16)
     best = np.zeros(labels.shape)
-    ijk_all = []
+    members = []
     for r in range(len(rois.names)):
         row = rois.weights.getrow(r)
         idx, w = row.indices, np.abs(row.data)
         win = w > best[idx]
         labels[idx[win]], best[idx[win]] = r + 1, w[win]
-        ijk_all.append(np.column_stack(np.unravel_index(idx, shape)))
-    img = nib.Nifti1Image(labels.reshape(shape), grid.affine)
-    img.header.set_data_dtype(np.int16)
-    cent = [nib.affines.apply_affine(grid.affine, ijk).mean(axis=0) if len(ijk) else np.full(3, np.nan)
-            for ijk in ijk_all]
+        members.append(idx)
+    if surface:
+        xyz = element_coordinates(grid)
+        cent = [xyz[idx].mean(axis=0) if len(idx) else np.full(3, np.nan) for idx in members]
+        img = label_image(labels, rois.names, grid)
+    else:
+        img = nib.Nifti1Image(labels.reshape(shape), grid.affine)
+        img.header.set_data_dtype(np.int16)
+        cent = [nib.affines.apply_affine(grid.affine, np.column_stack(np.unravel_index(idx, shape))).mean(axis=0)
+                if len(idx) else np.full(3, np.nan) for idx in members]
     table = pd.DataFrame({"roi": rois.names, "label": np.arange(1, len(rois.names) + 1, dtype=np.int16),
                           "x_mm": [c[0] for c in cent], "y_mm": [c[1] for c in cent], "z_mm": [c[2] for c in cent],
                           "n_voxels": n_vox.astype(np.int32)})
@@ -673,13 +810,13 @@ def roi_atlas(rois: RoiWeights, grid: nib.Nifti1Image) -> tuple[nib.Nifti1Image,
 def _extract_job(args):
     """("computed" or "cached", the run's results, its cache key or None), or the error message of a run skipped under
     ``on_error: skip``. With ``rois_hash`` the run is looked up in, or added to, the per-run cache."""
-    run, rois, denoise, skip, min_coverage, rois_hash = args
+    run, rois, denoise, skip, min_coverage, rois_hash, space = args
     key = None
     if rois_hash is not None:
         try:
             sidecar = run.confounds.with_suffix(".json")  # load_confounds_strategy reads it (CompCor)
-            files = [run.bold, run.mask, run.confounds] + [f for f in (sidecar, run.events)
-                                                           if f is not None and f.is_file()]
+            files = [*run.files, *([run.mask] if run.mask else []), run.confounds] + [
+                f for f in (sidecar, run.events) if f is not None and f.is_file()]
             key = runcache.run_key(run, {str(f): file_digest(f) for f in files}, rois_hash, denoise, min_coverage)
         except OSError:  # an input that cannot be read: extraction names it
             key = None
@@ -687,7 +824,7 @@ def _extract_job(args):
         if hit is not None:
             return "cached", hit, key
     try:
-        result = _extract_run(run, rois, denoise, min_coverage)
+        result = _extract_run(run, rois, denoise, min_coverage, space)
     except DataError as exc:
         if not skip:
             raise
@@ -739,7 +876,7 @@ class Extracted:
     participants: pd.DataFrame
     motion: pd.DataFrame
     carpets: pd.DataFrame  # subject, run, n_volumes, png (carpet_png)
-    atlas_img: nib.Nifti1Image
+    atlas_img: nib.Nifti1Image | nib.Cifti2Image  # the ROI labels (CIFTI dlabel for surface data)
     atlas: pd.DataFrame
     digests: dict
     plugins: list
@@ -759,9 +896,18 @@ def extract(p: ExtractParams, n_jobs: int = 2, executor: Executor | None = None,
     skipped = [skipped_run(*f) for f in found]
     builder = RoiBuilder(p.rois)
     jobs = []
+    grids = []
     for run in runs:
         try:
-            grid = nib.load(run.mask)  # header only: ROIs are placed once per distinct grid
+            if run.kind == "nifti":
+                grid = nib.load(run.mask)  # header only: ROIs are placed once per distinct grid
+            else:
+                grid = run_reference(run, p.data.space)[0]
+        except DataError as exc:  # a surface run's header
+            if not skip:
+                raise
+            skipped.append(skipped_run(run.subject, run.group, run.run, str(exc), run.bold.name))
+            continue
         except (OSError, EOFError, ValueError, nib.filebasedimages.ImageFileError) as exc:
             if not skip:
                 raise DataError(f"{run.mask}: not a readable NIfTI image ({exc})") from exc
@@ -771,7 +917,8 @@ def extract(p: ExtractParams, n_jobs: int = 2, executor: Executor | None = None,
         rois = builder.for_grid(grid)
         if cache and id(rois) not in grid_hash:
             grid_hash[id(rois)] = runcache.rois_digest(rois)
-        jobs.append((run, rois, p.denoise, skip, p.min_coverage, grid_hash.get(id(rois))))
+        grids.append(grid)
+        jobs.append((run, rois, p.denoise, skip, p.min_coverage, grid_hash.get(id(rois)), p.data.space))
     if not jobs:
         raise DataError(f"{p.data.root}: no run could be extracted")
     executor = executor or as_executor(n_jobs)
@@ -799,6 +946,6 @@ def extract(p: ExtractParams, n_jobs: int = 2, executor: Executor | None = None,
     digests[str(Path(p.data.root) / p.data.participants)] = file_digest(Path(p.data.root) / p.data.participants)
     motion = pd.concat([r[5] for r in results], ignore_index=True)
     carpets = pd.DataFrame([r[6] for r in results], columns=["subject", "run", "n_volumes", "png"])
-    atlas_img, atlas = roi_atlas(jobs[0][1], nib.load(jobs[0][0].mask))
+    atlas_img, atlas = roi_atlas(jobs[0][1], grids[0])
     return Extracted(ts, roi_qc, run_qc, events, participants, motion, carpets, atlas_img, atlas, digests,
                      builder.plugins, how.count("computed"), how.count("cached"))

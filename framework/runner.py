@@ -151,7 +151,8 @@ def stage_extract(params: Params, jobs: int | None = None) -> None:
     if d.smoothing_fwhm:
         confounds = f"Images were smoothed with a {d.smoothing_fwhm:g} mm FWHM Gaussian before extraction. " + confounds
     methods = (
-        f"ROI time series were extracted from the {p.data.space} preprocessed BOLD of {run_count_text(run_qc)}, "
+        f"ROI time series were extracted from the {out.surface or f'{p.data.space} preprocessed BOLD'} of "
+        f"{run_count_text(run_qc)}, "
         "for these ROIs: "
         f"{'; '.join(pl.describe() for pl in plugins)}. {confounds}"
         f"{'detrended, ' if d.detrend else ''}{band}{cleaned}, "
@@ -542,7 +543,8 @@ def _report(params: Params, out: Path, jobs: int = 1) -> None:
         courses = []
         sliding = provs["connectivity"].get("sliding") or []
         course_columns = ["edge", "group", "centre_min", "mean", "ci_low", "ci_high", "n"]
-        course = pd.DataFrame(columns=course_columns)  # the DVC plot series exists, empty, without sliding windows
+        # the DVC plot series exists, empty, without sliding windows
+        course = pd.DataFrame(columns=course_columns + ["roi_a", "roi_b"])
         if sliding:
             spec = sliding[0]
             # the course of the figure edges only (edges.parquet has all)
@@ -692,8 +694,12 @@ def study_figures(edges_m, run_qc, roi_qc, motion, qc_tables, groups, windows, b
     def add(where, name, caption):
         where.append({"src": f"figures/{name}", "alt": caption})
 
-    fg.roi_figure(nib.load(EXTRACT_DIR / "rois.nii.gz"), atlas, fig_dir / "rois.png")
-    add(study, "rois.png", "Regions of interest on the MNI152 template (axial slices)")
+    if (EXTRACT_DIR / "rois.dlabel.nii").exists():  # surface or CIFTI data
+        fg.surface_roi_figure(nib.load(EXTRACT_DIR / "rois.dlabel.nii"), atlas, fig_dir / "rois.png")
+        add(study, "rois.png", "Regions of interest on the cortical surface (and subcortical ones on the MNI152 template)")
+    else:
+        fg.roi_figure(nib.load(EXTRACT_DIR / "rois.nii.gz"), atlas, fig_dir / "rois.png")
+        add(study, "rois.png", "Regions of interest on the MNI152 template (axial slices)")
     fg.matrices_figure(edges_m, rois, groups, windows, scale, fig_dir / "matrices.png")
     add(study, "matrices.png", "Group-mean connectivity per window, and the group difference")
     effect_windows = [w for w in windows if w != baseline]

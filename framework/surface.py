@@ -89,7 +89,7 @@ class Grayordinates:
     def describe(self) -> str:
         surf = int((self.axis.vertex >= 0).sum())
         vox = self.n - surf
-        return f"{self.space} {self.n} grayordinates ({surf} vertices" + (f", {vox} voxels)" if vox else ")")
+        return f"{self.space}: {self.n} grayordinates, {surf} vertices" + (f" and {vox} voxels" if vox else "")
 
 
 def surface_axis(n_vertices: dict[str, int]) -> nib.cifti2.BrainModelAxis:
@@ -293,7 +293,7 @@ def label_image(labels: np.ndarray, names: list[str], grid: Grayordinates) -> ni
     table.update({i + 1: (name, tuple(float(c) for c in colours(i % 20))) for i, name in enumerate(names)})
     header = (nib.cifti2.LabelAxis(["rois"], [table]), grid.axis)
     img = nib.Cifti2Image(labels[None, :].astype(np.float32), header=header)
-    img.nifti_header.set_intent("NIFTI_INTENT_CONNECTIVITY_DENSE_LABELS")
+    img.nifti_header.set_intent("NIFTI_INTENT_CONNECTIVITY_DENSE_LABELS", name=f"space-{grid.space}")
     return img
 
 

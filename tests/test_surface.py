@@ -186,3 +186,57 @@ def test_wrong_surface_inputs_are_one_line_errors(gifti_study, tmp_path):
     # smoothing is for volumes
     with pytest.raises(ParamsError, match=r"smoothing_fwhm: volume smoothing does not apply to gifti data"):
         extract(params(root, "fsaverage5", [surface_labels(root)], smoothing_fwhm=6), n_jobs=1, cache=False)
+
+
+def surface_study_params(data: str, space: str, rois: list, confirmatory: list) -> dict:
+    from conftest import default_params
+
+    p = default_params()
+    p["extract"]["data"] = {"root": data, "space": space, "runs": {"rest": {"task": "rest"}}}
+    p["extract"]["rois"] = rois
+    p["connectivity"]["windows"] = [{"name": "early", "run": "rest", "start_min": 0, "end_min": 2.5},
+                                    {"name": "late", "run": "rest", "start_min": 2.5, "end_min": 5}]
+    p["connectivity"]["sliding"] = []
+    p["stats"].update(groups=["A", "B"], baseline_window="early", tests=["lmm", "change_welch"],
+                      confirmatory=confirmatory)
+    p["report"].update(primary_test="change_welch", primary_term="group:window", title="surface study",
+                       subject_pages=False)
+    return p
+
+
+@pytest.mark.parametrize("kind", ["gifti", "cifti"])
+def test_surface_studies_run_end_to_end_and_recover_the_homotopic_coupling(kind, tmp_path, in_dir):
+    """The same pipeline after extraction: connectivity, stats and report on GIfTI and CIFTI studies.
+    The simulation couples parcel k of the left and right hemispheres (half their signal shared), so
+    homotopic pairs must be the most correlated."""
+    import pandas as pd
+    from conftest import run_cli, write_params
+
+    labels = sd.write_study(tmp_path / "data", kind, n_subjects=6, T=150, n_parcels=5, seed=11, coupling=0.5)
+    for hemi, lab in labels.items():
+        sd.write_label_gifti(lab, tmp_path / "data" / f"{hemi}.label.gii")
+    rois = [{"name": "surface_labels", "left": "data/L.label.gii", "right": "data/R.label.gii"}]
+    if kind == "cifti":
+        rois.insert(0, {"name": "cifti_structures"})
+    write_params(tmp_path, surface_study_params("data", "fsaverage5" if kind == "gifti" else "fsLR", rois,
+                                                [["L_parcel01", "R_parcel01"]]))
+    in_dir(tmp_path)
+    code, out, err = run_cli("run")
+    assert code == 0, err
+    assert (tmp_path / "results/extract/rois.dlabel.nii").is_file()
+    assert not (tmp_path / "results/extract/rois.nii.gz").exists()
+    html = (tmp_path / "reports/index.html").read_text()
+    assert "figures/rois.png" in html and "Regions of interest on the cortical surface" in html
+    from fclab.framework.edgestore import read_edges
+
+    edges = read_edges(tmp_path / "results/connectivity/edges.parquet").long()
+    mean = edges.groupby(["roi_a", "roi_b"], observed=True)["value"].mean()
+    homotopic = pd.Series({(a, b): v for (a, b), v in mean.items()
+                           if a[2:] == b[2:] and a[:2] != b[:2] and a.startswith(("L_", "R_"))})
+    cortex = [(a, b) for a, b in mean.index if a.startswith(("L_", "R_")) and b.startswith(("L_", "R_"))]
+    others = mean[cortex].drop(homotopic.index)
+    assert len(homotopic) == 5 and homotopic.min() > others.max(), (homotopic, others.sort_values().tail())
+    if kind == "cifti":  # the test CIFTI's two amygdalae carry one signal
+        assert mean[("AMYGDALA_LEFT", "AMYGDALA_RIGHT")] > 1.5
+    tests = pd.read_parquet(tmp_path / "results/stats/tests.parquet")
+    assert set(tests["test"]) == {"lmm", "change_welch"} and tests["p"].notna().all()

@@ -221,6 +221,8 @@ def test_surface_studies_run_end_to_end_and_recover_the_homotopic_coupling(kind,
     write_params(tmp_path, surface_study_params("data", "fsaverage5" if kind == "gifti" else "fsLR", rois,
                                                 [["L_parcel01", "R_parcel01"]]))
     in_dir(tmp_path)
+    code, out, err = run_cli("validate")
+    assert code == 0 and "6 subjects (A 3, B 3), 6 runs (rest 6)" in out and "inputs: ok" in out, (out, err)
     code, out, err = run_cli("run")
     assert code == 0, err
     assert (tmp_path / "results/extract/rois.dlabel.nii").is_file()

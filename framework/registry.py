@@ -29,6 +29,7 @@ DEFAULT_PLUGINS = (
     "fclab.plugins.surface_labels",
     "fclab.plugins.surface_atlas",
     "fclab.plugins.cifti_structures",
+    "fclab.plugins.surface_spheres",
     "fclab.plugins.pearson",
     "fclab.plugins.spearman",
     "fclab.plugins.covariance",

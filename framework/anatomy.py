@@ -122,10 +122,14 @@ def atlas_labels(atlas: str, threshold: float) -> tuple[nib.Nifti1Image, tuple[s
     img = nib.load(image)
     if len(img.shape) == 4:
         label_img, names = cached_max_probability_labels(atlas, threshold)
-        return label_img, names, tuple(range(1, len(names) + 1))
-    table = pd.read_csv(labels)
-    return (nib.Nifti1Image(np.asarray(img.dataobj).astype(np.int32), img.affine),
-            tuple(table["name"].astype(str)), tuple(int(v) for v in table["index"]))
+        values = tuple(range(1, len(names) + 1))
+    else:
+        table = pd.read_csv(labels)
+        label_img = nib.Nifti1Image(np.asarray(img.dataobj).astype(np.int32), img.affine)
+        names, values = tuple(table["name"].astype(str)), tuple(int(v) for v in table["index"])
+    data = np.asarray(label_img.dataobj)
+    data.setflags(write=False)  # cached for the process: a plugin writing into it would change later builds
+    return nib.Nifti1Image(data, label_img.affine), names, values
 
 
 def voxel_centres(shape, affine) -> np.ndarray:

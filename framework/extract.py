@@ -554,10 +554,11 @@ def _read_surface_run(run: RunInput, rois: RoiWeights, cols: np.ndarray, denoise
     if denoise.smoothing_fwhm:
         raise ParamsError(f"extract.denoise.smoothing_fwhm: volume smoothing does not apply to {run.kind} data "
                           f"({run.bold.name}); set it to null")
-    grid, T = run_reference(run, space)
+    img = load_cifti(run.bold) if run.kind == "cifti" else None  # its XML header is parsed once
+    grid, T = (cifti_grayordinates(img, space), img.shape[0]) if img is not None else run_reference(run, space)
     if rois.weights.shape[1] != grid.n:
         raise DataError(f"{run.bold}: {grid.n} grayordinates, but the ROI set was built for {rois.weights.shape[1]}")
-    stream = SurfaceStream(run.files, run.kind, T, grid.n)
+    stream = SurfaceStream(run.files, run.kind, T, grid.n, img)
     qc_index = voxel_sample(np.ones(grid.n), QC_VOXELS)
     read = read_run(run.bold, None, rois.weights[:, cols], cols, qc_index, None, stream=stream)
     return read, ~read[1][2], T, dict(stream.file_digests)

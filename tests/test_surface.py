@@ -434,3 +434,18 @@ def test_validate_lists_the_problems_of_surface_runs(gifti_study, tmp_path, in_d
     assert f"{conf.name}: 116 rows for 120 volumes" in err
     assert f"{small.name}: 642 vertices, but space fsaverage5 has 10242 per hemisphere" in err
     assert not (tmp_path / "results").exists()
+
+
+def test_a_truncated_or_damaged_cifti_is_a_one_line_error(cifti_study, tmp_path):
+    croot, _ = cifti_study
+    work = tmp_path / "cii"
+    shutil.copytree(croot, work)
+    path = sorted(work.glob("sub-02/func/*.dtseries.nii"))[0]
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) - 4000])
+    rois = [{"name": "cifti_structures"}]
+    with pytest.raises(DataError, match=rf"{path.name}: data block unreadable \(the file is \d+ bytes, its header needs"):
+        extract(params(work, "fsLR", rois), n_jobs=1, cache=False)
+    path.write_bytes(data[:2000])  # the header's XML cut short
+    with pytest.raises(DataError, match=rf"{path.name}: not a readable CIFTI-2"):
+        extract(params(work, "fsLR", rois), n_jobs=1, cache=False)

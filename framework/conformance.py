@@ -568,22 +568,33 @@ def _grayordinates(voxel: float, full_surface: bool, structures=tuple(_STRUCTURE
     return Grayordinates("fsLR", axis)
 
 
+def _inputs_missing(roi: RoiSet) -> str | None:
+    from pathlib import Path
+
+    missing = [str(f) for f in roi.input_files() if not Path(f).is_file()]
+    return f"declared input file(s) missing: {', '.join(missing)}" if missing else None
+
+
+def _error_or_valid(roi: RoiSet, grid, valid, where: str) -> str | None:
+    """Building on ``grid`` must raise a one-line FclabError or give weights ``valid`` accepts."""
+    try:
+        w = roi.build(grid)
+    except FclabError as exc:
+        return None if "\n" not in str(exc).strip() else "the error is more than one line"
+    why = valid(w, grid)
+    return None if why is None else f"{where}: {why}"
+
+
 def check_surface_roi_set(roi: RoiSet) -> Conformance:
     """The ROI-set contract for surface and CIFTI data, on fsLR grayordinates: the 91k set's layout
     (cortex without the medial wall, subcortical structures on a 2 mm grid) and whole 32k surfaces
     with structures on a 3 mm grid."""
-    from pathlib import Path
-
     from fclab.framework.surface import Grayordinates
 
     out = Conformance("roi", roi.name)
     state: dict = {}
 
-    def inputs():
-        missing = [str(f) for f in roi.input_files() if not Path(f).is_file()]
-        return f"declared input file(s) missing: {', '.join(missing)}" if missing else None
-
-    out.run("declared input files exist", inputs)
+    out.run("declared input files exist", lambda: _inputs_missing(roi))
 
     def valid(w, grid: Grayordinates) -> str | None:
         if not isinstance(w, RoiWeights):
@@ -615,16 +626,9 @@ def check_surface_roi_set(roi: RoiSet) -> Conformance:
 
     out.run("builds on whole fsLR 32k surfaces and a 3 mm grid, with the same names", whole)
 
-    def missing():
-        grid = _grayordinates(2.0, full_surface=False, structures=("THALAMUS_LEFT",), cortex=False)
-        try:
-            w = roi.build(grid)
-        except FclabError as exc:
-            return None if "\n" not in str(exc).strip() else "the error is more than one line"
-        why = valid(w, grid)
-        return None if why is None else f"grayordinates without cortex or amygdala: {why}"
-
-    out.run("an ROI the grayordinates lack is a one-line error", missing)
+    out.run("an ROI the grayordinates lack is a one-line error", lambda: _error_or_valid(
+        roi, _grayordinates(2.0, full_surface=False, structures=("THALAMUS_LEFT",), cortex=False), valid,
+        "grayordinates without cortex or amygdala"))
 
     def deterministic():
         w = roi.build(_grayordinates(2.0, full_surface=False))
@@ -639,18 +643,12 @@ def check_surface_roi_set(roi: RoiSet) -> Conformance:
 def check_roi_set(roi: RoiSet) -> Conformance:
     """The ROI-set contract (docs/plugins.md, "ROI sets") on MNI-space grids of 2 and 3 mm; for a
     plugin of surface data only, ``check_surface_roi_set``."""
-    from pathlib import Path
-
     if "volume" not in roi.data:
         return check_surface_roi_set(roi)
     out = Conformance("roi", roi.name)
     state: dict = {}
 
-    def inputs():
-        missing = [str(f) for f in roi.input_files() if not Path(f).is_file()]
-        return f"declared input file(s) missing: {', '.join(missing)}" if missing else None
-
-    out.run("declared input files exist", inputs)
+    out.run("declared input files exist", lambda: _inputs_missing(roi))
 
     def valid(w, grid) -> str | None:
         if not isinstance(w, RoiWeights):
@@ -689,16 +687,8 @@ def check_roi_set(roi: RoiSet) -> Conformance:
 
     out.run("builds on a 3 mm grid with x flipped (LAS) and a 4 mm 4D grid, with the same names", other_grids)
 
-    def outside():
-        grid = _grid((6, 6, 6), 2.0, origin=(400.0, 400.0, 400.0))
-        try:
-            w = roi.build(grid)
-        except FclabError as exc:
-            return None if "\n" not in str(exc).strip() else "the error is more than one line"
-        why = valid(w, grid)
-        return None if why is None else f"a grid away from the brain: {why}"
-
-    out.run("an ROI with no voxels on the grid is a one-line error", outside)
+    out.run("an ROI with no voxels on the grid is a one-line error", lambda: _error_or_valid(
+        roi, _grid((6, 6, 6), 2.0, origin=(400.0, 400.0, 400.0)), valid, "a grid away from the brain"))
 
     def deterministic():
         w = roi.build(_grid((91, 109, 91), 2.0))

@@ -57,7 +57,22 @@ def flat_index(c_index: np.ndarray, shape) -> np.ndarray:
     return np.ravel_multi_index(np.unravel_index(c_index, shape), shape, order="F")
 
 
-class VolumeStream:
+class Scaling:
+    """The header's scaling of raw values, shared by the volume and surface streams."""
+
+    slope, inter = 1.0, 0.0
+
+    def scaled(self, raw: np.ndarray) -> np.ndarray:
+        """Raw values -> float64 with the header's slope and intercept."""
+        out = raw.astype(np.float64)
+        if self.slope != 1.0:
+            out *= self.slope
+        if self.inter != 0.0:
+            out += self.inter
+        return out
+
+
+class VolumeStream(Scaling):
     """The volumes of one 4D NIfTI file, read once, front to back, in slabs.
 
     ``img`` is the header-only image nibabel loaded from ``path``. Iterating yields
@@ -83,15 +98,6 @@ class VolumeStream:
         self.digest: str | None = None
         with open(self.path, "rb") as fh:
             self.gzipped = fh.read(2) == GZIP_MAGIC
-
-    def scaled(self, raw: np.ndarray) -> np.ndarray:
-        """Raw values -> float64 with the header's slope and intercept."""
-        out = raw.astype(np.float64)
-        if self.slope != 1.0:
-            out *= self.slope
-        if self.inter != 0.0:
-            out += self.inter
-        return out
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
         if self.gzipped:

@@ -26,6 +26,7 @@ import numpy as np
 
 from fclab.framework.contracts import RoiWeights
 from fclab.framework.errors import DataError
+from fclab.framework.stream import Scaling
 
 SURFACE_SPACES = ("fsaverage", "fsaverage3", "fsaverage4", "fsaverage5", "fsaverage6", "fsLR", "fsnative")
 HEMISPHERES = {"L": "CIFTI_STRUCTURE_CORTEX_LEFT", "R": "CIFTI_STRUCTURE_CORTEX_RIGHT"}
@@ -173,15 +174,13 @@ def read_gifti(path: Path) -> np.ndarray:
     return np.stack(arrays)
 
 
-class SurfaceStream:
+class SurfaceStream(Scaling):
     """A surface or CIFTI run in slabs of time points, with ``stream.VolumeStream``'s interface.
 
     ``files``: one CIFTI dtseries, or GIfTI runs of hemispheres in element order. Slabs are
     (k, n_elements) arrays in the file's dtype; ``digest`` is the digest of the files (one file's
     own digest, or a digest of the hemispheres' digests) and ``file_digests`` each file's.
     """
-
-    slope, inter = 1.0, 0.0
 
     def __init__(self, files: tuple[Path, ...], kind: str, n_volumes: int, n_elements: int, img=None):
         self.files, self.kind, self.img = tuple(Path(f) for f in files), kind, img  # img: the loaded CIFTI
@@ -190,15 +189,6 @@ class SurfaceStream:
         self.digest: str | None = None
         self.file_digests: dict[str, str] = {}
         self.dtype = np.dtype(np.float32)  # until the data are read: values are checked for NaN
-
-    def scaled(self, raw: np.ndarray) -> np.ndarray:
-        """Raw values -> float64 with the header's slope and intercept (CIFTI; GIfTI has none)."""
-        out = raw.astype(np.float64)
-        if self.slope != 1.0:
-            out *= self.slope
-        if self.inter != 0.0:
-            out += self.inter
-        return out
 
     def _cifti(self):
         """Slabs of time points of a dtseries. The file stores each grayordinate's series contiguously

@@ -449,3 +449,34 @@ def test_a_truncated_or_damaged_cifti_is_a_one_line_error(cifti_study, tmp_path)
     path.write_bytes(data[:2000])  # the header's XML cut short
     with pytest.raises(DataError, match=rf"{path.name}: not a readable CIFTI-2"):
         extract(params(work, "fsLR", rois), n_jobs=1, cache=False)
+
+
+def test_nan_in_surface_data_is_an_error_naming_the_file(gifti_study, cifti_study, tmp_path):
+    """A NaN inside an ROI would make its mean NaN for the whole run: a one-line error naming the file,
+    for GIfTI and for CIFTI; a NaN outside every ROI is harmless and the run is extracted."""
+    root, labels = gifti_study
+    work = tmp_path / "gii"
+    shutil.copytree(root, work)
+    left = sorted(work.glob("sub-01/func/*hemi-L*.func.gii"))[0]
+    data = np.stack([d.data for d in nib.load(left).darrays])
+    inside = int(np.flatnonzero(labels["L"] == 1)[0])
+    outside = int(np.flatnonzero(labels["L"] == 0)[0])
+    data[5, outside] = np.nan
+    sd.write_gifti(data, left)
+    out = extract(params(work, "fsaverage5", [surface_labels(work)]), n_jobs=1, cache=False)
+    assert np.isfinite(out.timeseries.filter(like="parcel").to_numpy()).all()
+    data[7, inside] = np.nan
+    sd.write_gifti(data, left)
+    with pytest.raises(DataError, match=rf"{left.name}: NaN or infinite values inside the ROIs"):
+        extract(params(work, "fsaverage5", [surface_labels(work)]), n_jobs=1, cache=False)
+
+    croot, _ = cifti_study
+    cwork = tmp_path / "cii"
+    shutil.copytree(croot, cwork)
+    path = sorted(cwork.glob("sub-01/func/*.dtseries.nii"))[0]
+    img = nib.load(path)
+    x = np.asarray(img.dataobj).copy()
+    x[3, -1] = np.inf  # the last grayordinate: a right amygdala voxel
+    nib.save(nib.Cifti2Image(x, header=img.header), path)
+    with pytest.raises(DataError, match=rf"{path.name}: NaN or infinite values inside the ROIs"):
+        extract(params(cwork, "fsLR", [{"name": "cifti_structures"}]), n_jobs=1, cache=False)

@@ -139,21 +139,33 @@ def cifti_step(img: nib.Cifti2Image) -> float | None:
     return float(series.step) if series.unit == "SECOND" else None
 
 
-_DARRAY = re.compile(rb"<DataArray\b[^>]*?\bDim0\s*=\s*\"(\d+)\"", re.S)
+_DARRAY = re.compile(rb"<DataArray\b([^>]*)>", re.S)
+_ATTRIBUTE = re.compile(rb"(\w+)\s*=\s*\"([^\"]*)\"")
+GIFTI_LAYOUT = "one 1-D data array per time point, or one 2-D (vertices x time points) array"
 
 
 def gifti_shape(path: Path) -> tuple[int, int]:
-    """(vertices, time points) of a GIfTI time series, from its XML tags without decoding the data."""
+    """(vertices, time points) of a GIfTI time series, from its XML tags without decoding the data:
+    one 1-D data array per time point (fMRIPrep's layout), or one 2-D array of vertices by time."""
     try:
         text = path.read_bytes()
     except FileNotFoundError as exc:
         raise DataError(f"{path}: file not found") from exc
     except OSError as exc:
         raise _unreadable(path, exc, "GIfTI file") from exc
-    dims = _DARRAY.findall(text)
-    if not dims or b"<GIFTI" not in text[:4096]:
+    tags = [dict(_ATTRIBUTE.findall(m)) for m in _DARRAY.findall(text)]
+    if not tags or b"<GIFTI" not in text[:4096]:
         raise DataError(f"{path}: not a GIfTI file with data arrays")
-    n = {int(d) for d in dims}
+    try:
+        dims = [tuple(int(t[f"Dim{i}".encode()]) for i in range(int(t.get(b"Dimensionality", b"1"))))
+                for t in tags]
+    except (KeyError, ValueError) as exc:
+        raise DataError(f"{path}: a data array without valid dimensions ({exc})") from exc
+    if len(dims) == 1 and len(dims[0]) == 2:
+        return dims[0]
+    if any(len(d) != 1 for d in dims):
+        raise DataError(f"{path}: expected {GIFTI_LAYOUT}, got arrays of shapes {sorted(set(dims))[:3]}")
+    n = {d[0] for d in dims}
     if len(n) != 1:
         raise DataError(f"{path}: data arrays of different lengths ({', '.join(map(str, sorted(n)))} vertices)")
     return n.pop(), len(dims)
@@ -168,9 +180,11 @@ def read_gifti(path: Path) -> np.ndarray:
         raise DataError(f"{path}: file not found") from exc
     except Exception as exc:
         raise _unreadable(path, exc, "GIfTI file") from exc
+    if len(arrays) == 1 and arrays[0].ndim == 2:
+        return np.ascontiguousarray(arrays[0].T)
     if not arrays or any(a.ndim != 1 or a.shape != arrays[0].shape for a in arrays):
         shapes = sorted({a.shape for a in arrays})
-        raise DataError(f"{path}: expected one 1-D data array per time point, got shapes {shapes}")
+        raise DataError(f"{path}: expected {GIFTI_LAYOUT}, got shapes {shapes[:3]}")
     return np.stack(arrays)
 
 

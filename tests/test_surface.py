@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 from pathlib import Path
 
 import nibabel as nib
@@ -480,3 +481,40 @@ def test_nan_in_surface_data_is_an_error_naming_the_file(gifti_study, cifti_stud
     nib.save(nib.Cifti2Image(x, header=img.header), path)
     with pytest.raises(DataError, match=rf"{path.name}: NaN or infinite values inside the ROIs"):
         extract(params(cwork, "fsLR", [{"name": "cifti_structures"}]), n_jobs=1, cache=False)
+
+
+def test_gifti_as_one_2d_array_and_a_scaled_cifti_read_the_same_values(gifti_study, cifti_study, tmp_path):
+    """A GIfTI run stored as one (vertices x time) array gives the signals of fMRIPrep's one-array-per-
+    volume layout; a CIFTI whose header scales its values (scl_slope, scl_inter) is read scaled."""
+    root, _ = gifti_study
+    work = tmp_path / "gii"
+    shutil.copytree(root, work)
+    rois = [surface_labels(work)]
+    before = extract(params(work, "fsaverage5", rois), n_jobs=1, cache=False).timeseries
+    for f in work.glob("sub-*/func/*.func.gii"):
+        data = np.stack([d.data for d in nib.load(f).darrays])  # (T, vertices)
+        nib.save(nib.GiftiImage(darrays=[nib.gifti.GiftiDataArray(
+            np.ascontiguousarray(data.T), intent="NIFTI_INTENT_TIME_SERIES", datatype="NIFTI_TYPE_FLOAT32")]), f)
+    after = extract(params(work, "fsaverage5", rois), n_jobs=1, cache=False).timeseries
+    assert after.equals(before)
+
+    croot, _ = cifti_study
+    cwork = tmp_path / "cii"
+    shutil.copytree(croot, cwork)
+    path = sorted(cwork.glob("sub-01/func/*.dtseries.nii"))[0]
+    img = nib.load(path)
+    raw = np.array(img.dataobj, copy=True)  # not the memory map of the file rewritten below
+    nib.save(nib.Cifti2Image((raw - 5.0) / 2.0, header=img.header), path)  # the stored values ...
+    head = bytearray(path.read_bytes())
+    head[176:192] = struct.pack("<dd", 2.0, 5.0)  # ... and the NIfTI-2 scl_slope, scl_inter that restore them
+    path.write_bytes(head)
+    assert nib.load(path).dataobj.slope == 2.0
+    np.testing.assert_allclose(np.asarray(nib.load(path).dataobj), raw, rtol=1e-6)
+    rois = [{"name": "cifti_structures"}]
+    ours = extract(params(cwork, "fsLR", rois), n_jobs=1, cache=False)
+    reference = extract(params(croot, "fsLR", rois), n_jobs=1, cache=False)
+    cols = ["AMYGDALA_LEFT", "AMYGDALA_RIGHT"]
+    np.testing.assert_allclose(ours.timeseries[cols].to_numpy(), reference.timeseries[cols].to_numpy(),
+                               rtol=1e-6, atol=1e-9)
+    qc = ours.roi_qc.set_index(["subject", "roi"])["tsnr"]
+    np.testing.assert_allclose(qc, reference.roi_qc.set_index(["subject", "roi"])["tsnr"], rtol=1e-5)

@@ -219,8 +219,10 @@ def test_surface_studies_run_end_to_end_and_recover_the_homotopic_coupling(kind,
     rois = [{"name": "surface_labels", "left": "data/L.label.gii", "right": "data/R.label.gii"}]
     if kind == "cifti":
         rois.insert(0, {"name": "cifti_structures"})
-    write_params(tmp_path, surface_study_params("data", "fsaverage5" if kind == "gifti" else "fsLR", rois,
-                                                [["L_parcel01", "R_parcel01"]]))
+    study = surface_study_params("data", "fsaverage5" if kind == "gifti" else "fsLR", rois,
+                                 [["L_parcel01", "R_parcel01"]])
+    study["report"]["subject_pages"] = kind == "gifti"  # QC pages (motion, DVARS, carpet) of surface runs
+    write_params(tmp_path, study)
     in_dir(tmp_path)
     code, out, err = run_cli("validate")
     assert code == 0 and "6 subjects (A 3, B 3), 6 runs (rest 6)" in out and "inputs: ok" in out, (out, err)
@@ -230,6 +232,9 @@ def test_surface_studies_run_end_to_end_and_recover_the_homotopic_coupling(kind,
     assert not (tmp_path / "results/extract/rois.nii.gz").exists()
     html = (tmp_path / "reports/index.html").read_text()
     assert "figures/rois.png" in html and "Regions of interest on the cortical surface" in html
+    if kind == "gifti":
+        page = (tmp_path / "reports/subjects/sub-01.html").read_text()
+        assert "sub-01_rest_carpet.jpg" in page and (tmp_path / "reports/subjects/sub-01_rest_carpet.jpg").is_file()
     from fclab.framework.edgestore import read_edges
 
     edges = read_edges(tmp_path / "results/connectivity/edges.parquet").long()

@@ -317,10 +317,11 @@ MODEL_CASE_CIFTI = [{"name": "cifti_structures", "structures": [],
                     {"name": "surface_spheres"}]
 
 
-def test_the_simulated_study_as_cifti_holds_the_nifti_values_and_the_planted_effect(tmp_path, in_dir):
+def test_the_simulated_study_as_cifti_and_nifti_gives_the_planted_effect_in_both(tmp_path, in_dir):
     """``simulate.cifti`` writes each run also as an fsLR 91k-style dtseries with the NIfTI's values; the
-    model case (amygdala from the CIFTI volume part, mPFC discs on the surface) runs end to end and
-    measures the planted ketamine-only amygdala-vmPFC drop, and nothing on the null edges."""
+    NIfTI study (volume ROIs) and the model case on its CIFTI files (amygdala from the volume part, mPFC
+    discs on the surface) both measure the planted ketamine-only amygdala-vmPFC drop, and nothing on the
+    null edges; the CIFTI analysis runs through stats and report."""
     import pandas as pd
     from scipy.spatial import cKDTree
 
@@ -330,12 +331,12 @@ def test_the_simulated_study_as_cifti_holds_the_nifti_values_and_the_planted_eff
     p = small_params()
     p["simulate"].update(n_ketamine=3, n_midazolam=3, baseline_duration_s=300, cifti=True)
     p["connectivity"]["sliding"] = []
-    p["extract"]["data"]["space"] = "fsLR"
-    p["extract"]["rois"] = MODEL_CASE_CIFTI
     write_params(tmp_path, p)
     in_dir(tmp_path)
-    code, _, err = run_cli("simulate")
-    assert code == 0, err
+    for stage in ("simulate", "extract", "connectivity", "truth"):  # the NIfTI study, default (volume) ROIs
+        code, _, err = run_cli(stage)
+        assert code == 0, f"{stage}: {err}"
+    truth = {"nifti": pd.read_parquet(tmp_path / "results/truth/truth.parquet")}
 
     # the CIFTI holds the NIfTI's values: amygdala voxels at their own voxel, vertices at the nearest brain voxel
     func = tmp_path / "data/simulated/sub-01/func"
@@ -355,18 +356,20 @@ def test_the_simulated_study_as_cifti_holds_the_nifti_values_and_the_planted_eff
         near = brain[tree.query(mesh("fsLR", hemi, 32492)[0][axis.vertex[on]])[1]]
         np.testing.assert_array_equal(x[:, on], v[near[:, 0], near[:, 1], near[:, 2]].T)
 
+    p["extract"]["data"]["space"] = "fsLR"
+    p["extract"]["rois"] = MODEL_CASE_CIFTI
+    write_params(tmp_path, p)
     for stage in ("extract", "connectivity", "truth", "stats", "report"):
         code, _, err = run_cli(stage)
         assert code == 0, f"{stage}: {err}"
     ts = pd.read_parquet(tmp_path / "results/extract/timeseries.parquet")
     assert list(ts.columns[4:]) == ["Left_Amygdala", "Right_Amygdala", "vmPFC", "dmPFC", "amPFC"]
-    # the planted effect on the measured scale (the NIfTI analysis of the same simulator: ran_study and
-    # benchmarks/cifti_study.py, which prints both side by side)
-    t = pd.read_parquet(tmp_path / "results/truth/truth.parquet")
-    t = t[(t["group"] == "ketamine") & (t["window"] == "10-20min")].set_index(["roi_a", "roi_b"])
-    for amygdala in ("Left_Amygdala", "Right_Amygdala"):
-        assert t.loc[(amygdala, "vmPFC"), "measured_delta"] < -0.25
-        assert abs(t.loc[(amygdala, "dmPFC"), "measured_delta"]) < 0.05
+    truth["cifti"] = pd.read_parquet(tmp_path / "results/truth/truth.parquet")
+    for kind, t in truth.items():  # the planted effect on the measured scale, from either format
+        t = t[(t["group"] == "ketamine") & (t["window"] == "10-20min")].set_index(["roi_a", "roi_b"])
+        for amygdala in ("Left_Amygdala", "Right_Amygdala"):
+            assert t.loc[(amygdala, "vmPFC"), "measured_delta"] < -0.25, kind
+            assert abs(t.loc[(amygdala, "dmPFC"), "measured_delta"]) < 0.05, kind
     tests = pd.read_parquet(tmp_path / "results/stats/tests.parquet")
     mm = tests[(tests["test"] == "mmrm") & (tests["window"] == "10-20min") & (tests["roi_b"] == "vmPFC")
                & tests["roi_a"].str.endswith("Amygdala")]

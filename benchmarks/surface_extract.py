@@ -48,9 +48,9 @@ def main():
             sd.write_study(root, kind, n_subjects=1, T=a.volumes, n_parcels=6)
             _, runs = discover(DataParams(root=str(root), space=space, runs={"rest": {"task": "rest"}}))
             run = runs[0]
-            grid = run_reference(run, space)[0]
+            grid, n_volumes = run_reference(run, space)
             built = RoiBuilder(rois).for_grid(grid)
-            ours = best(lambda: _extract_run(run, built, denoise, None, space))
+            ours = best(lambda: _extract_run(run, built, denoise, None, (grid, n_volumes)))
 
             def reference():
                 if kind == "cifti":

@@ -210,8 +210,6 @@ def _find_run(root: Path, data: DataParams, sub: str, group, key: str, sel) -> R
     roots = ([Path(data.events_root)] if data.events_root else []) + [root]
     events = find_events(roots, sub, sel)
     tr = _repetition_time(sidecar_json(bold))
-    if extra.get("kind") == "cifti":
-        check_cifti_step(bold, tr)
     return RunInput(sub, str(group), key, bold, mask, conf, events, tr, **extra)
 
 
@@ -252,9 +250,9 @@ def sidecar_json(bold: Path) -> Path:
     return bold.with_suffix(".json")
 
 
-def check_cifti_step(path: Path, tr: float) -> None:
+def check_cifti_step(img: nib.Cifti2Image, path: Path, tr: float) -> None:
     """A dtseries' series step must agree with the sidecar's RepetitionTime."""
-    step = cifti_step(load_cifti(path))
+    step = cifti_step(img)
     if step is not None and step > 0 and abs(step - tr) > 1e-3 * tr:
         raise DataError(f"{path}: series step {step:g} s differs from RepetitionTime {tr:g} s in "
                         f"{sidecar_json(path).name}")
@@ -365,6 +363,7 @@ def run_reference(run: RunInput, space: str) -> tuple[nib.Nifti1Image | Grayordi
         return _header(run.mask), _header(run.bold).shape[-1]
     if run.kind == "cifti":
         img = load_cifti(run.bold)
+        check_cifti_step(img, run.bold, run.tr)
         return cifti_grayordinates(img, space), img.shape[0]
     shapes = [gifti_shape(f) for f in run.bold_files]
     for f, (_, t) in zip(run.bold_files[1:], shapes[1:]):
@@ -548,29 +547,30 @@ def _read_volume_run(run: RunInput, rois: RoiWeights, cols: np.ndarray, denoise:
     return read, mask_data[ijk] > 0, bold.shape[3], {str(run.bold): read[3], str(run.mask): mask_digest}
 
 
-def _read_surface_run(run: RunInput, rois: RoiWeights, cols: np.ndarray, denoise: DenoiseParams, space: str):
+def _read_surface_run(run: RunInput, rois: RoiWeights, cols: np.ndarray, denoise: DenoiseParams,
+                      grid: Grayordinates, T: int):
     """As ``_read_volume_run`` for CIFTI and GIfTI runs. With no brain mask, an element "in the brain"
     is one whose values are not all 0 (fMRIPrep leaves the medial wall at 0 on fsaverage)."""
     if denoise.smoothing_fwhm:
         raise ParamsError(f"extract.denoise.smoothing_fwhm: volume smoothing does not apply to {run.kind} data "
                           f"({run.bold.name}); set it to null")
-    img = load_cifti(run.bold) if run.kind == "cifti" else None  # its XML header is parsed once
-    grid, T = (cifti_grayordinates(img, space), img.shape[0]) if img is not None else run_reference(run, space)
     if rois.weights.shape[1] != grid.n:
         raise DataError(f"{run.bold}: {grid.n} grayordinates, but the ROI set was built for {rois.weights.shape[1]}")
-    stream = SurfaceStream(run.files, run.kind, T, grid.n, img)
+    stream = SurfaceStream(run.files, run.kind, T, grid.n)
     qc_index = voxel_sample(np.ones(grid.n), QC_VOXELS)
     read = read_run(run.bold, None, rois.weights[:, cols], cols, qc_index, None, stream=stream)
     return read, ~read[1][2], T, dict(stream.file_digests)
 
 
 def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_coverage: float | None = None,
-                 space: str = ""):
+                 surface: tuple[Grayordinates, int] | None = None):
+    """One run's tables. ``surface``: a CIFTI or GIfTI run's (grayordinates, volumes), from
+    ``run_reference`` (its headers are read once, where the study's grids are found)."""
     cols = np.unique(rois.weights.indices)
     if run.kind == "nifti":
         read, inside, T, digests = _read_volume_run(run, rois, cols, denoise)
     else:
-        read, inside, T, digests = _read_surface_run(run, rois, cols, denoise, space)
+        read, inside, T, digests = _read_surface_run(run, rois, cols, denoise, *surface)
     raw_signals, voxel_stats, qc_voxels, _ = read
 
     check_filter(run.tr, denoise, run.bold)
@@ -811,7 +811,7 @@ def roi_atlas(rois: RoiWeights, grid: nib.Nifti1Image | Grayordinates):
 def _extract_job(args):
     """("computed" or "cached", the run's results, its cache key or None), or the error message of a run skipped under
     ``on_error: skip``. With ``rois_hash`` the run is looked up in, or added to, the per-run cache."""
-    run, rois, denoise, skip, min_coverage, rois_hash, space = args
+    run, rois, denoise, skip, min_coverage, rois_hash, surface = args
     key = None
     if rois_hash is not None:
         try:
@@ -825,7 +825,7 @@ def _extract_job(args):
         if hit is not None:
             return "cached", hit, key
     try:
-        result = _extract_run(run, rois, denoise, min_coverage, space)
+        result = _extract_run(run, rois, denoise, min_coverage, surface)
     except DataError as exc:
         if not skip:
             raise
@@ -904,7 +904,7 @@ def extract(p: ExtractParams, n_jobs: int = 2, executor: Executor | None = None,
             if run.kind == "nifti":
                 grid = nib.load(run.mask)  # header only: ROIs are placed once per distinct grid
             else:
-                grid = run_reference(run, p.data.space)[0]
+                grid, n_volumes = run_reference(run, p.data.space)
         except DataError as exc:  # a surface run's header
             if not skip:
                 raise
@@ -920,7 +920,8 @@ def extract(p: ExtractParams, n_jobs: int = 2, executor: Executor | None = None,
         if cache and id(rois) not in grid_hash:
             grid_hash[id(rois)] = runcache.rois_digest(rois)
         grids.append(grid)
-        jobs.append((run, rois, p.denoise, skip, p.min_coverage, grid_hash.get(id(rois)), p.data.space))
+        jobs.append((run, rois, p.denoise, skip, p.min_coverage, grid_hash.get(id(rois)),
+                     None if run.kind == "nifti" else (grid, n_volumes)))
     if not jobs:
         raise DataError(f"{p.data.root}: no run could be extracted")
     executor = executor or as_executor(n_jobs)

@@ -196,8 +196,8 @@ class SurfaceStream(Scaling):
     own digest, or a digest of the hemispheres' digests) and ``file_digests`` each file's.
     """
 
-    def __init__(self, files: tuple[Path, ...], kind: str, n_volumes: int, n_elements: int, img=None):
-        self.files, self.kind, self.img = tuple(Path(f) for f in files), kind, img  # img: the loaded CIFTI
+    def __init__(self, files: tuple[Path, ...], kind: str, n_volumes: int, n_elements: int):
+        self.files, self.kind = tuple(Path(f) for f in files), kind
         self.n_volumes, self.shape = int(n_volumes), (int(n_elements),)
         self.n_voxels = int(n_elements)
         self.digest: str | None = None
@@ -210,7 +210,7 @@ class SurfaceStream(Scaling):
         contiguous runs (nibabel's proxy slicing read them with one small read per grayordinate, ~10x
         slower); a compressed one is read through nibabel."""
         path = self.files[0]
-        proxy = (self.img or load_cifti(path)).dataobj
+        proxy = load_cifti(path).dataobj
         self.dtype = np.dtype(proxy.dtype)
         self.slope, self.inter = float(proxy.slope), float(proxy.inter)
         if not np.isfinite(self.slope) or self.slope == 0:  # NIfTI: no scaling

@@ -154,7 +154,7 @@ def test_discovery_picks_the_format_and_names_what_is_missing(gifti_study, cifti
     sidecar = sorted(cwork.glob("sub-01/func/*.json"))[0]
     sidecar.write_text(json.dumps({"RepetitionTime": 2.5}))
     with pytest.raises(DataError, match=r"series step 2 s differs from RepetitionTime 2.5 s"):
-        discover(DataParams(root=str(cwork), space="fsLR", runs=REST))
+        extract(params(cwork, "fsLR", [{"name": "cifti_structures"}]), n_jobs=1, cache=False)
 
 
 def test_wrong_surface_inputs_are_one_line_errors(gifti_study, tmp_path):

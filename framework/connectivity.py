@@ -76,6 +76,7 @@ class Windows:
         cuts["_s"] = cuts["subject"].map(sub_index)
         cuts["_w"] = cuts["window"].map({w: i for i, w in enumerate(names)})
         self.cuts = cuts.sort_values(["_s", "_w", "window_start_s"], kind="stable").reset_index(drop=True)
+        self.keys = list(zip(self.cuts["subject"].tolist(), self.cuts["run"].tolist()))  # (subject, run) per window
         self.runs = {}
         self.missing = {}  # (subject, run) -> ROIs with no values in that run (min_coverage)
         for key, g in timeseries.groupby(["subject", "run"], sort=False):
@@ -133,7 +134,7 @@ class Windows:
     def data(self, i: int) -> np.ndarray:
         if i in self.replaced:
             return self.replaced[i]
-        return self.runs[(self.cuts.at[i, "subject"], self.cuts.at[i, "run"])][0][self.start[i]:self.stop[i]]
+        return self.runs[self.keys[i]][0][self.start[i]:self.stop[i]]
 
     def n_volumes(self) -> np.ndarray:
         n = self.stop - self.start
@@ -144,7 +145,7 @@ class Windows:
     def missing_rois(self) -> np.ndarray:
         """(n_windows, R): ROIs with no values in the window's run."""
         out = np.zeros((len(self.cuts), len(self.rois)), dtype=bool)
-        for i, key in enumerate(zip(self.cuts["subject"], self.cuts["run"])):
+        for i, key in enumerate(self.keys):
             if key in self.missing:
                 out[i] = self.missing[key]
         return out
@@ -152,8 +153,8 @@ class Windows:
     def constant_rois(self) -> np.ndarray:
         """(n_windows, R): ROIs whose signal does not vary within the window."""
         out = np.zeros((len(self.cuts), len(self.rois)), dtype=bool)
-        for i in range(len(self.cuts)):
-            if i not in self.replaced and (self.cuts.at[i, "subject"], self.cuts.at[i, "run"]) not in self.runs:
+        for i, key in enumerate(self.keys):
+            if i not in self.replaced and key not in self.runs:
                 continue  # a run skipped at extraction
             arr = self.data(i)
             if arr.shape[0]:
@@ -189,8 +190,8 @@ def _apply(metric: Metric, win: Windows, n_volumes: np.ndarray,
     plain = defaultdict(list)  # (subject, run, set) -> windows that are plain ranges of that run
     replaced = defaultdict(list)  # (length, TR) -> windows with replaced data
     missing = win.missing_rois()
+    sets = np.where(win.cuts["kind"] != "fixed", win.cuts["window"], None).tolist()
     for i in np.flatnonzero(ok):
-        c = win.cuts.iloc[i]
         if missing[i].any():  # computed on the ROIs present; the missing ones stay NaN
             present = ~missing[i]
             if metric.group_fit or present.sum() < 2:
@@ -207,7 +208,7 @@ def _apply(metric: Metric, win: Windows, n_volumes: np.ndarray,
             replaced[(win.replaced[i].shape[0], trs[i])].append(i)
         else:
             # one call per set: the fixed windows, or one sliding spec (whose overlaps a metric may exploit)
-            plain[(c["subject"], c["run"], c["window"] if c["kind"] != "fixed" else None)].append(i)
+            plain[(*win.keys[i], sets[i])].append(i)
     for (subject, run, _), idx in plain.items():
         idx = np.array(idx)
         store(idx, metric.compute_edges(win.runs[(subject, run)][0], win.start[idx], win.stop[idx],

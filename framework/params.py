@@ -35,7 +35,10 @@ class Section(BaseModel):
     (true/false, yes/no, on/off) is never read as a number or a string: ``n_perm: yes`` would
     otherwise become 1."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    # Field meanings are the docstrings under the fields, read when docs/params.md is generated
+    # (attribute_docs): pydantic's use_attribute_docstrings would parse every model's source at every
+    # import, ~70 ms of each stage's start-up.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -718,6 +721,28 @@ def _nested(annotation) -> list[tuple[str, type[BaseModel]]]:
     return out
 
 
+def attribute_docs(model: type[BaseModel]) -> dict[str, str]:
+    """Field name -> the docstring written under it in the class body (or a base's), as pydantic's
+    ``use_attribute_docstrings`` reads them."""
+    import ast
+    import inspect
+    import textwrap
+
+    docs: dict[str, str] = {}
+    for cls in reversed(model.__mro__):
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or cls is BaseModel:
+            continue
+        try:
+            body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
+        except (OSError, TypeError, SyntaxError, IndexError, AttributeError):
+            continue
+        for node, after in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
+                    and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+                docs[node.target.id] = inspect.cleandoc(after.value.value)
+    return docs
+
+
 def params_markdown() -> str:
     """docs/params.md: every key params.yaml accepts, with its type, default and meaning, generated
     from the schema (``fclab params-doc``). The comments in params.yaml do not survive
@@ -735,8 +760,9 @@ def params_markdown() -> str:
         doc = (model.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
         out += [f"## `{path}`", ""] + ([doc, ""] if doc and not doc.startswith("Base of") else [])
         out += ["| key | type | default | meaning |", "|---|---|---|---|"]
+        docs = attribute_docs(model)
         for name, field in model.model_fields.items():
-            desc = (field.description or "").replace("|", "\\|").replace("\n", " ")
+            desc = (field.description or docs.get(name, "")).replace("|", "\\|").replace("\n", " ")
             out.append(f"| `{name}` | {_type_text(field.annotation).replace('|', '/')} | {_default_text(field)} | {desc} |")
             queue += [(f"{path}.{name}{suffix}", m) for suffix, m in _nested(field.annotation)]
         out.append("")

@@ -200,7 +200,7 @@ class Registry:
             except OSError:
                 inputs[str(f)] = "missing"
         return {"distribution": dist, "version": type(plugin).version or _dist_version(dist) or "unknown",
-                "code": code_digest(type(plugin)), "requirements": requirement_versions(dist), "inputs": inputs}
+                "code": code_digest(type(plugin)), "requirements": dict(requirement_versions(dist)), "inputs": inputs}
 
     def _dist_of(self, module: str) -> str:
         for mod, dist in self._dists.items():
@@ -237,8 +237,10 @@ def _package_digest(top_name: str) -> str:
     return h.hexdigest()[:16]
 
 
+@lru_cache(maxsize=None)
 def requirement_versions(dist: str) -> dict[str, str]:
-    """Installed versions of what the distribution ``dist`` requires (extras left out)."""
+    """Installed versions of what the distribution ``dist`` requires (extras left out); once per
+    process and distribution, like the code digest (reset_registry forgets them)."""
     import re
 
     out = {}
@@ -306,3 +308,4 @@ def get_registry() -> Registry:
 def reset_registry() -> None:
     """Forget the loaded plugins, so newly installed distributions are found (used by tests)."""
     _cached.cache_clear()
+    requirement_versions.cache_clear()

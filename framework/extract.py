@@ -53,8 +53,12 @@ class RunInput:
 
     @property
     def image(self):
-        """What nilearn's confound loader takes: the BOLD path, or the hemisphere paths."""
-        return [str(f) for f in self.bold_files] if len(self.bold_files) > 1 else str(self.bold)
+        """What nilearn's confound loader takes: the BOLD path, or the hemisphere paths. The loader
+        only reads the name, to find the confounds file beside it, and accepts gzipped NIfTI names
+        only: a gunzipped run is named as its .nii.gz."""
+        if len(self.bold_files) > 1:
+            return [str(f) for f in self.bold_files]
+        return str(self.bold) + (".gz" if self.kind == "nifti" and self.bold.name.endswith(".nii") else "")
 
 
 def _one(files: list[str], what: str, where: str) -> Path:
@@ -194,14 +198,16 @@ def _find_run(root: Path, data: DataParams, sub: str, group, key: str, sel) -> R
     fmt = data.format if data.format != "auto" else ("nifti" if not is_surface_space(data.space) else "surface")
     if fmt == "nifti":
         image = [("space", data.space)] + ([("res", data.res)] if data.res else [])
-        found = get_bids_files(str(root), "bold", "nii.gz", sub, "func", filters + image + [("desc", "preproc")])
+        def nifti(suffix, entities):  # gzipped as fMRIPrep writes them, or gunzipped (memory-mapped)
+            return [f for ext in ("nii.gz", "nii")
+                    for f in get_bids_files(str(root), suffix, ext, sub, "func", filters + image + entities)]
+
+        found = nifti("bold", [("desc", "preproc")])
         if not found:
             wanted = ", ".join(f"{k} {v!r}" for k, v in filters + image)
             raise DataError(f"{where}: no preprocessed BOLD found for {wanted} ({available_bold(root, sub)})")
         bold = _one(found, "preprocessed BOLD", where)
-        mask = _one(get_bids_files(str(root), "mask", "nii.gz", sub, "func",
-                                   filters + image + [("desc", "brain")]),
-                    "brain mask", where)
+        mask = _one(nifti("mask", [("desc", "brain")]), "brain mask", where)
         extra = {}
     else:
         bold, mask, extra = _find_surface_run(root, data, sub, filters, where, fmt, get_bids_files)
@@ -238,7 +244,7 @@ def _find_surface_run(root: Path, data: DataParams, sub: str, filters, where: st
     raise DataError(f"{where}: no {what} found for {wanted} ({available_bold(root, sub)})")
 
 
-BOLD_SUFFIXES = ("_bold.nii.gz", "_bold.dtseries.nii", "_bold.func.gii")
+BOLD_SUFFIXES = ("_bold.nii.gz", "_bold.nii", "_bold.dtseries.nii", "_bold.func.gii")
 
 
 def sidecar_json(bold: Path) -> Path:
@@ -262,9 +268,10 @@ def available_bold(root: Path, sub: str) -> str:
     """What BOLD files a subject has, entity by entity, so a wrong space, task, run, session, res,
     den or hemi in params names the values that exist."""
     files = sorted(f for f in (root / f"sub-{sub}").glob("**/func/*_bold.*")
-                   if f.name.endswith(("_desc-preproc_bold.nii.gz",) + BOLD_SUFFIXES[1:]))
+                   if f.name.endswith(("_desc-preproc_bold.nii.gz", "_desc-preproc_bold.nii") + BOLD_SUFFIXES[2:]))
     if not files:
-        return f"sub-{sub} has no *_desc-preproc_bold.nii.gz, *_bold.dtseries.nii or *_bold.func.gii under {root}"
+        return (f"sub-{sub} has no *_desc-preproc_bold.nii[.gz], *_bold.dtseries.nii or *_bold.func.gii "
+                f"under {root}")
     ents = [e for e in (_entities(f.name, next(s for s in BOLD_SUFFIXES if f.name.endswith(s))) for f in files) if e]
     parts = []
     for key in ("ses", "task", "run", "space", "res", "den", "hemi"):

@@ -142,3 +142,39 @@ def test_float32_runs_match_an_exact_float64_reference(small_study, tmp_path, in
     rounded = _amygdala_masker(**kw).fit_transform(str(bold), confounds=confounds)
     np.testing.assert_allclose(ours, exact, rtol=1e-6, atol=1e-9)
     assert np.abs(rounded - exact).max() > 100 * max(np.abs(ours - exact).max(), 1e-12)
+
+
+def test_gunzipped_derivatives_are_found_and_give_the_gzipped_runs_signals(small_study, tmp_path, in_dir):
+    """A study whose BOLD and masks were gunzipped (to be memory-mapped) is found by discovery and
+    extracts to the very values of the same study gzipped; a run with both is a one-line error."""
+    from test_bad_input import SUB
+
+    params = small_params()
+    params["extract"]["data"]["include"] = [SUB]
+    tables = {}
+    for name in ("gz", "nii"):
+        work = tmp_path / name
+        shutil.copytree(small_study / "data", work / "data")
+        if name == "nii":
+            for f in (work / "data/simulated" / f"sub-{SUB}" / "func").glob("*.nii.gz"):
+                f.with_suffix("").write_bytes(gzip.decompress(f.read_bytes()))
+                f.unlink()
+        write_params(work, params)
+        in_dir(work)
+        code, _, err = run_cli("extract")
+        assert code == 0, err
+        tables[name] = {t: pd.read_parquet(work / f"results/extract/{t}.parquet")
+                        for t in ("timeseries", "roi_qc", "run_qc", "motion")}
+    assert tables["nii"]["run_qc"]["bold"].str.endswith("_bold.nii").all()
+    for t, frame in tables["gz"].items():
+        other = tables["nii"][t]
+        if t == "run_qc":
+            frame, other = frame.drop(columns="bold"), other.drop(columns="bold")
+        pd.testing.assert_frame_equal(frame, other, check_exact=True)
+    # both forms of one run: which one is meant is not guessed
+    func = tmp_path / "nii/data/simulated" / f"sub-{SUB}" / "func"
+    bold = next(func.glob("*run-1*_bold.nii"))
+    shutil.copy(tmp_path / "gz/data/simulated" / f"sub-{SUB}" / "func" / (bold.name + ".gz"), func)
+    code, _, err = run_cli("extract")
+    assert code == 1 and err.count("\n") == 1
+    assert "2 preprocessed BOLD files match" in err and f"{bold.name}.gz, {bold.name})" in err

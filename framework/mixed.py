@@ -54,7 +54,7 @@ class MixedFit:
 
     def contrast(self, L: np.ndarray, alpha: float = 0.05) -> dict[str, np.ndarray]:
         """Estimate, SE, Satterthwaite df, t and two-sided p for ``L'β`` on every edge."""
-        from scipy import stats as st
+        from fclab.framework.models import t_ppf, t_sf
 
         L = np.asarray(L, float)
         est = self.beta @ L
@@ -69,8 +69,8 @@ class MixedFit:
         df = np.where(bad, np.nan, np.minimum(df, p_max))
         with np.errstate(invalid="ignore", divide="ignore"):
             t = est / se
-            p = 2 * st.t.sf(np.abs(t), df)
-            q = st.t.ppf(1 - alpha / 2, df)
+            p = 2 * t_sf(np.abs(t), df)
+            q = t_ppf(1 - alpha / 2, df)
         return {"estimate": est, "se": se, "df": df, "stat": t, "p": p,
                 "ci_low": est - q * se, "ci_high": est + q * se,
                 "df_reason": np.where(bad, "Satterthwaite df not in (0, observations − fixed effects]", None)}

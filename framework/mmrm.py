@@ -291,7 +291,7 @@ class MmrmFit:
         A df that is not finite or outside (0, n_obs − p] is not used: the row gets NaN p and a
         reason in ``df_reason``.
         """
-        from scipy import stats as st
+        from fclab.framework.models import t_ppf, t_sf
 
         L = np.asarray(L, float)
         est = self.beta @ L
@@ -309,8 +309,8 @@ class MmrmFit:
         why = np.where(bad, "Satterthwaite df not in (0, observations − fixed effects]", None)
         df = np.where(bad, np.nan, np.minimum(df, p_max))
         with np.errstate(invalid="ignore"):
-            p = 2 * st.t.sf(np.abs(t), df)
-            qt = st.t.ppf(1 - alpha / 2, df)
+            p = 2 * t_sf(np.abs(t), df)
+            qt = t_ppf(1 - alpha / 2, df)
         return {"estimate": est, "se": se, "df": df, "stat": t, "p": p,
                 "ci_low": est - qt * se, "ci_high": est + qt * se, "df_reason": why}
 

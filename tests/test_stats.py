@@ -212,3 +212,20 @@ def test_batched_welch_t_matches_scipy(missing):
     G = np.stack([rng.permutation(lab) for _ in range(7)])
     ref = np.stack([st.ttest_ind(x[g], x[~g], equal_var=False, nan_policy="omit").statistic for g in G])
     np.testing.assert_allclose(WelchBatch(x).t(G), ref, rtol=1e-10)
+
+
+def test_t_and_normal_helpers_are_scipy_stats_to_the_bit():
+    """The statistics stage's t and normal functions (framework/models.py, which spare it importing
+    scipy.stats) give scipy.stats' very values, edge cases included: NaN, infinite, zero and negative
+    df, infinite statistics."""
+    from fclab.framework.models import norm_ppf, t_ppf, t_sf
+
+    rng = np.random.default_rng(3)
+    x = np.concatenate([rng.normal(0, 3, 20000), [0.0, np.inf, -np.inf, np.nan, 1e-300, 40.0, 1e3]])
+    df = np.concatenate([rng.uniform(0.5, 300, 20000), [np.inf, np.nan, 0.0, -1.0, 1e10, 1.0, 2.0]])
+    np.testing.assert_array_equal(t_sf(np.abs(x), df), st.t.sf(np.abs(x), df))
+    np.testing.assert_array_equal(t_sf(x, df), st.t.sf(x, df))
+    for q in (0.975, 0.995, 0.9, 0.5):
+        np.testing.assert_array_equal(t_ppf(q, df), st.t.ppf(q, df))
+        assert norm_ppf(q) == st.norm.ppf(q)
+    assert t_sf(2.0, 10) == st.t.sf(2.0, 10) and t_ppf(0.975, 7.5) == st.t.ppf(0.975, 7.5)

@@ -35,11 +35,29 @@ def save_figure(fig, path, dpi: int = DPI, close: bool = True) -> None:
         plt.close(fig)
 
 
+def mni152_background():
+    """nilearn's bundled MNI152 template at 2 mm, the background of the ROI figures. nilearn resamples
+    its 1 mm file on every call (~0.5 s, most of the ROI figure's time); the result is kept beside the
+    per-run cache (``runcache.memo_arrays``, keyed by the versions that make it) and built by
+    ``fclab cache --warm``."""
+    import nibabel as nib
+
+    from fclab.framework import runcache
+
+    def build():
+        from nilearn.datasets import load_mni152_template
+
+        img = load_mni152_template(resolution=2)
+        return {"data": np.asanyarray(img.dataobj), "affine": img.affine}
+
+    z = runcache.memo_arrays("report", "mni152", "resolution=2", (), ("nilearn", "nibabel", "numpy", "scipy"), build)
+    return nib.Nifti1Image(z["data"], z["affine"])
+
+
 def roi_figure(atlas_img, atlas: pd.DataFrame, path) -> None:
     """The ROIs over nilearn's bundled MNI152 template (no download), one colour and name each."""
     from matplotlib.colors import ListedColormap
     from nilearn import plotting
-    from nilearn.datasets import load_mni152_template
 
     n = len(atlas)
     colours = plt.get_cmap("tab10" if n <= 10 else "tab20")(np.arange(n) % (10 if n <= 10 else 20))
@@ -49,7 +67,7 @@ def roi_figure(atlas_img, atlas: pd.DataFrame, path) -> None:
             cuts.append(round(float(z)))
     cuts = cuts[:6] or [0]
     fig = plt.figure(figsize=(9, 4.2))
-    plotting.plot_roi(atlas_img, bg_img=load_mni152_template(resolution=2), display_mode="z",
+    plotting.plot_roi(atlas_img, bg_img=mni152_background(), display_mode="z",
                       cut_coords=cuts, cmap=ListedColormap(colours), vmin=0.5, vmax=n + 0.5,
                       colorbar=False, figure=fig, axes=(0, 0.3, 1, 0.7), draw_cross=False, annotate=True,
                       black_bg=False, resampling_interpolation="nearest")
@@ -109,11 +127,10 @@ def surface_roi_figure(dlabel, atlas: pd.DataFrame, path) -> None:
         ijk = axis.voxel[vox]
         vol[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = labels[vox]
         import nibabel as nib
-        from nilearn.datasets import load_mni152_template
 
         img = nib.Nifti1Image(vol, axis.affine)
         zs = sorted({round(float(z)) for z in atlas.loc[atlas["label"].isin(np.unique(labels[vox])), "z_mm"]})[:4]
-        plotting.plot_roi(img, bg_img=load_mni152_template(resolution=2), display_mode="z", cut_coords=zs or [0],
+        plotting.plot_roi(img, bg_img=mni152_background(), display_mode="z", cut_coords=zs or [0],
                           cmap=cmap, vmin=0.5, vmax=n + 0.5, colorbar=False, figure=fig,
                           axes=(0.1, 0.14, 0.8, 0.34), draw_cross=False, black_bg=False,
                           resampling_interpolation="nearest")

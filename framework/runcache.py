@@ -176,8 +176,8 @@ def entries() -> list[tuple[Path, float, int]]:
 
 def prune(unused: bool = False, older_than_days: float | None = None, everything: bool = False) -> list[Path]:
     """Delete entries; return them. ``unused``: not used by the last extract run. ``everything`` also
-    deletes the simulator's cached anatomy and the atlases' maximum-probability labels
-    (``simulate/`` and ``atlas/`` beside the runs)."""
+    deletes the simulator's cached anatomy, the atlases' maximum-probability labels and the report's
+    template (``simulate/``, ``atlas/`` and ``report/`` beside the runs)."""
     keep = None
     if unused:
         try:
@@ -186,7 +186,7 @@ def prune(unused: bool = False, older_than_days: float | None = None, everything
             raise DataError(f"{cache_dir() / 'last_run.json'}: no record of an extract run to keep") from exc
     cutoff = None if older_than_days is None else time.time() - older_than_days * 86400
     if everything:
-        for other in ("simulate", "atlas"):
+        for other in ("simulate", "atlas", "report"):
             shutil.rmtree(cache_dir().parent / other, ignore_errors=True)
     gone = []
     for d, used, _ in entries():

@@ -160,3 +160,20 @@ def test_reused_subject_figures_draw_what_fresh_ones_draw(tmp_path):
     for ext in ("jpg", "png"):
         assert (tmp_path / f"reused.{ext}").read_bytes() == (tmp_path / f"fresh.{ext}").read_bytes(), ext
     assert (tmp_path / "a.jpg").read_bytes() != (tmp_path / "fresh.jpg").read_bytes()  # the runs differ
+
+
+def test_the_kept_2mm_template_is_nilearns(tmp_path, monkeypatch):
+    """The ROI figures' background, kept beside the per-run cache, is nilearn's 2 mm MNI152 template:
+    the same voxels and affine when built and when read back."""
+    from nilearn.datasets import load_mni152_template
+
+    from fclab.framework.figures import mni152_background
+
+    monkeypatch.setenv("FCLAB_CACHE", str(tmp_path / "cache"))
+    ref = load_mni152_template(resolution=2)
+    for _ in range(2):  # built (and stored), then read from the store
+        img = mni152_background()
+        np.testing.assert_array_equal(np.asanyarray(img.dataobj), np.asanyarray(ref.dataobj))
+        assert np.asanyarray(img.dataobj).dtype == np.asanyarray(ref.dataobj).dtype
+        np.testing.assert_array_equal(img.affine, ref.affine)
+    assert len(list((tmp_path / "cache/report").glob("mni152-*.npz"))) == 1

@@ -3,14 +3,14 @@ study set missing at random, then 1,000 group relabellings (the stats stage's ru
 
     .venv/bin/python benchmarks/calibration_missing.py   (needs /tmp/null101 and /tmp/null303, see calibration.py)
 """
-import numpy as np, pandas as pd
+import numpy as np
+from fclab.framework.edgestore import read_edges
 from fclab.framework.params import load_params
 from fclab.framework.power import relabel_many, rates
 p = load_params("params.yaml")
 for seed in (101, 303):
-    e = pd.read_parquet(f"/tmp/null{seed}/results/connectivity/edges.parquet")
     windows = [w.name for w in p.connectivity.windows]
-    e = e[e["window"].isin(windows)].copy()
+    e = read_edges(f"/tmp/null{seed}/results/connectivity/edges.parquet", windows).long()
     keys = e[["subject", "window"]].drop_duplicates()
     drop = keys.sample(frac=0.12, random_state=seed)  # whole subject-windows missing (an excluded run part)
     m = e.set_index(["subject", "window"]).index.isin(drop.set_index(["subject", "window"]).index)

@@ -15,6 +15,7 @@ import time
 
 import pandas as pd
 
+from fclab.framework.edgestore import read_edges
 from fclab.framework.params import load_params
 from fclab.framework.roisim import RoiStudy, simulate_edges
 
@@ -41,7 +42,8 @@ def main(argv=None):
     params = load_params(a.params)
     windows = [w.name for w in params.connectivity.windows]
     base = params.stats.baseline_window
-    cols = {d: spread(pd.read_parquet(f"{d}/results/connectivity/edges.parquet"), windows, base) for d in a.studies}
+    cols = {d: spread(read_edges(f"{d}/results/connectivity/edges.parquet", windows).long(), windows, base)
+            for d in a.studies}
     study = RoiStudy.from_params(params)
     t0 = time.perf_counter()
     sims = [spread(simulate_edges(study, s), windows, base) for s in range(a.n)]

@@ -549,3 +549,23 @@ def test_statistics_csv_has_every_row_and_the_subjects_per_group(ran_study):
         assert (r.n_midazolam, r.n_ketamine) == (per["midazolam"], per["ketamine"])
     html = (root / "reports/index.html").read_text()
     assert "<th>n (midazolam / ketamine)</th>" in html and 'href="tests.csv"' in html
+
+
+def test_roisim_spread_benchmark_runs_on_a_studys_outputs(ran_study, capsys):
+    """benchmarks/roisim_spread.py, cited in docs/validation.md, reads a study's edges.parquet (it
+    stopped running, unnoticed, when edges were packed): it runs on the small study and prints a
+    finite, positive between-subject SD for every window and change."""
+    import importlib.util
+
+    study = ran_study[0]
+    spec = importlib.util.spec_from_file_location("roisim_spread", Path(__file__).parents[1] / "benchmarks/roisim_spread.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main([str(study), "--n", "1", "--params", str(study / "params.yaml")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {ln.split()[0] if not ln.startswith("Δ") else " ".join(ln.split()[:2]): ln.split() for ln in lines[1:-1]}
+    windows = [w["name"] for w in small_params()["connectivity"]["windows"]]
+    assert set(windows) <= set(rows) and all(f"Δ {w}" in rows for w in windows[1:])
+    for cells in rows.values():
+        voxel = float(cells[-4])  # the study's own column (then voxel mean, roisim, ratio)
+        assert np.isfinite(voxel) and voxel > 0

@@ -174,11 +174,21 @@ def _apply(metric: Metric, win: Windows, n_volumes: np.ndarray,
         if problem:
             reason[i] = win.reasons.code(problem)
     ok = reason < 0
+    missing = win.missing_rois()
     if metric.group_fit:
-        ref = [win.data(i) for i in np.flatnonzero(ok & win.cuts["window"].isin(metric.params.reference_windows))]
-        if not ref:
-            raise DataError(f"{metric.name}: no usable reference window ({', '.join(metric.params.reference_windows)})")
-        metric.fit(ref, float(np.median(trs)))
+        # A group fit (the tangent reference mean) needs every ROI's signal in each window it uses: a
+        # window where an ROI is missing (NaN) or flat would make the mean fail or bend it for everyone.
+        ref_names = metric.params.reference_windows
+        in_ref = ok & win.cuts["window"].isin(ref_names).to_numpy()
+        flawed = missing | win.constant_rois()
+        whole = np.flatnonzero(in_ref & ~flawed.any(axis=1))
+        if not whole.size:
+            why = ""
+            if in_ref.any():
+                rois = np.asarray(win.rois, dtype=object)[flawed[in_ref].any(axis=0)]
+                why = f": in every one, {', '.join(rois)} is missing or constant"
+            raise DataError(f"{metric.name}: no usable reference window ({', '.join(ref_names)}){why}")
+        metric.fit([win.data(i) for i in whole], float(np.median(trs)))
     R = len(win.rois)
     iu = np.triu_indices(R, 1)
 
@@ -189,7 +199,6 @@ def _apply(metric: Metric, win: Windows, n_volumes: np.ndarray,
 
     plain = defaultdict(list)  # (subject, run, set) -> windows that are plain ranges of that run
     replaced = defaultdict(list)  # (length, TR) -> windows with replaced data
-    missing = win.missing_rois()
     sets = np.where(win.cuts["kind"] != "fixed", win.cuts["window"], None).tolist()
     for i in np.flatnonzero(ok):
         if missing[i].any():  # computed on the ROIs present; the missing ones stay NaN

@@ -171,3 +171,35 @@ def test_missing_events_are_one_line_listing_every_subject():
     msg = str(info.value)
     assert msg.startswith("run 'infusion': no 'infusion' event for 12 subjects (sub-01, sub-02,")
     assert "sub-10 and 2 more), needed by window" in msg and "events_root" in msg and "\n" not in msg
+
+
+def test_group_fit_reference_leaves_out_windows_with_a_missing_or_flat_roi():
+    """tangent's reference mean uses only the reference windows where every ROI has a signal: with
+    B flat in sub-01's baseline, the mean is over sub-02's baseline and both late windows, and the
+    values equal nilearn's tangent fitted on those three (a flat or missing ROI had bent the mean
+    for everyone, or made it fail with a LinAlgError traceback). With B missing in every reference
+    window, a one-line DataError."""
+    from nilearn.connectome import ConnectivityMeasure
+
+    from fclab.framework.errors import DataError
+
+    ts, qc, ev = study(constant=("01", "baseline", "B"))
+    tangent = {"name": "tangent", "reference_windows": ["baseline", "late"]}
+    edges = run(params(metrics=[tangent]), (ts, qc, ev))
+
+    def window(sub, run_, lo, hi):
+        rows = ts[(ts["subject"] == sub) & (ts["run"] == run_) & (ts["time_s"] >= lo) & (ts["time_s"] < hi)]
+        return rows[ROIS].to_numpy(float)
+
+    reference = [window("02", "baseline", 0, 200), window("01", "infusion", 320, 520), window("02", "infusion", 320, 520)]
+    measure = ConnectivityMeasure(kind="tangent", standardize=False).fit(reference)
+    iu = np.triu_indices(len(ROIS), 1)
+    early = measure.transform([window(sub, "infusion", 20, 140) for sub in ("01", "02")])
+    for sub, ref in zip(("01", "02"), early):
+        got = edges[(edges["subject"] == sub) & (edges["window"] == "early")].set_index(["roi_a", "roi_b"])["value"]
+        np.testing.assert_allclose([got[(ROIS[i], ROIS[j])] for i, j in zip(*iu)], ref[iu], rtol=1e-5, atol=1e-7)
+
+    ts.loc[ts["run"] == "baseline", "B"] = np.nan  # B has no values in any baseline run
+    with pytest.raises(DataError, match=r"^tangent: no usable reference window \(baseline\): in every one, B is "
+                                        r"missing or constant$"):
+        run(params(metrics=["tangent"]), (ts, qc, ev))

@@ -2,7 +2,8 @@
 
 Each window's covariance C (Ledoit-Wolf by default) is mapped to logm(G^-1/2 C G^-1/2), where G is the
 geometric (Riemannian) mean of the covariances of the **reference windows**: by default every
-subject's ``baseline`` window (option ``reference_windows``). Values are therefore deviations from
+subject's ``baseline`` window (option ``reference_windows``), except those where an ROI is missing or
+flat (the connectivity stage leaves them out of the fit). Values are therefore deviations from
 the group's baseline connectivity. This matches nilearn's ConnectivityMeasure(kind="tangent") fitted
 on those windows.
 """
@@ -38,7 +39,8 @@ class Tangent(Metric):
 
     def describe(self) -> str:
         return (f"tangent-space connectivity ({self.params.estimator.replace('_', '-')} covariances, referenced "
-                f"to the geometric mean over the {', '.join(self.params.reference_windows)} windows)")
+                f"to the geometric mean over the {', '.join(self.params.reference_windows)} windows in which "
+                "every ROI has a signal)")
 
 
 @hookimpl

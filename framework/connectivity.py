@@ -163,10 +163,11 @@ class Windows:
         return out
 
 
-def _apply(metric: Metric, win: Windows, n_volumes: np.ndarray,
-           out: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def _apply(metric: Metric, win: Windows, n_volumes: np.ndarray, out: dict[str, np.ndarray],
+           missing: np.ndarray, constant: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Fill ``out`` ({output name: (n_windows, E)}, NaN) with the upper triangle of every window;
-    return it and each window's reason code for this metric."""
+    return it and each window's reason code for this metric. ``missing`` and ``constant``: (n_windows,
+    R), the ROIs with no values in the window's run and those flat in the window."""
     trs = win.cuts["tr_s"].to_numpy()
     reason = win.reason.copy()
     for i in np.flatnonzero(reason < 0):
@@ -174,13 +175,12 @@ def _apply(metric: Metric, win: Windows, n_volumes: np.ndarray,
         if problem:
             reason[i] = win.reasons.code(problem)
     ok = reason < 0
-    missing = win.missing_rois()
     if metric.group_fit:
         # A group fit (the tangent reference mean) needs every ROI's signal in each window it uses: a
         # window where an ROI is missing (NaN) or flat would make the mean fail or bend it for everyone.
         ref_names = metric.params.reference_windows
         in_ref = ok & win.cuts["window"].isin(ref_names).to_numpy()
-        flawed = missing | win.constant_rois()
+        flawed = missing | constant
         whole = np.flatnonzero(in_ref & ~flawed.any(axis=1))
         if not whole.size:
             why = ""
@@ -253,7 +253,7 @@ def connectivity(p: ConnectivityParams, timeseries: pd.DataFrame, run_qc: pd.Dat
     for metric in metrics:
         views = {k: values[at + j] for j, k in enumerate(metric.outputs())}
         at += len(views)
-        out, reason = _apply(metric, win, n_volumes, views)
+        out, reason = _apply(metric, win, n_volumes, views, missing, constant)
         for key, vals in out.items():
             name = output_name(metric, key)
             vals[bad_edge | (reason >= 0)[:, None] | ~np.isfinite(vals)] = np.nan

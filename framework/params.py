@@ -722,24 +722,14 @@ def _nested(annotation) -> list[tuple[str, type[BaseModel]]]:
 
 
 def attribute_docs(model: type[BaseModel]) -> dict[str, str]:
-    """Field name -> the docstring written under it in the class body (or a base's), as pydantic's
-    ``use_attribute_docstrings`` reads them."""
-    import ast
-    import inspect
-    import textwrap
+    """Field name -> the docstring written under it in the class body (or a base's): pydantic's own
+    extractor, the one ``use_attribute_docstrings`` runs (private API; the params.md test guards it)."""
+    from pydantic._internal._docs_extraction import extract_docstrings_from_cls
 
     docs: dict[str, str] = {}
     for cls in reversed(model.__mro__):
-        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or cls is BaseModel:
-            continue
-        try:
-            body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body
-        except (OSError, TypeError, SyntaxError, IndexError, AttributeError):
-            continue
-        for node, after in zip(body, body[1:]):
-            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
-                    and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
-                docs[node.target.id] = inspect.cleandoc(after.value.value)
+        if isinstance(cls, type) and issubclass(cls, BaseModel) and cls is not BaseModel:
+            docs.update(extract_docstrings_from_cls(cls, use_inspect=True))
     return docs
 
 

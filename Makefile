@@ -17,14 +17,14 @@ $(STAMP): requirements.lock pyproject.toml
 
 # The page `make plots` has `dvc plots show` fill: Vega inlined from the vl-convert wheel, so it opens offline.
 .dvc/plots/offline.html: $(STAMP)
-	$(BIN)/python -m fclab.framework.dvcviews $@
+	$(BIN)/python -m fclab.framework.report.dvcviews $@
 
 plots: .dvc/plots/offline.html
 	$(BIN)/dvc plots show --html-template .dvc/plots/offline.html
 
 run: $(STAMP)
 	$(BIN)/dvc repro
-	@$(BIN)/python -c "from fclab.framework.runner import headline_lines; print('report: reports/index.html'); print('\n'.join(headline_lines()))"
+	@$(BIN)/python -c "from fclab.framework.commands import headline_lines; print('report: reports/index.html'); print('\n'.join(headline_lines()))"
 
 # The report test drives Debian's chromium (playwright is only its driver; nothing is downloaded).
 browser:

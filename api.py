@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from fclab import __version__
 from fclab.framework import references as refs
-from fclab.framework.anatomy import (
+from fclab.framework.extraction.anatomy import (
     ANDREWS_HANNA_2010_MPFC,
     BUNDLED_ATLASES,
     atlas_labels,
@@ -33,7 +33,7 @@ from fclab.framework.conformance import (
     fake_design,
     fake_edges,
 )
-from fclab.framework.contracts import (
+from fclab.framework.pluginhost.contracts import (
     RESULT_COLUMNS,
     SCALES,
     Design,
@@ -45,10 +45,10 @@ from fclab.framework.contracts import (
     Scale,
     StatTest,
 )
-from fclab.framework.edgestore import Edges, read_edges
+from fclab.framework.connectome.edgestore import Edges, read_edges
 from fclab.framework.errors import DataError, FclabError, ParamsError, PluginError
-from fclab.framework.extract import load_nifti
-from fclab.framework.surface import (
+from fclab.framework.extraction.engine import load_nifti
+from fclab.framework.extraction.surface import (
     Grayordinates,
     HemisphereLabels,
     element_coordinates,
@@ -57,8 +57,8 @@ from fclab.framework.surface import (
     read_surface_labels,
     surface_rois,
 )
-from fclab.framework.hookspecs import hookimpl
-from fclab.framework.linalg import (
+from fclab.framework.pluginhost.hookspecs import hookimpl
+from fclab.framework.connectome.spd import (
     COVARIANCE_ESTIMATORS,
     correlation,
     geometric_mean,
@@ -66,9 +66,9 @@ from fclab.framework.linalg import (
     precision_to_partial,
     spd_function,
 )
-from fclab.framework.mixed import fit_reml
-from fclab.framework.mmrm import fit_mmrm
-from fclab.framework.models import (
+from fclab.framework.stats.lmm import fit_reml
+from fclab.framework.stats.mmrm import fit_mmrm
+from fclab.framework.stats.design import (
     Contrast,
     contrast_table,
     contrasts,
@@ -78,12 +78,12 @@ from fclab.framework.models import (
     subject_design,
     welch_change,
 )
-from fclab.framework.params import did_you_mean
-from fclab.framework.permutation import WelchBatch, block_size, max_t_pvalues, relabelings
-from fclab.framework.stats import change_cube, edge_cube, long_rows
+from fclab.framework.errors import did_you_mean
+from fclab.framework.stats.permutation import WelchBatch, block_size, max_t_pvalues, relabelings
+from fclab.framework.stats.cubes import change_cube, edge_cube, long_rows
 
 if TYPE_CHECKING:  # imported on first use, by __getattr__ below
-    from fclab.framework.kernels import window_correlations
+    from fclab.framework.connectome.kernels import window_correlations
 
 API_VERSION = ".".join(__version__.split(".")[:2])
 
@@ -92,7 +92,7 @@ def __getattr__(name: str):
     """Names whose modules are costly to import, imported when first asked for (PEP 562):
     ``window_correlations``'s compiled kernels import numba (~0.4 s)."""
     if name == "window_correlations":
-        from fclab.framework.kernels import window_correlations
+        from fclab.framework.connectome.kernels import window_correlations
 
         return window_correlations
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

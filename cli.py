@@ -12,10 +12,10 @@ from typing import Annotated
 
 import typer
 
-from fclab.framework import runner
+from fclab.framework import commands, stages
 from fclab.framework.errors import FclabError, ParamsError
 from fclab.framework.params import Params, load_params
-from fclab.framework.registry import get_registry
+from fclab.framework.pluginhost.registry import get_registry
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="fclab: ROI-to-ROI resting-state connectivity studies, from fMRIPrep to report.")
@@ -75,7 +75,7 @@ def main(
 @guarded
 def simulate():
     """Write the embedded simulated study (fMRIPrep layout) to simulate.output_dir."""
-    out = runner.stage_simulate(_params(), _state["jobs"])
+    out = stages.stage_simulate(_params(), _state["jobs"])
     typer.echo(f"simulated study written to {out}")
 
 
@@ -83,49 +83,49 @@ def simulate():
 @guarded
 def manifest():
     """Write results/plugins/: the code hash, version and input files of every plugin params selects."""
-    runner.stage_plugins(_params())
-    typer.echo(f"wrote {runner.PLUGINS_DIR}/")
+    stages.stage_plugins(_params())
+    typer.echo(f"wrote {stages.PLUGINS_DIR}/")
 
 
 @app.command()
 @guarded
 def extract():
     """Denoise each run and extract ROI time series and QC to results/extract/."""
-    runner.stage_extract(_params(), _state["jobs"])
-    typer.echo(f"wrote {runner.EXTRACT_DIR}/")
+    stages.stage_extract(_params(), _state["jobs"])
+    typer.echo(f"wrote {stages.EXTRACT_DIR}/")
 
 
 @app.command()
 @guarded
 def connectivity():
     """Compute windowed connectivity per subject to results/connectivity/edges.parquet."""
-    runner.stage_connectivity(_params())
-    typer.echo(f"wrote {runner.CONNECTIVITY_DIR}/edges.parquet")
+    stages.stage_connectivity(_params())
+    typer.echo(f"wrote {stages.CONNECTIVITY_DIR}/edges.parquet")
 
 
 @app.command()
 @guarded
 def truth():
     """For the simulated study: the planted effects on the measured scale, to results/truth/."""
-    if runner.stage_truth(_params(), _state["jobs"]):
-        typer.echo(f"wrote {runner.TRUTH_DIR}/")
+    if stages.stage_truth(_params(), _state["jobs"]):
+        typer.echo(f"wrote {stages.TRUTH_DIR}/")
     else:
-        typer.echo(f"wrote {runner.TRUTH_DIR}/ (empty: the data are not the simulated study)")
+        typer.echo(f"wrote {stages.TRUTH_DIR}/ (empty: the data are not the simulated study)")
 
 
 @app.command()
 @guarded
 def stats():
     """Run the group-level tests to results/stats/tests.parquet."""
-    runner.stage_stats(_params())
-    typer.echo(f"wrote {runner.STATS_DIR}/tests.parquet")
+    stages.stage_stats(_params())
+    typer.echo(f"wrote {stages.STATS_DIR}/tests.parquet")
 
 
 @app.command()
 @guarded
 def report(open_: Annotated[bool, typer.Option("--open", help="Open the report in a browser.")] = False):
     """Write reports/index.html, figures, metrics.json and plot series."""
-    path = runner.stage_report(_params(), _state["jobs"])
+    path = stages.stage_report(_params(), _state["jobs"])
     _show(path, open_)
 
 
@@ -139,9 +139,9 @@ def _show(path: Path, open_: bool) -> None:
 @guarded
 def run(open_: Annotated[bool, typer.Option("--open", help="Open the report in a browser.")] = False):
     """Run every stage in this process, without DVC."""
-    path = runner.run_all(_params(), _state["jobs"])
+    path = commands.run_all(_params(), _state["jobs"])
     _show(path, open_)
-    for line in runner.headline_lines():
+    for line in commands.headline_lines():
         typer.echo(line)
 
 
@@ -160,9 +160,9 @@ def power(
 ):
     """Simulation-based power of every test in params for a planted effect; CSV and PNG under reports/power/."""
     deltas = delta_z or ([0.0, 0.25, 0.5, 0.75, 1.0, 1.25] if planted else [round(0.05 * k, 2) for k in range(13)])
-    _, found, study = runner.stage_power(_params(), deltas, n_sims, edge, window, n_ref, n_target, seed,
+    _, found, study = commands.power(_params(), deltas, n_sims, edge, window, n_ref, n_target, seed,
                                          _state["jobs"], planted=planted)
-    typer.echo(f"wrote {runner.REPORT_DIR / 'power'}/power.csv and power.png "
+    typer.echo(f"wrote {stages.REPORT_DIR / 'power'}/power.csv and power.png "
                f"({study.n_target} target vs {study.n_ref} reference subjects)")
     for r in found.itertuples():
         dz = "not reached in the grid" if r.delta_z != r.delta_z else f"Δz = {r.delta_z:.3f}"
@@ -180,9 +180,9 @@ def calibrate(
     """Null calibration of every test in params: false-positive rate and FWER with exact 95% CIs."""
     if kind not in ("relabel", "roi"):
         raise typer.BadParameter("--kind must be relabel or roi")
-    r = runner.stage_calibrate(_params(), kind, n, seed, _state["jobs"])
-    lo, hi = runner.CALIBRATION_BAND
-    typer.echo(f"wrote {runner.REPORT_DIR / 'calibration' / (kind + '.csv')}; target band [{lo}, {hi}]")
+    r = commands.calibrate(_params(), kind, n, seed, _state["jobs"])
+    lo, hi = commands.CALIBRATION_BAND
+    typer.echo(f"wrote {stages.REPORT_DIR / 'calibration' / (kind + '.csv')}; target band [{lo}, {hi}]")
     typer.echo(r.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
 
 
@@ -196,7 +196,7 @@ def validate(
     typer.echo(f"{_state['params']}: ok")
     if params_only:
         return
-    lines, problems = runner.validate_inputs(params)
+    lines, problems = commands.validate_inputs(params)
     for line in lines:
         typer.echo(line)
     if problems:
@@ -219,10 +219,10 @@ def cache(
         "after installing), so the first run does not."))] = False,
 ):
     """Show the per-run extraction cache (.fclab-cache/, or $FCLAB_CACHE), or prune it."""
-    from fclab.framework import runcache
+    from fclab.framework.extraction import cache as runcache
 
     if warm:
-        typer.echo(runner.warm_caches(_params()))
+        typer.echo(commands.warm_caches(_params()))
     if prune_unused or older_than is not None or clear:
         gone = runcache.prune(unused=prune_unused, older_than_days=older_than, everything=clear)
         typer.echo(f"{runcache.cache_dir()}: deleted {len(gone)} cached run{'' if len(gone) == 1 else 's'}")
@@ -239,7 +239,7 @@ def edges(
 ):
     """Describe results/connectivity/edges.parquet (packed: one row per subject, window and metric),
     or write its long view."""
-    typer.echo(runner.export_edges(out, window or None, metric or None))
+    typer.echo(commands.export_edges(out, window or None, metric or None))
 
 
 @app.command("executor")
@@ -249,13 +249,13 @@ def executor_cmd():
     params = _params()
     p = params.executor
     if p.kind == "local":
-        typer.echo(f"executor: local, {_state['jobs'] or runner.default_jobs()} worker processes")
+        typer.echo(f"executor: local, {_state['jobs'] or stages.default_jobs()} worker processes")
     elif p.kind == "dask":
-        typer.echo(f"executor: dask, {'scheduler ' + p.address if p.address else f'a local cluster of {p.workers or runner.default_jobs()} workers'}")
+        typer.echo(f"executor: dask, {'scheduler ' + p.address if p.address else f'a local cluster of {p.workers or stages.default_jobs()} workers'}")
     else:
         from fclab.framework.executor import slurm_cluster
 
-        typer.echo(f"executor: slurm, {p.workers or runner.default_jobs()} jobs of this script:")
+        typer.echo(f"executor: slurm, {p.workers or stages.default_jobs()} jobs of this script:")
         with slurm_cluster(p.slurm, 0) as cluster:
             typer.echo(cluster.job_script())
 
@@ -263,7 +263,7 @@ def executor_cmd():
 @app.command("params-doc")
 def params_doc():
     """Print the reference of every params.yaml key (docs/params.md) from the schema."""
-    from fclab.framework.params import params_markdown
+    from fclab.framework.params.docs import params_markdown
 
     typer.echo(params_markdown(), nl=False)
 

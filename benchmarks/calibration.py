@@ -1,6 +1,6 @@
 """Null calibration of every test: false-positive rates and FWER on null data of two kinds.
 
-* ``--kind roi``: realistic ROI-level null studies (fclab.framework.roisim; the default study's design,
+* ``--kind roi``: realistic ROI-level null studies (fclab.framework.simulation.roi_level; the default study's design,
   runs, windows and denoising, no group effect);
 * ``--kind relabel --study DIR``: random relabellings of the groups on the connectivity values of a
   study in DIR (for example a voxel-level null study made by ``fclab simulate`` with
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fclab.framework import runner
+from fclab.framework import commands
 from fclab.framework.params import load_params
 
 TESTS = ["lmm", "mmrm", {"name": "mmrm", "baseline": "response", "as": "mmrm_response"}, "change_welch",
@@ -53,13 +53,13 @@ def main(argv=None):
         label = spec["as"] if isinstance(spec, dict) and "as" in spec else None
         spec = {k: v for k, v in spec.items() if k != "as"} if isinstance(spec, dict) else spec
         t0 = time.perf_counter()
-        r = runner.stage_calibrate(params, a.kind, a.n, a.seed, a.jobs, tests=[spec], out_dir=Path("/tmp/fclab-calibration"))
+        r = commands.calibrate(params, a.kind, a.n, a.seed, a.jobs, tests=[spec], out_dir=Path("/tmp/fclab-calibration"))
         if label:
             r["test"] = label
         print(f"{r['test'].iloc[0]}: {a.n} {a.kind} nulls in {time.perf_counter() - t0:.0f} s", flush=True)
         frames.append(r)
     r = pd.concat(frames, ignore_index=True)
-    print(f"alpha {params.stats.alpha}, correction {params.stats.correction}; target band {runner.CALIBRATION_BAND}")
+    print(f"alpha {params.stats.alpha}, correction {params.stats.correction}; target band {commands.CALIBRATION_BAND}")
     print(r.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     if a.out:
         r.to_csv(a.out, index=False)

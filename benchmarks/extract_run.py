@@ -37,7 +37,7 @@ def make_run(root: Path, T: int, dtype: str) -> Path:
     import nibabel as nib
     import pandas as pd
 
-    from fclab.framework.anatomy import max_probability_labels
+    from fclab.framework.extraction.anatomy import max_probability_labels
 
     func = root / "sub-01" / "func"
     func.mkdir(parents=True, exist_ok=True)
@@ -96,19 +96,21 @@ def side(which: str, bold: str, out: str, repeat: int) -> None:
         return
     import nibabel as nib
 
-    from fclab.framework.anatomy import max_probability_labels
+    from fclab.framework.extraction.anatomy import max_probability_labels
 
     t0 = time.perf_counter()
     labels, names = max_probability_labels("harvard_oxford", 25)
     if which == "fclab":
-        from fclab.framework.extract import RoiBuilder, _extract_run, discover
+        from fclab.framework.extraction.engine import RoiBuilder, _extract_run
+        from fclab.framework.extraction.bids import discover
         from fclab.framework.params import DataParams, DenoiseParams
+        from fclab.framework.pluginhost.builder import build_all
 
         run_id = "1" if "run-1" in Path(bold).name else "2"
         data = DataParams(root=str(Path(bold).parents[2]), participants="participants.tsv",
                           runs={"rest": {"task": "rest", "run": run_id}})
         _, runs = discover(data)
-        rois = RoiBuilder([{"name": "atlas", "labels": list(names)}]).for_grid(nib.load(runs[0].mask))
+        rois = RoiBuilder(build_all("roi", [{"name": "atlas", "labels": list(names)}])).for_grid(nib.load(runs[0].mask))
         once = lambda: _extract_run(runs[0], rois, DenoiseParams())[0][list(names)].to_numpy()  # noqa: E731
     else:
         from nilearn.interfaces.fmriprep import load_confounds_strategy

@@ -2,7 +2,7 @@
 
 Prints, side by side in one run, wall time (untraced) and peak traced memory (tracemalloc, a second
 call) of
-  - fclab's batched REML mixed model (fclab.framework.mixed.fit_reml + the four group × window
+  - fclab's batched REML mixed model (fclab.framework.stats.lmm.fit_reml + the four group × window
     contrasts with Satterthwaite df), on the (edges, subjects, windows) array;
   - the ``lmm`` plugin end to end from the long edge table (reshaping and result rows included);
   - the statsmodels MixedLM loop (default fit, as users write it), timed on a sample of edges and
@@ -25,9 +25,9 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from fclab.framework.contracts import Design
-from fclab.framework.mixed import fit_reml
-from fclab.framework.permutation import max_t_pvalues
+from fclab.framework.pluginhost.contracts import Design
+from fclab.framework.stats.lmm import fit_reml
+from fclab.framework.stats.permutation import max_t_pvalues
 from fclab.api import contrasts, subject_design
 from fclab.plugins.lmm import Lmm
 

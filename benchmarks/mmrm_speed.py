@@ -1,7 +1,7 @@
 """Benchmark: the batched MMRM over a 400-ROI connectome (79,800 edges), 26 subjects × 5 windows.
 
 Prints, side by side in one run, the wall time of an untraced call and the peak traced memory of
-a second call of fclab's ``mmrm`` engine (fclab.framework.mmrm.fit_mmrm, unstructured covariance) with the
+a second call of fclab's ``mmrm`` engine (fclab.framework.stats.mmrm.fit_mmrm, unstructured covariance) with the
 baseline as a response and as a covariate, each with the group × window contrasts; and the per-edge
 time of R's ``nlme::gls`` (corSymm + varIdent, REML) fitting the same model edge by edge, timed
 inside R on a sample of edges and scaled to all edges, with the largest difference of estimates.
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from group_stats import WINDOWS, S, measure, study  # noqa: E402 (run from the repository root)
-from fclab.framework.mmrm import fit_mmrm
+from fclab.framework.stats.mmrm import fit_mmrm
 from fclab.api import contrasts, subject_design
 from fclab.plugins.mmrm import covariate_design
 

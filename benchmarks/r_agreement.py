@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_lmm import RATIOS, _lmer_df, _near_boundary  # noqa: E402
 from test_mmrm import long_for_r, r_reference, study  # noqa: E402
 
-from fclab.framework.contracts import Design  # noqa: E402
-from fclab.framework.mixed import fit_reml  # noqa: E402
-from fclab.framework.mmrm import fit_mmrm  # noqa: E402
-from fclab.framework.stats import edge_cube  # noqa: E402
+from fclab.framework.pluginhost.contracts import Design  # noqa: E402
+from fclab.framework.stats.lmm import fit_reml  # noqa: E402
+from fclab.framework.stats.mmrm import fit_mmrm  # noqa: E402
+from fclab.framework.stats.cubes import edge_cube  # noqa: E402
 from fclab.api import subject_design  # noqa: E402
 from fclab.plugins.mmrm import Mmrm  # noqa: E402
 

@@ -28,7 +28,7 @@ def main():
     from scipy.stats import spearmanr
 
     import surface_data as sd
-    from fclab.framework.edgestore import read_edges
+    from fclab.framework.connectome.edgestore import read_edges
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -2,7 +2,7 @@
 
 For each voxel-level study directory given (``fclab simulate``, ``extract`` and ``connectivity`` run
 in it, e.g. with ``effect_delta_r: 0`` and several seeds) and for ``--n`` ROI-level studies of the
-design params.yaml describes (fclab.framework.roisim), prints side by side the within-group SD across
+design params.yaml describes (fclab.framework.simulation.roi_level), prints side by side the within-group SD across
 subjects of each window's Fisher z and of the change from baseline, averaged over edges.
 
     .venv/bin/python benchmarks/roisim_spread.py /tmp/null101 /tmp/null202 /tmp/null303 [--n 8]
@@ -15,9 +15,9 @@ import time
 
 import pandas as pd
 
-from fclab.framework.edgestore import read_edges
+from fclab.framework.connectome.edgestore import read_edges
 from fclab.framework.params import load_params
-from fclab.framework.roisim import RoiStudy, simulate_edges
+from fclab.framework.simulation.roi_level import RoiStudy, simulate_edges
 
 
 def spread(edges: pd.DataFrame, windows: list[str], baseline: str) -> pd.Series:

@@ -27,7 +27,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from nilearn.connectome import ConnectivityMeasure
 from sklearn.covariance import EmpiricalCovariance
 
-from fclab.framework.connectivity import connectivity
+from fclab.framework.connectome.engine import connectivity
 from fclab.framework.executor import keep_freed_memory
 from fclab.framework.params import ConnectivityParams
 from fclab.plugins.pearson import Pearson

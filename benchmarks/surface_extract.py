@@ -32,8 +32,10 @@ def best(f, n=3):
 
 
 def main():
-    from fclab.framework.extract import RoiBuilder, _extract_run, discover, run_reference
+    from fclab.framework.extraction.engine import RoiBuilder, _extract_run, run_reference
+    from fclab.framework.extraction.bids import discover
     from fclab.framework.params import DataParams, DenoiseParams
+    from fclab.framework.pluginhost.builder import build_all
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--volumes", type=int, default=492)
@@ -49,7 +51,7 @@ def main():
             _, runs = discover(DataParams(root=str(root), space=space, runs={"rest": {"task": "rest"}}))
             run = runs[0]
             grid, n_volumes = run_reference(run, space)
-            built = RoiBuilder(rois).for_grid(grid)
+            built = RoiBuilder(build_all("roi", rois)).for_grid(grid)
             ours = best(lambda: _extract_run(run, built, denoise, None, (grid, n_volumes)))
 
             def reference():

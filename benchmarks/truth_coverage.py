@@ -23,8 +23,8 @@ from scipy.stats import binomtest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from fclab.framework.params import load_params  # noqa: E402
-from fclab.framework.report import truth_check  # noqa: E402
-from fclab.framework.truth import contrasts  # noqa: E402
+from fclab.framework.report.summaries import truth_check  # noqa: E402
+from fclab.framework.report.summaries import truth_contrasts as contrasts  # noqa: E402
 
 
 def one(seed: int, work: Path) -> pd.DataFrame:

@@ -23,3 +23,11 @@ class DataError(FclabError):
     """An input file is missing, corrupt or inconsistent (exit 1)."""
 
     exit_code = 1
+
+
+def did_you_mean(word: str, choices) -> str:
+    """'; did you mean X?' for the closest of ``choices``, or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""

@@ -1,7 +1,7 @@
 """Test plugin ``lmm``: the batched linear mixed model, fitted for every edge at once.
 
 ``value ~ group * window (+ covariates) + (1 | subject)`` by REML, with the reference group and
-the baseline window as reference levels and covariates centred (see ``fclab.framework.mixed`` for the
+the baseline window as reference levels and covariates centred (see ``fclab.framework.stats.lmm`` for the
 algorithm). Missing values are allowed: each edge uses the observations it has. Contrasts, each a
 ``term`` in tests.parquet:
 
@@ -39,7 +39,7 @@ class Lmm(StatTest):
         design.check(self.name)
         X, names = subject_design(design, self.name)
         keys, y = edge_cube(edges, design)
-        return contrast_table(fit_reml(y, X), keys, design, names, self.params.contrasts)
+        return contrast_table(fit_reml(y, X), keys, design, names, self.params.contrasts, y)
 
     def describe(self) -> str:
         return ("a linear mixed model fitted to every edge at once (value ~ group × window + (1 | subject), "

@@ -1,7 +1,7 @@
 """Test plugin ``mmrm``: a mixed model for repeated measures, fitted to every edge at once.
 
 The standard analysis of change from baseline over repeated visits in clinical trials, with a
-within-subject covariance across windows instead of a random intercept (see ``fclab.framework.mmrm``
+within-subject covariance across windows instead of a random intercept (see ``fclab.framework.stats.mmrm``
 for the algorithm). Two variants answer two questions:
 
 * ``baseline: covariate`` (the default; the ANCOVA-style MMRM) — the response is the change from
@@ -87,7 +87,7 @@ class Mmrm(StatTest):
         else:
             y = cube
             X, names = subject_design(design, self.name)
-        return contrast_table(fit_mmrm(y, X, self.params.covariance), keys, design, names, which)
+        return contrast_table(fit_mmrm(y, X, self.params.covariance), keys, design, names, which, cube)
 
     def describe(self) -> str:
         cov = {"us": "unstructured", "csh": "heterogeneous compound-symmetry", "cs": "compound-symmetry",

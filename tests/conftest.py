@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fclab.framework.registry import reset_registry
+from fclab.framework.pluginhost.registry import reset_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,7 +59,7 @@ def _no_installed_plugins(monkeypatch):
 def small_study(tmp_path_factory) -> Path:
     """A directory holding params.yaml and the simulated small study under data/simulated."""
     from fclab.framework.params import SimulateParams
-    from fclab.framework.simulate import simulate
+    from fclab.framework.simulation.study import simulate
 
     directory = tmp_path_factory.mktemp("study")
     params = small_params(subject_pages=True)

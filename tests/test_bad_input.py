@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from fclab.framework.edgestore import read_edges_long
+from fclab.framework.connectome.edgestore import read_edges_long
 
 from conftest import run_cli, small_params, write_params
 
@@ -164,7 +164,7 @@ def test_on_error_skip_records_the_run_and_goes_on(small_study, tmp_path, in_dir
 
 
 def test_min_coverage_sets_the_roi_missing_and_it_flows_to_stats(small_study, tmp_path, in_dir):
-    from fclab.framework.anatomy import voxel_centres
+    from fclab.framework.extraction.anatomy import voxel_centres
 
     shutil.copytree(small_study / "data", tmp_path / "data")
     path = func(tmp_path, 1, "_mask.nii.gz")  # sub-02's baseline mask loses the vmPFC
@@ -219,7 +219,7 @@ def _amygdala_masker(**kw):
     from nilearn.image import math_img
     from nilearn.maskers import NiftiLabelsMasker
 
-    from fclab.framework.anatomy import max_probability_labels
+    from fclab.framework.extraction.anatomy import max_probability_labels
 
     labels_img, names = max_probability_labels("harvard_oxford", 25)
     amy = [names.index("Left_Amygdala") + 1, names.index("Right_Amygdala") + 1]
@@ -271,7 +271,7 @@ def test_denoising_options_match_nilearn(denoise, small_study, tmp_path, in_dir)
     # DVARS over the sampled voxels, before and after the same cleaning by nilearn's NiftiMasker.
     from nilearn.maskers import NiftiMasker
 
-    from fclab.framework.extract import QC_VOXELS, voxel_sample
+    from fclab.framework.extraction.runqc import QC_VOXELS, voxel_sample
 
     mask = nib.load(func(tmp_path, 2, "_mask.nii.gz"))
     sample = np.zeros(mask.shape, bool)
@@ -294,7 +294,7 @@ def test_denoising_options_match_nilearn(denoise, small_study, tmp_path, in_dir)
 def test_session_and_resolution_entities_select_files(small_study, tmp_path):
     """Files in ses-* folders with res-* entities are found by those filters, and only by them."""
     from fclab.framework.errors import DataError
-    from fclab.framework.extract import discover
+    from fclab.framework.extraction.bids import discover
     from fclab.framework.params import DataParams
 
     src = small_study / "data/simulated"
@@ -321,7 +321,7 @@ def test_events_follow_bids_inheritance_in_the_raw_dataset(tmp_path):
     """events_root is searched before the derivatives; the file nearest the run wins; a dataset-level
     file applies to every subject; a file naming another run or session does not apply."""
     from fclab.framework.errors import DataError
-    from fclab.framework.extract import find_events
+    from fclab.framework.extraction.bids import find_events
     from fclab.framework.params import RunSelect
 
     raw, deriv = tmp_path / "raw", tmp_path / "deriv"
@@ -357,7 +357,7 @@ def test_events_follow_bids_inheritance_in_the_raw_dataset(tmp_path):
 
 
 def test_events_from_the_raw_dataset_reach_validate_and_a_missing_one_says_where(small_study, tmp_path):
-    from fclab.framework.extract import check_inputs
+    from fclab.framework.extraction.engine import check_inputs
     from fclab.framework.params import load_params
 
     deriv = tmp_path / "deriv"
@@ -383,7 +383,7 @@ def test_events_from_the_raw_dataset_reach_validate_and_a_missing_one_says_where
 
 
 def test_the_manifest_records_raw_events_so_dvc_sees_an_edit(tmp_path):
-    from fclab.framework.runner import events_manifest
+    from fclab.framework.stages import events_manifest
 
     assert events_manifest(None) == [] and events_manifest(str(tmp_path / "none")) == []
     f = tmp_path / "sub-01" / "func" / "sub-01_task-rest_run-2_events.tsv"

@@ -87,7 +87,7 @@ def test_hostile_names_render_as_text(ran_study, tmp_path, in_dir):
     from playwright.sync_api import sync_playwright
 
     from conftest import run_cli, small_params, write_params
-    from fclab.framework.edgestore import read_edges, write_edges
+    from fclab.framework.connectome.edgestore import read_edges, write_edges
     from fclab.framework.io import file_digest, read_provenance, write_parquet
 
     roi, group = "<script>alert(1)</script>", "<b>ketamine</b>"
@@ -148,7 +148,7 @@ def test_labels_follow_alpha_and_subject_pages_in_chromium(ran_study, tmp_path, 
     In Chromium: the page at that α, and a subject's QC page (reached from the study page), load with
     every image and no console error."""
     from conftest import run_cli, small_params, write_params
-    from fclab.framework.report import stars
+    from fclab.framework.report.effect_figures import stars
 
     directory, _, _ = ran_study
     shutil.copytree(directory / "results", tmp_path / "results")
@@ -229,7 +229,7 @@ def test_dvc_plots_show_offline_one_plot_per_edge_one_line_per_group(ran_study, 
     import pandas as pd
     from playwright.sync_api import sync_playwright
 
-    from fclab.framework.dvcviews import offline_template
+    from fclab.framework.report.dvcviews import offline_template
 
     root = Path(__file__).resolve().parents[1]
     directory, _, _ = ran_study

@@ -1,4 +1,4 @@
-"""The per-run extraction cache (framework/runcache.py): what is reused, what is not, and `fclab cache`."""
+"""The per-run extraction cache (framework/extraction/cache.py): what is reused, what is not, and `fclab cache`."""
 
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def test_cache_warm_compiles_the_kernels_and_builds_the_anatomy(tmp_path):
     import subprocess
     import sys
 
-    from fclab.framework.simulate import Anatomy
+    from fclab.framework.simulation.study import Anatomy
 
     write_params(tmp_path, small_params())
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba"), "FCLAB_CACHE": str(tmp_path / "cache")}
@@ -138,7 +138,7 @@ def test_cache_warm_compiles_the_kernels_and_builds_the_anatomy(tmp_path):
 def test_cached_atlas_labels_are_the_computed_ones(tmp_path, monkeypatch):
     """The maximum-probability labels kept in .fclab-cache/atlas/ are the streamed computation's, read
     back; a damaged entry is computed again, another threshold is another entry, and --clear deletes them."""
-    from fclab.framework.anatomy import cached_max_probability_labels, max_probability_labels
+    from fclab.framework.extraction.anatomy import cached_max_probability_labels, max_probability_labels
 
     monkeypatch.setenv("FCLAB_CACHE", str(tmp_path / "cache"))
     fresh, names = max_probability_labels("harvard_oxford", 25.0)

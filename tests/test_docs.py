@@ -77,7 +77,7 @@ def test_shell_commands_exist(path):
 def test_params_reference_matches_the_schema():
     """docs/params.md is what `fclab params-doc` prints now (regenerate it when the schema changes),
     and every key of every section has a meaning in it."""
-    from fclab.framework.params import params_markdown
+    from fclab.framework.params.docs import params_markdown
 
     page = (ROOT / "docs/params.md").read_text()
     assert page == params_markdown(), "docs/params.md is stale: run `fclab params-doc > docs/params.md`"

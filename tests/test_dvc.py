@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from fclab.framework.edgestore import read_edges_long
+from fclab.framework.connectome.edgestore import read_edges_long
 
 from conftest import ROOT, install_example, small_params
 

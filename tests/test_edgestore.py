@@ -7,11 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fclab.framework.connectivity import build_metrics, connectivity
-from fclab.framework.contracts import Design
-from fclab.framework.edgestore import EDGE_COLUMNS, Edges, read_edges, read_edges_long, write_edges
+from fclab.framework.connectome.engine import connectivity
+from fclab.framework.pluginhost.builder import build_all
+from fclab.framework.pluginhost.contracts import Design
+from fclab.framework.connectome.edgestore import EDGE_COLUMNS, Edges, read_edges, read_edges_long, write_edges
 from fclab.framework.params import ConnectivityParams
-from fclab.framework.stats import edge_cube
+from fclab.framework.stats.cubes import edge_cube
 
 TR = 2.0
 ROIS = ["A", "B", "C", "D"]
@@ -54,7 +55,7 @@ def params():
 def computed():
     ts, qc, ev = study()
     p = params()
-    return ts, connectivity(p, ts, qc, ev, build_metrics(p), ["01", "02", "03"],
+    return ts, connectivity(p, ts, qc, ev, build_all("metric", p.metrics), ["01", "02", "03"],
                             {("03", "infusion", "D"): "coverage 0.10 < min_coverage 0.5"})
 
 
@@ -91,7 +92,7 @@ def test_file_round_trip_and_row_filters(computed, tmp_path, monkeypatch, group_
     """Written window by window in row groups, read back in the original row order, whole or filtered."""
     import pyarrow.parquet as pq
 
-    from fclab.framework import edgestore
+    from fclab.framework.connectome import edgestore
 
     monkeypatch.setattr(edgestore, "ROW_GROUP_BYTES", group_bytes)
     _, edges = computed

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fclab.framework.figures import group_matrices
+from fclab.framework.report.figures import group_matrices
 
 
 def table(seed=0):
@@ -39,7 +39,7 @@ def test_group_matrices_and_difference():
 def test_matrix_colours_follow_the_sign_of_the_values():
     """Signed values (correlations) get a diverging map centred on 0; values that are never negative
     (coherence, mutual information) a sequential map from 0; a difference is always signed."""
-    from fclab.framework.figures import value_colours
+    from fclab.framework.report.figures import value_colours
 
     assert value_colours(np.array([-0.2, 0.5, np.nan])) == ("RdBu_r", -0.5, 0.5)
     assert value_colours(np.array([0.1, 0.7, np.nan])) == ("viridis", 0.0, 0.7)
@@ -48,7 +48,7 @@ def test_matrix_colours_follow_the_sign_of_the_values():
 
 
 def test_figures_go_to_confirmatory_edges_or_the_strongest_of_a_connectome():
-    from fclab.framework.report import FIGURE_EDGES, figure_edges
+    from fclab.framework.report.summaries import FIGURE_EDGES, figure_edges
 
     rng = np.random.default_rng(5)
     pairs = [(f"R{i:02d}", f"R{j:02d}") for i in range(9) for j in range(i + 1, 9)]  # 36 edges
@@ -69,7 +69,7 @@ def test_group_means_and_intervals_match_scipy_per_group():
     row with n = 0."""
     from scipy import stats as st
 
-    from fclab.framework.report import delta_summary, mean_ci_table
+    from fclab.framework.report.summaries import delta_summary, mean_ci_table
 
     rng = np.random.default_rng(7)
     rows = [{"roi_a": "A", "roi_b": b, "group": g, "window": w, "subject": f"{g}{s}", "delta": rng.normal(),
@@ -98,7 +98,7 @@ def test_group_means_and_intervals_match_scipy_per_group():
 def test_connectome_figure_draws_the_significant_edges_capped_per_window(tmp_path):
     """The glass brain of a test's group:window rows: edges with adjusted p < alpha only, at most
     ``top`` per window (the smallest adjusted p), none for a window without any."""
-    from fclab.framework.figures import connectome_figure
+    from fclab.framework.report.figures import connectome_figure
 
     rng = np.random.default_rng(0)
     rois = [f"r{k:02d}" for k in range(12)]
@@ -123,7 +123,7 @@ def test_reused_subject_figures_draw_what_fresh_ones_draw(tmp_path):
     has the bytes of one drawn in a fresh template."""
     import matplotlib.pyplot as plt
 
-    from fclab.framework import figures as fg
+    from fclab.framework.report import figures as fg
 
     rng = np.random.default_rng(0)
 
@@ -167,7 +167,7 @@ def test_the_kept_2mm_template_is_nilearns(tmp_path, monkeypatch):
     the same voxels and affine when built and when read back."""
     from nilearn.datasets import load_mni152_template
 
-    from fclab.framework.figures import mni152_background
+    from fclab.framework.report.figures import mni152_background
 
     monkeypatch.setenv("FCLAB_CACHE", str(tmp_path / "cache"))
     ref = load_mni152_template(resolution=2)

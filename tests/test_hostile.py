@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from fclab.framework.edgestore import read_edges_long
+from fclab.framework.connectome.edgestore import read_edges_long
 
 from conftest import ROOT, run_cli, small_params, write_params
 
@@ -241,7 +241,7 @@ def test_edges_damaged_or_in_another_layout(ran_study, tmp_path, in_dir, damage,
     the long layout (one row per edge): one line naming the file."""
     import pyarrow as pa
 
-    from fclab.framework.edgestore import LAYOUT_KEY
+    from fclab.framework.connectome.edgestore import LAYOUT_KEY
     from fclab.framework.io import read_provenance, write_arrow, write_parquet
 
     shutil.copytree(ran_study[0] / "results", tmp_path / "results")
@@ -351,7 +351,7 @@ def test_names_are_safe_in_file_names_and_csv_cells(ran_study, tmp_path, in_dir)
     """A 300-character ROI name and two names that differ only in non-ASCII characters get distinct,
     short figure files; a group name a spreadsheet would run as a formula is neutralised in the
     plot CSVs; report files follow the umask."""
-    from fclab.framework.edgestore import read_edges, write_edges
+    from fclab.framework.connectome.edgestore import read_edges, write_edges
     from fclab.framework.io import file_digest, read_provenance, write_parquet
 
     long, twin_a, twin_b, formula = "R" * 300, "Amygdala_ä", "Amygdala_ö", "=HYPERLINK(\"x\")"

@@ -10,9 +10,9 @@ import pytest
 import statsmodels.api as sm
 from scipy import linalg
 
-from fclab.framework.contracts import Design
+from fclab.framework.pluginhost.contracts import Design
 from fclab.framework.errors import DataError
-from fclab.framework.mixed import fit_reml
+from fclab.framework.stats.lmm import fit_reml
 from fclab.api import subject_design
 from fclab.plugins.lmm import Lmm
 from fclab.plugins.lmm_reference import LmmReference, fit_mixedlm
@@ -75,7 +75,7 @@ def test_estimates_match_statsmodels_mixedlm(drop):
 
 
 def _cube(edges, design):
-    from fclab.framework.stats import edge_cube
+    from fclab.framework.stats.cubes import edge_cube
 
     _, y = edge_cube(edges, design)
     return y, subject_design(design, "lmm")[0]

@@ -10,7 +10,7 @@ from nilearn.connectome import ConnectivityMeasure
 from scipy import signal, stats
 from sklearn.covariance import EmpiricalCovariance
 
-from fclab.framework.registry import get_registry
+from fclab.framework.pluginhost.registry import get_registry
 from fclab.plugins.coherence import Coherence
 from fclab.plugins.covariance import Covariance
 from fclab.plugins.lagged import Lagged

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from scipy import stats as st
 
-from fclab.framework.contracts import Design
-from fclab.framework.mmrm import fit_mmrm
-from fclab.framework.stats import edge_cube
+from fclab.framework.pluginhost.contracts import Design
+from fclab.framework.stats.mmrm import fit_mmrm
+from fclab.framework.stats.cubes import edge_cube
 from fclab.plugins.ancova import Ancova
 from fclab.api import subject_design
 from fclab.plugins.mmrm import Mmrm

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
-from fclab.framework.contracts import Design
+from fclab.framework.pluginhost.contracts import Design
 from fclab.plugins.nbs import Nbs, components
 
 WINDOWS = ("baseline", "w1", "w2")

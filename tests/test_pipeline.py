@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import run_cli, run_cli_in, small_params, write_params
-from fclab.framework.edgestore import read_edges_long
-from fclab.framework.connectivity import EDGE_COLUMNS
+from fclab.framework.connectome.edgestore import read_edges_long
+from fclab.framework.connectome.engine import EDGE_COLUMNS
 from fclab.framework.io import read_provenance
-from fclab.framework.stats import TEST_COLUMNS
+from fclab.framework.pluginhost.contracts import TEST_COLUMNS
 
 
 def test_outputs_have_the_documented_columns(ran_study):
@@ -82,8 +82,8 @@ def test_planted_effect_found_over_seeds_and_false_positives_within_tolerance(ra
     The confidence intervals of the confirmatory rows (6 edges × 2 windows × 3 seeds) are checked
     against the planted contrast on the measured scale (results/truth): at 95 % nominal coverage,
     6 or more misses of 36 has probability 0.01 for independent intervals; the test allows 5."""
-    from fclab.framework.report import truth_check
-    from fclab.framework.truth import contrasts
+    from fclab.framework.report.summaries import truth_check
+    from fclab.framework.report.summaries import truth_contrasts as contrasts
 
     with_false = misses = 0
     for root in [ran_study[0], *more_seeds]:
@@ -149,7 +149,7 @@ def test_two_runs_give_byte_identical_tables(ran_study):
 
 
 def test_html_escapes_names(ran_study, tmp_path):
-    from fclab.framework.report import render_html
+    from fclab.framework.report.page import render_html
 
     html = render_html({"title": "<script>alert(1)</script>", "headline": "", "summary": [], "n_excluded": 0,
                         "exclusions": [], "primary_test": "lmm", "correction": "holm", "figures": [],
@@ -200,7 +200,7 @@ def test_extracted_signals_match_nilearn_maskers(ran_study):
     from nilearn.interfaces.fmriprep import load_confounds_strategy
     from nilearn.maskers import NiftiLabelsMasker, NiftiSpheresMasker
 
-    from fclab.framework.anatomy import ANDREWS_HANNA_2010_MPFC, max_probability_labels
+    from fclab.framework.extraction.anatomy import ANDREWS_HANNA_2010_MPFC, max_probability_labels
 
     root, _, _ = ran_study
     ts = pd.read_parquet(root / "results/extract/timeseries.parquet")
@@ -307,7 +307,7 @@ def test_exclusion_rules_mark_runs_and_their_windows_go_missing(ran_study, small
 
 
 def test_exclusion_rules_whole_subject_and_censoring():
-    from fclab.framework.extract import apply_exclusions
+    from fclab.framework.extraction.runqc import apply_exclusions
     from fclab.framework.params import ExclusionParams
 
     run_qc = pd.DataFrame({"subject": ["01", "01", "02", "02"], "run": ["a", "b", "a", "b"],
@@ -345,7 +345,7 @@ def test_validate_summarises_inputs_and_lists_every_problem(small_study, tmp_pat
 
 
 def test_group_map_include_and_exclude(small_study, tmp_path, in_dir):
-    from fclab.framework.extract import read_participants
+    from fclab.framework.extraction.bids import read_participants
     from fclab.framework.params import DataParams
 
     work = _copy_study(small_study, tmp_path)
@@ -365,8 +365,9 @@ def test_group_map_include_and_exclude(small_study, tmp_path, in_dir):
 
 def test_extract_runs_through_any_executor(small_study):
     """A backend only needs map(fn, items); extract hands it one job per run."""
-    from fclab.framework.extract import extract
+    from fclab.framework.extraction.engine import extract
     from fclab.framework.params import ExtractParams
+    from fclab.framework.stages import roi_builder
 
     class Recording:
         def __init__(self):
@@ -379,7 +380,8 @@ def test_extract_runs_through_any_executor(small_study):
     params = small_params()["extract"]
     params["data"].update(root=str(small_study / "data/simulated"), include=["01", "02"])
     rec = Recording()
-    out = extract(ExtractParams.model_validate(params), executor=rec)
+    p = ExtractParams.model_validate(params)
+    out = extract(p, roi_builder(p), executor=rec)
     assert rec.items == 4 and len(out.run_qc) == 4
     assert set(out.timeseries["subject"]) == {"01", "02"}
 
@@ -394,7 +396,7 @@ def test_motion_artefacts_need_more_than_motion_regression(tmp_path, in_dir):
     only on average (16 seeds: 0.261 / 0.058 / -0.000), not in every study of 8 + 8
     (`benchmarks/motion_bias.py`, docs/validation.md)."""
     from fclab.framework.params import load_params
-    from fclab.framework.runner import study_qc
+    from fclab.framework.report.assemble import study_qc
 
     params = small_params()
     params["simulate"].update(effect_delta_r=0.0, extra_motion_group="ketamine", extra_motion_factor=4.0,
@@ -423,7 +425,8 @@ def test_motion_artefacts_need_more_than_motion_regression(tmp_path, in_dir):
         windows = [w["name"] for w in params["connectivity"]["windows"]]
         tables = study_qc(load_params(tmp_path / "params.yaml"), run_qc,
                           pd.read_parquet(tmp_path / "results/extract/roi_qc.parquet"),
-                          pd.read_parquet(tmp_path / "results/extract/motion.parquet"), edges, windows)
+                          pd.read_parquet(tmp_path / "results/extract/motion.parquet"), edges, windows,
+                          pd.read_parquet(tmp_path / "results/extract/events.parquet"))
         t = tables["motion_tests"].set_index(["measure", "window"]).loc["mean_fd"]
         assert (t.loc[windows[1:], "p_holm"] < 0.05).all() and t.loc[windows[0], "p"] > 0.05, t
         assert (t.loc[windows[1:], "difference"] > 0).all()
@@ -481,7 +484,7 @@ def test_provenance_commit_is_the_last_commit_of_the_code(tmp_path):
 
 def test_window_axis_label_follows_the_window_definitions():
     from fclab.framework.params import WindowSpec
-    from fclab.framework.report import window_axis_label
+    from fclab.framework.report.effect_figures import window_axis_label
 
     def w(name, run, event=None):
         return WindowSpec(name=name, run=run, event=event, start_min=0 if event else None,
@@ -507,7 +510,7 @@ def test_methods_name_group_sizes_regressors_terms_and_the_reference_list(ran_st
     per_run = [set(c.split(",")) for c in run_qc["confounds"]]
     common = set.intersection(*per_run)
     assert {"trans_x", "rot_z", "csf", "white_matter"} <= common
-    from fclab.framework.runner import name_ranges
+    from fclab.framework.report.methods import name_ranges
 
     listed = re.search(r": (\d+) regressors in every run \(([^)]*)\)", methods)
     assert int(listed.group(1)) == len(common)

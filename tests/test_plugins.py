@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import run_cli, small_params, write_params
-from fclab.framework.edgestore import read_edges_long
-from fclab.framework.registry import DEFAULT_PLUGINS, Registry, get_registry, reset_registry
+from conftest import ROOT, run_cli, small_params, write_params
+from fclab.framework.connectome.edgestore import read_edges_long
+from fclab.framework.pluginhost.registry import Registry, builtin_plugins, get_registry, reset_registry
 
 DEMO_METRIC = '''
 import numpy as np
@@ -67,7 +67,7 @@ def site(tmp_path, monkeypatch):
         return [ep for ep in real(**kwargs) if ep.dist is not None and (
             ep.dist.name == "fclab" or str(ep.dist.locate_file("")).startswith(str(path)))]
 
-    monkeypatch.setattr("fclab.framework.registry.md.entry_points", here_only)
+    monkeypatch.setattr("fclab.framework.pluginhost.registry.md.entry_points", here_only)
     reset_registry()
     return path
 
@@ -79,7 +79,10 @@ def test_builtins_listed_with_kind_version_and_distribution():
     assert {("atlas", "roi"), ("spheres", "roi"), ("pearson", "metric"), ("lmm", "test"),
             ("change_welch", "test")} <= set(rows)
     assert all(r["distribution"] == "fclab" for r in rows.values())
-    assert {r["module"] for r in rows.values()} <= set(DEFAULT_PLUGINS)
+    assert {r["module"] for r in rows.values()} == set(builtin_plugins())
+    # the one list of built-ins is pyproject.toml's entry points: one module per plugin file in plugins/
+    files = {f"fclab.plugins.{p.stem}" for p in (ROOT / "plugins").glob("*.py") if p.stem != "__init__"}
+    assert set(builtin_plugins()) == files
 
 
 def test_third_party_distribution_is_discovered_listed_and_used(site, small_study, tmp_path, in_dir):

@@ -8,8 +8,9 @@ import pytest
 from scipy import stats as st
 
 from fclab.framework.params import StatsParams
-from fclab.framework.power import detectable_effect, rates, simulate_many
-from fclab.framework.roisim import RoiStudy, simulate_edges
+from fclab.framework.pluginhost.builder import build_all
+from fclab.framework.simulation.power import detectable_effect, rates, simulate_many
+from fclab.framework.simulation.roi_level import RoiStudy, simulate_edges
 from conftest import default_params, run_cli_in, write_params
 
 STATS = StatsParams(
@@ -36,7 +37,7 @@ def test_planted_effect_appears_on_the_fisher_z_scale():
 
 def test_null_false_positive_rates_within_a_wide_band():
     """About 200 realistic null studies: the rates of the calibrated tests near α."""
-    out = simulate_many(RoiStudy(), STATS, 200, 7, EDGE, WINDOW, jobs=2)
+    out = simulate_many(RoiStudy(), STATS, build_all("test", STATS.tests), 200, 7, EDGE, WINDOW, jobs=2)
     r = rates(out)
     r = r[r["outcome"].isin(["single", "confirmatory", "exploratory"]) & (r["term"] != "group:trend")]
     assert len(r) == 4 * 3
@@ -137,7 +138,7 @@ def test_bad_effects_are_params_errors(tmp_path, spec, message):
 def test_effects_that_break_the_correlation_matrix_are_refused(tmp_path):
     from fclab.framework.errors import ParamsError
     from fclab.framework.params import SimulateParams
-    from fclab.framework.simulate import simulate
+    from fclab.framework.simulation.study import simulate
 
     p = SimulateParams(effects=[{"roi_a": "Left_Amygdala", "roi_b": "dmPFC", "delta_r": -0.9, "course": "step",
                                  "start_min": 0, "end_min": 10}], output_dir=str(tmp_path / "sim"))

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from scipy import stats as st
 
-from fclab.framework import qc
-from fclab.framework.extract import CARPET_LEVELS, CARPET_Z, carpet_png, dvars, read_carpet, voxel_sample
+from fclab.framework.report import qc
+from fclab.framework.extraction.runqc import CARPET_LEVELS, CARPET_Z, carpet_png, dvars, read_carpet, voxel_sample
 
 
 def test_dvars_closed_form():
@@ -151,7 +151,7 @@ def test_qc_fc_is_the_pearson_correlation_with_mean_fd():
 
 
 def test_methods_count_the_censored_volumes():
-    from fclab.framework.runner import censoring_text
+    from fclab.framework.report.methods import censoring_text
 
     run_qc = pd.DataFrame({"subject": ["01", "01", "02"], "run": ["a", "b", "a"], "n_volumes": [100, 200, np.nan],
                            "n_retained": [90, 200, np.nan], "reason": ["", "", "skipped: unreadable"]})

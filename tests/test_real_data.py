@@ -22,7 +22,7 @@ import pytest
 
 import surface_data as sd
 from conftest import default_params, run_cli, write_params
-from fclab.framework.surface import mesh, package_file
+from fclab.framework.extraction.surface import mesh, package_file
 
 STEM = "sub-010188_ses-02_task-rest_acq-AP_run-01"
 TR = 1.4  # s (Mendes et al. 2019); the MGH header's 1000 ms is a placeholder
@@ -105,7 +105,7 @@ def test_real_fsaverage5_run_through_discovery_denoising_and_connectivity(real_r
     from nilearn.maskers import SurfaceLabelsMasker
     from nilearn.surface import PolyMesh, SurfaceImage
 
-    from fclab.framework.edgestore import read_edges
+    from fclab.framework.connectome.edgestore import read_edges
 
     root, data, labels = real_run
     write_params(tmp_path, real_params(root))

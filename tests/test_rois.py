@@ -8,7 +8,7 @@ import pytest
 from nilearn.image import resample_img
 from nilearn.maskers import NiftiLabelsMasker
 
-from fclab.framework.anatomy import atlas_labels
+from fclab.framework.extraction.anatomy import atlas_labels
 from fclab.framework.errors import ParamsError
 from fclab.plugins.atlas import Atlas
 

@@ -15,7 +15,7 @@ from zlib_ng import zlib_ng
 
 from conftest import run_cli, small_params, write_params
 from fclab.framework.params import SimulateParams
-from fclab.framework.simulate import _design
+from fclab.framework.simulation.study import _design
 
 
 def _table(n_ketamine, n_midazolam, seed=7):
@@ -89,7 +89,7 @@ def test_the_gzip_bytes_are_zlibs():
 
 
 def test_the_nifti_bytes_are_nibabels(tmp_path):
-    from fclab.framework.simulate import _save_gz
+    from fclab.framework.simulation.study import _save_gz
 
     rng = np.random.default_rng(0)
     for data in (rng.integers(-900, 1500, (4, 5, 6, 7)).astype(np.int16), (rng.random((3, 4, 5)) > 0.5).astype(np.uint8)):
@@ -110,7 +110,7 @@ def test_the_fast_run_writers_give_the_plain_numpy_values():
     pandas' to_csv (bit for bit: the same additions in the same order)."""
     from types import SimpleNamespace
 
-    from fclab.framework.simulate import _confounds_tsv, _sum_squared_steps, _volumes
+    from fclab.framework.simulation.study import _confounds_tsv, _sum_squared_steps, _volumes
 
     rng = np.random.default_rng(3)
     brain = rng.random((7, 8, 9)) > 0.4
@@ -131,7 +131,7 @@ def test_the_fast_run_writers_give_the_plain_numpy_values():
 
 
 def test_the_cached_anatomy_is_the_one_built(tmp_path, monkeypatch):
-    from fclab.framework.simulate import Anatomy
+    from fclab.framework.simulation.study import Anatomy
 
     monkeypatch.setenv("FCLAB_CACHE", str(tmp_path / "cache"))
     fresh = Anatomy(6)
@@ -145,7 +145,7 @@ def test_the_cached_anatomy_is_the_one_built(tmp_path, monkeypatch):
         path.write_bytes(path.read_bytes()[:200] if attempt == "stored" else b"not an npz")
     assert len(list(path.parent.iterdir())) == 1  # no temporary file left
     # the key follows the code that builds it: another anatomy.py is another entry
-    from fclab.framework import anatomy
+    from fclab.framework.extraction import anatomy
 
     changed = tmp_path / "anatomy.py"
     changed.write_text(Path(anatomy.__file__).read_text() + "\n# changed\n")

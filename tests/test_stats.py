@@ -8,8 +8,8 @@ import pytest
 import statsmodels.formula.api as smf
 from scipy import special, stats as st
 
-from fclab.framework.contracts import Design
-from fclab.framework.stats import adjust
+from fclab.framework.pluginhost.contracts import Design
+from fclab.framework.stats.adjust import adjust
 from fclab.plugins.ancova import Ancova
 from fclab.plugins.change_mannwhitney import ChangeMannWhitney
 from fclab.api import hedges_g
@@ -192,7 +192,7 @@ def test_permutation_random_relabelings_and_kept_adjustment():
 def test_adjusted_p_equals_statsmodels(method):
     from statsmodels.stats.multitest import multipletests
 
-    from fclab.framework.stats import adjusted_p
+    from fclab.framework.stats.adjust import adjusted_p
 
     rng = np.random.default_rng(4)
     p = np.concatenate([rng.uniform(0, 1, 40), rng.uniform(0, 0.01, 10), [0.5, 0.5]])
@@ -201,7 +201,7 @@ def test_adjusted_p_equals_statsmodels(method):
 
 @pytest.mark.parametrize("missing", [False, True])
 def test_batched_welch_t_matches_scipy(missing):
-    from fclab.framework.permutation import WelchBatch
+    from fclab.framework.stats.permutation import WelchBatch
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(26, 50)) * rng.uniform(0.5, 2, 50) + 3
@@ -215,10 +215,10 @@ def test_batched_welch_t_matches_scipy(missing):
 
 
 def test_t_and_normal_helpers_are_scipy_stats_to_the_bit():
-    """The statistics stage's t and normal functions (framework/models.py, which spare it importing
+    """The statistics stage's t and normal functions (framework/stats/design.py, which spare it importing
     scipy.stats) give scipy.stats' very values, edge cases included: NaN, infinite, zero and negative
     df, infinite statistics."""
-    from fclab.framework.models import norm_ppf, t_ppf, t_sf
+    from fclab.framework.stats.design import norm_ppf, t_ppf, t_sf
 
     rng = np.random.default_rng(3)
     x = np.concatenate([rng.normal(0, 3, 20000), [0.0, np.inf, -np.inf, np.nan, 1e-300, 40.0, 1e3]])

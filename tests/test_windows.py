@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 
 from conftest import default_params, run_cli, write_params
-from fclab.framework.connectivity import build_metrics, connectivity
+from fclab.framework.connectome.engine import connectivity
+from fclab.framework.pluginhost.builder import build_all
 from fclab.framework.errors import ParamsError
 from fclab.framework.params import ConnectivityParams
-from fclab.framework.windows import subsample
+from fclab.framework.connectome.windows import subsample
 
 TR = 2.0
 ROIS = ["A", "B", "C"]
@@ -49,7 +50,7 @@ def params(**kw):
 
 def run(p, data):
     ts, qc, ev = data
-    return connectivity(p, ts, qc, ev, build_metrics(p), ["01", "02"]).long()
+    return connectivity(p, ts, qc, ev, build_all("metric", p.metrics), ["01", "02"]).long()
 
 
 def test_fixed_windows_in_minutes_or_seconds_relative_to_event():
@@ -160,7 +161,7 @@ def test_missing_events_are_one_line_listing_every_subject():
     """Twelve subjects without the infusion event: one error naming the run, the event, the count, the
     first ten subjects and the window, with the likely cause; not one error per window or subject."""
     from fclab.framework.errors import DataError
-    from fclab.framework.windows import resolve
+    from fclab.framework.connectome.windows import resolve
 
     qc = pd.DataFrame([{"subject": f"{i:02d}", "group": "g", "run": r, "tr_s": TR, "n_volumes": 300}
                        for i in range(13) for r in ("baseline", "infusion")])

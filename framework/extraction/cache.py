@@ -1,0 +1,178 @@
+"""Per-run extraction cache: each run's extract results stored under a content key, outside DVC's outputs.
+
+The key hashes everything a run's results depend on: the digests of its BOLD, mask, confounds and
+events files, its subject, group, run name and TR, the denoise settings and ``min_coverage``, the ROI
+operator itself (names, weights and support, so any ROI plugin or option that changes the voxels
+changes the key, and one that does not leaves it alone), the source of the modules that compute
+the run (every module of the extraction package) and the versions of the libraries whose numbers enter it. Adding a
+subject, or rerunning after a change that does not touch a run, extracts only the runs whose key is
+new, also under ``dvc repro`` (which deletes the stage's outputs before running it): the cache lives
+in ``.fclab-cache/`` of the working directory, or where ``FCLAB_CACHE`` points (``off`` turns
+it off).
+
+An entry is a directory ``<key[:2]>/<key>/`` written atomically (built aside, then renamed): the
+run's tables as Parquet, its QC row, digests and carpet as JSON and PNG. Every extract run lists
+the keys it used in ``last_run.json`` and touches their entries, so ``fclab cache --prune-unused``
+keeps exactly what the last extraction needed and ``--older-than`` goes by last use.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fclab.framework.errors import DataError
+from fclab.framework.memo import cache_root, enabled  # noqa: F401  (enabled: the stage asks it)
+
+LIBRARIES = ("nilearn", "nibabel", "numpy", "scipy", "pandas", "pyarrow", "isal")
+TABLES = ("timeseries", "roi_qc", "motion", "events")
+
+
+def cache_dir() -> Path:
+    """The per-run entries: ``extract/`` of the machine's cache root."""
+    return cache_root() / "extract"
+
+
+@lru_cache(maxsize=1)
+def _code_digest() -> str:
+    """The source of every module of the extraction package (this one's directory), by name, and the
+    versions of the libraries whose numbers enter a run's results."""
+    h = hashlib.sha256()
+    for f in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    for lib in LIBRARIES:
+        h.update(f"{lib}=={metadata.version(lib)};".encode())
+    return h.hexdigest()
+
+
+def rois_digest(rois) -> str:
+    """Digest of an ROI operator: names, weights and support, exactly."""
+    h = hashlib.sha256(json.dumps(list(rois.names)).encode())
+    for m in (rois.weights.tocsr(), rois.support.tocsr()):
+        m.sort_indices()
+        for a in (np.asarray(m.shape, np.int64), m.indptr.astype(np.int64), m.indices.astype(np.int64),
+                  m.data.astype(np.float64)):
+            h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def run_key(run, file_digests: dict[str, str], rois_hash: str, denoise, min_coverage) -> str:
+    spec = {
+        "code": _code_digest(), "rois": rois_hash, "files": file_digests,
+        "subject": run.subject, "group": str(run.group), "run": run.run, "tr": repr(float(run.tr)),
+        "denoise": denoise.model_dump(mode="json"), "min_coverage": min_coverage,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def _entry(key: str) -> Path:
+    return cache_dir() / key[:2] / key
+
+
+def load(key: str):
+    """The cached result tuple of ``_extract_run``, or None."""
+    path = _entry(key)
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+        tables = {t: pd.read_parquet(path / f"{t}.parquet") if (path / f"{t}.parquet").exists() else None
+                  for t in TABLES}
+    except (OSError, ValueError):  # absent, or damaged: computed again and rewritten
+        return None
+    _touch(path / "meta.json")
+    carpet = dict(meta["carpet"], png=base64.b64decode(meta["carpet"]["png"]))
+    return (tables["timeseries"], tables["roi_qc"], meta["run_qc"], tables["events"], meta["digests"],
+            tables["motion"], carpet)
+
+
+def store(key: str, result) -> None:
+    ts, roi_qc, run_qc, events, digests, motion, carpet = result
+    final = _entry(key)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{key[:8]}-", dir=final.parent))
+    try:
+        for name, table in zip(TABLES, (ts, roi_qc, motion, events)):
+            if table is not None:
+                table.to_parquet(tmp / f"{name}.parquet", index=False)
+        meta = {"run_qc": run_qc, "digests": digests, "carpet": dict(carpet, png=base64.b64encode(carpet["png"]).decode())}
+        (tmp / "meta.json").write_text(json.dumps(meta, default=lambda o: o.item()))
+        _touch(tmp / "meta.json")
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another worker stored the same run first
+            pass
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _touch(meta: Path) -> None:
+    """Mark an entry used now (explicit times: file systems stamp with a coarser clock)."""
+    now = time.time()
+    os.utime(meta, (now, now))
+
+
+def record_run(keys: list[str]) -> None:
+    """Remember which entries the last extract run used (``prune(unused=True)`` keeps just those)."""
+    root = cache_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".last_run.{os.getpid()}"
+    tmp.write_text(json.dumps({"finished": time.time(), "keys": sorted(keys)}))
+    os.replace(tmp, root / "last_run.json")
+
+
+def entries() -> list[tuple[Path, float, int]]:
+    """(entry directory, last used (epoch s), size in bytes) of every cached run."""
+    root = cache_dir()
+    out = []
+    for meta in root.glob("??/*/meta.json"):
+        d = meta.parent
+        out.append((d, meta.stat().st_mtime, sum(f.stat().st_size for f in d.iterdir())))
+    return out
+
+
+def prune(unused: bool = False, older_than_days: float | None = None, everything: bool = False) -> list[Path]:
+    """Delete entries; return them. ``unused``: not used by the last extract run. ``everything`` also
+    deletes the simulator's cached anatomy, the atlases' maximum-probability labels and the report's
+    template (``simulate/``, ``atlas/`` and ``report/`` beside the runs)."""
+    keep = None
+    if unused:
+        try:
+            keep = set(json.loads((cache_dir() / "last_run.json").read_text())["keys"])
+        except (OSError, ValueError, KeyError) as exc:
+            raise DataError(f"{cache_dir() / 'last_run.json'}: no record of an extract run to keep") from exc
+    cutoff = None if older_than_days is None else time.time() - older_than_days * 86400
+    if everything:
+        for other in ("simulate", "atlas", "report"):
+            shutil.rmtree(cache_dir().parent / other, ignore_errors=True)
+    gone = []
+    for d, used, _ in entries():
+        if everything or (keep is not None and d.name not in keep) or (cutoff is not None and used < cutoff):
+            shutil.rmtree(d, ignore_errors=True)
+            gone.append(d)
+            try:
+                d.parent.rmdir()  # the key's prefix directory, once empty
+            except OSError:
+                pass
+    return gone
+
+
+def summary() -> str:
+    """One line: where the cache is, how many runs, how large, and when they were last used."""
+    found = entries()
+    if not found:
+        return f"{cache_dir()}: empty"
+    size = sum(e[2] for e in found) / 2**20
+    days = [(time.time() - e[1]) / 86400 for e in found]
+    return (f"{cache_dir()}: {len(found)} cached run{'' if len(found) == 1 else 's'}, {size:.1f} MB, "
+            f"last used {min(days):.1f} to {max(days):.1f} days ago")

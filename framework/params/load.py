@@ -1,0 +1,114 @@
+"""Reading params.yaml: YAML without duplicate keys, the schema, then every plugin name and option
+(through the plugin builder) and the checks that span sections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from fclab.framework.errors import ParamsError, did_you_mean
+from fclab.framework.params.models import Params
+from fclab.framework.pluginhost.builder import plugin_spec, selected
+from fclab.framework.pluginhost.registry import get_registry
+from fclab.framework.section import first_error
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps the
+    last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise ParamsError(f"{self.name}: line {key_node.start_mark.line + 1}: key {key!r} given twice in "
+                                  f"one mapping (first at line {seen[key] + 1})")
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(path: Path):
+    """A YAML file's content with the safe loader, refusing duplicate keys."""
+    with open(path, encoding="utf-8") as f:
+        loader = _UniqueKeyLoader(f)
+        loader.name = str(path)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+
+
+def load_params(path: str | Path) -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found")
+    try:
+        raw = load_yaml(path)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ParamsError(f"{path}:{where} not valid YAML") from exc
+    except UnicodeDecodeError as exc:
+        raise ParamsError(f"{path}: not UTF-8 text") from exc
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping of stage sections")
+    return validate(raw, path)
+
+
+def validate(raw: dict, source: str | Path = "params.yaml") -> Params:
+    """Check the whole file, including every plugin name and its options (built once by the plugin
+    builder, as the stages build them), against the registry."""
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ParamsError(first_error(exc, model=Params)) from exc
+    registry = get_registry()
+    seen = set()
+    for kind, key, name, plugin in selected(params, registry):
+        if kind == "metric" and not plugin.symmetric:
+            # edges.parquet keeps roi_a < roi_b only: an asymmetric metric would lose half its values.
+            raise ParamsError(f"{key}: {name!r} is not symmetric, which edges.parquet cannot hold yet")
+        if kind != "roi" and (kind, name) in seen:
+            raise ParamsError(f"{key}: {name!r} is listed twice")
+        seen.add((kind, name))
+    _cross_checks(params)
+    return params
+
+
+def _cross_checks(p: Params) -> None:
+    runs = p.extract.data.runs
+    for i, w in enumerate(p.connectivity.windows):
+        if w.run not in runs:
+            raise ParamsError(
+                f"connectivity.windows[{i}].run: {w.run!r} is not a run in extract.data.runs "
+                f"({', '.join(runs)})"
+            )
+    for i, w in enumerate(p.connectivity.sliding):
+        if w.run not in runs:
+            raise ParamsError(
+                f"connectivity.sliding[{i}].run: {w.run!r} is not a run in extract.data.runs ({', '.join(runs)})"
+            )
+    names = [w.name for w in p.connectivity.windows]
+    if p.stats.baseline_window not in names:
+        raise ParamsError(
+            f"stats.baseline_window: {p.stats.baseline_window!r} is not a window ({', '.join(names)})"
+        )
+    if p.stats.groups[0] == p.stats.groups[1]:
+        raise ParamsError("stats.groups: the two groups must differ")
+    test_names = [plugin_spec(s, "stats.tests")[0] for s in p.stats.tests]
+    if p.report.primary_test not in test_names:
+        raise ParamsError(
+            f"report.primary_test: {p.report.primary_test!r} is not in stats.tests ({', '.join(test_names)})"
+        )
+    terms = get_registry().get("test", p.report.primary_test, "report.primary_test").terms
+    if terms and p.report.primary_term not in terms:
+        raise ParamsError(f"report.primary_term: {p.report.primary_term!r} is not a term of {p.report.primary_test} "
+                          f"({', '.join(terms)}){did_you_mean(p.report.primary_term, terms)}")
+    metric_names = [plugin_spec(s, "connectivity.metrics")[0] for s in p.connectivity.metrics]
+    if p.report.metric is not None and p.report.metric not in metric_names:
+        raise ParamsError(
+            f"report.metric: {p.report.metric!r} is not in connectivity.metrics ({', '.join(metric_names)})"
+        )

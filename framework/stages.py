@@ -157,7 +157,7 @@ def stage_connectivity(params: Params) -> None:
     check_windows_have_values(edges, [w.name for w in p.windows])
     inputs.append(EXTRACT_DIR / "roi_qc.parquet")
     prov = _provenance("connectivity", section_hash(p), metrics, _digests(*inputs))
-    prov["methods"] = methods.connectivity_methods(p, metrics)
+    prov["methods"] = methods.connectivity_methods(p, metrics, methods.window_dof(edges.rows, run_qc, p.windows))
     prov["scales"] = output_scales(metrics)
     prov["scale_info"] = scale_descriptions(metrics)
     prov["windows"] = [w.name for w in p.windows]

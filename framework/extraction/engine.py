@@ -15,7 +15,7 @@ from fclab.framework.errors import DataError, ParamsError, PluginError
 from fclab.framework.executor import Executor, as_executor, progress
 from fclab.framework.extraction import cache as runcache
 from fclab.framework.extraction.bids import RunInput, discover, event_onsets, read_events, sidecar_json
-from fclab.framework.extraction.denoise import check_filter, clean, run_confounds
+from fclab.framework.extraction.denoise import band_variance_kept, check_filter, clean, run_confounds, temporal_dof
 from fclab.framework.extraction.runqc import (
     MIN_CLEAN_VOLUMES, QC_VOXELS, apply_exclusions, carpet_png, dvars, skipped_run, voxel_sample,
 )
@@ -225,6 +225,11 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_co
     ts = pd.DataFrame(cleaned, columns=rois.names)
     qc_clean = None if over_censored or not len(qc_voxels) else clean(  # the same cleaning, in signal units
         qc_voxels.T, confounds, sample_mask, run.tr, denoise, None).T
+    dof_band = dof_left = kept_share = np.nan
+    if not over_censored:
+        dof_band, dof_left = temporal_dof(T, confounds, sample_mask, run.tr, denoise)
+        if qc_clean is not None:
+            kept_share = band_variance_kept(qc_voxels.T, qc_clean.T, sample_mask, run.tr, denoise)
     ts.insert(0, "time_s", kept * run.tr)
     ts.insert(0, "volume", kept.astype(np.int32))
     ts.insert(0, "run", run.run)
@@ -268,6 +273,8 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_co
         "tr_s": run.tr, "n_volumes": T, "n_retained": int(kept.size),
         "mean_fd": float(np.nanmean(fd)), "max_fd": float(np.nanmax(fd)),
         "confounds": "" if confounds is None else ",".join(map(str, confounds.columns)),
+        "n_regressors": 0 if confounds is None else int(confounds.shape[1]),
+        "dof_band": dof_band, "dof_left": dof_left, "band_variance_kept": kept_share,
         "excluded": over_censored,
         "reason": (f"censored by the {denoise.strategy!r} strategy: {T - len(sample_mask)} of {T} volumes, "
                    f"fewer than {MIN_CLEAN_VOLUMES} left") if over_censored else "",

@@ -97,7 +97,8 @@ def read_carpet(png: bytes) -> tuple[np.ndarray, np.ndarray]:
 def skipped_run(subject: str, group: str, run: str, message: str, bold: str = "") -> dict:
     """The run_qc row of a run left out under ``on_error: skip``."""
     return {"subject": subject, "group": group, "run": run, "bold": bold, "tr_s": np.nan, "n_volumes": np.nan,
-            "n_retained": np.nan, "mean_fd": np.nan, "max_fd": np.nan, "confounds": "", "excluded": True,
+            "n_retained": np.nan, "mean_fd": np.nan, "max_fd": np.nan, "confounds": "", "n_regressors": np.nan,
+            "dof_band": np.nan, "dof_left": np.nan, "band_variance_kept": np.nan, "excluded": True,
             "reason": f"skipped: {message}"}
 
 
@@ -115,6 +116,9 @@ def apply_exclusions(run_qc: pd.DataFrame, rules) -> pd.DataFrame:
             reasons[i].append(f"censored fraction {censored.iloc[i]:.2f} > {rules.max_censored_fraction:g}")
         if rules.min_clean_volumes is not None and r.n_retained < rules.min_clean_volumes:
             reasons[i].append(f"{r.n_retained} clean volumes < {rules.min_clean_volumes}")
+        if rules.min_dof is not None and r.dof_left < rules.min_dof:
+            reasons[i].append(f"{r.dof_left:.1f} temporal degrees of freedom left < min_dof {rules.min_dof:g} "
+                              f"({r.n_regressors} regressors, {r.dof_band:.1f} after filtering and censoring)")
     run_qc["excluded"] = [bool(x) for x in reasons]
     run_qc["reason"] = ["; ".join(x) for x in reasons]
     if rules.whole_subject:

@@ -221,6 +221,8 @@ class ExclusionParams(Section):
     """Exclude a run whose fraction of volumes censored by the sample mask exceeds this (None: off)."""
     min_clean_volumes: int | None = Field(None, ge=1)
     """Exclude a run with fewer volumes left after censoring (None: off)."""
+    min_dof: float | None = Field(20, gt=0)
+    """Exclude a run whose denoising leaves fewer effective temporal degrees of freedom than this (run_qc's `dof_left`: the filter, censoring and confound regressors together; None: off). The default follows AFNI's afni_proc.py, which warns below 20 degrees of freedom left after regression."""
     whole_subject: bool = False
     """One excluded run excludes every run of that subject."""
 

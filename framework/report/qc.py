@@ -72,14 +72,15 @@ def window_motion_tests(wm: pd.DataFrame, groups, windows) -> pd.DataFrame:
 
 def subject_qc(run_qc: pd.DataFrame, motion: pd.DataFrame, roi_qc: pd.DataFrame) -> pd.DataFrame:
     """One row per subject: group, runs analysed and excluded, mean and max FD and censored fraction
-    over all their volumes, mean DVARS before and after denoising, and the lowest ROI coverage and
-    ROI tSNR over their runs."""
+    over all their volumes, mean DVARS before and after denoising, the fewest temporal degrees of
+    freedom denoising left in a run, and the lowest ROI coverage and ROI tSNR over their runs."""
     m = motion.groupby("subject", sort=False).agg(
         mean_fd=("framewise_displacement", "mean"), max_fd=("framewise_displacement", "max"),
         censored=("censored", "mean"), dvars_raw=("dvars_raw", "mean"), dvars_clean=("dvars_clean", "mean"))
     r = roi_qc.groupby("subject", sort=False).agg(min_coverage=("coverage", "min"), min_tsnr=("tsnr", "min"))
+    dof = {"min_dof": ("dof_left", "min")} if "dof_left" in run_qc else {}
     runs = run_qc.groupby("subject", sort=False).agg(group=("group", "first"), runs=("run", "size"),
-                                                     excluded=("excluded", "sum"))
+                                                     excluded=("excluded", "sum"), **dof)
     out = runs.join(m).join(r).reset_index()
     out["excluded"] = out["excluded"].astype(int)
     return out

@@ -116,7 +116,7 @@ def apply_exclusions(run_qc: pd.DataFrame, rules) -> pd.DataFrame:
             reasons[i].append(f"censored fraction {censored.iloc[i]:.2f} > {rules.max_censored_fraction:g}")
         if rules.min_clean_volumes is not None and r.n_retained < rules.min_clean_volumes:
             reasons[i].append(f"{r.n_retained} clean volumes < {rules.min_clean_volumes}")
-        if rules.min_dof is not None and r.dof_left < rules.min_dof:
+        if rules.min_dof is not None and getattr(r, "dof_left", np.nan) < rules.min_dof:  # NaN: not denoised
             reasons[i].append(f"{r.dof_left:.1f} temporal degrees of freedom left < min_dof {rules.min_dof:g} "
                               f"({r.n_regressors} regressors, {r.dof_band:.1f} after filtering and censoring)")
     run_qc["excluded"] = [bool(x) for x in reasons]

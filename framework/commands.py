@@ -16,6 +16,7 @@ from fclab.framework.io import read_parquet, read_provenance, write_parquet, wri
 from fclab.framework.params import Params
 from fclab.framework.pluginhost.builder import build_all, selected
 from fclab.framework.pluginhost.registry import get_registry
+from fclab.framework.report.methods import counted
 from fclab.framework.stages import (
     CONNECTIVITY_DIR, REPORT_DIR, STATS_DIR, executor, plugins, roi_builder, stage_connectivity, stage_extract,
     stage_report, stage_simulate, stage_stats, stage_truth,
@@ -50,6 +51,19 @@ def export_edges(out: Path | None, windows=None, metrics=None) -> str:
     return f"wrote {out}: {len(long)} rows"
 
 
+def collapse_repeats(problems: list[str]) -> list[str]:
+    """Problems that differ only in the subject (its sub- label, in paths too) as one line, the first
+    with how many more subjects have it: a study-wide cause (a strategy the confounds cannot serve, a
+    window's missing events) reads once, not once per run."""
+    import re
+
+    groups: dict[str, list[str]] = {}
+    for msg in problems:
+        groups.setdefault(re.sub(r"sub-[A-Za-z0-9]+", "sub-*", msg), []).append(msg)
+    return [msgs[0] + (f" (and {counted(len(msgs) - 1, 'more subject')} alike)" if len(msgs) > 1 else "")
+            for msgs in groups.values()]
+
+
 def validate_inputs(params: Params) -> tuple[list[str], list[str]]:
     """(summary lines, problems) for every input of the extract stage; nothing is computed or written."""
     from fclab.framework.errors import FclabError
@@ -75,11 +89,12 @@ def validate_inputs(params: Params) -> tuple[list[str], list[str]]:
     per_group = ", ".join(f"{g} {n}" for g, n in subjects["group"].value_counts().sort_index().items())
     trs = ", ".join(f"{t:g}" for t in sorted(runs["tr_s"].dropna().unique()))
     vols = runs["n_volumes"].dropna()
-    lines = [f"{params.extract.data.root}: {len(subjects)} subjects ({per_group or 'none'}), {len(runs)} runs "
+    lines = [f"{params.extract.data.root}: {counted(len(subjects), 'subject')} ({per_group or 'none'}), "
+             f"{counted(len(runs), 'run')} "
              f"({', '.join(f'{k} {v}' for k, v in runs['run'].value_counts().sort_index().items())})",
              f"TR (s): {trs or '-'}; volumes per run: "
              + (f"{int(vols.min())}–{int(vols.max())}" if len(vols) else "-")]
-    return lines, problems
+    return lines, collapse_repeats(problems)
 
 
 def warm_caches(params: Params) -> str:

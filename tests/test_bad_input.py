@@ -105,8 +105,24 @@ def missing_event(work, params):
             "events.tsv is missing or has no such trial_type")
 
 
+def header_tr_differs(work, params):
+    path = func(work, 1, "_bold.json")
+    meta = json.loads(path.read_text())
+    meta["RepetitionTime"] = 3.0  # the header says 2.5 s
+    path.write_text(json.dumps(meta))
+    return (f"{func(work, 1, '_bold.nii.gz').name}: the header's time step 2.5 s differs from RepetitionTime 3 s "
+            f"in {path.name}")
+
+
+def participants_elsewhere(work, params):
+    params["extract"]["data"]["participants"] = "rawdata/participants.tsv"
+    return ("rawdata/participants.tsv: participants file not found (extract.data.participants "
+            "'rawdata/participants.tsv' is relative to extract.data.root")
+
+
 CASES = [missing_bold, wrong_space, shifted_mask, short_confounds, missing_column, nan_bold, no_group, no_tr,
-         roi_outside_brain, sphere_outside_fov, unknown_label, missing_event]
+         roi_outside_brain, sphere_outside_fov, unknown_label, missing_event, header_tr_differs,
+         participants_elsewhere]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])
@@ -393,3 +409,40 @@ def test_the_manifest_records_raw_events_so_dvc_sees_an_edit(tmp_path):
     assert [e["path"] for e in before] == ["sub-01/func/sub-01_task-rest_run-2_events.tsv"]
     f.write_text("onset\tduration\ttrial_type\n12\t0\tinfusion\n")
     assert events_manifest(str(tmp_path)) != before
+
+
+def test_validate_says_a_study_wide_problem_once(small_study, tmp_path, in_dir):
+    """A strategy the confounds cannot serve fails every run alike: one line per run label, with how many
+    more subjects have it, not one line per run."""
+    shutil.copytree(small_study / "data", tmp_path / "data")
+    params = small_params()
+    params["extract"]["denoise"]["strategy"] = "compcor"
+    write_params(tmp_path, params)
+    in_dir(tmp_path)
+    code, out, err = run_cli("validate")
+    assert code == 1
+    lines = [x for x in err.splitlines() if "cannot build 'compcor' confounds" in x]
+    assert len(lines) == 2, err  # baseline and infusion
+    assert all(x.endswith("(and 15 more subjects alike)") for x in lines), err
+    assert err.splitlines()[0] == "2 problems:", err
+
+
+def test_numeric_group_codes_and_one_subject_read_naturally(small_study, tmp_path, in_dir):
+    """group_map as YAML writes numeric codes ({0: ..., 1: ...}) maps participants.tsv's 0 and 1; one
+    run of one subject is counted in the singular."""
+    from fclab.framework.report.methods import run_count_text
+
+    shutil.copytree(small_study / "data", tmp_path / "data")
+    path = tmp_path / "data/simulated/participants.tsv"
+    table = pd.read_csv(path, sep="\t", dtype=str)
+    table["group"] = table["group"].map({"midazolam": "0", "ketamine": "1"})
+    table.to_csv(path, sep="\t", index=False)
+    params = small_params()
+    params["extract"]["data"]["group_map"] = {0: "midazolam", 1: "ketamine"}
+    write_params(tmp_path, params)
+    in_dir(tmp_path)
+    code, out, err = run_cli("validate")
+    assert code == 0, err
+    assert "16 subjects (ketamine 8, midazolam 8)" in out
+    one = pd.DataFrame({"subject": ["01"], "group": ["ketamine"], "run": ["baseline"], "reason": [""]})
+    assert run_count_text(one) == "1 run of 1 subject (1 ketamine; 1 run per subject)"

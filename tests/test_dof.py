@@ -128,3 +128,12 @@ def test_the_guard_fires_on_a_short_run_and_not_on_a_long_one(tmp_path):
     code, out, err = run_cli_in(tmp_path, "extract")
     assert code == 0, err
     assert not pd.read_parquet(tmp_path / "results/extract/run_qc.parquet")["excluded"].any()
+
+
+def test_the_methods_name_the_filter_that_ran():
+    from fclab.framework.report.methods import filter_text
+
+    assert filter_text(0.01, 0.08) == "band-pass filtered between 0.01 and 0.08 Hz (Butterworth)"
+    assert filter_text(0.01, None) == "high-pass filtered above 0.01 Hz (Butterworth; no low-pass)"
+    assert filter_text(None, 0.1) == "low-pass filtered below 0.1 Hz (Butterworth; no high-pass)"
+    assert filter_text(None, None) == "not temporally filtered"

@@ -111,7 +111,8 @@ def read_participants(data: DataParams) -> pd.DataFrame:
     root = Path(data.root)
     path = root / data.participants
     if not path.is_file():
-        raise DataError(f"{path}: participants file not found")
+        raise DataError(f"{path}: participants file not found (extract.data.participants {data.participants!r} is "
+                        f"relative to extract.data.root; fMRIPrep writes none, so point it at the raw BIDS tree's)")
     table = read_tsv(path, ("participant_id", data.group_column), dtype={"participant_id": str})
     if table.empty:
         raise DataError(f"{path}: no participants")

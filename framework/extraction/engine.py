@@ -38,6 +38,19 @@ def check_cifti_step(img: nib.Cifti2Image, path: Path, tr: float) -> None:
                         f"{sidecar_json(path).name}")
 
 
+def check_header_tr(img: nib.Nifti1Image, path: Path, tr: float) -> None:
+    """A NIfTI BOLD header's time step (pixdim[4], in its xyzt units) must agree with the sidecar's
+    RepetitionTime when the header states one (0 there means unset)."""
+    zooms = img.header.get_zooms()
+    if len(zooms) < 4 or not zooms[3] > 0:
+        return
+    unit = img.header.get_xyzt_units()[1]
+    step = float(zooms[3]) * {"msec": 1e-3, "usec": 1e-6}.get(unit, 1.0)
+    if abs(step - tr) > 1e-3 * tr:
+        raise DataError(f"{path}: the header's time step {step:g} s differs from RepetitionTime {tr:g} s in "
+                        f"{sidecar_json(path).name}; correct the one that is wrong")
+
+
 def check_inputs(p: ExtractParams, windows=()) -> tuple[pd.DataFrame, list[str]]:
     """Every input ``extract`` will read, checked from headers and tables without computing anything:
     image headers and grids, TR, confounds (rows, values, what the strategy needs), the filter against
@@ -58,6 +71,7 @@ def check_inputs(p: ExtractParams, windows=()) -> tuple[pd.DataFrame, list[str]]
                 if len(bold.shape) != 4:
                     raise DataError(f"{run.bold}: expected a 4D BOLD image, got shape {bold.shape}")
                 T = bold.shape[3]
+                check_header_tr(bold, run.bold, run.tr)
                 if mask.shape[:3] != bold.shape[:3] or not np.allclose(mask.affine, bold.affine, atol=1e-4):
                     raise DataError(f"{run.mask}: grid differs from {run.bold.name} (shape or affine)")
             else:
@@ -177,6 +191,7 @@ def _read_volume_run(run: RunInput, rois: RoiWeights, cols: np.ndarray, denoise:
     mask, mask_digest = load_nifti(run.mask)
     if bold.ndim != 4:
         raise DataError(f"{run.bold}: expected a 4D BOLD image, got shape {bold.shape}")
+    check_header_tr(bold, run.bold, run.tr)
     if mask.shape[:3] != bold.shape[:3] or not np.allclose(mask.affine, bold.affine, atol=1e-4):
         raise DataError(f"{run.mask}: grid differs from {run.bold.name} (shape or affine)")
     ijk = np.unravel_index(cols, bold.shape[:3])

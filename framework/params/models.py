@@ -144,7 +144,7 @@ class DataParams(Section):
     format: Literal["auto", "nifti", "cifti", "gifti"] = "auto"
     """BOLD file format: auto (NIfTI for a volume space; CIFTI dtseries or GIfTI hemispheres, whichever exists, for fsaverage*, fsLR, fsnative), or one of nifti, cifti, gifti."""
     participants: str = "participants.tsv"
-    """participants.tsv, relative to root."""
+    """participants.tsv, relative to root (fMRIPrep writes none: give the raw BIDS tree's, e.g. ../../participants.tsv, or an absolute path)."""
     group_column: str = "group"
     """The participants.tsv column that holds each subject's group."""
     group_map: dict[str, str] = Field(default_factory=dict)
@@ -163,6 +163,14 @@ class DataParams(Section):
     def _some_runs(cls, v):
         if not v:
             raise ValueError("at least one run must be declared")
+        return v
+
+    @field_validator("group_map", mode="before")
+    @classmethod
+    def _numeric_codes(cls, v):
+        """Numeric group codes as YAML writes them ({0: midazolam}) name the participants.tsv value "0"."""
+        if isinstance(v, dict):
+            return {str(k) if isinstance(k, int | float) and not isinstance(k, bool) else k: x for k, x in v.items()}
         return v
 
     @field_validator("hemi")

@@ -134,16 +134,22 @@ def skipped_runs(run_qc: pd.DataFrame) -> pd.Series:
     return run_qc["reason"].astype(str).str.startswith("skipped:") if "reason" in run_qc else run_qc["run"].isna()
 
 
+def counted(n: int, noun: str) -> str:
+    """'1 run', '2 runs'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def run_count_text(run_qc: pd.DataFrame) -> str:
     """'52 runs of 26 subjects (14 midazolam, 12 ketamine; 2 runs per subject)', saying how many runs
     could not be read."""
     skipped = skipped_runs(run_qc)
     read = run_qc[~skipped]
     per = read.groupby("subject").size()
-    each = f"{per.iloc[0]} runs per subject" if per.nunique() == 1 else f"{per.min()}–{per.max()} runs per subject"
+    each = (f"{counted(per.iloc[0], 'run')} per subject" if per.nunique() == 1
+            else f"{per.min()}–{per.max()} runs per subject")
     groups = read.groupby("group", sort=True)["subject"].nunique()
     by_group = ", ".join(f"{n} {g}" for g, n in groups.items())
-    text = f"{len(read)} runs of {read['subject'].nunique()} subjects ({by_group}; {each})"
+    text = f"{counted(len(read), 'run')} of {counted(read['subject'].nunique(), 'subject')} ({by_group}; {each})"
     if skipped.any():
         k = int(skipped.sum())
         lost = ", ".join(f"sub-{r.subject} {r.run}" for r in run_qc[skipped].head(5).itertuples())

@@ -109,8 +109,8 @@ def test_the_guard_fires_on_a_short_run_and_not_on_a_long_one(tmp_path):
     assert code == 0, err
     q = pd.read_parquet(tmp_path / "results/extract/run_qc.parquet")
     base, inf = q[q["run"] == "baseline"], q[q["run"] == "infusion"]
-    assert (base["dof_left"] < 20).all() and base["excluded"].all()
-    assert base["reason"].str.contains("temporal degrees of freedom left < min_dof 20").all()
+    assert (base["dof_left"] < 10).all() and base["excluded"].all()
+    assert base["reason"].str.contains("temporal degrees of freedom left < min_dof 10").all()
     assert (inf["dof_left"] > 40).all() and not inf["excluded"].any()
     assert (q["n_regressors"] > 0).all() and q["band_variance_kept"].between(0, 1).all()
 

@@ -301,7 +301,7 @@ def test_exclusion_rules_mark_runs_and_their_windows_go_missing(ran_study, small
     assert gone["reason"].fillna("").str.startswith("run excluded: mean FD").any()
     meta = json.loads(pq.read_schema(work / "results/stats/tests.parquet").metadata[b"fclab"])
     assert f"{len(excl)} of {len(run_qc)} runs" in meta["methods"]
-    assert (f"Runs were excluded for mean framewise displacement above {limit:g} mm or fewer than 20 effective "
+    assert (f"Runs were excluded for mean framewise displacement above {limit:g} mm or fewer than 10 effective "
             "temporal degrees of freedom left by denoising." in meta["methods"])  # min_dof's default
     html = (work / "reports/index.html").read_text()
     assert f"Excluded runs: {len(excl)}" in html and "mean FD" in html

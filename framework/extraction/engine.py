@@ -39,13 +39,15 @@ def check_cifti_step(img: nib.Cifti2Image, path: Path, tr: float) -> None:
 
 
 def check_header_tr(img: nib.Nifti1Image, path: Path, tr: float) -> None:
-    """A NIfTI BOLD header's time step (pixdim[4], in its xyzt units) must agree with the sidecar's
-    RepetitionTime when the header states one (0 there means unset)."""
+    """A NIfTI BOLD header's time step (pixdim[4]) must agree with the sidecar's RepetitionTime when
+    the header states one: a positive step in stated time units (fMRIPrep writes seconds; a header
+    with unknown units, such as nibabel's default of 1 for a new image, states nothing)."""
     zooms = img.header.get_zooms()
-    if len(zooms) < 4 or not zooms[3] > 0:
-        return
     unit = img.header.get_xyzt_units()[1]
-    step = float(zooms[3]) * {"msec": 1e-3, "usec": 1e-6}.get(unit, 1.0)
+    scale = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}.get(unit)
+    if len(zooms) < 4 or not zooms[3] > 0 or scale is None:
+        return
+    step = float(zooms[3]) * scale
     if abs(step - tr) > 1e-3 * tr:
         raise DataError(f"{path}: the header's time step {step:g} s differs from RepetitionTime {tr:g} s in "
                         f"{sidecar_json(path).name}; correct the one that is wrong")

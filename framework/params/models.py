@@ -229,8 +229,8 @@ class ExclusionParams(Section):
     """Exclude a run whose fraction of volumes censored by the sample mask exceeds this (None: off)."""
     min_clean_volumes: int | None = Field(None, ge=1)
     """Exclude a run with fewer volumes left after censoring (None: off)."""
-    min_dof: float | None = Field(20, gt=0)
-    """Exclude a run whose denoising leaves fewer effective temporal degrees of freedom than this (run_qc's `dof_left`: the filter, censoring and confound regressors together; None: off). The default follows AFNI's afni_proc.py, which warns below 20 degrees of freedom left after regression."""
+    min_dof: float | None = Field(10, gt=0)
+    """Exclude a run whose denoising leaves fewer effective temporal degrees of freedom than this (run_qc's `dof_left`: the filter, censoring and confound regressors together; None: off). The default catches denoising that leaves next to nothing (a run's Fisher z then has a standard error above 1/sqrt(10 - 3) = 0.38) and keeps the common 5-min rest scan at TR 2.5 s with `simple` confounds (about 16 left); AFNI's afni_proc.py warns below 20 degrees of freedom on its nominal count, which a Butterworth's effective count runs below."""
     whole_subject: bool = False
     """One excluded run excludes every run of that subject."""
 

@@ -79,17 +79,33 @@ def roi_builder(p: ExtractParams) -> RoiBuilder:
 
 def stage_plugins(params: Params) -> None:
     """results/plugins/{roi,metric,test}.json: what the plugins params.yaml selects depend on (code
-    hash, version, requirements, input files), and events.json, the events files of
-    extract.data.events_root. A DVC stage that always runs; a file changes only when what it
+    hash, version, requirements, input files), and inputs.json, the files extract reads outside its
+    data root (``outside_inputs``). A DVC stage that always runs; a file changes only when what it
     describes does, so `dvc repro` reruns just the stages that use it."""
     registry = get_registry()
     entries = {kind: [] for kind, _ in SECTIONS}
     for kind, _, name, plugin in selected(params, registry):
         entries[kind].append({"name": name, **registry.record(plugin)})
-    entries["events"] = events_manifest(params.extract.data.events_root)
+    entries["inputs"] = outside_inputs(params.extract.data)
     with atomic_dir(PLUGINS_DIR, {f"{k}.json" for k in entries}.__contains__) as out_dir:
         for kind, rows in entries.items():
             write_json(out_dir / f"{kind}.json", rows)
+
+
+def outside_inputs(data) -> list[dict]:
+    """The files extract reads that its DVC dependency ``${extract.data.root}`` does not hold, each with
+    its role, path and hash: every events.tsv under ``data.events_root`` (``events_manifest``), and
+    participants.tsv when it lies outside the root (fMRIPrep writes none, so it is often the raw BIDS
+    tree's). Without them, moving a subject between groups there left every result silently stale."""
+    rows = [{"role": "events", **row} for row in events_manifest(data.events_root)]
+    path = Path(data.root) / data.participants
+    if not path.resolve().is_relative_to(Path(data.root).resolve()):
+        try:
+            digest = file_digest(path)
+        except OSError:  # extract names it
+            digest = "missing"
+        rows.append({"role": "participants", "path": str(path), "sha256": digest})
+    return rows
 
 
 def events_manifest(events_root: str | None) -> list[dict]:

@@ -410,6 +410,15 @@ def test_the_manifest_records_raw_events_so_dvc_sees_an_edit(tmp_path):
     f.write_text("onset\tduration\ttrial_type\n12\t0\tinfusion\n")
     assert events_manifest(str(tmp_path)) != before
 
+    from fclab.framework.params.models import DataParams
+    from fclab.framework.stages import outside_inputs
+
+    (tmp_path / "participants.tsv").write_text("participant_id\tgroup\nsub-01\tA\n")
+    inside = DataParams(root=str(tmp_path), events_root=str(tmp_path))
+    assert [e["role"] for e in outside_inputs(inside)] == ["events"]  # the root's participants.tsv: a DVC dep already
+    elsewhere = DataParams(root=str(tmp_path / "sub-01"), participants="../participants.tsv")
+    assert [(e["role"], e["sha256"] != "missing") for e in outside_inputs(elsewhere)] == [("participants", True)]
+
 
 def test_validate_says_a_study_wide_problem_once(small_study, tmp_path, in_dir):
     """A strategy the confounds cannot serve fails every run alike: one line per run label, with how many

@@ -170,3 +170,33 @@ def test_an_editable_plugin_edit_changes_only_its_kinds_manifest(tmp_path):
     after = {k: (work / f"results/plugins/{k}.json").read_text() for k in ("roi", "metric", "test")}
     assert after["roi"] == read["roi"]
     assert after["metric"] != read["metric"] and after["test"] != read["test"]
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is required")
+def test_a_participants_file_outside_the_data_root_is_an_input_dvc_sees(tmp_path):
+    """participants.tsv in the raw BIDS tree (fMRIPrep writes none): moving a subject from one group to
+    the other there makes `dvc status` name extract once the manifest is refreshed; an unchanged file
+    does not."""
+    clone = _clone(tmp_path)
+    params = small_params()
+    params["simulate"].update(n_ketamine=2, n_midazolam=2)
+    params["extract"]["data"]["participants"] = "../../rawdata/participants.tsv"
+    params["connectivity"]["sliding"] = []
+    (clone / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh("dvc", "repro", "simulate", cwd=clone)
+    (clone / "rawdata").mkdir()
+    raw = clone / "rawdata" / "participants.tsv"
+    shutil.move(clone / "data/simulated/participants.tsv", raw)
+    sh("dvc", "repro", "extract", cwd=clone)
+    inputs = json.loads((clone / "results/plugins/inputs.json").read_text())
+    assert [(e["role"], e["path"]) for e in inputs] == [("participants", "data/simulated/../../rawdata/participants.tsv")]
+    sh("fclab", "manifest", cwd=clone)
+    assert "extract:" not in sh("dvc", "status", "extract", cwd=clone)
+
+    table = pd.read_csv(raw, sep="\t", dtype=str)
+    first = table.index[table["group"] == "ketamine"][0]
+    table.loc[first, "group"] = "midazolam"
+    table.to_csv(raw, sep="\t", index=False)
+    sh("fclab", "manifest", cwd=clone)
+    status = sh("dvc", "status", "extract", cwd=clone)
+    assert "extract:" in status and "results/plugins/inputs.json" in status, status

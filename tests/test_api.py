@@ -376,3 +376,32 @@ def test_each_check_runs_on_its_own_with_the_outcome_of_the_whole_run(plugin):
         assert [(c.name, c.ok, c.detail) for c in alone.checks] == [(check.name, check.ok, check.detail)], check.name
     with pytest.raises(KeyError, match="no check named"):
         api.check_plugin(make(), only="no such check")
+
+
+def test_the_kit_fails_an_roi_set_that_opens_a_file_it_does_not_declare(tmp_path):
+    """The file-open audit: a set that reads a TSV at build time or when constructed without declaring
+    it in input_files() fails, naming the file; declaring it passes; built-ins reading their packages'
+    shipped atlases pass (test_every_builtin_plugin_passes_the_kit)."""
+    table = tmp_path / "weights.tsv"
+    table.write_text("roi\tweight\na\t1\n")
+
+    class AtBuild(_Box):
+        def build(self, reference):
+            table.read_text()
+            return super().build(reference)
+
+    class AtInit(_Box):
+        def __init__(self, params=None):
+            super().__init__(params)
+            self.rows = table.read_bytes()
+
+    class Declared(AtBuild):
+        def input_files(self):
+            return [str(table)]
+
+    for cls in (AtBuild, AtInit):
+        report = api.check_roi_set(cls())
+        failed = {c.name: c.detail for c in report.failures}
+        assert list(failed) == ["opens only the input files it declares (file-open audit)"], report.lines()
+        assert str(table.resolve()) in failed["opens only the input files it declares (file-open audit)"]
+    assert api.check_roi_set(Declared()).ok

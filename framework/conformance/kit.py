@@ -1,11 +1,17 @@
-"""The kit's machinery: a ``Step`` (one check of a kind), the ``Conformance`` record of a run, and
-``run_steps``, which runs a kind's steps on a case, stopping after a failed gate."""
+"""The kit's machinery: a ``Step`` (one check of a kind), the ``Conformance`` record of a run,
+``run_steps``, which runs a kind's steps on a case, stopping after a failed gate, and
+``files_read``, the audit of the files a plugin opens."""
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Callable
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 class Unmet(Exception):
@@ -81,3 +87,62 @@ def run_steps(out: Conformance, steps, case, only: str | None = None) -> Conform
 
 def _one_line(exc: BaseException) -> str:
     return re.sub(r"\s+", " ", str(exc)).strip()[:300]
+
+
+_audit = threading.local()  # .files: the set being filled on this thread, or None
+_hooked = False
+
+
+def _on_audit(event: str, args) -> None:
+    """The audit hook (PEP 578): record paths opened for reading while ``files_read`` is active on
+    this thread. It runs for every audited event of the process, so it does as little as it can."""
+    if event != "open":
+        return
+    files = getattr(_audit, "files", None)
+    if files is None:
+        return
+    path, _, flags = args
+    if isinstance(path, str | bytes | os.PathLike) and not (flags or 0) & (os.O_WRONLY | os.O_RDWR):
+        files.append(path)
+
+
+@contextmanager
+def files_read() -> Iterator[list]:
+    """The paths opened for reading in the block, as given to ``open`` (``os.fspath`` them); Python's
+    own imports included (``undeclared`` sorts those out). The hook, once added, stays for the
+    process (audit hooks cannot be removed); outside the block it returns at once."""
+    global _hooked
+    if not _hooked:
+        sys.addaudithook(_on_audit)
+        _hooked = True
+    _audit.files = found = []
+    try:
+        yield found
+    finally:
+        _audit.files = None
+
+
+def installed_roots() -> list[Path]:
+    """Where installed code and its shipped data live: the interpreter's prefixes and site
+    directories. A file read from there is versioned with a package, not a study input."""
+    import site
+    import sysconfig
+
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages(), site.getusersitepackages(),
+             *(sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib"))}
+    return [Path(r).resolve() for r in roots if r]
+
+
+def undeclared(paths: list, declared: list, allowed: list[Path]) -> list[str]:
+    """The files among ``paths`` (opened for reading) that are neither declared (``input_files``) nor
+    under an ``allowed`` root, nor Python code or the system's device and process files."""
+    want = {Path(f).resolve() for f in declared}
+    out = []
+    for raw in paths:
+        f = Path(os.fsdecode(raw)).resolve()
+        if f in want or f.suffix in (".py", ".pyc", ".so") or f.parts[1:2] in (("dev",), ("proc",), ("sys",)):
+            continue
+        if any(f.is_relative_to(root) for root in allowed) or not f.is_file():
+            continue
+        out.append(str(f))
+    return sorted(set(out))

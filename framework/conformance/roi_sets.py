@@ -4,11 +4,12 @@ of 2, 3 and 4 mm, or for surface data on fsLR grayordinates."""
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
-from fclab.framework.conformance.kit import Conformance, Step, run_steps
+from fclab.framework.conformance.kit import Conformance, Step, files_read, installed_roots, run_steps, undeclared
 from fclab.framework.errors import FclabError
 from fclab.framework.pluginhost.contracts import RoiSet, RoiWeights
 
@@ -51,8 +52,6 @@ def _grayordinates(voxel: float, full_surface: bool, structures=tuple(_STRUCTURE
 
 
 def _inputs_missing(roi: RoiSet) -> str | None:
-    from pathlib import Path
-
     missing = [str(f) for f in roi.input_files() if not Path(f).is_file()]
     return f"declared input file(s) missing: {', '.join(missing)}" if missing else None
 
@@ -119,6 +118,29 @@ def check_roi_inputs(case: RoiCase) -> str | None:
     return _inputs_missing(case.roi)
 
 
+def check_roi_reads_declared(case: RoiCase) -> str | None:
+    """A fresh instance, constructed and built on the case's grid under the file-open audit
+    (``kit.files_read``), opens no file it does not declare in ``input_files()``, other than installed
+    packages' files, its own package's, and fclab's caches: an undeclared input is one DVC and the
+    provenance never see, so editing it would leave results silently stale."""
+    import sys
+
+    import fclab.framework
+    from fclab.framework.memo import cache_root
+
+    cls = type(case.roi)
+    allowed = [*installed_roots(), Path(fclab.framework.__file__).parent.resolve(), cache_root().resolve()]
+    source = getattr(sys.modules.get(cls.__module__), "__file__", None)  # None: code run from a string
+    if source and Path(source).name == "__init__.py":
+        allowed.append(Path(source).parent.resolve())  # a package's own data ships with its code
+    with files_read() as opened:
+        fresh = cls(case.roi.params)
+        fresh.build(case.grid)
+    extra = undeclared(opened, fresh.input_files(), allowed)
+    return (f"opens {len(extra)} file(s) it does not declare in input_files(): {', '.join(extra[:3])}"
+            f"{', …' if len(extra) > 3 else ''}") if extra else None
+
+
 def check_roi_builds(case: RoiCase) -> str | None:
     return _valid_volume(case.built, case.grid)
 
@@ -179,12 +201,14 @@ def roi_set_checks(roi: RoiSet):
         yield Step("builds on a 3 mm grid with x flipped (LAS) and a 4 mm 4D grid, with the same names",
                    check_roi_other_grids)
         yield Step("an ROI with no voxels on the grid is a one-line error", check_roi_no_voxels)
+        yield Step("opens only the input files it declares (file-open audit)", check_roi_reads_declared)
     else:
         yield Step("builds on fsLR 91k-style grayordinates: unique names, no empty ROI, finite weights",
                    check_surface_roi_builds, gate=True)
         yield Step("builds on whole fsLR 32k surfaces and a 3 mm grid, with the same names",
                    check_surface_roi_whole_surfaces)
         yield Step("an ROI the grayordinates lack is a one-line error", check_surface_roi_missing_structure)
+        yield Step("opens only the input files it declares (file-open audit)", check_roi_reads_declared)
     yield Step("deterministic", check_roi_deterministic)
 
 

@@ -42,12 +42,22 @@ def guarded(fn):
     return wrapper
 
 
+def _load_problems(label: str) -> bool:
+    """Print the plugins that failed to load (with their tracebacks under -v); whether there were any."""
+    registry = get_registry()
+    for problem in registry.load_errors:
+        typer.echo(f"fclab: {label}: {problem}", err=True)
+    if _state["verbose"]:
+        for tb in registry.load_tracebacks:
+            typer.echo(tb.rstrip(), err=True)
+    return bool(registry.load_errors)
+
+
 def _params() -> Params:
     registry = get_registry()
     if registry.selection_error:
         raise ParamsError(registry.selection_error)
-    for problem in registry.load_errors:
-        typer.echo(f"fclab: warning: {problem}", err=True)
+    _load_problems("warning")  # a study that does not select a broken plugin runs; one that does is told why
     return load_params(_state["params"])
 
 
@@ -279,13 +289,19 @@ def plugins_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ):
     """List the installed plugins: name, kind, version, entry point (the name FCLAB_LOAD_PLUGINS takes)
-    and distribution."""
+    and distribution; exit 1 when one failed to load (listed first, with -v its traceback)."""
     if ctx.invoked_subcommand is not None:
         return
     registry = get_registry()
-    for problem in [registry.selection_error, *registry.load_errors]:
-        if problem:
-            typer.echo(f"fclab: error: {problem}", err=True)
+    if registry.selection_error:
+        typer.echo(f"fclab: error: {registry.selection_error}", err=True)
+    broken = _load_problems("error") or bool(registry.selection_error)
+    _list_plugins(registry, all_, as_json)
+    if broken:
+        raise typer.Exit(1)
+
+
+def _list_plugins(registry, all_: bool, as_json: bool) -> None:
     infos = registry.infos(include_all=all_)
     if as_json:
         typer.echo(json.dumps([{"name": i.name, "kind": i.kind, "version": i.version, "distribution": i.distribution,

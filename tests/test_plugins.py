@@ -128,14 +128,19 @@ def test_broken_plugin_is_named_and_others_keep_working(site, small_study, tmp_p
     make_distribution(site, "fclab-broken", "0.1", {"broken": "fclab_broken"},
                       {"fclab_broken": "import not_a_real_module_xyz\n"})
     code, out, err = run_cli("plugins", "--all")
-    assert code == 0
+    assert code == 1  # the listing is what a plugin's health is checked with: it says so
     problems = [line for line in err.splitlines() if "broken" in line]
     assert len(problems) == 1 and "not_a_real_module_xyz" in problems[0]
-    assert "pearson" in out
+    assert problems[0].startswith("fclab: error: plugin 'broken' failed to import")
+    assert "pearson" in out and "Traceback" not in err
+    code, out, err = run_cli("-v", "plugins", "--all")
+    assert code == 1 and "Traceback (most recent call last)" in err and "import not_a_real_module_xyz" in err
     write_params(tmp_path, small_params())
     in_dir(tmp_path)
-    code, out, err = run_cli("validate", "--params-only")
-    assert code == 0 and "'broken' failed to import" in err
+    code, out, err = run_cli("validate", "--params-only")  # a study that does not use it runs
+    assert code == 0 and "fclab: warning: plugin 'broken' failed to import" in err
+    code, out, err = run_cli("plugins", "check", "brokn_metric")
+    assert code != 0 and "not loaded: plugin 'broken' failed to import: ModuleNotFoundError" in err, err
 
 
 BAD_PLUGINS = {

@@ -53,8 +53,9 @@ def check_named(name: str, kind: str | None = None, params_path=None) -> Conform
     found = {k: registry.get_all(k)[name] for k in _SECTIONS if name in registry.get_all(k) and kind in (None, k)}
     if not found:
         every = sorted({n for k in _SECTIONS for n in registry.get_all(k)})
+        failed = f"; not loaded: {'; '.join(registry.load_errors)}" if registry.load_errors else ""
         raise ParamsError(f"plugins check: no installed {kind or 'plugin'} named {name!r}"
-                          f"{did_you_mean(name, every) or ''} (`fclab plugins --all` lists them)")
+                          f"{did_you_mean(name, every) or ''} (`fclab plugins --all` lists them{failed})")
     if len(found) > 1:
         raise ParamsError(f"plugins check: {name!r} is a plugin of kinds {', '.join(found)}; choose one with --kind")
     (k, cls), = found.items()

@@ -62,6 +62,7 @@ class Registry:
         self.pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
         self.pm.add_hookspecs(hookspecs)
         self.load_errors: list[str] = []
+        self.load_tracebacks: list[str] = []  # of the import failures among load_errors, for -v
         self._dists: dict[str, str] = {}  # module name -> distribution name
         for module_name in builtin_plugins():
             self._load(module_name, lambda m=module_name: importlib.import_module(m), "fclab")
@@ -86,9 +87,12 @@ class Registry:
         try:
             module = loader()
         except Exception as exc:  # a broken plugin must not take the others down
+            import traceback
+
             self.load_errors.append(
                 f"plugin {name!r} failed to import: {type(exc).__name__}: {exc}".replace("\n", " ")
             )
+            self.load_tracebacks.append(traceback.format_exc())
             return
         if self.pm.is_registered(module):
             return  # a built-in that is also declared as an entry point

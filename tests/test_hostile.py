@@ -76,7 +76,13 @@ def confound_gap(work, params):
 def fd_missing_for_scrubbing(work, params):
     params["extract"]["denoise"]["strategy"] = "scrubbing"
     _edit_tsv(_func(work, 1, "_timeseries.tsv"), lambda t: t.drop(columns=["framewise_displacement"]))
-    return "_timeseries.tsv: no column 'framewise_displacement'", "extract"
+    return "_timeseries.tsv: cannot build 'scrubbing' confounds: no column 'framewise_displacement'", "extract"
+
+
+def fd_missing_for_the_fd_rule(work, params):
+    _edit_tsv(_func(work, 1, "_timeseries.tsv"), lambda t: t.drop(columns=["framewise_displacement"]))
+    return ("sub-02 run 'baseline' (sub-02_task-rest_run-1_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz): its "
+            "confounds file has no framewise_displacement column, which extract.exclude.max_mean_fd needs"), "extract"
 
 
 def events_without_trial_type(work, params):
@@ -118,7 +124,7 @@ def low_pass_above_nyquist(work, params):
 
 
 DATA_CASES = [empty_participants, empty_events, tr_nan, tr_true, tr_milliseconds, confound_gap,
-              fd_missing_for_scrubbing, events_without_trial_type, events_na_onset, duplicate_subject,
+              fd_missing_for_the_fd_rule, fd_missing_for_scrubbing, events_without_trial_type, events_na_onset, duplicate_subject,
               group_with_trailing_space, two_infusion_events, onset_beyond_run, low_pass_above_nyquist]
 
 
@@ -420,3 +426,24 @@ def test_a_run_censored_to_nothing_is_excluded_with_its_reason(study_copy):
     mine = edges[(edges["subject"] == SUB) & (edges["window"] != "baseline") & (edges["window"] != "sliding")]
     assert len(mine) and mine["value"].isna().all()
     assert mine["reason"].astype(str).str.startswith("run excluded: censored by the 'scrubbing' strategy").all()
+
+
+def test_a_study_without_framewise_displacement_runs_when_nothing_needs_it(study_copy):
+    """Confounds without a framewise_displacement column, strategy none and no FD rule: extraction runs,
+    and run QC and motion.parquet carry FD as missing rather than refusing the study."""
+    import pandas as pd
+
+    work, params = study_copy
+    for f in sorted((work / "data/simulated").glob("sub-*/func/*_desc-confounds_timeseries.tsv")):
+        _edit_tsv(f, lambda t: t.drop(columns=["framewise_displacement"]))
+    params["extract"]["denoise"]["strategy"] = "none"
+    params["extract"]["exclude"]["max_mean_fd"] = None
+    write_params(work, params)
+    code, out, err = run_cli("validate")
+    assert code == 0, err
+    code, _, err = run_cli("extract")
+    assert code == 0, err
+    run_qc = pd.read_parquet(work / "results/extract/run_qc.parquet")
+    motion = pd.read_parquet(work / "results/extract/motion.parquet")
+    assert run_qc["mean_fd"].isna().all() and not run_qc["excluded"].any()
+    assert motion["framewise_displacement"].isna().all() and motion["dvars_raw"].notna().any()

@@ -28,19 +28,28 @@ def run_confounds(run: RunInput, denoise: DenoiseParams, n_volumes: int):
     """(confounds or None, sample mask or None, framewise displacement) of one run.
 
     Errors name the confounds file: too few or too many rows, a column the strategy needs, a missing
-    value after the first row (only derivatives may start with n/a), a framewise_displacement column
-    missing (run QC and exclusion use it).
+    value after the first row (only derivatives may start with n/a). Without a framewise_displacement
+    column the FD is NaN throughout: the exclusion rule on it (``runqc.apply_exclusions``) and the
+    strategies that censor on it then fail with the reason.
     """
     path = run.confounds
-    table = read_tsv(path, ("framewise_displacement",))
+    table = read_tsv(path)
     if len(table) != n_volumes:
         raise DataError(f"{path}: {len(table)} rows for {n_volumes} volumes in {run.bold.name}")
+    if "framewise_displacement" not in table:  # QC then has no FD; a rule or strategy that needs it says so
+        return (*_regressors(run, denoise, n_volumes, table), pd.Series(np.full(n_volumes, np.nan)))
     fd = pd.to_numeric(table["framewise_displacement"], errors="coerce")
     bad_fd = np.flatnonzero(~np.isfinite(fd.to_numpy(float)[1:]))
     if bad_fd.size:
         i = 1 + int(bad_fd[0])
         raise DataError(f"{path}: row {i + 1}: framewise_displacement {table['framewise_displacement'].iloc[i]!r} "
                         "is not a number")
+    return (*_regressors(run, denoise, n_volumes, table), fd)
+
+
+def _regressors(run: RunInput, denoise: DenoiseParams, n_volumes: int, table: pd.DataFrame):
+    """(confounds or None, sample mask or None) of ``run_confounds``; ``table``: the confounds file."""
+    path = run.confounds
     confounds, sample_mask = None, None
     if denoise.strategy != "none":
         import warnings
@@ -52,7 +61,9 @@ def run_confounds(run: RunInput, denoise: DenoiseParams, n_volumes: int):
                 warnings.simplefilter("error", UserWarning)  # a strategy option it ignores is an error
                 confounds, sample_mask = load_confounds_strategy(
                     run.image, denoise_strategy=denoise.strategy, **denoise.strategy_options)
-        except (ValueError, KeyError, FileNotFoundError, TypeError, UserWarning) as exc:
+        except KeyError as exc:  # nilearn indexes a column the file lacks
+            raise DataError(f"{path}: cannot build {denoise.strategy!r} confounds: no column {exc.args[0]!r}") from exc
+        except (ValueError, FileNotFoundError, TypeError, UserWarning) as exc:
             raise DataError(f"{path}: cannot build {denoise.strategy!r} confounds ({str(exc).splitlines()[0]})") from exc
         if len(confounds) != n_volumes:
             raise DataError(f"{path}: {len(confounds)} rows for {n_volumes} volumes in {run.bold.name}")
@@ -67,7 +78,7 @@ def run_confounds(run: RunInput, denoise: DenoiseParams, n_volumes: int):
         extra = custom_confounds(table, denoise.columns, path)
         confounds = extra if confounds is None else pd.concat([confounds, extra.drop(
             columns=[c for c in extra.columns if c in confounds.columns])], axis=1)
-    return confounds, sample_mask, fd
+    return confounds, sample_mask
 
 
 def custom_confounds(table: pd.DataFrame, columns: list[str], path: Path) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from fclab.framework.extraction import cache as runcache
 from fclab.framework.extraction.bids import RunInput, discover, event_onsets, read_events, sidecar_json
 from fclab.framework.extraction.denoise import band_variance_kept, check_filter, clean, run_confounds, temporal_dof
 from fclab.framework.extraction.runqc import (
-    MIN_CLEAN_VOLUMES, QC_VOXELS, apply_exclusions, carpet_png, dvars, skipped_run, voxel_sample,
+    MIN_CLEAN_VOLUMES, QC_VOXELS, apply_exclusions, carpet_png, dvars, no_fd_message, skipped_run, voxel_sample,
 )
 from fclab.framework.extraction.stream import VolumeStream, flat_index
 from fclab.framework.extraction.surface import (
@@ -80,7 +80,9 @@ def check_inputs(p: ExtractParams, windows=()) -> tuple[pd.DataFrame, list[str]]
                 T = run_reference(run, p.data.space)[1]
             row["n_volumes"] = T
             check_filter(run.tr, p.denoise, run.bold)
-            run_confounds(run, p.denoise, T)
+            fd = run_confounds(run, p.denoise, T)[2]
+            if p.exclude.max_mean_fd is not None and not np.isfinite(fd.to_numpy(float)).any():
+                raise DataError(no_fd_message(run.subject, run.run, run.bold.name))
             mine = [w for w in windows if w.run == run.run]
             onsets = event_onsets(run.events, {w.event for w in mine if w.event},
                                   f"sub-{run.subject} run {run.run!r}")
@@ -288,7 +290,8 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_co
     run_qc = {
         "subject": run.subject, "group": run.group, "run": run.run, "bold": run.bold.name,
         "tr_s": run.tr, "n_volumes": T, "n_retained": int(kept.size),
-        "mean_fd": float(np.nanmean(fd)), "max_fd": float(np.nanmax(fd)),
+        **({"mean_fd": float(np.nanmean(fd)), "max_fd": float(np.nanmax(fd))} if np.isfinite(fd).any()
+           else {"mean_fd": np.nan, "max_fd": np.nan}),  # no framewise_displacement column
         "confounds": "" if confounds is None else ",".join(map(str, confounds.columns)),
         "n_regressors": 0 if confounds is None else int(confounds.shape[1]),
         "dof_band": dof_band, "dof_left": dof_left, "band_variance_kept": kept_share,

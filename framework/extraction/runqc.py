@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from fclab.framework.errors import DataError
+
 
 MIN_CLEAN_VOLUMES = 3  # a run censored below this is excluded at extraction
 
@@ -102,6 +104,12 @@ def skipped_run(subject: str, group: str, run: str, message: str, bold: str = ""
             "reason": f"skipped: {message}"}
 
 
+def no_fd_message(subject: str, run: str, bold: str) -> str:
+    """The error of a run without framewise displacement when the FD exclusion rule is on."""
+    return (f"sub-{subject} run {run!r} ({bold}): its confounds file has no framewise_displacement column, "
+            "which extract.exclude.max_mean_fd needs (set it to null to run without FD)")
+
+
 def apply_exclusions(run_qc: pd.DataFrame, rules) -> pd.DataFrame:
     """Mark runs that break a rule as excluded, with every broken rule in ``reason``."""
     run_qc = run_qc.copy()
@@ -110,6 +118,8 @@ def apply_exclusions(run_qc: pd.DataFrame, rules) -> pd.DataFrame:
                                                  run_qc.get("reason", [""] * len(run_qc)))]
     censored = 1 - run_qc["n_retained"] / run_qc["n_volumes"]
     for i, r in enumerate(run_qc.itertuples()):
+        if rules.max_mean_fd is not None and np.isnan(r.mean_fd) and not reasons[i]:
+            raise DataError(no_fd_message(r.subject, r.run, r.bold))
         if rules.max_mean_fd is not None and r.mean_fd > rules.max_mean_fd:
             reasons[i].append(f"mean FD {r.mean_fd:.3f} mm > {rules.max_mean_fd:g} mm")
         if rules.max_censored_fraction is not None and censored.iloc[i] > rules.max_censored_fraction:

@@ -154,3 +154,35 @@ def test_cached_atlas_labels_are_the_computed_ones(tmp_path, monkeypatch):
     assert len(list((tmp_path / "cache" / "atlas").glob("*.npz"))) == 2
     code, out, _ = run_cli("cache", "--clear")
     assert code == 0 and not (tmp_path / "cache" / "atlas").exists()
+
+
+def test_moving_the_data_extracts_nothing_and_a_noop_reads_no_input(study):
+    """The key follows the files' contents, not their paths: after the data directory moves, every run
+    comes from the cache (the provenance names the new paths); and a no-op extract opens no BOLD,
+    confounds or events file (the digest memo answers from size, mtime and inode), checked with the file-open
+    audit of the conformance kit."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from fclab.framework.conformance.kit import files_read
+
+    assert run_cli("extract")[0] == 0
+    before = pd.read_parquet(study / "results/extract/timeseries.parquet")
+    shutil.move(study / "data/simulated", study / "data/moved")
+    params = small_params()
+    params["extract"]["data"]["root"] = "data/moved"
+    write_params(study, params)
+    code, _, err = run_cli("extract")
+    assert code == 0 and "extract: 0 runs extracted" in err, err
+    pd.testing.assert_frame_equal(pd.read_parquet(study / "results/extract/timeseries.parquet"), before)
+    inputs = json.loads(pq.read_schema(study / "results/extract/timeseries.parquet").metadata[b"fclab"])["inputs"]
+    assert inputs and all(k.startswith("data/moved/") for k in inputs), inputs
+
+    with files_read() as opened:
+        code, _, err = run_cli("-j", "1", "extract")
+    assert code == 0 and "extract: 0 runs extracted" in err, err
+    read = {os.fsdecode(p) for p in opened}
+    assert any(p.endswith("participants.tsv") for p in read)  # the audit sees what the stage opens
+    # masks' headers are read to place the ROIs once per grid; no BOLD or confounds file is opened
+    assert not [p for p in read if p.endswith(("_bold.nii.gz", "_timeseries.tsv", "_events.tsv"))], sorted(read)

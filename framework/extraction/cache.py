@@ -1,7 +1,8 @@
 """Per-run extraction cache: each run's extract results stored under a content key, outside DVC's outputs.
 
 The key hashes everything a run's results depend on: the digests of its BOLD, mask, confounds and
-events files, its subject, group, run name and TR, the denoise settings and ``min_coverage``, the ROI
+events files (their contents by role, not their paths: moving the data directory re-extracts
+nothing), its subject, group, run name and TR, the denoise settings and ``min_coverage``, the ROI
 operator itself (names, weights and support, so any ROI plugin or option that changes the voxels
 changes the key, and one that does not leaves it alone), the source of the modules that compute
 the run (every module of the extraction package) and the versions of the libraries whose numbers enter it. Adding a
@@ -14,6 +15,11 @@ An entry is a directory ``<key[:2]>/<key>/`` written atomically (built aside, th
 run's tables as Parquet, its QC row, digests and carpet as JSON and PNG. Every extract run lists
 the keys it used in ``last_run.json`` and touches their entries, so ``fclab cache --prune-unused``
 keeps exactly what the last extraction needed and ``--older-than`` goes by last use.
+
+File digests are memoised in ``digests.sqlite`` by path with the file's size, modification time and
+inode, as DVC's own state does: an unchanged file is not read again, so a no-op extract costs a
+``stat`` per file. A file rewritten with the same size within the file system's time resolution
+would go unseen, the same bargain DVC makes.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import hashlib
 import json
 import os
 import shutil
+import sqlite3
 import tempfile
 import time
 from functools import lru_cache
@@ -33,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from fclab.framework.errors import DataError
+from fclab.framework.io import file_digest
 from fclab.framework.memo import cache_root, enabled  # noqa: F401  (enabled: the stage asks it)
 
 LIBRARIES = ("nilearn", "nibabel", "numpy", "scipy", "pandas", "pyarrow", "isal")
@@ -67,7 +75,51 @@ def rois_digest(rois) -> str:
     return h.hexdigest()
 
 
-def run_key(run, file_digests: dict[str, str], rois_hash: str, denoise, min_coverage) -> str:
+def digests(files: list[Path]) -> dict[str, str]:
+    """``{str(path): file_digest(path)}``, reading only the files whose size, modification time or
+    inode differ from the memo's record of them (``digests.sqlite`` in the cache). Without a usable
+    memo (a read-only cache, a damaged database) every file is read."""
+    stats = {str(f): os.stat(f) for f in files}
+    out: dict[str, str] = {}
+    try:
+        con = sqlite3.connect(cache_dir() / "digests.sqlite", timeout=60) if _memo_dir() else None
+    except sqlite3.Error:
+        con = None
+    try:
+        if con is not None:
+            con.execute("CREATE TABLE IF NOT EXISTS digests (path TEXT PRIMARY KEY, size INTEGER, "
+                        "mtime_ns INTEGER, inode INTEGER, digest TEXT)")
+            for path, st in stats.items():
+                row = con.execute("SELECT size, mtime_ns, inode, digest FROM digests WHERE path = ?",
+                                  (str(Path(path).resolve()),)).fetchone()
+                if row and tuple(row[:3]) == (st.st_size, st.st_mtime_ns, st.st_ino):
+                    out[path] = row[3]
+        fresh = {path: file_digest(path) for path in stats if path not in out}
+        if con is not None and fresh:
+            with con:
+                con.executemany("INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?)",
+                                [(str(Path(p).resolve()), stats[p].st_size, stats[p].st_mtime_ns, stats[p].st_ino, d)
+                                 for p, d in fresh.items()])
+        out.update(fresh)
+    except sqlite3.Error:  # the memo is an optimisation: read what it could not say
+        out.update({path: file_digest(path) for path in stats if path not in out})
+    finally:
+        if con is not None:
+            con.close()
+    return {str(f): out[str(f)] for f in files}
+
+
+def _memo_dir() -> bool:
+    try:
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        return True
+    except OSError:
+        return False
+
+
+def run_key(run, file_digests: dict, rois_hash: str, denoise, min_coverage) -> str:
+    """The run's cache key; ``file_digests``: the inputs' digests by role (``{"bold": [...], "mask":
+    ..., ...}``), so the key follows the contents wherever the files lie."""
     spec = {
         "code": _code_digest(), "rois": rois_hash, "files": file_digests,
         "subject": run.subject, "group": str(run.group), "run": run.run, "tr": repr(float(run.tr)),

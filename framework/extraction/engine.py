@@ -397,14 +397,19 @@ def _extract_job(args):
     if rois_hash is not None:
         try:
             sidecar = run.confounds.with_suffix(".json")  # load_confounds_strategy reads it (CompCor)
-            files = [*run.files, *([run.mask] if run.mask else []), run.confounds] + [
-                f for f in (sidecar, run.events) if f is not None and f.is_file()]
-            key = runcache.run_key(run, {str(f): file_digest(f) for f in files}, rois_hash, denoise, min_coverage)
+            roles = {"bold": list(run.files), "mask": run.mask, "confounds": run.confounds,
+                     "confounds_json": sidecar if sidecar.is_file() else None, "events": run.events}
+            files = [f for v in roles.values() for f in (v if isinstance(v, list) else [v]) if f is not None]
+            found = runcache.digests(files)
+            by_role = {role: [found[str(f)] for f in v] if isinstance(v, list) else (found[str(v)] if v else None)
+                       for role, v in roles.items()}
+            key = runcache.run_key(run, by_role, rois_hash, denoise, min_coverage)
         except OSError:  # an input that cannot be read: extraction names it
             key = None
         hit = runcache.load(key) if key else None
-        if hit is not None:
-            return "cached", hit, key
+        if hit is not None:  # the provenance names the files where they are now
+            where = {f: d for f, d in found.items() if f != str(sidecar)}
+            return "cached", (*hit[:4], where, *hit[5:]), key
     try:
         result = _extract_run(run, rois, denoise, min_coverage, surface)
     except DataError as exc:

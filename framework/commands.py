@@ -78,7 +78,7 @@ def validate_inputs(params: Params) -> tuple[list[str], list[str]]:
         groups = participants["group"].unique()
         first = next((r for r in found if all(f.is_file() for f in (r.mask or r.bold,))), None)
         grid = run_reference(first, params.extract.data.space)[0] if first else None
-        names = roi_builder(params.extract).for_grid(grid).names if first else None
+        names = roi_builder(params.extract).for_grid(grid, first.subject).names if first else None
         if names is not None:
             check_names(params.stats, groups, names)
     except FclabError as exc:

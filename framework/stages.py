@@ -35,7 +35,7 @@ STATS_DIR = Path("results/stats")
 TRUTH_DIR = Path("results/truth")
 REPORT_DIR = Path("reports")
 EXTRACT_FILES = {"timeseries.parquet", "roi_qc.parquet", "run_qc.parquet", "events.parquet", "participants.parquet",
-                 "motion.parquet", "carpets.parquet", "rois.parquet", "rois.nii.gz", "rois.dlabel.nii"}
+                 "motion.parquet", "carpets.parquet", "rois.parquet", "rois.nii.gz", "rois.dlabel.nii", "rois_background.nii.gz"}
 STAGES = ("simulate", "extract", "connectivity", "truth", "stats", "report")
 
 
@@ -74,7 +74,7 @@ def roi_builder(p: ExtractParams) -> RoiBuilder:
     """The study's ROI sets (``extract.rois``), ready to be placed on each run's grid."""
     registry = get_registry()
     installed = {name: tuple(cls.data) for name, cls in registry.rois().items()}
-    return RoiBuilder(build_all("roi", p.rois, registry), installed)
+    return RoiBuilder(build_all("roi", p.rois, registry), installed, p.data.space)
 
 
 def stage_plugins(params: Params) -> None:
@@ -136,7 +136,7 @@ def stage_extract(params: Params, jobs: int | None = None) -> None:
     p = params.extract
     out = extract(p, roi_builder(params.extract), executor=executor(params, jobs), cache=runcache.enabled())
     if out.cached:
-        print(f"extract: {out.computed} runs extracted, {out.cached} from the per-run cache "
+        print(f"extract: {methods.counted(out.computed, 'run')} extracted, {out.cached} from the per-run cache "
               f"({runcache.cache_dir()})", file=sys.stderr)
     ts, roi_qc, run_qc = out.timeseries, out.roi_qc, out.run_qc
     d = p.denoise
@@ -157,6 +157,8 @@ def stage_extract(params: Params, jobs: int | None = None) -> None:
             (out_dir / "rois.dlabel.nii").write_bytes(out.atlas_img.to_bytes())
         else:  # gzip without a timestamp: reproducible bytes
             (out_dir / "rois.nii.gz").write_bytes(gzip.compress(out.atlas_img.to_bytes(), mtime=0))
+        if out.background is not None:  # runs outside MNI space: their ROIs are drawn on the first run's mean
+            (out_dir / "rois_background.nii.gz").write_bytes(gzip.compress(out.background.to_bytes(), mtime=0))
 
 
 def stage_connectivity(params: Params) -> None:

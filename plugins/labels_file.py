@@ -4,10 +4,16 @@
 with columns ``index`` and ``name``; ``names`` picks a subset (default: every row). Labels are
 resampled to each BOLD grid with nearest-neighbour interpolation and averaged over voxels, like
 nilearn's NiftiLabelsMasker.
+
+For runs in each subject's own space (``space: native`` or ``T1w``), ``path`` (and ``labels``) may
+hold ``{subject}``: each subject's runs use that subject's label image, for example fMRIPrep's
+``sub-{subject}/func/sub-{subject}_task-rest_desc-aseg_dseg.nii.gz``, the FreeSurfer segmentation in
+the BOLD's own space.
 """
 
 from __future__ import annotations
 
+import glob
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +25,7 @@ from fclab.api import (DataError, ParamsError, PluginParams, RoiSet, RoiWeights,
 
 class LabelsFile(RoiSet):
     name = "labels_file"
+    space = "run"  # the user's image, in the runs' own space
 
     class Params(PluginParams):
         path: str
@@ -35,9 +42,21 @@ class LabelsFile(RoiSet):
         return names, [[lookup[n]] for n in names]
 
     def input_files(self) -> list[str]:
-        return [self.params.path, self.params.labels]
+        """The label image and table; with ``{subject}``, every subject's that exists (DVC tracks them)."""
+        return sorted({f for pattern in (self.params.path, self.params.labels)
+                       for f in (glob.glob(glob.escape(pattern).replace("{subject}", "*"))
+                                 if "{subject}" in pattern else [pattern])})
+
+    def for_subject(self, subject: str) -> "LabelsFile":
+        if "{subject}" not in self.params.path + self.params.labels:
+            return self
+        fill = {k: getattr(self.params, k).replace("{subject}", subject) for k in ("path", "labels")}
+        return type(self)(self.params.model_copy(update=fill))
 
     def build(self, reference) -> RoiWeights:
+        if "{subject}" in self.params.path + self.params.labels:
+            raise ParamsError(f"extract.rois.labels_file.path: {self.params.path!r} names a file per subject; "
+                              "it is built for one subject's runs only")
         img, _ = load_nifti(Path(self.params.path))
         if len(img.shape) != 3:
             raise DataError(f"{self.params.path}: expected a 3D label image, got shape {img.shape}")
@@ -47,7 +66,12 @@ class LabelsFile(RoiSet):
         return labels_weights(data, groups, names, f"labels_file {self.params.path}")
 
     def describe(self) -> str:
+        image = Path(self.params.path).name
+        if "{subject}" in self.params.labels:
+            return f"the labels of each subject's own label image {image} (nearest-neighbour resampled)"
         names, _ = self.selection()
+        if "{subject}" in self.params.path:
+            return f"{', '.join(names)} from each subject's own label image {image} (nearest-neighbour resampled)"
         return f"{', '.join(names)} from the label image {Path(self.params.path).name} (nearest-neighbour resampled)"
 
 

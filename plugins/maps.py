@@ -19,6 +19,7 @@ from fclab.api import DataError, ParamsError, PluginParams, RoiSet, RoiWeights, 
 
 class Maps(RoiSet):
     name = "maps"
+    space = "run"  # the user's images, in the runs' own space
 
     class Params(PluginParams):
         path: str

@@ -17,6 +17,7 @@ from fclab.api import DataError, PluginParams, RoiSet, RoiWeights, hookimpl, loa
 
 class Masks(RoiSet):
     name = "masks"
+    space = "run"  # the user's images, in the runs' own space
 
     class Params(PluginParams):
         masks: dict[str, str] = Field(min_length=1)

@@ -70,7 +70,7 @@ def test_what_enters_the_key(study):
     sidecar = sorted((study / "data/simulated/sub-03/func").glob("*run-2*_timeseries.json"))[0]
     sidecar.write_text(sidecar.read_text() + "\n")  # the confounds' sidecar (CompCor) enters the key
     code, _, err = run_cli("extract")
-    assert code == 0 and "extract: 1 runs extracted" in err, err
+    assert code == 0 and "extract: 1 run extracted" in err, err
     bold = sorted((study / "data/simulated/sub-03/func").glob("*run-2*_bold.nii.gz"))[0]
     raw = bytearray(bold.read_bytes())
     bold.write_bytes(bytes(raw[:-8]) + bytes(8))  # one file changes: its run again (and fails: CRC)

@@ -3,7 +3,9 @@ and reading the TSV tables (participants, events) with one-line errors naming th
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,42 +175,70 @@ def discover(data: DataParams, problems: list | None = None) -> tuple[pd.DataFra
     return participants, runs
 
 
+def subject_files(root: Path, sub: str) -> list[str]:
+    """Every file in one subject's func/ folders (``sub-X/ses-*/func`` and ``sub-X/func``), listed once
+    per run instead of once per file kind. nilearn's ``get_bids_files`` globs ``root/sub-*/ses-*`` on
+    every call to decide whether sessions exist, which made discovery quadratic in subjects."""
+    subject = root / f"sub-{sub}"
+    folders = sorted(subject.glob("ses-*/func")) + [subject / "func"]
+    return [entry.path for folder in folders if folder.is_dir() for entry in os.scandir(folder)]
+
+
+def bids_files(files: list[str], sub: str, tag: str, ext: str, filters) -> list[str]:
+    """The files of ``subject_files`` that nilearn's ``get_bids_files(root, tag, ext, sub, "func",
+    filters)`` returns: named ``sub-<sub>*_<tag>.<ext>``, with every (entity, label) filter matched (an
+    empty label: the entity is absent), sorted by path. tests/test_bids.py checks the two agree."""
+    from nilearn.interfaces.bids import parse_bids_filename
+
+    pattern = f"sub-{sub}*_{tag}.{ext}"
+    found = []
+    for path in files:
+        if not fnmatch.fnmatchcase(os.path.basename(path), pattern):
+            continue
+        entities = parse_bids_filename(path)["entities"]
+        if all((label == "" and entity not in entities) or (entity in entities and entities[entity] == label)
+               for entity, label in filters):
+            found.append(path)
+    return sorted(found)
+
+
 def _find_run(root: Path, data: DataParams, sub: str, group, key: str, sel) -> RunInput:
-    """The files of one run (BIDS entities from params), located with nilearn.interfaces.bids."""
+    """The files of one run (BIDS entities from params), matched as nilearn.interfaces.bids would."""
     filters = ([("ses", sel.session)] if sel.session else []) + [("task", sel.task)] + (
         [("run", sel.run)] if sel.run else [])
     where = f"sub-{sub} run {key!r}"
-    from nilearn.interfaces.bids import get_bids_files  # here, not at the top: importing nilearn costs ~1 s
+    listing = subject_files(root, sub)
+
+    def get_bids_files(tag, ext, entities):
+        return bids_files(listing, sub, tag, ext, entities)
 
     fmt = data.format if data.format != "auto" else ("nifti" if not is_surface_space(data.space) else "surface")
     if fmt == "nifti":
-        image = [("space", data.space)] + ([("res", data.res)] if data.res else [])
+        image = [("space", data.space_entity)] + ([("res", data.res)] if data.res else [])
         def nifti(suffix, entities):  # gzipped as fMRIPrep writes them, or gunzipped (memory-mapped)
-            return [f for ext in ("nii.gz", "nii")
-                    for f in get_bids_files(str(root), suffix, ext, sub, "func", filters + image + entities)]
+            return [f for ext in ("nii.gz", "nii") for f in get_bids_files(suffix, ext, filters + image + entities)]
 
         found = nifti("bold", [("desc", "preproc")])
         if not found:
-            wanted = ", ".join(f"{k} {v!r}" for k, v in filters + image)
+            wanted = ", ".join(f"{k} {v!r}" if v else f"no {k}- entity" for k, v in filters + image)
             raise DataError(f"{where}: no preprocessed BOLD found for {wanted} ({available_bold(root, sub)})")
         bold = _one(found, "preprocessed BOLD", where)
         mask = _one(nifti("mask", [("desc", "brain")]), "brain mask", where)
         extra = {}
     else:
-        bold, mask, extra = _find_surface_run(root, data, sub, filters, where, fmt, get_bids_files)
-    conf = _one(get_bids_files(str(root), "timeseries", "tsv", sub, "func",
-                               filters + [("desc", "confounds")]), "confounds TSV", where)
+        bold, mask, extra = _find_surface_run(data, filters, where, fmt, get_bids_files, root, sub)
+    conf = _one(get_bids_files("timeseries", "tsv", filters + [("desc", "confounds")]), "confounds TSV", where)
     roots = ([Path(data.events_root)] if data.events_root else []) + [root]
     events = find_events(roots, sub, sel)
     tr = _repetition_time(sidecar_json(bold))
     return RunInput(sub, str(group), key, bold, mask, conf, events, tr, **extra)
 
 
-def _find_surface_run(root: Path, data: DataParams, sub: str, filters, where: str, fmt: str, get_bids_files):
+def _find_surface_run(data: DataParams, filters, where: str, fmt: str, get_bids_files, root: Path, sub: str):
     """(BOLD path, None, RunInput fields) of a CIFTI dtseries or of GIfTI hemisphere runs."""
     image = [("space", data.space)] + ([("den", data.den)] if data.den else [])
-    cifti = get_bids_files(str(root), "bold", "dtseries.nii", sub, "func", filters + image) if fmt != "gifti" else []
-    gifti = {h: get_bids_files(str(root), "bold", "func.gii", sub, "func", filters + [("hemi", h)] + image)
+    cifti = get_bids_files("bold", "dtseries.nii", filters + image) if fmt != "gifti" else []
+    gifti = {h: get_bids_files("bold", "func.gii", filters + [("hemi", h)] + image)
              for h in data.hemi} if fmt != "cifti" else {}
     has_gifti = bool(gifti) and all(gifti.values())
     wanted = ", ".join(f"{k} {v!r}" for k, v in filters + image)
@@ -253,6 +283,8 @@ def available_bold(root: Path, sub: str) -> str:
     parts = []
     for key in ("ses", "task", "run", "space", "res", "den", "hemi"):
         values = sorted({e[key] for e in ents if key in e})
+        if key == "space" and any("space" not in e for e in ents):
+            values.append("native (no space- entity)")
         if values:
             parts.append(f"{key} {', '.join(values)}")
     return f"sub-{sub} has {'; '.join(parts)}"

@@ -22,10 +22,10 @@ from fclab.framework.extraction.runqc import (
 from fclab.framework.extraction.stream import VolumeStream, flat_index
 from fclab.framework.extraction.surface import (
     FSAVERAGE_VERTICES, Grayordinates, SurfaceStream, cifti_grayordinates, cifti_step, element_coordinates,
-    gifti_shape, label_image, load_cifti, surface_axis,
+    gifti_shape, is_surface_space, label_image, load_cifti, surface_axis,
 )
 from fclab.framework.io import file_digest
-from fclab.framework.params import DenoiseParams, ExtractParams, check_label
+from fclab.framework.params import DenoiseParams, ExtractParams, check_label, is_mni_space
 from fclab.framework.pluginhost.contracts import TIMESERIES_KEYS, RoiSet, RoiWeights
 
 
@@ -53,6 +53,21 @@ def check_header_tr(img: nib.Nifti1Image, path: Path, tr: float) -> None:
                         f"{sidecar_json(path).name}; correct the one that is wrong")
 
 
+def check_volume_headers(run: RunInput, bold: nib.Nifti1Image, mask: nib.Nifti1Image) -> None:
+    """A NIfTI run's BOLD is 4D, its time step agrees with the sidecar, both images state world
+    coordinates, and the mask shares the BOLD's grid."""
+    if bold.ndim != 4:
+        raise DataError(f"{run.bold}: expected a 4D BOLD image, got shape {bold.shape}")
+    check_header_tr(bold, run.bold, run.tr)
+    for path, img in ((run.bold, bold), (run.mask, mask)):
+        if int(img.header["qform_code"]) == 0 and int(img.header["sform_code"]) == 0:
+            raise DataError(f"{path}: qform and sform codes are both 0, so the image states no world coordinates "
+                            "(nibabel would guess them from the voxel sizes and ROIs would land by that guess); "
+                            "use the preprocessed derivatives, or set the scanner's affine with an sform code")
+    if mask.shape[:3] != bold.shape[:3] or not np.allclose(mask.affine, bold.affine, atol=1e-4):
+        raise DataError(f"{run.mask}: grid differs from {run.bold.name} (shape or affine)")
+
+
 def check_inputs(p: ExtractParams, windows=()) -> tuple[pd.DataFrame, list[str]]:
     """Every input ``extract`` will read, checked from headers and tables without computing anything:
     image headers and grids, TR, confounds (rows, values, what the strategy needs), the filter against
@@ -70,12 +85,8 @@ def check_inputs(p: ExtractParams, windows=()) -> tuple[pd.DataFrame, list[str]]
         try:
             if run.kind == "nifti":
                 bold, mask = (_header(f) for f in (run.bold, run.mask))
-                if len(bold.shape) != 4:
-                    raise DataError(f"{run.bold}: expected a 4D BOLD image, got shape {bold.shape}")
+                check_volume_headers(run, bold, mask)
                 T = bold.shape[3]
-                check_header_tr(bold, run.bold, run.tr)
-                if mask.shape[:3] != bold.shape[:3] or not np.allclose(mask.affine, bold.affine, atol=1e-4):
-                    raise DataError(f"{run.mask}: grid differs from {run.bold.name} (shape or affine)")
             else:
                 T = run_reference(run, p.data.space)[1]
             row["n_volumes"] = T
@@ -145,19 +156,33 @@ def load_nifti(path: Path) -> tuple[nib.Nifti1Image, str]:
 
 
 class RoiBuilder:
-    """Builds the study's ROI set (every configured ROI plugin, in order) once per voxel grid."""
+    """Builds the study's ROI set (every configured ROI plugin, in order) once per voxel grid, and per
+    subject when a set differs by subject (``RoiSet.for_subject``)."""
 
-    def __init__(self, plugins: list[RoiSet], installed: dict[str, tuple[str, ...]] | None = None):
+    def __init__(self, plugins: list[RoiSet], installed: dict[str, tuple[str, ...]] | None = None,
+                 space: str | None = None):
         """``plugins``: the study's ROI sets, built from params (``pluginhost.builder``); ``installed``:
         every installed ROI set's name and the data it places ROIs on, for the error that names the
-        ones fitting the study's data."""
+        ones fitting the study's data; ``space``: the runs' space (``extract.data.space``): a volume
+        space other than an MNI template refuses ROI sets defined in MNI space."""
         self.plugins = list(plugins)
         self.installed = installed
+        self.space = space
         self._cache: dict[tuple, RoiWeights] = {}
+        if space is not None and not is_surface_space(space) and not is_mni_space(space):
+            for i, plugin in enumerate(self.plugins):
+                if "volume" in plugin.data and getattr(plugin, "space", "MNI") != "run":
+                    raise ParamsError(
+                        f"extract.rois[{i}]: ROI set {plugin.name!r} places ROIs in MNI space, and the runs are in "
+                        f"space {space!r} (extract.data.space); give ROIs in the runs' own space (labels_file, "
+                        "whose path may name each subject's label image with {subject}; masks; maps), or set "
+                        "extract.data.space to an MNI template the derivatives have")
 
-    def for_grid(self, reference: nib.Nifti1Image | Grayordinates) -> RoiWeights:
+    def for_grid(self, reference: nib.Nifti1Image | Grayordinates, subject: str | None = None) -> RoiWeights:
         surface = isinstance(reference, Grayordinates)
-        key = reference.key if surface else (reference.shape[:3], np.round(reference.affine, 6).tobytes())
+        plugins = [plugin.for_subject(subject) for plugin in self.plugins] if subject is not None else self.plugins
+        own = subject if any(a is not b for a, b in zip(plugins, self.plugins)) else None
+        key = (reference.key if surface else (reference.shape[:3], np.round(reference.affine, 6).tobytes()), own)
         if key not in self._cache:
             data = "surface" if surface else "volume"
             for i, plugin in enumerate(self.plugins):
@@ -168,9 +193,9 @@ class RoiBuilder:
                     raise ParamsError(f"extract.rois[{i}]: ROI set {plugin.name!r} places ROIs on "
                                       f"{' and '.join(plugin.data)} data, and these runs are {data} data "
                                       f"({reference.describe() if surface else 'NIfTI'}){fitting}")
-            parts = [plugin.build(reference) for plugin in self.plugins]
+            parts = [plugin.build(reference) for plugin in plugins]
             n = reference.n if surface else int(np.prod(reference.shape[:3]))
-            for plugin, part in zip(self.plugins, parts):
+            for plugin, part in zip(plugins, parts):
                 if part.weights.shape[1] != n:
                     raise PluginError(f"ROI set {plugin.name!r}: weights over {part.weights.shape[1]} elements for "
                                       f"a grid of {n}")
@@ -193,11 +218,7 @@ def _read_volume_run(run: RunInput, rois: RoiWeights, cols: np.ndarray, denoise:
     of volumes and the files' digests."""
     bold = _header(run.bold)
     mask, mask_digest = load_nifti(run.mask)
-    if bold.ndim != 4:
-        raise DataError(f"{run.bold}: expected a 4D BOLD image, got shape {bold.shape}")
-    check_header_tr(bold, run.bold, run.tr)
-    if mask.shape[:3] != bold.shape[:3] or not np.allclose(mask.affine, bold.affine, atol=1e-4):
-        raise DataError(f"{run.mask}: grid differs from {run.bold.name} (shape or affine)")
+    check_volume_headers(run, bold, mask)
     ijk = np.unravel_index(cols, bold.shape[:3])
     mask_data = np.asarray(mask.dataobj)
     qc_index = voxel_sample(mask_data, QC_VOXELS)
@@ -437,6 +458,16 @@ class Extracted:
     computed: int = 0  # runs extracted now; the others came from the per-run cache (runcache.py)
     cached: int = 0
     surface: str = ""  # surface or CIFTI data: what the first run's elements are, for the methods text
+    background: nib.Nifti1Image | None = None  # runs outside MNI space: the first run's mean, under its ROIs
+
+
+def mean_image(path: Path) -> nib.Nifti1Image:
+    """A 4D run's mean over time, on its grid: what the ROI figure draws a native-space run's ROIs on."""
+    img = _header(path)
+    mean = nib.Nifti1Image(img.get_fdata(dtype=np.float32).mean(axis=-1), img.affine)
+    mean.header.set_data_dtype(np.float32)
+    mean.header["descrip"] = path.name[:79].encode()  # which run, for the figure's caption
+    return mean
 
 
 def extract(p: ExtractParams, rois: RoiBuilder, n_jobs: int = 2, executor: Executor | None = None,
@@ -470,7 +501,7 @@ def extract(p: ExtractParams, rois: RoiBuilder, n_jobs: int = 2, executor: Execu
             skipped.append(skipped_run(run.subject, run.group, run.run, f"{run.mask}: not a readable NIfTI image",
                                        run.bold.name))
             continue
-        rois = builder.for_grid(grid)
+        rois = builder.for_grid(grid, run.subject)
         if cache and id(rois) not in grid_hash:
             grid_hash[id(rois)] = runcache.rois_digest(rois)
         grids.append(grid)
@@ -508,5 +539,6 @@ def extract(p: ExtractParams, rois: RoiBuilder, n_jobs: int = 2, executor: Execu
     if isinstance(grids[0], Grayordinates):
         kind = {"cifti": "CIFTI dtseries", "gifti": "GIfTI surface BOLD"}[jobs[0][0].kind]
         surface = f"{kind} ({grids[0].describe()})"
+    background = None if surface or is_mni_space(p.data.space) else mean_image(jobs[0][0].bold)
     return Extracted(ts, roi_qc, run_qc, events, participants, motion, carpets, atlas_img, atlas, digests,
-                     builder.plugins, how.count("computed"), how.count("cached"), surface)
+                     builder.plugins, how.count("computed"), how.count("cached"), surface, background)

@@ -128,13 +128,18 @@ class RunSelect(Section):
     """BIDS ses- label (None: files without a session)."""
 
 
+def is_mni_space(space: str) -> bool:
+    """A volume space whose world coordinates are MNI mm (TemplateFlow's MNI152*, MNI305, MNIColin27...)."""
+    return space.startswith("MNI")
+
+
 class DataParams(Section):
     root: str = "data/simulated"
     """An fMRIPrep derivatives directory (BOLD, brain masks, confounds, and events unless events_root)."""
     events_root: str | None = None
     """The raw BIDS dataset, searched for events.tsv before the derivatives, with BIDS inheritance (None: the derivatives only)."""
     space: str = "MNI152NLin2009cAsym"
-    """BIDS space- label of the preprocessed BOLD and masks."""
+    """BIDS space- label of the preprocessed BOLD and masks; native: fMRIPrep's runs in the BOLD's own space (their files have no space- entity). Only MNI* spaces take MNI-coordinate ROIs (atlas, spheres); others need ROIs given in that space (labels_file with {subject}, masks, maps)."""
     res: str | None = None
     """BIDS res- label of the BOLD and mask (fMRIPrep's output resolutions); None: files without one."""
     den: str | None = None
@@ -172,6 +177,21 @@ class DataParams(Section):
         if isinstance(v, dict):
             return {str(k) if isinstance(k, int | float) and not isinstance(k, bool) else k: x for k, x in v.items()}
         return v
+
+    @field_validator("space")
+    @classmethod
+    def _space(cls, v):
+        return v or "native"  # "": the files without a space- entity, as nilearn's empty label selects them
+
+    @property
+    def native(self) -> bool:
+        """The runs are in the BOLD's own (scanner) space: no space- entity in their names."""
+        return self.space == "native"
+
+    @property
+    def space_entity(self) -> str:
+        """The space- label discovery asks nilearn's matching for ("" for native: the entity is absent)."""
+        return "" if self.native else self.space
 
     @field_validator("hemi")
     @classmethod

@@ -71,9 +71,18 @@ class RoiSet(Plugin):
 
     kind = "roi"
     data: tuple[str, ...] = ("volume",)
+    space: str = "MNI"
+    """Where a volume ROI set's positions are defined: ``"MNI"`` (MNI coordinates, or images in an MNI
+    template: the runner refuses it for runs in any other space) or ``"run"`` (images the user gives in
+    the runs' own space, placed by each run's world coordinates: any space)."""
 
     def build(self, reference) -> RoiWeights:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def for_subject(self, subject: str) -> "RoiSet":
+        """The ROI set for one subject's runs: ``self`` unless the set differs by subject (a label image
+        per subject, as native-space studies need). The runner builds each subject's set on its grid."""
+        return self
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from fclab.framework.executor import OneThread, progress
 from fclab.framework.io import (
     check_fresh, file_digest, git_commit, read_parquet, read_provenance, write_json, write_text,
 )
-from fclab.framework.params import Params, section_hash
+from fclab.framework.params import Params, is_mni_space, section_hash
 from fclab.framework.pluginhost.contracts import TEST_COLUMNS, Scale, as_scale
 from fclab.framework.report import effect_figures as ef
 from fclab.framework.report import methods, page
@@ -124,7 +124,7 @@ def build_report(params: Params, inputs: ReportInputs, out: Path, jobs: int = 1)
 
         study_figs, qc_figs = study_figures(inputs, edges_m, run_qc, roi_qc, motion, qc_tables, groups, windows,
                                               sp.baseline_window, scale, out / "figures", sp.alpha, tests,
-                                              rparams.primary_test, metric)
+                                              rparams.primary_test, metric, params.extract.data.space)
         subject_links = {s: f"subjects/{name}"
                          for s, name in progress(pages, len(page_jobs), "report: subject pages")}
     finally:
@@ -239,8 +239,9 @@ def study_qc(params: Params, run_qc, roi_qc, motion, edges_m, windows, events) -
 
 def study_figures(inputs: ReportInputs, edges_m, run_qc, roi_qc, motion, qc_tables, groups, windows, baseline, scale, fig_dir: Path,
                   alpha: float = 0.05, tests: pd.DataFrame | None = None, primary_test: str | None = None,
-                  metric: str | None = None):
-    """The ROI, matrix and QC figures; returns (study figures, QC figures) for the template."""
+                  metric: str | None = None, space: str = "MNI152NLin2009cAsym"):
+    """The ROI, matrix and QC figures; returns (study figures, QC figures) for the template. Runs outside
+    MNI space (``space``) get their first run's ROIs on its mean image and no glass-brain view."""
     from fclab.framework.report import figures as fg
     from fclab.framework.report.summaries import ci_level
 
@@ -254,15 +255,23 @@ def study_figures(inputs: ReportInputs, edges_m, run_qc, roi_qc, motion, qc_tabl
     if inputs.rois_image.name.endswith(".dlabel.nii"):  # surface or CIFTI data
         fg.surface_roi_figure(nib.load(inputs.rois_image), atlas, fig_dir / "rois.png")
         add(study, "rois.png", "Regions of interest on the cortical surface (and subcortical ones on the MNI152 template)")
-    else:
+    elif is_mni_space(space):
         fg.roi_figure(nib.load(inputs.rois_image), atlas, fig_dir / "rois.png")
         add(study, "rois.png", "Regions of interest on the MNI152 template (axial slices)")
+    else:  # the ROIs of the first run, on that run's mean image: no template stands for a native space
+        background = nib.load(inputs.rois_image.with_name("rois_background.nii.gz"))
+        fg.roi_figure(nib.load(inputs.rois_image), atlas, fig_dir / "rois.png", background, space)
+        run = background.header["descrip"].tobytes().decode(errors="replace").rstrip("\0")
+        add(study, "rois.png", f"Regions of interest on the mean image of the run {run} ({space} space, "
+            "axial slices); every subject has its own, and no "
+            "glass-brain view is drawn: the ROI positions are not in a template's coordinates")
     fg.matrices_figure(edges_m, rois, groups, windows, scale, fig_dir / "matrices.png")
     add(study, "matrices.png", "Group-mean connectivity per window, and the group difference")
     effect_windows = [w for w in windows if w != baseline]
     views = {primary_test: f"Strongest effects, {primary_test}"} if primary_test else {}
     views.setdefault("nbs", "NBS components")  # when the study ran the network-based statistic
-    for test, what in views.items():
+    for test, what in views.items() if is_mni_space(space) or inputs.rois_image.name.endswith(
+            ".dlabel.nii") else ():
         rows = tests[(tests["test"] == test) & (tests["term"] == "group:window") & (tests["metric"] == metric)] \
             if tests is not None else pd.DataFrame()
         if rows.empty:

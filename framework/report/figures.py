@@ -54,8 +54,9 @@ def mni152_background():
     return nib.Nifti1Image(z["data"], z["affine"])
 
 
-def roi_figure(atlas_img, atlas: pd.DataFrame, path) -> None:
-    """The ROIs over nilearn's bundled MNI152 template (no download), one colour and name each."""
+def roi_figure(atlas_img, atlas: pd.DataFrame, path, background=None, space: str = "MNI") -> None:
+    """The ROIs over nilearn's bundled MNI152 template (no download), or over ``background`` (runs
+    outside MNI space: the first run's mean image, whose ROIs these are), one colour and name each."""
     from matplotlib.colors import ListedColormap
     from nilearn import plotting
 
@@ -67,14 +68,14 @@ def roi_figure(atlas_img, atlas: pd.DataFrame, path) -> None:
             cuts.append(round(float(z)))
     cuts = cuts[:6] or [0]
     fig = plt.figure(figsize=(9, 4.2))
-    plotting.plot_roi(atlas_img, bg_img=mni152_background(), display_mode="z",
+    plotting.plot_roi(atlas_img, bg_img=mni152_background() if background is None else background, display_mode="z",
                       cut_coords=cuts, cmap=ListedColormap(colours), vmin=0.5, vmax=n + 0.5,
                       colorbar=False, figure=fig, axes=(0, 0.3, 1, 0.7), draw_cross=False, annotate=True,
                       black_bg=False, resampling_interpolation="nearest")
     handles = [Patch(color=colours[i], label=f"{r.roi} ({r.x_mm:.0f}, {r.y_mm:.0f}, {r.z_mm:.0f})")
                for i, r in enumerate(atlas.itertuples())]
     fig.legend(handles=handles, loc="lower center", ncol=min(n, 3), frameon=False, fontsize=8,
-               title="ROI (centroid, MNI mm)", title_fontsize=8)
+               title=f"ROI (centroid, {space} mm)", title_fontsize=8)
     save_figure(fig, path)
 
 

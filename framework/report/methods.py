@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from fclab.framework import __version__
+from fclab.framework.params import is_mni_space
 
 
 PACKAGES = ("nilearn", "nibabel", "numpy", "pandas", "scipy", "statsmodels", "pyarrow", "pluggy", "dvc")
@@ -272,13 +273,22 @@ def extraction_methods(p, run_qc: pd.DataFrame, surface: str | None, plugins) ->
     if d.smoothing_fwhm:
         confounds = f"Images were smoothed with a {d.smoothing_fwhm:g} mm FWHM Gaussian before extraction. " + confounds
     return (
-        f"ROI time series were extracted from the {surface or f'{p.data.space} preprocessed BOLD'} of "
+        f"ROI time series were extracted from the {surface or bold_text(p.data.space)} of "
         f"{run_count_text(run_qc)}, "
         "for these ROIs: "
         f"{'; '.join(pl.describe() for pl in plugins)}. {confounds}"
         f"{'detrended, ' if d.detrend else ''}{band}{cleaned}, "
         f"and standardised ({d.standardize}) with nilearn signal.clean.{dof_text(run_qc)}"
     )
+
+
+def bold_text(space: str) -> str:
+    """The BOLD images the ROIs were read from, in their space's words."""
+    if is_mni_space(space):
+        return f"{space} preprocessed BOLD"
+    if space == "native":
+        return "preprocessed BOLD in each run's native (scanner) space"
+    return f"preprocessed BOLD in each subject's {space} space"
 
 
 def filter_text(high_pass_hz: float | None, low_pass_hz: float | None) -> str:

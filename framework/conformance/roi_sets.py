@@ -51,6 +51,23 @@ def _grayordinates(voxel: float, full_surface: bool, structures=tuple(_STRUCTURE
     return Grayordinates("fsLR", axis)
 
 
+def _parcels(n: int = 12):
+    """XCP-D-style parcel columns of an atlas (Schaefer-like names)."""
+    from fclab.framework.extraction.xcpd import Parcels
+
+    return Parcels("kit", tuple(f"7Networks_{h}_Parcel{i}" for h in ("LH", "RH") for i in range(1, n // 2 + 1)))
+
+
+def check_parcels_roi_builds(case: RoiCase) -> str | None:
+    return _valid_parcels(case.built, case.grid)
+
+
+def check_parcels_roi_other_atlas(case: RoiCase) -> str | None:
+    grid = _parcels(40)
+    w = case.roi.build(grid)
+    return _valid_parcels(w, grid)
+
+
 def _inputs_missing(roi: RoiSet) -> str | None:
     missing = [str(f) for f in roi.input_files() if not Path(f).is_file()]
     return f"declared input file(s) missing: {', '.join(missing)}" if missing else None
@@ -84,18 +101,27 @@ def _valid_volume(w, grid) -> str | None:
     return None
 
 
-def _valid_surface(w, grid) -> str | None:
-    """None when ``w`` is valid ROI weights for the grayordinates ``grid``, else why not."""
+def _valid_elements(w, grid, what: str = "grayordinates") -> str | None:
+    """None when ``w`` is valid ROI weights over the elements of ``grid`` (grayordinates or parcels),
+    else why not."""
     if not isinstance(w, RoiWeights):
         return f"build() returned {type(w).__name__}, not RoiWeights"
     if w.weights.shape[1] != grid.n:
-        return f"{w.weights.shape[1]} weight columns for {grid.n} grayordinates"
+        return f"{w.weights.shape[1]} weight columns for {grid.n} {what}"
     if not w.names or len(set(w.names)) != len(w.names) or not all(isinstance(n, str) and n for n in w.names):
         return "ROI names must be unique non-empty strings, at least one"
     if not np.isfinite(w.weights.data).all():
         return "non-finite weights"
     empty = [n for n, k in zip(w.names, np.diff(w.support.indptr)) if k == 0]
-    return f"ROI(s) without grayordinates returned instead of an error: {', '.join(empty[:5])}" if empty else None
+    return f"ROI(s) without {what} returned instead of an error: {', '.join(empty[:5])}" if empty else None
+
+
+def _valid_surface(w, grid) -> str | None:
+    return _valid_elements(w, grid)
+
+
+def _valid_parcels(w, grid) -> str | None:
+    return _valid_elements(w, grid, "parcels")
 
 
 class RoiCase:
@@ -107,7 +133,9 @@ class RoiCase:
 
     @cached_property
     def grid(self):
-        return _grid((91, 109, 91), 2.0) if "volume" in self.roi.data else _grayordinates(2.0, full_surface=False)
+        if "volume" in self.roi.data:
+            return _grid((91, 109, 91), 2.0)
+        return _parcels() if "parcellated" in self.roi.data else _grayordinates(2.0, full_surface=False)
 
     @cached_property
     def built(self) -> RoiWeights:
@@ -165,9 +193,9 @@ def check_roi_no_voxels(case: RoiCase) -> str | None:
 def check_roi_deterministic(case: RoiCase) -> str | None:
     first = case.built
     w = case.roi.build(_grid((91, 109, 91), 2.0) if "volume" in case.roi.data
-                       else _grayordinates(2.0, full_surface=False))
+                       else _parcels() if "parcellated" in case.roi.data else _grayordinates(2.0, full_surface=False))
     if w.names != first.names or (w.weights != first.weights).nnz:
-        return f"two builds on the same {'grid' if 'volume' in case.roi.data else 'grayordinates'} differ"
+        return f"two builds on the same {'grid' if 'volume' in case.roi.data else 'elements'} differ"
     return None
 
 
@@ -201,6 +229,11 @@ def roi_set_checks(roi: RoiSet):
         yield Step("builds on a 3 mm grid with x flipped (LAS) and a 4 mm 4D grid, with the same names",
                    check_roi_other_grids)
         yield Step("an ROI with no voxels on the grid is a one-line error", check_roi_no_voxels)
+        yield Step("opens only the input files it declares (file-open audit)", check_roi_reads_declared)
+    elif "parcellated" in roi.data:
+        yield Step("builds on XCP-D-style parcel columns: unique names, no empty ROI, finite weights",
+                   check_parcels_roi_builds, gate=True)
+        yield Step("builds on a larger atlas's parcel columns", check_parcels_roi_other_atlas)
         yield Step("opens only the input files it declares (file-open audit)", check_roi_reads_declared)
     else:
         yield Step("builds on fsLR 91k-style grayordinates: unique names, no empty ROI, finite weights",

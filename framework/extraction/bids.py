@@ -31,6 +31,8 @@ class RunInput:
     kind: str = "nifti"  # nifti, cifti (a dtseries) or gifti (hemisphere runs)
     bold_files: tuple[Path, ...] = ()  # GIfTI: each hemisphere's file, in element order
     hemis: tuple[str, ...] = ()  # GIfTI: their hemispheres (L, R)
+    outliers: Path | None = None  # XCP-D: its *_outliers.tsv (1 = a censored volume)
+    qc: Path | None = None  # XCP-D: its *_desc-linc_qc.tsv (num_dummy_volumes), if written
 
     @property
     def files(self) -> tuple[Path, ...]:
@@ -213,6 +215,8 @@ def _find_run(root: Path, data: DataParams, sub: str, group, key: str, sel) -> R
         return bids_files(listing, sub, tag, ext, entities)
 
     fmt = data.format if data.format != "auto" else ("nifti" if not is_surface_space(data.space) else "surface")
+    if fmt == "xcpd":
+        return _find_xcpd_run(root, data, sub, group, key, sel, filters, where, get_bids_files)
     if fmt == "nifti":
         image = [("space", data.space_entity)] + ([("res", data.res)] if data.res else [])
         def nifti(suffix, entities):  # gzipped as fMRIPrep writes them, or gunzipped (memory-mapped)
@@ -257,6 +261,27 @@ def _find_surface_run(data: DataParams, filters, where: str, fmt: str, get_bids_
                         f"({wanted}; extract.data.hemi lists {', '.join(data.hemi)})")
     what = {"cifti": "CIFTI dtseries", "gifti": "GIfTI BOLD"}.get(fmt, "CIFTI dtseries or GIfTI BOLD")
     raise DataError(f"{where}: no {what} found for {wanted} ({available_bold(root, sub)})")
+
+
+def _find_xcpd_run(root: Path, data: DataParams, sub: str, group, key: str, sel, filters, where: str,
+                   get_bids_files) -> RunInput:
+    """XCP-D's files of one run: the atlas's mean time series, the motion and outlier tables, the QC
+    table if written, and the TR from the time series' sidecar or else the denoised BOLD's."""
+    space = [("space", data.space_entity)] + ([("den", data.den)] if data.den else [])
+    found = get_bids_files("timeseries", "tsv", filters + space + [("atlas", data.atlas), ("stat", "mean")])
+    if not found:
+        wanted = ", ".join(f"{k} {v!r}" if v else f"no {k}- entity" for k, v in filters + space + [("atlas", data.atlas)])
+        raise DataError(f"{where}: no XCP-D *_stat-mean_timeseries.tsv found for {wanted} under {root}")
+    series = _one(found, "XCP-D mean time series", where)
+    motion = _one(get_bids_files("motion", "tsv", filters), "XCP-D motion TSV", where)
+    outliers = _one(get_bids_files("outliers", "tsv", filters), "XCP-D outliers TSV", where)
+    qc = get_bids_files("qc", "tsv", filters + space + [("desc", "linc")])
+    sidecar = series.with_suffix(".json")
+    if not sidecar.is_file():  # the denoised BOLD's sidecar, which XCP-D writes beside it
+        sidecar = Path(next(iter(get_bids_files("bold", "json", filters + space + [("desc", "denoised")])), sidecar))
+    roots = ([Path(data.events_root)] if data.events_root else []) + [root]
+    return RunInput(sub, str(group), key, series, None, motion, find_events(roots, sub, sel), _repetition_time(sidecar),
+                    kind="xcpd", outliers=outliers, qc=_one(qc, "XCP-D QC TSV", where) if qc else None)
 
 
 BOLD_SUFFIXES = ("_bold.nii.gz", "_bold.nii", "_bold.dtseries.nii", "_bold.func.gii")

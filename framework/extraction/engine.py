@@ -24,6 +24,7 @@ from fclab.framework.extraction.surface import (
     FSAVERAGE_VERTICES, Grayordinates, SurfaceStream, cifti_grayordinates, cifti_step, element_coordinates,
     gifti_shape, is_surface_space, label_image, load_cifti, surface_axis,
 )
+from fclab.framework.extraction.xcpd import Parcels, atlas_image, parcels_reference, read_xcpd_run
 from fclab.framework.io import file_digest
 from fclab.framework.params import DenoiseParams, ExtractParams, check_label, is_mni_space
 from fclab.framework.pluginhost.contracts import TIMESERIES_KEYS, RoiSet, RoiWeights
@@ -115,6 +116,8 @@ def run_reference(run: RunInput, space: str) -> tuple[nib.Nifti1Image | Grayordi
     NIfTI header for volumes, the run's grayordinates for CIFTI and GIfTI data. Errors name the file."""
     if run.kind == "nifti":
         return _header(run.mask), _header(run.bold).shape[-1]
+    if run.kind == "xcpd":
+        return parcels_reference(run)
     if run.kind == "cifti":
         img = load_cifti(run.bold)
         check_cifti_step(img, run.bold, run.tr)
@@ -178,13 +181,13 @@ class RoiBuilder:
                         "whose path may name each subject's label image with {subject}; masks; maps), or set "
                         "extract.data.space to an MNI template the derivatives have")
 
-    def for_grid(self, reference: nib.Nifti1Image | Grayordinates, subject: str | None = None) -> RoiWeights:
-        surface = isinstance(reference, Grayordinates)
+    def for_grid(self, reference: nib.Nifti1Image | Grayordinates | Parcels, subject: str | None = None) -> RoiWeights:
+        surface = isinstance(reference, Grayordinates | Parcels)  # elements other than a voxel grid
         plugins = [plugin.for_subject(subject) for plugin in self.plugins] if subject is not None else self.plugins
         own = subject if any(a is not b for a, b in zip(plugins, self.plugins)) else None
         key = (reference.key if surface else (reference.shape[:3], np.round(reference.affine, 6).tobytes()), own)
         if key not in self._cache:
-            data = "surface" if surface else "volume"
+            data = "parcellated" if isinstance(reference, Parcels) else "surface" if surface else "volume"
             for i, plugin in enumerate(self.plugins):
                 if data not in plugin.data:
                     others = ", ".join(sorted(n for n, kinds in (self.installed or {}).items() if data in kinds))
@@ -245,6 +248,8 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_co
                  surface: tuple[Grayordinates, int] | None = None):
     """One run's tables. ``surface``: a CIFTI or GIfTI run's (grayordinates, volumes), from
     ``run_reference`` (its headers are read once, where the study's grids are found)."""
+    if run.kind == "xcpd":
+        return read_xcpd_run(run, rois, denoise, min_coverage)
     cols = np.unique(rois.weights.indices)
     if run.kind == "nifti":
         read, inside, T, digests = _read_volume_run(run, rois, cols, denoise)
@@ -419,7 +424,8 @@ def _extract_job(args):
         try:
             sidecar = run.confounds.with_suffix(".json")  # load_confounds_strategy reads it (CompCor)
             roles = {"bold": list(run.files), "mask": run.mask, "confounds": run.confounds,
-                     "confounds_json": sidecar if sidecar.is_file() else None, "events": run.events}
+                     "confounds_json": sidecar if sidecar.is_file() else None, "events": run.events,
+                     **({"outliers": run.outliers, "qc": run.qc} if run.kind == "xcpd" else {})}
             files = [f for v in roles.values() for f in (v if isinstance(v, list) else [v]) if f is not None]
             found = runcache.digests(files)
             by_role = {role: [found[str(f)] for f in v] if isinstance(v, list) else (found[str(v)] if v else None)
@@ -534,11 +540,15 @@ def extract(p: ExtractParams, rois: RoiBuilder, n_jobs: int = 2, executor: Execu
     digests[str(Path(p.data.root) / p.data.participants)] = file_digest(Path(p.data.root) / p.data.participants)
     motion = pd.concat([r[5] for r in results], ignore_index=True)
     carpets = pd.DataFrame([r[6] for r in results], columns=["subject", "run", "n_volumes", "png"])
-    atlas_img, atlas = roi_atlas(jobs[0][1], grids[0])
+    if isinstance(grids[0], Parcels):  # XCP-D's parcels: the atlas image it wrote gives their voxels
+        atlas_img, atlas = atlas_image(Path(p.data.root), grids[0], jobs[0][1].names, jobs[0][1].weights)
+    else:
+        atlas_img, atlas = roi_atlas(jobs[0][1], grids[0])
     surface = ""
     if isinstance(grids[0], Grayordinates):
         kind = {"cifti": "CIFTI dtseries", "gifti": "GIfTI surface BOLD"}[jobs[0][0].kind]
         surface = f"{kind} ({grids[0].describe()})"
-    background = None if surface or is_mni_space(p.data.space) else mean_image(jobs[0][0].bold)
+    background = None if surface or is_mni_space(p.data.space) or jobs[0][0].kind != "nifti" \
+        else mean_image(jobs[0][0].bold)
     return Extracted(ts, roi_qc, run_qc, events, participants, motion, carpets, atlas_img, atlas, digests,
                      builder.plugins, how.count("computed"), how.count("cached"), surface, background)

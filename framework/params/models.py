@@ -146,8 +146,10 @@ class DataParams(Section):
     """BIDS den- label of surface or CIFTI BOLD (e.g. 91k, 32k); None: any (one file must match)."""
     hemi: list[Literal["L", "R"]] = Field(default_factory=lambda: ["L", "R"])
     """Hemispheres of GIfTI surface BOLD (hemi-L/hemi-R files), in element order."""
-    format: Literal["auto", "nifti", "cifti", "gifti"] = "auto"
-    """BOLD file format: auto (NIfTI for a volume space; CIFTI dtseries or GIfTI hemispheres, whichever exists, for fsaverage*, fsLR, fsnative), or one of nifti, cifti, gifti."""
+    format: Literal["auto", "nifti", "cifti", "gifti", "xcpd"] = "auto"
+    """BOLD file format: auto (NIfTI for a volume space; CIFTI dtseries or GIfTI hemispheres, whichever exists, for fsaverage*, fsLR, fsnative), one of nifti, cifti, gifti, or xcpd: XCP-D's denoised parcel time series (root is XCP-D's output; see atlas)."""
+    atlas: str | None = None
+    """format xcpd: the atlas- label of XCP-D's *_stat-mean_timeseries.tsv (e.g. 4S156Parcels); its parcels are the ROIs the parcels ROI set selects."""
     participants: str = "participants.tsv"
     """participants.tsv, relative to root (fMRIPrep writes none: give the raw BIDS tree's, e.g. ../../participants.tsv, or an absolute path)."""
     group_column: str = "group"
@@ -268,6 +270,23 @@ class ExtractParams(Section):
     """An ROI covering less than this fraction of its voxels inside a run's brain mask is missing for that run (roi_qc says why); None: an ROI with no voxel in the mask is an error."""
     on_error: Literal["fail", "skip"] = "fail"
     """A run whose files are missing or unreadable: stop (fail), or record it in run_qc and go on (skip)."""
+
+    @model_validator(mode="after")
+    def _xcpd(self):
+        """XCP-D's time series are denoised, filtered and censored already: fclab may only detrend and
+        standardise them again, and needs the atlas that names them."""
+        if self.data.format != "xcpd":
+            return self
+        if not self.data.atlas:
+            raise ValueError("data.atlas: format xcpd needs XCP-D's atlas- label (e.g. 4S156Parcels)")
+        d = self.denoise
+        done = [f"{k} {v!r}" for k, v in (("strategy", d.strategy), ("columns", d.columns), ("high_pass_hz", d.high_pass_hz),
+                                           ("low_pass_hz", d.low_pass_hz), ("smoothing_fwhm", d.smoothing_fwhm))
+                if v not in ("none", [], None)]
+        if done:
+            raise ValueError(f"denoise: XCP-D's time series are denoised and filtered already ({', '.join(done)}); "
+                             "set strategy: none, columns: [], high_pass_hz: null, low_pass_hz: null, smoothing_fwhm: null")
+        return self
 
 
 def _span(spec, lo_min, hi_min, lo_s, hi_s) -> tuple[float | None, float | None]:

@@ -255,6 +255,15 @@ def exclusion_text(run_qc: pd.DataFrame, rules=None) -> str:
 def extraction_methods(p, run_qc: pd.DataFrame, surface: str | None, plugins) -> str:
     """The extract stage's sentence: the data, the ROI sets, the confounds and the signal cleaning."""
     d = p.denoise
+    if p.data.format == "xcpd":
+        return (f"ROI time series were XCP-D's denoised mean time series of the atlas-{p.data.atlas} parcels "
+                f"({p.data.space_entity or 'native'} space; its confound regression, filtering and censoring of "
+                f"high-motion volumes, whose times fclab keeps) for {run_count_text(run_qc)}, for these ROIs: "
+                f"{'; '.join(pl.describe() for pl in plugins)}"
+                f"{censoring_text(run_qc).replace('this censored', 'its dummy volumes and censoring left out')}. fclab then "
+                f"{'detrended and ' if d.detrend else ''}standardised them ({d.standardize}) with nilearn "
+                "signal.clean, and regressed nothing more. The temporal degrees of freedom XCP-D's regression and "
+                "filter left are not counted (its outputs do not give them per run), so no run was excluded for them.")
     band = filter_text(d.high_pass_hz, d.low_pass_hz)
     opts = ", ".join(f"{k}={v}" for k, v in d.strategy_options.items())
     cols = ", ".join(d.columns)

@@ -326,7 +326,7 @@ def test_plugins_check_command(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, err = run_cli("plugins", "check", "pearson")
     assert code == 0, err
-    assert "metric plugin 'pearson'" in out and "12 of 12 checks passed" in out
+    assert "metric plugin 'pearson'" in out and "13 of 13 checks passed" in out
     code, _, err = run_cli("plugins", "check", "pearsn")
     assert code == 2 and "did you mean 'pearson'" in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli("plugins", "check", "labels_file")  # needs options params.yaml does not give
@@ -405,3 +405,33 @@ def test_the_kit_fails_an_roi_set_that_opens_a_file_it_does_not_declare(tmp_path
         assert list(failed) == ["opens only the input files it declares (file-open audit)"], report.lines()
         assert str(table.resolve()) in failed["opens only the input files it declares (file-open audit)"]
     assert api.check_roi_set(Declared()).ok
+
+
+def test_the_kit_fails_a_metric_or_test_that_opens_a_file_it_does_not_declare(tmp_path):
+    """The same audit for metrics (at compute) and statistical tests (at run): an undeclared read
+    fails, naming the file; declaring it in input_files() passes."""
+    table = tmp_path / "prior.tsv"
+    table.write_text("edge\tweight\n")
+    step = "opens only the input files it declares (file-open audit)"
+
+    class ReadingMetric(_Pearson):
+        name = "reading_metric"
+
+        def compute(self, ts, tr):
+            table.read_text()
+            return super().compute(ts, tr)
+
+    class ReadingTest(_Welch):
+        name = "reading_test"
+
+        def run(self, edges, design):
+            table.read_bytes()
+            return super().run(edges, design)
+
+    for undeclared, check in ((ReadingMetric, api.check_metric), (ReadingTest, api.check_stat_test)):
+        report = check(undeclared())
+        failed = {c.name: c.detail for c in report.failures}
+        assert list(failed) == [step], report.lines()
+        assert str(table.resolve()) in failed[step]
+        declared = type("Declared", (undeclared,), {"input_files": lambda self: [str(table)]})
+        assert check(declared()).ok, check(declared()).lines()

@@ -146,3 +146,25 @@ def undeclared(paths: list, declared: list, allowed: list[Path]) -> list[str]:
             continue
         out.append(str(f))
     return sorted(set(out))
+
+
+def reads_undeclared(plugin, work) -> str | None:
+    """A fresh instance of ``plugin``'s class, constructed with its params and given to ``work``
+    under the file-open audit (``files_read``), opens no file it does not declare in
+    ``input_files()``, other than installed packages' files, its own package's, and fclab's caches:
+    an undeclared input is one DVC and the provenance never see, so editing it would leave results
+    silently stale. None when it reads only what it declares, else what it read."""
+    import fclab.framework
+    from fclab.framework.memo import cache_root
+
+    cls = type(plugin)
+    allowed = [*installed_roots(), Path(fclab.framework.__file__).parent.resolve(), cache_root().resolve()]
+    source = getattr(sys.modules.get(cls.__module__), "__file__", None)  # None: code run from a string
+    if source and Path(source).name == "__init__.py":
+        allowed.append(Path(source).parent.resolve())  # a package's own data ships with its code
+    with files_read() as opened:
+        fresh = cls(plugin.params)
+        work(fresh)
+    extra = undeclared(opened, fresh.input_files(), allowed)
+    return (f"opens {len(extra)} file(s) it does not declare in input_files(): {', '.join(extra[:3])}"
+            f"{', …' if len(extra) > 3 else ''}") if extra else None

@@ -6,7 +6,7 @@ from functools import cached_property
 
 import numpy as np
 
-from fclab.framework.conformance.kit import Conformance, Step, Unmet, run_steps
+from fclab.framework.conformance.kit import Conformance, Step, Unmet, reads_undeclared, run_steps
 from fclab.framework.conformance.study import as_outputs, window_series
 from fclab.framework.pluginhost.contracts import Metric
 
@@ -241,6 +241,15 @@ def check_metric_two_rois(case: MetricCase) -> str | None:
     return None
 
 
+def check_metric_reads_declared(case: MetricCase) -> str | None:
+    """Fitting (if group-fitted) and computing open only declared inputs (``kit.reads_undeclared``)."""
+    def work(fresh):
+        if fresh.group_fit:
+            fresh.fit(list(case.ts[:3]), case.tr)
+        fresh.compute(case.ts[0], case.tr)
+    return reads_undeclared(case.metric, work)
+
+
 def metric_checks(metric: Metric):
     """The metric contract's checks (docs/plugins.md, "Metrics"), in the order they run."""
     yield Step("problem() gives a minimum length with a reason below it", check_metric_minimum_length, gate=True)
@@ -260,6 +269,7 @@ def metric_checks(metric: Metric):
         yield Step("affine invariance (claimed): positive scaling and shifts of ROI signals change nothing",
                    check_metric_affine_invariance)
     yield Step("works on two ROIs", check_metric_two_rois)
+    yield Step("opens only the input files it declares (file-open audit)", check_metric_reads_declared)
 
 
 def check_metric(metric: Metric, n_rois: int = 5, tr: float = 2.0, seed: int = 0,

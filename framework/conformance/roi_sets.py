@@ -9,7 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from fclab.framework.conformance.kit import Conformance, Step, files_read, installed_roots, run_steps, undeclared
+from fclab.framework.conformance.kit import Conformance, Step, reads_undeclared, run_steps
 from fclab.framework.errors import FclabError
 from fclab.framework.pluginhost.contracts import RoiSet, RoiWeights
 
@@ -147,26 +147,8 @@ def check_roi_inputs(case: RoiCase) -> str | None:
 
 
 def check_roi_reads_declared(case: RoiCase) -> str | None:
-    """A fresh instance, constructed and built on the case's grid under the file-open audit
-    (``kit.files_read``), opens no file it does not declare in ``input_files()``, other than installed
-    packages' files, its own package's, and fclab's caches: an undeclared input is one DVC and the
-    provenance never see, so editing it would leave results silently stale."""
-    import sys
-
-    import fclab.framework
-    from fclab.framework.memo import cache_root
-
-    cls = type(case.roi)
-    allowed = [*installed_roots(), Path(fclab.framework.__file__).parent.resolve(), cache_root().resolve()]
-    source = getattr(sys.modules.get(cls.__module__), "__file__", None)  # None: code run from a string
-    if source and Path(source).name == "__init__.py":
-        allowed.append(Path(source).parent.resolve())  # a package's own data ships with its code
-    with files_read() as opened:
-        fresh = cls(case.roi.params)
-        fresh.build(case.grid)
-    extra = undeclared(opened, fresh.input_files(), allowed)
-    return (f"opens {len(extra)} file(s) it does not declare in input_files(): {', '.join(extra[:3])}"
-            f"{', …' if len(extra) > 3 else ''}") if extra else None
+    """Building on the case's grid opens only declared inputs (``kit.reads_undeclared``)."""
+    return reads_undeclared(case.roi, lambda fresh: fresh.build(case.grid))
 
 
 def check_roi_builds(case: RoiCase) -> str | None:

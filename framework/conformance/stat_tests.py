@@ -9,7 +9,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from fclab.framework.conformance.kit import Conformance, Step, Unmet, run_steps
+from fclab.framework.conformance.kit import Conformance, Step, Unmet, reads_undeclared, run_steps
 from fclab.framework.conformance.study import FAKE_ROIS, fake_design, fake_edges
 from fclab.framework.connectome.edgestore import Edges
 from fclab.framework.errors import FclabError
@@ -190,6 +190,11 @@ def check_test_as_primary(case: StatTestCase) -> str | None:
     return None
 
 
+def check_test_reads_declared(case: StatTestCase) -> str | None:
+    """Running on the fake study opens only declared inputs (``kit.reads_undeclared``)."""
+    return reads_undeclared(case.test, lambda fresh: fresh.run(case.given(case.edges), case.design))
+
+
 def stat_test_checks(test: StatTest):
     """The statistical-test contract's checks (docs/plugins.md, "Statistical tests"), in order."""
     yield Step("run() on a small study returns result rows", check_test_runs, gate=True)
@@ -198,6 +203,7 @@ def stat_test_checks(test: StatTest):
     yield Step("p in [0, 1] (or absent); a row without an estimate carries a reason", check_test_p_values)
     yield Step("ci_low ≤ estimate ≤ ci_high", check_test_intervals)
     yield Step("deterministic", check_test_deterministic)
+    yield Step("opens only the input files it declares (file-open audit)", check_test_reads_declared)
     yield Step("packed_edges: the same results from the packed and the long table", check_test_packed_as_long)
     yield Step("estimates have the sign of the planted group difference (target − reference)", check_test_effect_sign)
     yield Step("a subject missing a window is handled", check_test_missing_window)

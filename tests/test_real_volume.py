@@ -82,6 +82,7 @@ def test_identical_groups_estimate_zero_and_the_methods_say_native_space(real_st
     assert "octant8 from each subject&#39;s own label image sub-{subject}_task-rest_desc-octants_dseg.nii.gz" in html
     assert "mean image of the run sub-01_task-rest_desc-preproc_bold.nii.gz (native space" in html
     assert "glass brain" not in html.replace("no glass-brain view", "")
+    assert "none to draw, since no run&#39;s confounds have a framewise_displacement column" in html
     background = nib.load(real_study / "results" / "extract" / "rois_background.nii.gz")
     mean = nib.load(rv.nitime_run("fmri1.nii.gz")).get_fdata().mean(axis=-1)
     np.testing.assert_allclose(background.get_fdata(), mean, rtol=1e-6)

@@ -288,7 +288,10 @@ def study_figures(inputs: ReportInputs, edges_m, run_qc, roi_qc, motion, qc_tabl
         f" per window and group, runs analysed (mean and {ci_level(alpha)} CI over subjects; dots: subjects; "
         f"* groups differ, Holm-adjusted Mann–Whitney p < {alpha:g})")
     fg.fd_figure(motion, run_qc, groups, fig_dir / "qc_fd.png")
-    add(qc, "qc_fd.png", "Framewise displacement per volume, by group")
+    no_fd = not np.isfinite(pd.to_numeric(run_qc["mean_fd"], errors="coerce")).any()
+    add(qc, "qc_fd.png", "Framewise displacement per volume, by group" + (
+        ": none to draw, since no run's confounds have a framewise_displacement column (no motion rule, "
+        "QC-FC or motion comparison could use it)" if no_fd else ""))
     fg.qcfc_distance_figure(qc_tables["qc_fc"], edges_m, atlas, groups, baseline, scale, fig_dir / "qc_fc_distance.png")
     add(qc, "qc_fc_distance.png", f"QC-FC over every edge and window, and connectivity against ROI distance "
         f"({baseline} window)")

@@ -294,7 +294,8 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_co
         outside = cover == 0
         if outside.any():
             roi = roi_qc['roi'][np.flatnonzero(outside)[0]]
-            raise DataError(f"{run.mask}: ROI {roi!r} has no voxel inside sub-{run.subject}'s brain mask"
+            raise DataError(f"{run.mask}: ROI {roi!r} has no voxel inside sub-{run.subject}'s brain mask (is the "
+                            "run in extract.data.space? ROIs and runs meet by world coordinates)"
                             if run.mask else f"{run.bold}: every value of ROI {roi!r} is 0 (no signal)")
         roi_qc["missing"], roi_qc["reason"] = False, ""
     else:

@@ -20,8 +20,11 @@ from fclab.framework.connectome.engine import check_windows_have_values, connect
 from fclab.framework.executor import make_executor
 from fclab.framework.extraction import cache as runcache
 from fclab.framework.extraction.engine import RoiBuilder, extract
+from fclab.framework import __version__
+from fclab.framework.errors import DataError
 from fclab.framework.io import (
-    atomic_dir, check_fresh, file_digest, provenance, read_parquet, staged_members, write_json, write_parquet,
+    atomic_dir, check_fresh, file_digest, git_commit, provenance, read_parquet, read_provenance, staged_members,
+    write_json, write_parquet,
 )
 from fclab.framework.params import ExtractParams, Params, section_hash
 from fclab.framework.pluginhost.builder import SECTIONS, build_all, selected, specs_of
@@ -132,9 +135,36 @@ def stage_simulate(params: Params, jobs: int | None = None) -> Path:
     return simulate(params.simulate, n_jobs=executor(params, jobs))
 
 
+def kept_extract_state(p: ExtractParams, plugins: list[Plugin]) -> str | None:
+    """The ``extract_state`` results/extract was written from (the cache's record of its files, by
+    name, size and mtime), when its outputs can stand as they are: every table there written by one
+    extraction, with these params, this fclab code and these ROI plugins' code (the state itself
+    covers inputs, settings, ROIs and the extraction code run by run)."""
+    try:
+        provs = [read_provenance(EXTRACT_DIR / f) for f in sorted(EXTRACT_FILES) if f.endswith(".parquet")]
+    except DataError:
+        return None
+    first = provs[0]
+    images = [EXTRACT_DIR / f for f in ("rois.nii.gz", "rois.dlabel.nii")]
+    if any(pv != first for pv in provs) or not any(f.is_file() for f in images):
+        return None
+    registry = get_registry()
+    if (first.get("params_hash"), first.get("git_commit"), first.get("fclab_version"), first.get("plugin_code")) != (
+            section_hash(p), git_commit(), __version__, {pl.name: registry.record(pl)["code"] for pl in plugins}):
+        return None
+    return runcache.recorded_state(EXTRACT_DIR)
+
+
 def stage_extract(params: Params, jobs: int | None = None) -> None:
     p = params.extract
-    out = extract(p, roi_builder(params.extract), executor=executor(params, jobs), cache=runcache.enabled())
+    builder = roi_builder(params.extract)
+    cache = runcache.enabled()
+    out = extract(p, builder, executor=executor(params, jobs), cache=cache,
+                  unchanged_if=kept_extract_state(p, builder.plugins) if cache else None)
+    if out is None:
+        print(f"extract: nothing changed since {EXTRACT_DIR} was written (the same inputs by content, settings and "
+              "code); kept it", file=sys.stderr)
+        return
     if out.cached:
         print(f"extract: {methods.counted(out.computed, 'run')} extracted, {out.cached} from the per-run cache "
               f"({runcache.cache_dir()})", file=sys.stderr)
@@ -159,6 +189,7 @@ def stage_extract(params: Params, jobs: int | None = None) -> None:
             (out_dir / "rois.nii.gz").write_bytes(gzip.compress(out.atlas_img.to_bytes(), mtime=0))
         if out.background is not None:  # runs outside MNI space: their ROIs are drawn on the first run's mean
             (out_dir / "rois_background.nii.gz").write_bytes(gzip.compress(out.background.to_bytes(), mtime=0))
+    runcache.record_outputs(EXTRACT_DIR, out.state)
 
 
 def stage_connectivity(params: Params) -> None:

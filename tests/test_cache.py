@@ -59,10 +59,10 @@ def test_adding_a_subject_extracts_only_its_runs(study):
 def test_what_enters_the_key(study):
     params = small_params()
     assert run_cli("extract")[0] == 0
-    params["stats"]["alpha"] = 0.01  # another stage's setting: every run reused
+    params["stats"]["alpha"] = 0.01  # another stage's setting: the outputs stand as they are
     write_params(study, params)
     code, _, err = run_cli("extract")
-    assert code == 0 and "extract: 0 runs extracted" in err
+    assert code == 0 and "extract: nothing changed since results/extract was written" in err, err
     params["extract"]["denoise"]["high_pass_hz"] = 0.02  # the cleaning changes: every run again
     write_params(study, params)
     code, _, err = run_cli("extract")
@@ -85,6 +85,7 @@ def test_a_damaged_entry_is_computed_again(study):
         meta.write_text("{not json")
     for table in list((study / ".fclab-cache/extract").glob("??/*/timeseries.parquet"))[3:5]:
         table.write_bytes(b"PAR1")
+    shutil.rmtree(study / "results/extract")  # else the outputs stand: nothing changed
     code, _, err = run_cli("extract")
     assert code == 0 and "extract: 5 runs extracted" in err, err
     assert _tables(study) == first
@@ -181,8 +182,40 @@ def test_moving_the_data_extracts_nothing_and_a_noop_reads_no_input(study):
 
     with files_read() as opened:
         code, _, err = run_cli("-j", "1", "extract")
-    assert code == 0 and "extract: 0 runs extracted" in err, err
+    assert code == 0 and "extract: nothing changed" in err, err
     read = {os.fsdecode(p) for p in opened}
     assert any(p.endswith("participants.tsv") for p in read)  # the audit sees what the stage opens
     # masks' headers are read to place the ROIs once per grid; no BOLD or confounds file is opened
     assert not [p for p in read if p.endswith(("_bold.nii.gz", "_timeseries.tsv", "_events.tsv"))], sorted(read)
+
+
+def test_an_unchanged_rerun_keeps_the_outputs_and_any_change_defeats_it(study):
+    """A rerun with nothing changed writes nothing (the outputs' bytes and mtimes stay); a changed
+    output file, a changed participants.tsv or a changed input file each make it extract again
+    (from the per-run cache where the runs are unchanged)."""
+    assert run_cli("extract")[0] == 0
+    out = study / "results/extract"
+    stamps = {f.name: f.stat().st_mtime_ns for f in out.iterdir()}
+    code, _, err = run_cli("extract")
+    assert code == 0 and "nothing changed" in err and {f.name: f.stat().st_mtime_ns for f in out.iterdir()} == stamps
+    events = out / "events.parquet"
+    events.write_bytes(events.read_bytes())  # rewritten (same bytes, new mtime): no longer the recorded file
+    code, _, err = run_cli("extract")
+    assert code == 0 and "extract: 0 runs extracted" in err, err
+    assert "nothing changed" in run_cli("extract")[2]
+    participants = study / "data/simulated/participants.tsv"
+    table = pd.read_csv(participants, sep="\t")
+    table["age"] = 30
+    table.to_csv(participants, sep="\t", index=False)
+    code, _, err = run_cli("extract")
+    assert code == 0 and "extract: 0 runs extracted" in err, err
+    assert "age" in pd.read_parquet(out / "participants.parquet")
+    confounds = sorted((study / "data/simulated/sub-02/func").glob("*run-1*_timeseries.tsv"))[0]
+    os.utime(confounds, ns=(confounds.stat().st_atime_ns, confounds.stat().st_mtime_ns + 10**9))
+    code, _, err = run_cli("extract")
+    assert code == 0 and "nothing changed" in err, err  # touched, same content: the state matches
+    table = pd.read_csv(confounds, sep="\t")
+    table.loc[5, "global_signal"] += 1.0
+    table.to_csv(confounds, sep="\t", index=False, na_rep="n/a")
+    code, _, err = run_cli("extract")
+    assert code == 0 and "extract: 1 run extracted" in err, err

@@ -183,6 +183,39 @@ def record_run(keys: list[str]) -> None:
     os.replace(tmp, root / "last_run.json")
 
 
+def _listing(out_dir: Path) -> dict[str, list[int]]:
+    return {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(out_dir.iterdir()) if f.is_file()}
+
+
+def record_outputs(out_dir: Path, state: str | None) -> None:
+    """Remember that ``out_dir``'s files (by name, size and mtime) were written from ``state``
+    (``engine.extract_state``), in the cache's ``outputs.json``, so an unchanged rerun can keep them.
+    The cache is optional: a record that cannot be written is skipped."""
+    if state is None or not _memo_dir():
+        return
+    path = cache_dir() / "outputs.json"
+    try:
+        try:
+            records = json.loads(path.read_text())
+        except (OSError, ValueError):
+            records = {}
+        records[str(out_dir.resolve())] = {"state": state, "files": _listing(out_dir)}
+        tmp = path.with_name(f".outputs.{os.getpid()}")
+        tmp.write_text(json.dumps(records))
+        os.replace(tmp, path)
+    except (OSError, TypeError):
+        pass
+
+
+def recorded_state(out_dir: Path) -> str | None:
+    """The state ``out_dir`` was written from, if its files are exactly those recorded then."""
+    try:
+        record = json.loads((cache_dir() / "outputs.json").read_text())[str(out_dir.resolve())]
+        return record["state"] if record["files"] == _listing(out_dir) else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def entries() -> list[tuple[Path, float, int]]:
     """(entry directory, last used (epoch s), size in bytes) of every cached run."""
     root = cache_dir()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -416,27 +418,51 @@ def roi_atlas(rois: RoiWeights, grid: nib.Nifti1Image | Grayordinates):
     return img, table
 
 
+def _roles(run: RunInput) -> dict:
+    """The run's input files by role, as its cache key holds their digests."""
+    sidecar = run.confounds.with_suffix(".json")  # load_confounds_strategy reads it (CompCor)
+    return {"bold": list(run.files), "mask": run.mask, "confounds": run.confounds,
+            "confounds_json": sidecar if sidecar.is_file() else None, "events": run.events,
+            **({"outliers": run.outliers, "qc": run.qc} if run.kind == "xcpd" else {})}
+
+
+def _files(roles: dict) -> list[Path]:
+    return [f for v in roles.values() for f in (v if isinstance(v, list) else [v]) if f is not None]
+
+
+def job_keys(jobs: list) -> list[tuple[str, dict] | None]:
+    """Each job's (cache key, its input files' digests), computed in the calling process with one
+    pass over the digest memo (a stat per file for files it knows); None where an input cannot be
+    read (extraction then names it)."""
+    roles = [_roles(job[0]) for job in jobs]
+    try:
+        found = runcache.digests(sorted({f for r in roles for f in _files(r)}, key=str))
+    except OSError:
+        found = None
+    out = []
+    for job, role in zip(jobs, roles):
+        run, _, denoise, _, min_coverage, rois_hash, _ = job
+        try:
+            mine = {str(f): found[str(f)] for f in _files(role)} if found is not None else runcache.digests(_files(role))
+        except OSError:
+            out.append(None)
+            continue
+        by_role = {k: [mine[str(f)] for f in v] if isinstance(v, list) else (mine[str(v)] if v else None)
+                   for k, v in role.items()}
+        out.append((runcache.run_key(run, by_role, rois_hash, denoise, min_coverage), mine))
+    return out
+
+
 def _extract_job(args):
     """("computed" or "cached", the run's results, its cache key or None), or the error message of a run skipped under
-    ``on_error: skip``. With ``rois_hash`` the run is looked up in, or added to, the per-run cache."""
-    run, rois, denoise, skip, min_coverage, rois_hash, surface = args
-    key = None
-    if rois_hash is not None:
-        try:
-            sidecar = run.confounds.with_suffix(".json")  # load_confounds_strategy reads it (CompCor)
-            roles = {"bold": list(run.files), "mask": run.mask, "confounds": run.confounds,
-                     "confounds_json": sidecar if sidecar.is_file() else None, "events": run.events,
-                     **({"outliers": run.outliers, "qc": run.qc} if run.kind == "xcpd" else {})}
-            files = [f for v in roles.values() for f in (v if isinstance(v, list) else [v]) if f is not None]
-            found = runcache.digests(files)
-            by_role = {role: [found[str(f)] for f in v] if isinstance(v, list) else (found[str(v)] if v else None)
-                       for role, v in roles.items()}
-            key = runcache.run_key(run, by_role, rois_hash, denoise, min_coverage)
-        except OSError:  # an input that cannot be read: extraction names it
-            key = None
-        hit = runcache.load(key) if key else None
-        if hit is not None:  # the provenance names the files where they are now
-            where = {f: d for f, d in found.items() if f != str(sidecar)}
+    ``on_error: skip``. With a key (``job_keys``) the run is looked up in, or added to, the per-run cache."""
+    run, rois, denoise, skip, min_coverage, keyed, surface = args
+    key, found = keyed if keyed else (None, {})
+    if key:
+        hit = runcache.load(key)
+        if hit is not None:  # the provenance names the files where they are now, as extraction records them
+            sidecar = str(run.confounds.with_suffix(".json"))
+            where = {f: d for f, d in found.items() if f != sidecar}
             return "cached", (*hit[:4], where, *hit[5:]), key
     try:
         result = _extract_run(run, rois, denoise, min_coverage, surface)
@@ -447,6 +473,14 @@ def _extract_job(args):
     if key:
         runcache.store(key, result)
     return "computed", result, key
+
+
+def extract_state(keys: list, skipped: list[dict], participants_digest: str) -> str:
+    """A digest of everything an extraction's outputs follow from, given its params: every run's
+    cache key (inputs by content, settings, ROIs, code), the runs skipped and why, and participants.tsv."""
+    spec = {"keys": [k[0] if k else None for k in keys], "participants": participants_digest,
+            "skipped": [{k: str(v) for k, v in s.items()} for s in skipped]}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass
@@ -466,6 +500,7 @@ class Extracted:
     cached: int = 0
     surface: str = ""  # surface or CIFTI data: what the first run's elements are, for the methods text
     background: nib.Nifti1Image | None = None  # runs outside MNI space: the first run's mean, under its ROIs
+    state: str | None = None  # extract_state, recorded so an unchanged rerun can keep the outputs
 
 
 def mean_image(path: Path) -> nib.Nifti1Image:
@@ -478,10 +513,12 @@ def mean_image(path: Path) -> nib.Nifti1Image:
 
 
 def extract(p: ExtractParams, rois: RoiBuilder, n_jobs: int = 2, executor: Executor | None = None,
-            cache: bool = True) -> Extracted:
+            cache: bool = True, unchanged_if: str | None = None) -> Extracted | None:
     """Extract every run; the tables, the ROI atlas on the first run's grid, digests and plugins.
 
-    With ``cache``, runs whose inputs, settings and ROIs are unchanged come from the per-run cache.
+    With ``cache``, runs whose inputs, settings and ROIs are unchanged come from the per-run cache;
+    and None is returned, with nothing read, when the extraction's state (``extract_state``) equals
+    ``unchanged_if`` (the state of the outputs already written).
     """
     skip = p.on_error == "skip"
     grid_hash: dict[int, str] = {}
@@ -516,6 +553,17 @@ def extract(p: ExtractParams, rois: RoiBuilder, n_jobs: int = 2, executor: Execu
                      None if run.kind == "nifti" else (grid, n_volumes)))
     if not jobs:
         raise DataError(f"{p.data.root}: no run could be extracted")
+    state = None
+    participants_file = Path(p.data.root) / p.data.participants
+    if cache:
+        keys = job_keys(jobs)
+        jobs = [(*job[:5], keyed, job[6]) for job, keyed in zip(jobs, keys)]
+        if all(keys):
+            state = extract_state(keys, skipped, runcache.digests([participants_file])[str(participants_file)])
+            if unchanged_if is not None and state == unchanged_if:
+                return None
+    else:
+        jobs = [(*job[:5], None, job[6]) for job in jobs]
     executor = executor or as_executor(n_jobs)
     results = list(progress(executor.map(_extract_job, jobs), len(jobs), "extract: runs"))
     for job, res in zip(jobs, results):
@@ -538,7 +586,7 @@ def extract(p: ExtractParams, rois: RoiBuilder, n_jobs: int = 2, executor: Execu
     events = pd.concat(events, ignore_index=True) if events else pd.DataFrame(
         columns=["subject", "run", "trial_type", "onset_s", "duration_s"])
     digests = {k: v for r in results for k, v in r[4].items()}
-    digests[str(Path(p.data.root) / p.data.participants)] = file_digest(Path(p.data.root) / p.data.participants)
+    digests[str(participants_file)] = file_digest(participants_file)
     motion = pd.concat([r[5] for r in results], ignore_index=True)
     carpets = pd.DataFrame([r[6] for r in results], columns=["subject", "run", "n_volumes", "png"])
     if isinstance(grids[0], Parcels):  # XCP-D's parcels: the atlas image it wrote gives their voxels
@@ -552,4 +600,4 @@ def extract(p: ExtractParams, rois: RoiBuilder, n_jobs: int = 2, executor: Execu
     background = None if surface or is_mni_space(p.data.space) or jobs[0][0].kind != "nifti" \
         else mean_image(jobs[0][0].bold)
     return Extracted(ts, roi_qc, run_qc, events, participants, motion, carpets, atlas_img, atlas, digests,
-                     builder.plugins, how.count("computed"), how.count("cached"), surface, background)
+                     builder.plugins, how.count("computed"), how.count("cached"), surface, background, state)

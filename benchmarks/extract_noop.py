@@ -63,7 +63,8 @@ def main() -> None:
         sim = dict(params, simulate=dict(params["simulate"], n_ketamine=2, n_midazolam=2, output_dir="sim"))
         (base / "params.yaml").write_text(yaml.safe_dump(sim, sort_keys=False))
         run(base, "simulate")
-        print(f"{'runs':>6}  {'cold':>8}  {'no-op':>8}  {'+1 subject':>10}  {'moved':>8}   (s, fclab extract -j {args.jobs})")
+        print(f"{'runs':>6}  {'cold':>8}  {'no-op':>8}  {'cached':>8}  {'+1 subject':>10}  {'moved':>8}   "
+              f"(s, fclab extract -j {args.jobs})")
         for n in args.subjects:
             work = Path(tmp) / f"n{n}"
             layout(work, n, base / "sim")
@@ -73,6 +74,8 @@ def main() -> None:
             j = ("-j", str(args.jobs))
             cold = run(work, *j, "extract")
             noop = run(work, *j, "extract")
+            shutil.rmtree(work / "results" / "extract")
+            cached = run(work, *j, "extract")
             layout(work / "extra", 1, base / "sim")  # one more subject, label sub-0001 under a new one
             new = work / "data" / "study" / f"sub-{n + 1:04d}"
             shutil.move(work / "extra" / "data" / "study" / "sub-0001", new)
@@ -85,7 +88,7 @@ def main() -> None:
             p["extract"]["data"]["root"] = "data/moved"
             (work / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
             moved = run(work, *j, "extract")
-            print(f"{2 * n:>6}  {cold:>8.1f}  {noop:>8.1f}  {plus:>10.1f}  {moved:>8.1f}")
+            print(f"{2 * n:>6}  {cold:>8.1f}  {noop:>8.1f}  {cached:>8.1f}  {plus:>10.1f}  {moved:>8.1f}")
 
 
 if __name__ == "__main__":

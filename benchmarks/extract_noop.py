@@ -2,9 +2,10 @@
 
 A study of N subjects x 2 runs is laid out from the default simulated study's files (hard links of
 two simulated subjects' runs under new labels, so building it costs no simulation), then `fclab
-extract` runs: cold (every run computed, the reference), no-op (every run from the cache: a stat per
-file and the cached tables read back), after one new subject (two runs computed), and after the data
-directory moved (the key follows the contents; the digest memo reads each file once again).
+extract` runs: cold (every run computed, the reference), no-op (nothing changed: a stat per file, and
+the outputs kept), cached (results/extract deleted: every run's tables read back from the cache and the
+outputs written), after one new subject (two runs computed), and after the data directory moved (the
+key follows the contents; the digest memo reads each file once again).
 
     .venv/bin/python benchmarks/extract_noop.py [--subjects 27 1000] [--jobs 2]
 """

@@ -31,6 +31,7 @@ def memo_arrays(kind: str, name: str, key: str, sources, libraries, build) -> di
     absent or damaged (then stored again, atomically)."""
     import zipfile
 
+    from fclab.framework.errors import DataError
     from fclab.framework.io import atomic_path
 
     if not enabled():
@@ -47,8 +48,11 @@ def memo_arrays(kind: str, name: str, key: str, sources, libraries, build) -> di
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):  # absent or damaged: build it
         pass
     arrays = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+    try:  # the cache is optional: one that cannot be written (read-only, full, a file) is skipped
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+    except (OSError, DataError):
+        pass
     return arrays

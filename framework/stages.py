@@ -165,6 +165,8 @@ def stage_extract(params: Params, jobs: int | None = None) -> None:
         print(f"extract: nothing changed since {EXTRACT_DIR} was written (the same inputs by content, settings and "
               "code); kept it", file=sys.stderr)
         return
+    for line in out.warnings:
+        print(line, file=sys.stderr)
     if out.cached:
         print(f"extract: {methods.counted(out.computed, 'run')} extracted, {out.cached} from the per-run cache "
               f"({runcache.cache_dir()})", file=sys.stderr)

@@ -88,6 +88,7 @@ def test_a_damaged_entry_is_computed_again(study):
     shutil.rmtree(study / "results/extract")  # else the outputs stand: nothing changed
     code, _, err = run_cli("extract")
     assert code == 0 and "extract: 5 runs extracted" in err, err
+    assert "extract: warning: 5 cache entries failed verification and were computed again" in err, err
     assert _tables(study) == first
 
 
@@ -107,7 +108,7 @@ def test_cache_command_shows_and_prunes(study):
     write_params(study, params)
     code, _, err = run_cli("extract")
     assert code == 0 and "extract: 0 runs extracted, 2 from the per-run cache" in err
-    anatomy = study / ".fclab-cache/simulate/anatomy-0.npz"  # the simulator's, beside the runs
+    anatomy = study / f".fclab-cache/simulate/anatomy-{'0' * 32}.npz"  # the simulator's, beside the runs
     anatomy.parent.mkdir(parents=True)
     anatomy.write_bytes(b"x")
     code, out, _ = run_cli("cache", "--clear")
@@ -219,3 +220,79 @@ def test_an_unchanged_rerun_keeps_the_outputs_and_any_change_defeats_it(study):
     table.to_csv(confounds, sep="\t", index=False, na_rep="n/a")
     code, _, err = run_cli("extract")
     assert code == 0 and "extract: 1 run extracted" in err, err
+
+
+def _entry_files(study, name):
+    return sorted((study / ".fclab-cache/extract").glob(f"??/*/{name}"))
+
+
+def test_an_entry_that_lies_is_never_used(study):
+    """Flipped bytes inside a cached table (a valid Parquet file still), an entry copied under another
+    run's key, and a meta.json that is an empty object: each is caught on read (one warning line),
+    discarded and computed again, and the outputs equal an extraction without the cache."""
+    assert run_cli("extract")[0] == 0
+    code, _, err = run_cli("extract", env={"FCLAB_CACHE": "off"})
+    assert code == 0
+    fresh = _tables(study)
+    tables = _entry_files(study, "timeseries.parquet")
+    raw = bytearray(tables[0].read_bytes())
+    middle = len(raw) // 2
+    raw[middle:middle + 4] = bytes(b ^ 0xFF for b in raw[middle:middle + 4])
+    tables[0].write_bytes(bytes(raw))
+    entries = sorted(t.parent for t in tables)
+    shutil.rmtree(entries[1])
+    shutil.copytree(entries[2], entries[1])  # run 2's entry under run 1's key
+    (entries[3] / "meta.json").write_text("{}")
+    shutil.rmtree(study / "results/extract")
+    code, _, err = run_cli("extract")
+    assert code == 0 and "Traceback" not in err, err
+    assert "extract: 3 runs extracted" in err, err
+    warning = [line for line in err.splitlines() if "failed verification" in line]
+    assert len(warning) == 1 and "3 cache entries failed verification" in warning[0], err
+    assert _tables(study) == fresh
+    shutil.rmtree(study / "results/extract")  # the recomputed entries were stored again, and hold
+    code, _, err = run_cli("extract")
+    assert code == 0 and "extract: 0 runs extracted" in err and "warning" not in err, err
+
+
+def test_the_cache_is_optional_when_it_is_a_file_or_full(study, tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file")
+    code, _, err = run_cli("extract", env={"FCLAB_CACHE": str(blocker)})
+    assert code == 0 and "Traceback" not in err, err
+    assert f"extract: warning: the per-run cache is unusable ({blocker}/extract: " in err, err
+    shutil.rmtree(study / "results/extract")
+    real = pd.DataFrame.to_parquet
+
+    def full(self, path, *args, **kwargs):
+        if ".fclab-cache" in str(path):
+            raise OSError(28, "No space left on device")
+        return real(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", full)
+    code, _, err = run_cli("-j", "1", "extract")
+    assert code == 0 and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if "could not store" in line]
+    assert len(lines) == 1 and "No space left on device" in lines[0] and "extraction went on without it" in lines[0]
+    assert (study / "results/extract/timeseries.parquet").is_file()
+
+
+def test_clear_deletes_only_what_fclab_wrote(study, tmp_path):
+    shared = tmp_path / "shared"
+    (shared / "extract" / "ab").mkdir(parents=True)
+    (shared / "atlas").mkdir()
+    (shared / "simulate").mkdir()
+    keep = [shared / "notes.txt", shared / "extract" / "mine.txt", shared / "extract" / "ab" / "meta.json",
+            shared / "atlas" / "my_atlas.npz", shared / "simulate" / "anatomy-draft.npz"]
+    for f in keep:
+        f.write_text("the user's")
+    env = {"FCLAB_CACHE": str(shared)}
+    assert run_cli("extract", env=env)[0] == 0
+    assert _entry_files(study, "meta.json") == [] and list((shared / "extract").glob("??/*/meta.json"))
+    (shared / "simulate" / f"anatomy-{'0' * 32}.npz").write_bytes(b"fclab's")
+    code, out, _ = run_cli("cache", "--clear", env=env)
+    assert code == 0, out
+    assert all(f.read_text() == "the user's" for f in keep)
+    assert not list((shared / "extract").glob("??/*/meta.json"))
+    assert not (shared / "simulate" / f"anatomy-{'0' * 32}.npz").exists()
+    assert not (shared / "extract" / "digests.sqlite").exists()

@@ -28,6 +28,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -117,55 +118,106 @@ def _memo_dir() -> bool:
         return False
 
 
-def run_key(run, file_digests: dict, rois_hash: str, denoise, min_coverage) -> str:
-    """The run's cache key; ``file_digests``: the inputs' digests by role (``{"bold": [...], "mask":
-    ..., ...}``), so the key follows the contents wherever the files lie."""
-    spec = {
+def key_material(run, file_digests: dict, rois_hash: str, denoise, min_coverage) -> dict:
+    """What a run's cache key hashes; ``file_digests``: the inputs' digests by role (``{"bold": [...],
+    "mask": ..., ...}``), so the key follows the contents wherever the files lie. An entry stores it,
+    and a read checks that it hashes to the entry's key."""
+    return {
         "code": _code_digest(), "rois": rois_hash, "files": file_digests,
         "subject": run.subject, "group": str(run.group), "run": run.run, "tr": repr(float(run.tr)),
         "denoise": denoise.model_dump(mode="json"), "min_coverage": min_coverage,
     }
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def key_of(material: dict) -> str:
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def run_key(run, file_digests: dict, rois_hash: str, denoise, min_coverage) -> str:
+    """The run's cache key: the hash of its ``key_material``."""
+    return key_of(key_material(run, file_digests, rois_hash, denoise, min_coverage))
+
+
+KEY = re.compile(r"[0-9a-f]{64}")
 
 
 def _entry(key: str) -> Path:
     return cache_dir() / key[:2] / key
 
 
-def load(key: str):
-    """The cached result tuple of ``_extract_run``, or None."""
+def _discard(path: Path) -> None:
+    """Delete an entry fclab wrote (a key-named directory under its prefix), nothing else."""
+    if KEY.fullmatch(path.name) and path.parent.name == path.name[:2] and path.parent.parent == cache_dir():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def load(key: str) -> tuple[tuple | None, str | None]:
+    """(the cached result tuple of ``_extract_run``, None), or (None, why the entry was not used)
+    after checking it: its key material must hash to ``key`` (an entry copied or written under
+    another key is not this run's) and every file must match the digest stored with it (flipped
+    bytes, a truncated table, an empty or foreign meta.json). A failed entry is deleted, so the run
+    is computed and stored again; an absent one is (None, None)."""
+    import io
+
     path = _entry(key)
     try:
-        meta = json.loads((path / "meta.json").read_text())
-        tables = {t: pd.read_parquet(path / f"{t}.parquet") if (path / f"{t}.parquet").exists() else None
-                  for t in TABLES}
-    except (OSError, ValueError):  # absent, or damaged: computed again and rewritten
-        return None
+        raw = (path / "meta.json").read_bytes()
+    except OSError:
+        return None, None
+    try:
+        meta = json.loads(raw)
+        if key_of(meta["key_material"]) != key:
+            raise ValueError("its key material is another run's")
+        tables = {}
+        for t in TABLES:
+            want = meta["files"].get(f"{t}.parquet")
+            if want is None:
+                tables[t] = None
+                continue
+            data = (path / f"{t}.parquet").read_bytes()
+            if hashlib.sha256(data).hexdigest() != want:
+                raise ValueError(f"{t}.parquet does not match its digest")
+            tables[t] = pd.read_parquet(io.BytesIO(data))
+        carpet = dict(meta["carpet"], png=base64.b64decode(meta["carpet"]["png"]))
+        result = (tables["timeseries"], tables["roi_qc"], dict(meta["run_qc"]), tables["events"],
+                  dict(meta["digests"]), tables["motion"], carpet)
+        if result[0] is None or result[1] is None or result[5] is None:
+            raise ValueError("a table is missing")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        _discard(path)
+        return None, f"{path}: {exc if isinstance(exc, ValueError) else type(exc).__name__ + ' ' + str(exc)}"
     _touch(path / "meta.json")
-    carpet = dict(meta["carpet"], png=base64.b64decode(meta["carpet"]["png"]))
-    return (tables["timeseries"], tables["roi_qc"], meta["run_qc"], tables["events"], meta["digests"],
-            tables["motion"], carpet)
+    return result, None
 
 
-def store(key: str, result) -> None:
+def store(key: str, result, material: dict) -> str | None:
+    """Write the entry atomically, with its key material and each file's digest; None, or why it
+    could not be written (a full or read-only cache: extraction goes on without it)."""
     ts, roi_qc, run_qc, events, digests, motion, carpet = result
     final = _entry(key)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{key[:8]}-", dir=final.parent))
+    tmp = None
     try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key[:8]}-", dir=final.parent))
+        files = {}
         for name, table in zip(TABLES, (ts, roi_qc, motion, events)):
             if table is not None:
                 table.to_parquet(tmp / f"{name}.parquet", index=False)
-        meta = {"run_qc": run_qc, "digests": digests, "carpet": dict(carpet, png=base64.b64encode(carpet["png"]).decode())}
+                files[f"{name}.parquet"] = hashlib.sha256((tmp / f"{name}.parquet").read_bytes()).hexdigest()
+        meta = {"key_material": material, "files": files, "run_qc": run_qc, "digests": digests,
+                "carpet": dict(carpet, png=base64.b64encode(carpet["png"]).decode())}
         (tmp / "meta.json").write_text(json.dumps(meta, default=lambda o: o.item()))
         _touch(tmp / "meta.json")
         try:
             os.replace(tmp, final)
         except OSError:  # another worker stored the same run first
             pass
+    except OSError as exc:
+        return f"{final.parent}: {exc.strerror or exc}"
     finally:
-        if tmp.exists():
+        if tmp is not None and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+    return None
 
 
 def _touch(meta: Path) -> None:
@@ -175,12 +227,28 @@ def _touch(meta: Path) -> None:
 
 
 def record_run(keys: list[str]) -> None:
-    """Remember which entries the last extract run used (``prune(unused=True)`` keeps just those)."""
+    """Remember which entries the last extract run used (``prune(unused=True)`` keeps just those);
+    skipped when the cache cannot be written."""
     root = cache_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".last_run.{os.getpid()}"
-    tmp.write_text(json.dumps({"finished": time.time(), "keys": sorted(keys)}))
-    os.replace(tmp, root / "last_run.json")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / f".last_run.{os.getpid()}"
+        tmp.write_text(json.dumps({"finished": time.time(), "keys": sorted(keys)}))
+        os.replace(tmp, root / "last_run.json")
+    except OSError:
+        pass
+
+
+def usable() -> str | None:
+    """None when the per-run cache can be written, else why not (one line)."""
+    root = cache_dir()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = Path(tempfile.mkstemp(prefix=".probe-", dir=root)[1])
+        probe.unlink()
+    except OSError as exc:
+        return f"{root}: {exc.strerror or exc}"
+    return None
 
 
 def _listing(out_dir: Path) -> dict[str, list[int]]:
@@ -217,19 +285,25 @@ def recorded_state(out_dir: Path) -> str | None:
 
 
 def entries() -> list[tuple[Path, float, int]]:
-    """(entry directory, last used (epoch s), size in bytes) of every cached run."""
+    """(entry directory, last used (epoch s), size in bytes) of every cached run fclab wrote: a
+    key-named directory under its two-character prefix, holding a meta.json."""
     root = cache_dir()
     out = []
     for meta in root.glob("??/*/meta.json"):
         d = meta.parent
-        out.append((d, meta.stat().st_mtime, sum(f.stat().st_size for f in d.iterdir())))
+        if KEY.fullmatch(d.name) and d.parent.name == d.name[:2]:
+            out.append((d, meta.stat().st_mtime, sum(f.stat().st_size for f in d.iterdir())))
     return out
+
+
+MEMO_NAME = re.compile(r"[A-Za-z0-9_.]+-[0-9a-f]{32}\.npz")
 
 
 def prune(unused: bool = False, older_than_days: float | None = None, everything: bool = False) -> list[Path]:
     """Delete entries; return them. ``unused``: not used by the last extract run. ``everything`` also
-    deletes the simulator's cached anatomy, the atlases' maximum-probability labels and the report's
-    template (``simulate/``, ``atlas/`` and ``report/`` beside the runs)."""
+    deletes the simulator's cached anatomy and the atlases' maximum-probability labels (``simulate/``
+    and ``atlas/`` beside the runs) and the cache's own records. Only files fclab names are deleted:
+    a cache directory shared with other files keeps them."""
     keep = None
     if unused:
         try:
@@ -237,19 +311,31 @@ def prune(unused: bool = False, older_than_days: float | None = None, everything
         except (OSError, ValueError, KeyError) as exc:
             raise DataError(f"{cache_dir() / 'last_run.json'}: no record of an extract run to keep") from exc
     cutoff = None if older_than_days is None else time.time() - older_than_days * 86400
-    if everything:
-        for other in ("simulate", "atlas", "report"):
-            shutil.rmtree(cache_dir().parent / other, ignore_errors=True)
     gone = []
+    if everything:
+        for other in ("simulate", "atlas"):
+            folder = cache_dir().parent / other
+            for f in folder.glob("*.npz") if folder.is_dir() else ():
+                if MEMO_NAME.fullmatch(f.name):
+                    f.unlink(missing_ok=True)
+            _rmdir(folder)
+        for own in ("digests.sqlite", "last_run.json", "outputs.json"):
+            (cache_dir() / own).unlink(missing_ok=True)
     for d, used, _ in entries():
         if everything or (keep is not None and d.name not in keep) or (cutoff is not None and used < cutoff):
             shutil.rmtree(d, ignore_errors=True)
             gone.append(d)
-            try:
-                d.parent.rmdir()  # the key's prefix directory, once empty
-            except OSError:
-                pass
+            _rmdir(d.parent)  # the key's prefix directory, once empty
+    if everything:
+        _rmdir(cache_dir())
     return gone
+
+
+def _rmdir(folder: Path) -> None:
+    try:
+        folder.rmdir()  # only when empty
+    except OSError:
+        pass
 
 
 def summary() -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
@@ -430,8 +430,8 @@ def _files(roles: dict) -> list[Path]:
     return [f for v in roles.values() for f in (v if isinstance(v, list) else [v]) if f is not None]
 
 
-def job_keys(jobs: list) -> list[tuple[str, dict] | None]:
-    """Each job's (cache key, its input files' digests), computed in the calling process with one
+def job_keys(jobs: list) -> list[tuple[str, dict, dict] | None]:
+    """Each job's (cache key, its input files' digests, the key's material), computed in the calling process with one
     pass over the digest memo (a stat per file for files it knows); None where an input cannot be
     read (extraction then names it)."""
     roles = [_roles(job[0]) for job in jobs]
@@ -449,21 +449,24 @@ def job_keys(jobs: list) -> list[tuple[str, dict] | None]:
             continue
         by_role = {k: [mine[str(f)] for f in v] if isinstance(v, list) else (mine[str(v)] if v else None)
                    for k, v in role.items()}
-        out.append((runcache.run_key(run, by_role, rois_hash, denoise, min_coverage), mine))
+        material = runcache.key_material(run, by_role, rois_hash, denoise, min_coverage)
+        out.append((runcache.key_of(material), mine, material))
     return out
 
 
 def _extract_job(args):
-    """("computed" or "cached", the run's results, its cache key or None), or the error message of a run skipped under
-    ``on_error: skip``. With a key (``job_keys``) the run is looked up in, or added to, the per-run cache."""
+    """("computed" or "cached", the run's results, its cache key or None, a cache problem or None), or
+    the error message of a run skipped under ``on_error: skip``. With a key (``job_keys``) the run is
+    looked up in, or added to, the per-run cache; an entry that fails its checks is computed again."""
     run, rois, denoise, skip, min_coverage, keyed, surface = args
-    key, found = keyed if keyed else (None, {})
+    key, found, material = keyed if keyed else (None, {}, None)
+    problem = None
     if key:
-        hit = runcache.load(key)
+        hit, problem = runcache.load(key)
         if hit is not None:  # the provenance names the files where they are now, as extraction records them
             sidecar = str(run.confounds.with_suffix(".json"))
             where = {f: d for f, d in found.items() if f != sidecar}
-            return "cached", (*hit[:4], where, *hit[5:]), key
+            return "cached", (*hit[:4], where, *hit[5:]), key, None
     try:
         result = _extract_run(run, rois, denoise, min_coverage, surface)
     except DataError as exc:
@@ -471,8 +474,9 @@ def _extract_job(args):
             raise
         return str(exc)
     if key:
-        runcache.store(key, result)
-    return "computed", result, key
+        unwritten = runcache.store(key, result, material)
+        problem = problem or (f"not written: {unwritten}" if unwritten else None)
+    return "computed", result, key, problem
 
 
 def extract_state(keys: list, skipped: list[dict], participants_digest: str) -> str:
@@ -501,6 +505,7 @@ class Extracted:
     surface: str = ""  # surface or CIFTI data: what the first run's elements are, for the methods text
     background: nib.Nifti1Image | None = None  # runs outside MNI space: the first run's mean, under its ROIs
     state: str | None = None  # extract_state, recorded so an unchanged rerun can keep the outputs
+    warnings: list = field(default_factory=list)  # one line each: the cache's problems, which extraction survived
 
 
 def mean_image(path: Path) -> nib.Nifti1Image:
@@ -555,6 +560,11 @@ def extract(p: ExtractParams, rois: RoiBuilder, n_jobs: int = 2, executor: Execu
         raise DataError(f"{p.data.root}: no run could be extracted")
     state = None
     participants_file = Path(p.data.root) / p.data.participants
+    warnings = []
+    unusable = runcache.usable() if cache else None
+    if unusable:  # the cache is optional: say so once and go on without it
+        warnings.append(f"extract: warning: the per-run cache is unusable ({unusable}); extracting without it")
+        cache = False
     if cache:
         keys = job_keys(jobs)
         jobs = [(*job[:5], keyed, job[6]) for job, keyed in zip(jobs, keys)]
@@ -572,6 +582,17 @@ def extract(p: ExtractParams, rois: RoiBuilder, n_jobs: int = 2, executor: Execu
     done = [r for r in results if not isinstance(r, str)]
     if cache:
         runcache.record_run([r[2] for r in done if r[2]])
+    problems = [r[3] for r in done if r[3]]
+    failed = [m for m in problems if not m.startswith("not written: ")]
+    if failed:
+        warnings.append(f"extract: warning: {len(failed)} cache entr{'y' if len(failed) == 1 else 'ies'} failed verification and "
+                        f"{'was' if len(failed) == 1 else 'were'} computed again ({failed[0]})")
+    if len(failed) < len(problems):
+        first = next(m for m in problems if m.startswith("not written: "))
+        warnings.append(f"extract: warning: the per-run cache could not store "
+                        f"{len(problems) - len(failed)} run{'' if len(problems) - len(failed) == 1 else 's'} "
+                        f"({first.removeprefix('not written: ')}); "
+                        "extraction went on without it")
     how, results = [r[0] for r in done], [r[1] for r in done]
     ts = pd.concat([r[0] for r in results], ignore_index=True)
     roi_qc = pd.concat([r[1] for r in results], ignore_index=True)
@@ -600,4 +621,5 @@ def extract(p: ExtractParams, rois: RoiBuilder, n_jobs: int = 2, executor: Execu
     background = None if surface or is_mni_space(p.data.space) or jobs[0][0].kind != "nifti" \
         else mean_image(jobs[0][0].bold)
     return Extracted(ts, roi_qc, run_qc, events, participants, motion, carpets, atlas_img, atlas, digests,
-                     builder.plugins, how.count("computed"), how.count("cached"), surface, background, state)
+                     builder.plugins, how.count("computed"), how.count("cached"), surface, background, state,
+                     warnings)

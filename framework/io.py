@@ -391,6 +391,16 @@ def read_provenance(path: str | Path) -> dict:
     return json.loads(meta.get(PROVENANCE_KEY, b"{}"))
 
 
+def check_params(path: str | Path, prov: dict, section: str, expected: str, stage: str) -> None:
+    """A table computed with other ``section`` params than the ones running now is refused (its
+    provenance's params hash against ``expected``): a stage must never present one run's results
+    under another params file's settings."""
+    found = prov.get("params_hash")
+    if found is not None and found != expected:
+        raise DataError(f"{path}: computed with other {section} params than these (params hash {found}, now "
+                        f"{expected}); rerun `fclab {stage}` with this params file (or dvc repro)")
+
+
 def check_fresh(path: str | Path) -> dict:
     """The provenance of the stage output ``path``, after checking that every fclab table it was
     computed from (the ``.parquet`` inputs it records) is still the file on disk: a later stage must

@@ -23,7 +23,7 @@ from fclab.framework.extraction.engine import RoiBuilder, extract
 from fclab.framework import __version__
 from fclab.framework.errors import DataError
 from fclab.framework.io import (
-    atomic_dir, check_fresh, file_digest, git_commit, provenance, read_parquet, read_provenance, staged_members,
+    atomic_dir, check_fresh, check_params, file_digest, git_commit, provenance, read_parquet, read_provenance, staged_members,
     write_json, write_parquet,
 )
 from fclab.framework.params import ExtractParams, Params, section_hash
@@ -194,8 +194,20 @@ def stage_extract(params: Params, jobs: int | None = None) -> None:
     runcache.record_outputs(EXTRACT_DIR, out.state)
 
 
+def upstream_params(params: Params, *stages: str) -> None:
+    """Every table the named upstream stages wrote was computed with this params file's sections (a
+    one-line error naming the table otherwise); ``truth`` is checked only when it exists."""
+    tables = {"extract": (EXTRACT_DIR / "run_qc.parquet", "extract"),
+              "connectivity": (CONNECTIVITY_DIR / "edges.parquet", "connectivity"),
+              "stats": (STATS_DIR / "tests.parquet", "stats")}
+    for stage in stages:
+        path, section = tables[stage]
+        check_params(path, read_provenance(path), section, section_hash(getattr(params, section)), stage)
+
+
 def stage_connectivity(params: Params) -> None:
     p = params.connectivity
+    upstream_params(params, "extract")
     inputs = [EXTRACT_DIR / f for f in ("timeseries.parquet", "run_qc.parquet", "events.parquet",
                                        "participants.parquet")]
     run_qc, events, participants = (read_parquet(f) for f in inputs[1:])
@@ -231,6 +243,7 @@ def stage_truth(params: Params, jobs: int | None = None) -> bool:
                           for c in TRUTH_COLUMNS})
     latent = {}
     if simulated:
+        upstream_params(params, "extract", "connectivity")
         ts, run_qc, events, participants, roi_qc = (read_parquet(f) for f in inputs[:-1])
         check_fresh(inputs[-1])
         edges = read_edges(inputs[-1]).long()
@@ -265,6 +278,7 @@ def stage_stats(params: Params) -> None:
 
     p = params.stats
     path = CONNECTIVITY_DIR / "edges.parquet"
+    upstream_params(params, "extract", "connectivity")
     upstream = check_fresh(path)
     tests = plugins(params, "test")
     # sliding windows are for time courses; a test gets them only when it asks (StatTest.uses), and
@@ -306,6 +320,7 @@ def stage_report(params: Params, jobs: int | None = None) -> Path:
             (f for f in (EXTRACT_DIR / "rois.dlabel.nii", EXTRACT_DIR / "rois.nii.gz") if f.exists()),
             EXTRACT_DIR / "rois.nii.gz"),
         truth=TRUTH_DIR / "truth.parquet")
+    upstream_params(params, "extract", "connectivity", "stats")
     with staged_members(REPORT_DIR, members) as out:
         build_report(params, inputs, out, jobs or default_jobs())
     return REPORT_DIR / "index.html"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from fclab.framework.connectome.edgestore import read_edges_long
 
@@ -447,3 +449,37 @@ def test_a_study_without_framewise_displacement_runs_when_nothing_needs_it(study
     motion = pd.read_parquet(work / "results/extract/motion.parquet")
     assert run_qc["mean_fd"].isna().all() and not run_qc["excluded"].any()
     assert motion["framewise_displacement"].isna().all() and motion["dvars_raw"].notna().any()
+
+
+def test_stages_refuse_tables_computed_with_other_params(ran_study, tmp_path, in_dir):
+    """A table records the params it was computed with, and the next stage refuses another's: a report
+    after editing params.yaml without rerunning stats; two stats runs with different params files,
+    then a report with the first (it would present the second's Bonferroni results as Holm); a
+    connectivity after the extraction settings changed. One line each, exit 1."""
+    directory, _, _ = ran_study
+    for part in ("results", "data"):
+        shutil.copytree(directory / part, tmp_path / part)
+    in_dir(tmp_path)
+    a = small_params(subject_pages=True)
+    write_params(tmp_path, a)
+    edited = copy.deepcopy(a)
+    edited["stats"]["alpha"] = 0.01
+    write_params(tmp_path, edited)
+    code, _, err = run_cli("report")
+    assert code == 1 and "results/stats/tests.parquet: computed with other stats params than these" in _one_line(err)
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(a, sort_keys=False))
+    b = copy.deepcopy(a)
+    b["stats"]["correction"] = "bonferroni"
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(b, sort_keys=False))
+    for name in ("a.yaml", "b.yaml"):
+        code, _, err = run_cli("-p", name, "stats")
+        assert code == 0, err
+    code, _, err = run_cli("-p", "a.yaml", "report")
+    assert code == 1 and "computed with other stats params" in _one_line(err)
+    code, _, err = run_cli("-p", "b.yaml", "report")
+    assert code == 0, err
+    c = copy.deepcopy(a)
+    c["extract"]["denoise"]["high_pass_hz"] = 0.02
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(c, sort_keys=False))
+    code, _, err = run_cli("-p", "c.yaml", "connectivity")
+    assert code == 1 and "results/extract/run_qc.parquet: computed with other extract params" in _one_line(err)

@@ -36,6 +36,8 @@ def export_edges(out: Path | None, windows=None, metrics=None) -> str:
     suffix = Path(out).suffix.lower() if out is not None else None
     if out is not None and suffix not in (".parquet", ".csv", ".tsv"):
         raise ParamsError(f"--long {out}: the file name must end in .parquet, .csv or .tsv")
+    if out is not None and Path(out).resolve() == path.resolve():
+        raise ParamsError(f"--long {out}: that is the table it reads; write the long view to another file")
     edges = read_edges(path, windows, metrics)
     if out is None:
         rows = edges.rows
@@ -47,7 +49,9 @@ def export_edges(out: Path | None, windows=None, metrics=None) -> str:
     if suffix == ".parquet":
         write_parquet(long, out, read_provenance(path))
     else:
-        write_text(out, long.to_csv(index=False, sep="," if suffix == ".csv" else "\t"))
+        from fclab.framework.report.summaries import csv_text  # text cells a spreadsheet would run are quoted
+
+        write_text(out, csv_text(long, sep="," if suffix == ".csv" else "\t", float_format=None))
     return f"wrote {out}: {len(long)} rows"
 
 

@@ -364,12 +364,19 @@ def test_names_are_safe_in_file_names_and_csv_cells(ran_study, tmp_path, in_dir)
 
     long, twin_a, twin_b, formula = "R" * 300, "Amygdala_ä", "Amygdala_ö", "=HYPERLINK(\"x\")"
     renames = {"vmPFC": long, "dmPFC": twin_a, "amPFC": twin_b}
+    from fclab.framework.params import StatsParams, section_hash
+
+    params = small_params()
+    params["stats"]["groups"] = ["midazolam", formula]
+    params["stats"]["confirmatory"] = [["Left_Amygdala", long], ["Left_Amygdala", twin_a], ["Left_Amygdala", twin_b]]
     shutil.copytree(ran_study[0] / "results", tmp_path / "results")
     order = ("extract", "connectivity", "truth", "stats")
     for path in sorted((tmp_path / "results").rglob("*.parquet"), key=lambda p: order.index(p.parent.name)):
         prov = read_provenance(path)
         prov["inputs"] = {k: file_digest(tmp_path / k) if (tmp_path / k).is_file() else v
                           for k, v in prov.get("inputs", {}).items()}
+        if path.name == "tests.parquet":  # as if computed with these stats params
+            prov["params_hash"] = section_hash(StatsParams(**params["stats"]))
         if path.name == "edges.parquet":  # packed: ROI names in the layout record, groups in the rows
             edges = read_edges(path)
             edges.rois = [renames.get(r, r) for r in edges.rois]
@@ -383,9 +390,6 @@ def test_names_are_safe_in_file_names_and_csv_cells(ran_study, tmp_path, in_dir)
         if "group" in table:
             table["group"] = table["group"].replace("ketamine", formula)
         write_parquet(table.rename(columns=renames), path, prov)
-    params = small_params()
-    params["stats"]["groups"] = ["midazolam", formula]
-    params["stats"]["confirmatory"] = [["Left_Amygdala", long], ["Left_Amygdala", twin_a], ["Left_Amygdala", twin_b]]
     write_params(tmp_path, params)
     in_dir(tmp_path)
     old = os.umask(0o022)
@@ -401,6 +405,29 @@ def test_names_are_safe_in_file_names_and_csv_cells(ran_study, tmp_path, in_dir)
         assert "\n=" not in text and ",=" not in text and "'=HYPERLINK" in text, csv
     for f in ("index.html", "metrics.json", "plots/delta_by_window.csv", "figures/rois.png"):
         assert stat.S_IMODE((tmp_path / "reports" / f).stat().st_mode) == 0o644, f
+    for out in ("long.csv", "long.tsv"):  # the long edge table quotes such cells too
+        code, _, err = run_cli("edges", "--long", out)
+        assert code == 0, err
+        text = (tmp_path / out).read_text()
+        assert "'=HYPERLINK" in text and not any(c.startswith("=") for line in text.splitlines()
+                                                  for c in line.split("," if out.endswith("csv") else "\t"))
+    edges = tmp_path / "results/connectivity/edges.parquet"
+    before = edges.read_bytes()
+    code, _, err = run_cli("edges", "--long", "results/connectivity/edges.parquet")
+    assert code != 0 and "that is the table it reads" in err and edges.read_bytes() == before
+
+
+def test_a_study_written_into_the_stages_outputs_is_refused(tmp_path, in_dir):
+    in_dir(tmp_path)
+    for where in ("results/extract", "reports", "."):
+        params = small_params()
+        params["simulate"]["output_dir"] = where
+        write_params(tmp_path, params)
+        code, _, err = run_cli("simulate")
+        assert code != 0 and "simulate.output_dir" in err and "Traceback" not in err, err
+    from fclab.framework.params import SimulateParams
+
+    assert SimulateParams(output_dir="~/fclab-study").output_dir == os.path.expanduser("~/fclab-study")
 
 
 def test_a_run_censored_to_nothing_is_excluded_with_its_reason(study_copy):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -64,7 +65,24 @@ class SimulateParams(Section):
     """The embedded default study: sizes, noise and the planted effects."""
 
     output_dir: str = "data/simulated"
-    """Where `fclab simulate` writes the study (BIDS derivatives with fMRIPrep names)."""
+    """Where `fclab simulate` writes the study (BIDS derivatives with fMRIPrep names); ~ is the home directory; not inside results/ or reports/."""
+
+    @field_validator("output_dir")
+    @classmethod
+    def _own_directory(cls, v):
+        """``~`` expands as a shell would; a study written into a stage's outputs (results/, reports/)
+        or over the working directory would replace what fclab computed."""
+        import os
+
+        v = os.path.expanduser(v)
+        where = Path(v).resolve()
+        here = Path.cwd().resolve()
+        for outputs in ("results", "reports"):
+            if where == here / outputs or where.is_relative_to(here / outputs):
+                raise ValueError(f"{v!r} is inside {outputs}/, where the stages write their outputs")
+        if where == here or here.is_relative_to(where):
+            raise ValueError(f"{v!r} is the working directory or holds it; give the study its own directory")
+        return v
     seed: int = 20261126
     """Random seed of the whole study; the same seed gives the same bytes."""
     n_ketamine: int = Field(12, ge=2)

@@ -24,15 +24,15 @@ def slug(text: str, limit: int = 60) -> str:
     return f"{safe[:limit]}-{hashlib.sha256(text.encode()).hexdigest()[:8]}".lstrip("-")
 
 
-def csv_text(frame: pd.DataFrame) -> str:
-    """CSV of ``frame`` with text cells a spreadsheet would run as a formula (=, +, -, @, tab, CR
-    first) prefixed with a quote; numbers are untouched."""
+def csv_text(frame: pd.DataFrame, sep: str = ",", float_format: str | None = "%.6g") -> str:
+    """CSV (or, with ``sep``, TSV) of ``frame`` with text cells a spreadsheet would run as a formula
+    (=, +, -, @, tab, CR first) prefixed with a quote; numbers are untouched."""
     frame = frame.copy()
     for col in frame.columns:
         if frame[col].dtype == object or pd.api.types.is_string_dtype(frame[col]):
             frame[col] = [f"'{v}" if isinstance(v, str) and v[:1] in ("=", "+", "-", "@", "\t", "\r") else v
                           for v in frame[col]]
-    return frame.to_csv(index=False, float_format="%.6g")
+    return frame.to_csv(index=False, sep=sep, float_format=float_format)
 
 
 def group_counts(edges: pd.DataFrame, tests: pd.DataFrame, baseline: str, groups) -> pd.DataFrame:

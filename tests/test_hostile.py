@@ -510,3 +510,22 @@ def test_stages_refuse_tables_computed_with_other_params(ran_study, tmp_path, in
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(c, sort_keys=False))
     code, _, err = run_cli("-p", "c.yaml", "connectivity")
     assert code == 1 and "results/extract/run_qc.parquet: computed with other extract params" in _one_line(err)
+
+
+def test_params_that_would_hang_or_are_not_files_are_one_line(tmp_path, in_dir):
+    """A YAML alias bomb (nine levels of nine aliases: 9^9 values once expanded), a params file of
+    several megabytes, and a FIFO: one line each, at once."""
+    in_dir(tmp_path)
+    bomb = ["a0: &a0 [x]"] + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    (tmp_path / "bomb.yaml").write_text("\n".join(bomb) + "\nsimulate: {seed: *a9}\n")
+    code, _, err = run_cli("-p", "bomb.yaml", "validate")
+    assert code != 0 and "YAML aliases expand it to more than 100,000 values" in _one_line(err)
+    (tmp_path / "loop.yaml").write_text("simulate: &s {seed: 1, again: *s}\n")
+    code, _, err = run_cli("-p", "loop.yaml", "validate")
+    assert code != 0 and "a YAML alias refers to the value that holds it" in _one_line(err)
+    (tmp_path / "big.yaml").write_text("# padding\n" * 400_000)
+    code, _, err = run_cli("-p", "big.yaml", "validate")
+    assert code != 0 and "a params file is at most 1,000,000" in _one_line(err)
+    os.mkfifo(tmp_path / "fifo.yaml")
+    code, _, err = run_cli("-p", "fifo.yaml", "validate")
+    assert code != 0 and "fifo.yaml: not a regular file" in _one_line(err)

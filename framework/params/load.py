@@ -15,6 +15,10 @@ from fclab.framework.pluginhost.registry import get_registry
 from fclab.framework.section import first_error
 
 
+MAX_BYTES = 1_000_000  # a params file is a few kilobytes; anything near this is not one
+MAX_VALUES = 100_000  # values once YAML's aliases are expanded (a "billion laughs" file is small)
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """YAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps the
     last one silently)."""
@@ -31,20 +35,49 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def load_yaml(path: Path):
-    """A YAML file's content with the safe loader, refusing duplicate keys."""
+    """A YAML file's content with the safe loader, refusing duplicate keys, and content that aliases
+    expand beyond MAX_VALUES values or that refers to itself (either would hang what walks it)."""
     with open(path, encoding="utf-8") as f:
         loader = _UniqueKeyLoader(f)
         loader.name = str(path)
         try:
-            return loader.get_single_data()
+            data = loader.get_single_data()
         finally:
             loader.dispose()
+    _check_expansion(data, str(path))
+    return data
+
+
+def _check_expansion(data, name: str) -> None:
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+
+    def size(x) -> int:
+        if not isinstance(x, (list, dict)):
+            return 1
+        if id(x) in sizes:
+            return sizes[id(x)]
+        if id(x) in open_:
+            raise ParamsError(f"{name}: a YAML alias refers to the value that holds it")
+        open_.add(id(x))
+        n = 1 + sum(size(v) for v in (x.values() if isinstance(x, dict) else x))
+        open_.discard(id(x))
+        sizes[id(x)] = n
+        if n > MAX_VALUES:
+            raise ParamsError(f"{name}: YAML aliases expand it to more than {MAX_VALUES:,} values; write the values out")
+        return n
+
+    size(data)
 
 
 def load_params(path: str | Path) -> Params:
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ParamsError(f"{path}: params file not found")
+    if not path.is_file():
+        raise ParamsError(f"{path}: not a regular file (a params file is YAML text on disk)")
+    if path.stat().st_size > MAX_BYTES:
+        raise ParamsError(f"{path}: {path.stat().st_size:,} bytes; a params file is at most {MAX_BYTES:,}")
     try:
         raw = load_yaml(path)
     except yaml.YAMLError as exc:

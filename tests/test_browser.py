@@ -90,7 +90,12 @@ def test_hostile_names_render_as_text(ran_study, tmp_path, in_dir):
     from fclab.framework.connectome.edgestore import read_edges, write_edges
     from fclab.framework.io import file_digest, read_provenance, write_parquet
 
+    from fclab.framework.params import StatsParams, section_hash
+
     roi, group = "<script>alert(1)</script>", "<b>ketamine</b>"
+    params = small_params(subject_pages=True)
+    params["stats"]["groups"] = ["midazolam", group]
+    params["stats"]["confirmatory"] = [["Left_Amygdala", roi], ["Right_Amygdala", roi]]
     directory, _, _ = ran_study
     shutil.copytree(directory / "results", tmp_path / "results")
     order = ("extract", "connectivity", "truth", "stats")  # inputs first: their new digests go downstream
@@ -112,10 +117,9 @@ def test_hostile_names_render_as_text(ran_study, tmp_path, in_dir):
             table["group"] = table["group"].replace("ketamine", group)
         if path.name == "timeseries.parquet":
             table = table.rename(columns={"vmPFC": roi})
+        if path.name == "tests.parquet":  # as if computed with these stats params
+            prov["params_hash"] = section_hash(StatsParams(**params["stats"]))
         write_parquet(table, path, prov)
-    params = small_params(subject_pages=True)
-    params["stats"]["groups"] = ["midazolam", group]
-    params["stats"]["confirmatory"] = [["Left_Amygdala", roi], ["Right_Amygdala", roi]]
     write_params(tmp_path, params)
     in_dir(tmp_path)
     code, _, err = run_cli("report")

@@ -243,7 +243,7 @@ def stage_truth(params: Params, jobs: int | None = None) -> bool:
                           for c in TRUTH_COLUMNS})
     latent = {}
     if simulated:
-        upstream_params(params, "extract", "connectivity")
+        upstream_params(params, "connectivity", "extract")
         ts, run_qc, events, participants, roi_qc = (read_parquet(f) for f in inputs[:-1])
         check_fresh(inputs[-1])
         edges = read_edges(inputs[-1]).long()
@@ -278,7 +278,7 @@ def stage_stats(params: Params) -> None:
 
     p = params.stats
     path = CONNECTIVITY_DIR / "edges.parquet"
-    upstream_params(params, "extract", "connectivity")
+    upstream_params(params, "connectivity", "extract")  # the nearest first: a missing table names it
     upstream = check_fresh(path)
     tests = plugins(params, "test")
     # sliding windows are for time courses; a test gets them only when it asks (StatTest.uses), and
@@ -320,7 +320,7 @@ def stage_report(params: Params, jobs: int | None = None) -> Path:
             (f for f in (EXTRACT_DIR / "rois.dlabel.nii", EXTRACT_DIR / "rois.nii.gz") if f.exists()),
             EXTRACT_DIR / "rois.nii.gz"),
         truth=TRUTH_DIR / "truth.parquet")
-    upstream_params(params, "extract", "connectivity", "stats")
+    upstream_params(params, "stats", "connectivity", "extract")
     with staged_members(REPORT_DIR, members) as out:
         build_report(params, inputs, out, jobs or default_jobs())
     return REPORT_DIR / "index.html"

@@ -320,7 +320,10 @@ def test_simulate_never_replaces_a_directory_it_did_not_write(tmp_path, in_dir, 
     write_params(work, params)
     in_dir(work)
     code, _, err = run_cli("simulate")
-    assert code == 1 and "choose another output path" in _one_line(err), err
+    if output_dir == "docs":  # a directory fclab did not write
+        assert code == 1 and "choose another output path" in _one_line(err), err
+    else:  # the working directory, or one holding it: refused with the params, before any work
+        assert code == 2 and "simulate.output_dir" in _one_line(err) and "is the working directory" in err, err
     assert (work / "docs" / "notes.md").read_text() == "mine" and (work / "params.yaml").exists()
     assert sorted(p.name for p in work.iterdir()) == ["docs", "params.yaml"]
 

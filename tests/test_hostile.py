@@ -532,3 +532,19 @@ def test_params_that_would_hang_or_are_not_files_are_one_line(tmp_path, in_dir):
     os.mkfifo(tmp_path / "fifo.yaml")
     code, _, err = run_cli("-p", "fifo.yaml", "validate")
     assert code != 0 and "fifo.yaml: not a regular file" in _one_line(err)
+
+
+def test_the_committed_report_plots_never_block_the_report(ran_study, tmp_path, in_dir):
+    """A fresh clone holds reports/plots as committed (tracked for `dvc plots`); `fclab report` must
+    replace it, not stop at "exists and was not written by fclab"."""
+    listed = subprocess.run(["git", "ls-files", "reports/plots"], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode or not listed.stdout.strip():
+        pytest.skip("not a git checkout")
+    for name in listed.stdout.split():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ran_study[0] / "results", tmp_path / "results")
+    write_params(tmp_path, small_params())
+    in_dir(tmp_path)
+    code, _, err = run_cli("report")
+    assert code == 0, err

@@ -47,6 +47,7 @@ from fclab.framework.pluginhost.contracts import (
 )
 from fclab.framework.connectome.edgestore import Edges, read_edges
 from fclab.framework.errors import DataError, FclabError, ParamsError, PluginError
+from fclab.framework.params import capped
 from fclab.framework.extraction.engine import load_nifti
 from fclab.framework.extraction.surface import (
     Grayordinates,
@@ -106,6 +107,8 @@ __all__ = [
     "refs",
     # errors (one line each; the CLI maps them to exit codes)
     "FclabError", "ParamsError", "PluginError", "DataError", "did_you_mean",
+    # a count option's cap (a mistyped 10⁹ must not run for days; FCLAB_UNCAPPED=1 lifts it)
+    "capped",
     # ROI sets
     "load_nifti", "resample_to_grid", "labels_weights", "sphere_masks", "voxel_centres", "atlas_labels",
     "BUNDLED_ATLASES", "ANDREWS_HANNA_2010_MPFC", "match_labels", "read_label_table",

@@ -13,7 +13,7 @@ import pandas as pd
 from fclab.framework.connectome.edgestore import read_edges
 from fclab.framework.errors import DataError, ParamsError
 from fclab.framework.io import read_parquet, read_provenance, write_parquet, write_text
-from fclab.framework.params import Params
+from fclab.framework.params import Params, capped
 from fclab.framework.pluginhost.builder import build_all, selected
 from fclab.framework.pluginhost.registry import get_registry
 from fclab.framework.report.methods import counted
@@ -133,6 +133,7 @@ def power(params: Params, deltas: list[float], n_sims: int, edge: tuple[str, str
     from fclab.framework.simulation.power import detectable_effect, power_curve, power_planted
     from fclab.framework.simulation.roi_level import RoiStudy
 
+    _cap(n_sims, "power --n-sims")
     sp = params.stats
     study = RoiStudy.from_params(params)
     study = replace(study, n_ref=n_ref or study.n_ref, n_target=n_target or study.n_target)
@@ -166,6 +167,14 @@ def power(params: Params, deltas: list[float], n_sims: int, edge: tuple[str, str
 CALIBRATION_BAND = (0.035, 0.065)
 
 
+def _cap(value: int, key: str) -> None:
+    """A command's count option within its cap (``params.capped``), as a one-line ParamsError."""
+    try:
+        capped(value, key)
+    except ValueError as exc:
+        raise ParamsError(str(exc)) from exc
+
+
 def calibrate(params: Params, kind: str, n: int, seed: int = 0, jobs: int | None = None,
               tests: list | None = None, out_dir: Path = REPORT_DIR / "calibration") -> pd.DataFrame:
     """Null calibration of the stats tests in params: false-positive rate and FWER per test and term.
@@ -178,6 +187,7 @@ def calibrate(params: Params, kind: str, n: int, seed: int = 0, jobs: int | None
     from fclab.framework.simulation.power import rates, relabel_many, simulate_many
     from fclab.framework.simulation.roi_level import RoiStudy
 
+    _cap(n, "calibrate --n")
     sp = params.stats if tests is None else params.stats.model_copy(update={"tests": tests})
     chosen = build_all("test", sp.tests, get_registry())
     windows = [w.name for w in params.connectivity.windows]

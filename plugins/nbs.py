@@ -20,11 +20,11 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, field_validator
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from fclab.api import (Design, PluginParams, StatTest, WelchBatch, block_size, change_cube, hookimpl, long_rows,
+from fclab.api import (Design, PluginParams, StatTest, WelchBatch, capped, block_size, change_cube, hookimpl, long_rows,
                        refs, relabelings, welch_change)
 
 TERM = "group:window"
@@ -62,6 +62,11 @@ class Nbs(StatTest):
         score: Literal["extent", "intensity"] = "extent"
         n_perm: int = Field(5000, ge=1)
         seed: int = 0
+
+        @field_validator("n_perm")
+        @classmethod
+        def _cap(cls, v):
+            return capped(v, "n_perm")
 
     def run(self, edges: pd.DataFrame, design: Design) -> pd.DataFrame:
         design.check(self.name)

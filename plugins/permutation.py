@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from fclab.api import (Design, PluginParams, StatTest, change_cube, hookimpl, long_rows, max_t_pvalues, refs,
+from fclab.api import (Design, PluginParams, StatTest, capped, change_cube, hookimpl, long_rows, max_t_pvalues, refs,
                        welch_change)
 
 TERM = "group:window"
@@ -31,6 +31,11 @@ class Permutation(StatTest):
     class Params(PluginParams):
         n_perm: int = Field(5000, ge=1)
         seed: int = 0
+
+        @field_validator("n_perm")
+        @classmethod
+        def _cap(cls, v):
+            return capped(v, "n_perm")
 
     def run(self, edges: pd.DataFrame, design: Design) -> pd.DataFrame:
         design.check(self.name)

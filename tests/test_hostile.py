@@ -548,3 +548,23 @@ def test_the_committed_report_plots_never_block_the_report(ran_study, tmp_path, 
     in_dir(tmp_path)
     code, _, err = run_cli("report")
     assert code == 0, err
+
+
+def test_counts_that_would_run_for_days_are_capped(tmp_path, in_dir):
+    """n_perm 10⁹ (in params, as the permutation and NBS tests take it, and so in `fclab power`),
+    `power --n-sims` and `calibrate --n` above their caps: one line naming the cap and how to lift it;
+    FCLAB_UNCAPPED=1 lets the params through."""
+    in_dir(tmp_path)
+    params = small_params()
+    params["stats"]["tests"] = ["change_welch", {"name": "permutation", "n_perm": 10**9}]
+    write_params(tmp_path, params)
+    for command in (["validate"], ["power", "--n-sims", "10"]):
+        code, _, err = run_cli(*command)
+        assert code == 2 and "n_perm 1,000,000,000 is above the cap of 100,000; set FCLAB_UNCAPPED=1" in err, err
+    code, _, err = run_cli("validate", env={"FCLAB_UNCAPPED": "1"})
+    assert "above the cap" not in err
+    write_params(tmp_path, small_params())
+    code, _, err = run_cli("power", "--n-sims", "20000")
+    assert code == 2 and "power --n-sims 20,000 is above the cap of 10,000" in _one_line(err)
+    code, _, err = run_cli("calibrate", "--n", "1000000")
+    assert code == 2 and "calibrate --n 1,000,000 is above the cap of 100,000" in _one_line(err)

@@ -146,6 +146,20 @@ class RunSelect(Section):
     """BIDS ses- label (None: files without a session)."""
 
 
+CAPS = {"n_perm": 100_000, "n_sims": 10_000, "n": 100_000}  # beyond these a run takes hours: FCLAB_UNCAPPED=1 allows it
+
+
+def capped(value: int, key: str, cap: int | None = None) -> int:
+    """``value`` if it is within the cap for ``key`` (CAPS), else a one-line error saying how to lift
+    it (``FCLAB_UNCAPPED=1``): a mistyped count (10⁹ relabellings) must not run for days in silence."""
+    import os
+
+    cap = cap or CAPS[key.split()[-1].rsplit(".", 1)[-1].lstrip("-").replace("-", "_")]
+    if value > cap and os.environ.get("FCLAB_UNCAPPED", "") != "1":
+        raise ValueError(f"{key} {value:,} is above the cap of {cap:,}; set FCLAB_UNCAPPED=1 to run it anyway")
+    return value
+
+
 def is_mni_space(space: str) -> bool:
     """A volume space whose world coordinates are MNI mm (TemplateFlow's MNI152*, MNI305, MNIColin27...)."""
     return space.startswith("MNI")

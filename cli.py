@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
 import traceback
 import webbrowser
@@ -371,6 +372,14 @@ def hoist_global_options(args: list[str]) -> list[str]:
     return head + moved + kept
 
 
+def _terminated(signum, frame):
+    """SIGTERM: unwind (staged outputs and temporaries are removed on the way, workers are stopped)
+    and exit 143 with one line."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one while unwinding changes nothing
+    typer.echo("fclab: terminated (SIGTERM); nothing half-written was kept", err=True)
+    raise SystemExit(143)
+
+
 def entry() -> None:
     """Run the CLI; a usage error (unknown command or option, bad value) is one line and exit 2."""
     from typer.exceptions import TyperException
@@ -378,6 +387,7 @@ def entry() -> None:
     from fclab.framework.executor import keep_freed_memory
 
     keep_freed_memory()
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         code = app(args=hoist_global_options(sys.argv[1:]), prog_name="fclab", standalone_mode=False)
     except typer.Abort:

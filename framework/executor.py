@@ -73,8 +73,40 @@ class LocalExecutor:
         if self.n_jobs == 1 or len(items) <= 1:
             yield from map(OneThread(fn), items)
             return
-        with ProcessPoolExecutor(max_workers=self.n_jobs) as pool:
+        pool = ProcessPoolExecutor(max_workers=self.n_jobs, initializer=_default_signals)
+        try:
             yield from pool.map(OneThread(fn), items)
+        except BaseException:  # a signal, an error, or the consumer gone: stop the workers now, not after their jobs
+            _quiet_broken_pool()
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                proc.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+
+
+def _quiet_broken_pool() -> None:
+    """The pool's manager thread, finding the workers it lost, marks their futures broken; those
+    ``pool.map`` already cancelled raise InvalidStateError there (CPython 3.11), printed as a thread
+    traceback. The workers were stopped on purpose: that one error is not reported."""
+    import threading
+    from concurrent.futures import InvalidStateError
+
+    report = threading.excepthook
+
+    def hook(args):
+        if not issubclass(args.exc_type, InvalidStateError):
+            report(args)
+
+    threading.excepthook = hook
+
+
+def _default_signals() -> None:
+    """Workers die at once on SIGTERM and SIGINT (their parent owns the cleanup and the message)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 class DaskExecutor:

@@ -145,3 +145,43 @@ def test_two_concurrent_runs_give_the_clean_bytes(clean, tmp_path):
         _, err = p.communicate(timeout=900)
         assert p.returncode == 0, err
     assert snapshot(work) == clean[1] and leftovers(work) == []
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.faults
+def test_sigterm_ends_a_stage_and_its_workers_at_once(small_study, tmp_path):
+    """SIGTERM to the extract stage's main process only (its workers busy extracting the small
+    study's 32 runs): it exits within seconds with 143 and one line, its worker processes are gone,
+    and it leaves no temporaries."""
+    import signal
+    import time
+
+    work = tmp_path / "study"
+    shutil.copytree(small_study / "data", work / "data")
+    write_params(work, small_params())
+    env = dict(os.environ, FCLAB_LOAD_PLUGINS="", FCLAB_CACHE="off")
+    proc = subprocess.Popen([sys.executable, "-m", "fclab.cli", "-j", "2", "extract"], cwd=work, env=env,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while len(_children(proc.pid)) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    workers = _children(proc.pid)
+    assert len(workers) >= 2, "the workers never started"
+    time.sleep(1.0)  # inside their first runs
+    sent = time.time()
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=30)[1]
+    took = time.time() - sent
+    assert proc.returncode == 143 and took < 5, (proc.returncode, took, err)
+    assert err.strip().splitlines() == ["fclab: terminated (SIGTERM); nothing half-written was kept"], err
+    time.sleep(0.5)
+    assert not [w for w in workers if Path(f"/proc/{w}").exists() and "Z" not in
+                Path(f"/proc/{w}/stat").read_text().split()[2]], "workers left running"
+    left = [p for p in work.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".stage.")]
+    assert not left and not (work / "results" / "extract").exists(), left

@@ -69,6 +69,13 @@ def first_error(exc: ValidationError, prefix: str = "", model=None) -> str:
     path = _loc(err["loc"])
     path = f"{prefix}.{path}" if prefix and path else (prefix or path)
     msg = err["msg"].removeprefix("Value error, ")
+    if isinstance(err.get("input"), bool) and err["type"] != "value_error":  # inside a list or a mapping's key
+        key = err["loc"][-1:] == ("[key]",)
+        if key:  # pydantic's location holds the key as 1 or 0: name the mapping instead
+            path = _loc(err["loc"][:-2])
+            path = f"{prefix}.{path}" if prefix and path else (prefix or path)
+        msg = (f"{'key ' if key else ''}{str(err['input']).lower()} is a YAML boolean (so are yes/no/on/off), "
+               "not a valid value here; quote it if a string is meant")
     if err["type"] == "extra_forbidden":
         holder = _model_at(model, err["loc"]) if model is not None else None
         msg = "unknown key" + (did_you_mean(err["loc"][-1], holder.model_fields) if holder else "")

@@ -125,9 +125,31 @@ def low_pass_above_nyquist(work, params):
     return "extract.denoise.low_pass_hz 0.3 Hz is not below the Nyquist frequency 0.2 Hz", "extract"
 
 
+def negative_onset(work, params):
+    _edit_tsv(_func(work, 2, "_events.tsv"), lambda t: t.assign(onset="-30"))
+    return "row 1: onset -30 is not a number ≥ 0", "extract"  # not np.float64(-30.0)
+
+
+def confound_column_twice(work, params):
+    path = _func(work, 1, "_desc-confounds_timeseries.tsv")
+    lines = path.read_text().splitlines()
+    head = lines[0].split("\t")
+    head[head.index("rot_z")] = "trans_x"  # a second trans_x: pandas would read it as trans_x.1
+    path.write_text("\n".join(["\t".join(head), *lines[1:]]) + "\n")
+    return "_desc-confounds_timeseries.tsv: column 'trans_x' given twice in the header", "extract"
+
+
+def participants_is_a_directory(work, params):
+    path = work / "data/simulated/participants.tsv"
+    path.unlink()
+    path.mkdir()
+    return "participants.tsv: cannot be read", "extract"
+
+
 DATA_CASES = [empty_participants, empty_events, tr_nan, tr_true, tr_milliseconds, confound_gap,
               fd_missing_for_the_fd_rule, fd_missing_for_scrubbing, events_without_trial_type, events_na_onset, duplicate_subject,
-              group_with_trailing_space, two_infusion_events, onset_beyond_run, low_pass_above_nyquist]
+              group_with_trailing_space, two_infusion_events, onset_beyond_run, low_pass_above_nyquist,
+              negative_onset, confound_column_twice, participants_is_a_directory]
 
 
 @pytest.fixture
@@ -568,3 +590,24 @@ def test_counts_that_would_run_for_days_are_capped(tmp_path, in_dir):
     assert code == 2 and "power --n-sims 20,000 is above the cap of 10,000" in _one_line(err)
     code, _, err = run_cli("calibrate", "--n", "1000000")
     assert code == 2 and "calibrate --n 1,000,000 is above the cap of 100,000" in _one_line(err)
+
+
+def test_yaml_booleans_inside_lists_and_keys_get_the_hint(tmp_path, in_dir):
+    in_dir(tmp_path)
+    write_params(tmp_path, small_params())
+    text = (tmp_path / "params.yaml").read_text()
+    (tmp_path / "groups.yaml").write_text(text.replace("  - midazolam\n  - ketamine\n", "  - no\n  - yes\n", 1))
+    (tmp_path / "map.yaml").write_text(text.replace("    group_column: group\n",
+                                                    "    group_column: group\n    group_map: {yes: ketamine}\n", 1))
+    for name, where in (("groups.yaml", "stats.groups[0]: false"), ("map.yaml", "extract.data.group_map: key true")):
+        code, _, err = run_cli("-p", name, "validate")
+        assert code == 2 and where in err and "is a YAML boolean (so are yes/no/on/off)" in err, err
+
+
+def test_a_sliding_window_longer_than_its_run_is_one_line(study_copy):
+    work, params = study_copy
+    params["connectivity"]["sliding"] = [{"name": "long", "run": "baseline", "length_s": 10_000, "step_s": 30}]
+    write_params(work, params)
+    assert run_cli("extract")[0] == 0
+    code, _, err = run_cli("connectivity")
+    assert code == 2 and "connectivity.sliding 'long': length_s 10000 s is longer than its span" in _one_line(err)

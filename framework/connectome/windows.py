@@ -62,6 +62,9 @@ def resolve(p: ConnectivityParams, run_qc: pd.DataFrame, events: pd.DataFrame) -
             span0, span1 = (zero, duration) if lo is None else (zero + lo, zero + hi)
             _inside(span0, span1, duration, run, s.name, s.event)
             n = int(np.floor((span1 - span0 - s.length_s) / s.step_s + 1e-9)) + 1
+            if n < 1:  # else no sliding row at all, and no reason anywhere
+                raise ParamsError(f"connectivity.sliding {s.name!r}: length_s {s.length_s:g} s is longer than its span "
+                                  f"in sub-{run.subject}'s run {run.run!r} ({span1 - span0:g} s)")
             for k in range(max(n, 0)):
                 start = span0 + k * s.step_s
                 rows.append({**base, "window": s.name, "kind": "sliding", "window_start_s": start,

@@ -62,12 +62,19 @@ def read_tsv(path: Path, columns: tuple[str, ...] = (), **kwargs) -> pd.DataFram
     column of ``columns``, is a DataError naming the file."""
     try:
         table = pd.read_csv(path, sep="\t", na_values=["n/a", ""], keep_default_na=False, **kwargs)
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            header = fh.readline().rstrip("\r\n").split("\t")
     except FileNotFoundError as exc:
         raise DataError(f"{path}: file not found") from exc
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{path}: empty file (no header row)") from exc
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
         raise DataError(f"{path}: not a readable TSV ({str(exc).splitlines()[0]})") from exc
+    except OSError as exc:  # a directory, a file it may not read
+        raise DataError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:  # pandas would rename the second trans_x to trans_x.1, and the first would be used
+        raise DataError(f"{path}: column {twice[0]!r} given twice in the header")
     for col in columns:
         if col not in table.columns:
             raise DataError(f"{path}: no column {col!r}")
@@ -83,7 +90,8 @@ def read_events(path: Path) -> pd.DataFrame:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raw = table[col].iloc[i]
-            raise DataError(f"{path}: row {i + 1}: {col} {'n/a' if pd.isna(raw) else repr(raw)} is not a number ≥ 0")
+            shown = "n/a" if pd.isna(raw) else f"{float(raw):g}" if isinstance(raw, (int, float, np.number)) else repr(raw)
+            raise DataError(f"{path}: row {i + 1}: {col} {shown} is not a number ≥ 0")
         table[col] = values.astype(float)
     if table["trial_type"].isna().any():
         i = int(np.flatnonzero(table["trial_type"].isna())[0])
@@ -114,6 +122,8 @@ def event_onsets(path: Path | None, names, where: str) -> dict[str, float]:
 def read_participants(data: DataParams) -> pd.DataFrame:
     root = Path(data.root)
     path = root / data.participants
+    if path.exists() and not path.is_file():
+        raise DataError(f"{path}: cannot be read (not a file)")
     if not path.is_file():
         raise DataError(f"{path}: participants file not found (extract.data.participants {data.participants!r} is "
                         f"relative to extract.data.root; fMRIPrep writes none, so point it at the raw BIDS tree's)")

@@ -143,6 +143,17 @@ def test_broken_plugin_is_named_and_others_keep_working(site, small_study, tmp_p
     assert code != 0 and "not loaded: plugin 'broken' failed to import: ModuleNotFoundError" in err, err
 
 
+def test_a_plugin_that_exits_at_import_is_named_and_fclab_runs(site):
+    """sys.exit() in a plugin's module (exit 3, nothing printed before) is a load error like any other:
+    `fclab --version` works, and `fclab plugins` names it and exits 1."""
+    make_distribution(site, "fclab-exits", "0.1", {"exits": "fclab_exits"},
+                      {"fclab_exits": "import sys\nsys.exit(3)\n"})
+    code, out, err = run_cli("--version")
+    assert code == 0 and out.startswith("fclab "), (code, out, err)
+    code, out, err = run_cli("plugins", "--all")
+    assert code == 1 and "plugin 'exits' failed to import: SystemExit: 3" in err and "pearson" in out, err
+
+
 BAD_PLUGINS = {
     "wrong_base": ("""
         from fclab.api import hookimpl

@@ -86,7 +86,7 @@ class Registry:
     def _load(self, name, loader, dist):
         try:
             module = loader()
-        except Exception as exc:  # a broken plugin must not take the others down
+        except (Exception, SystemExit) as exc:  # a broken plugin (one that exits, too) must not take the others down
             import traceback
 
             self.load_errors.append(
@@ -125,7 +125,7 @@ class Registry:
             before = dict(found)
             try:
                 impl.function(register=register)
-            except Exception as exc:  # one broken plugin leaves out its own classes only
+            except (Exception, SystemExit) as exc:  # one broken plugin leaves out its own classes only
                 found.clear()
                 found.update(before)
                 message = str(exc) if isinstance(exc, PluginError) else (

@@ -146,10 +146,20 @@ def participants_is_a_directory(work, params):
     return "participants.tsv: cannot be read", "extract"
 
 
+def five_volume_run(work, params):
+    import nibabel as nib
+
+    bold = _func(work, 1, "_bold.nii.gz")
+    img = nib.load(bold)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[..., :5], img.affine, img.header), bold)
+    _edit_tsv(_func(work, 1, "_desc-confounds_timeseries.tsv"), lambda t: t.iloc[:5])
+    return "5 volumes are too few for the temporal filter (it pads 33 volumes at each end)", "extract"
+
+
 DATA_CASES = [empty_participants, empty_events, tr_nan, tr_true, tr_milliseconds, confound_gap,
               fd_missing_for_the_fd_rule, fd_missing_for_scrubbing, events_without_trial_type, events_na_onset, duplicate_subject,
               group_with_trailing_space, two_infusion_events, onset_beyond_run, low_pass_above_nyquist,
-              negative_onset, confound_column_twice, participants_is_a_directory]
+              negative_onset, confound_column_twice, participants_is_a_directory, five_volume_run]
 
 
 @pytest.fixture

@@ -13,15 +13,29 @@ from fclab.framework.extraction.bids import RunInput, read_tsv
 from fclab.framework.params import DenoiseParams
 
 
-def check_filter(tr: float, denoise: DenoiseParams, where) -> None:
+def check_filter(tr: float, denoise: DenoiseParams, where, n_volumes: int | None = None) -> None:
     """The band-pass cut-offs must lie below the run's Nyquist frequency (nilearn would drop them with a
-    warning, and the methods text would state a filter that was not applied)."""
+    warning, and the methods text would state a filter that was not applied), and the run (of
+    ``n_volumes``) must be longer than the filter's padding, which nilearn's Butterworth needs."""
     nyquist = 0.5 / tr
     for key in ("low_pass_hz", "high_pass_hz"):
         f = getattr(denoise, key)
         if f is not None and f >= nyquist:
             raise DataError(f"{where}: extract.denoise.{key} {f:g} Hz is not below the Nyquist frequency "
                             f"{nyquist:g} Hz of TR {tr:g} s")
+    if n_volumes is not None and (denoise.low_pass_hz or denoise.high_pass_hz):
+        import re
+
+        from nilearn import signal
+
+        try:  # nilearn's own filter on a column of zeros: the same test its cleaning would fail
+            signal.butterworth(np.zeros((n_volumes, 1)), sampling_rate=1 / tr, low_pass=denoise.low_pass_hz,
+                               high_pass=denoise.high_pass_hz)
+        except ValueError as exc:
+            pad = re.search(r"padlen, which is (\d+)", str(exc))
+            raise DataError(f"{where}: {n_volumes} volumes are too few for the temporal filter"
+                            f"{f' (it pads {pad.group(1)} volumes at each end)' if pad else ''}; "
+                            "leave the run out or set high_pass_hz and low_pass_hz to null") from exc
 
 
 def run_confounds(run: RunInput, denoise: DenoiseParams, n_volumes: int):

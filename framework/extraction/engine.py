@@ -93,7 +93,7 @@ def check_inputs(p: ExtractParams, windows=()) -> tuple[pd.DataFrame, list[str]]
             else:
                 T = run_reference(run, p.data.space)[1]
             row["n_volumes"] = T
-            check_filter(run.tr, p.denoise, run.bold)
+            check_filter(run.tr, p.denoise, run.bold, T)
             fd = run_confounds(run, p.denoise, T)[2]
             if p.exclude.max_mean_fd is not None and not np.isfinite(fd.to_numpy(float)).any():
                 raise DataError(no_fd_message(run.subject, run.run, run.bold.name))
@@ -259,7 +259,7 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_co
         read, inside, T, digests = _read_surface_run(run, rois, cols, denoise, *surface)
     raw_signals, voxel_stats, qc_voxels, _ = read
 
-    check_filter(run.tr, denoise, run.bold)
+    check_filter(run.tr, denoise, run.bold, T)
     confounds, sample_mask, fd = run_confounds(run, denoise, T)
     kept = np.arange(T) if sample_mask is None else np.asarray(sample_mask)
     # Censoring that leaves almost nothing (nilearn cannot clean fewer than 2 volumes): the run is

@@ -621,3 +621,15 @@ def test_a_sliding_window_longer_than_its_run_is_one_line(study_copy):
     assert run_cli("extract")[0] == 0
     code, _, err = run_cli("connectivity")
     assert code == 2 and "connectivity.sliding 'long': length_s 10000 s is longer than its span" in _one_line(err)
+
+
+def test_a_single_roi_is_one_line_before_any_work(study_copy):
+    work, params = study_copy
+    params["extract"]["rois"] = [{"name": "atlas", "atlas": "harvard_oxford", "labels": ["Left_Amygdala"]}]
+    params["stats"]["confirmatory"] = []
+    write_params(work, params)
+    for command in ("validate", "extract"):
+        code, _, err = run_cli(command)
+        assert code != 0 and "extract.rois: 1 ROI (Left_Amygdala); ROI-to-ROI connectivity needs at least two" in err
+        assert "Traceback" not in err
+    assert not (work / "results").exists()

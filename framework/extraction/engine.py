@@ -213,6 +213,9 @@ class RoiBuilder:
             dup = sorted({n for n in names if names.count(n) > 1})
             if dup:
                 raise ParamsError(f"extract.rois: ROI names defined twice: {', '.join(dup)}")
+            if len(names) < 2:
+                raise ParamsError(f"extract.rois: {len(names)} ROI ({', '.join(names) or 'none'}); ROI-to-ROI "
+                                  "connectivity needs at least two")
             weights = sp.vstack([part.weights for part in parts]).tocsr()
             self._cache[key] = RoiWeights(names, weights)
         return self._cache[key]

@@ -633,3 +633,14 @@ def test_a_single_roi_is_one_line_before_any_work(study_copy):
         assert code != 0 and "extract.rois: 1 ROI (Left_Amygdala); ROI-to-ROI connectivity needs at least two" in err
         assert "Traceback" not in err
     assert not (work / "results").exists()
+
+
+def test_a_participant_id_that_is_not_a_bids_label_is_named(study_copy):
+    """"sub-02_a" cannot name BIDS files (nilearn then reports a confounds file it "could not find",
+    for a file that exists): one line naming the row."""
+    work, params = study_copy
+    _edit_tsv(work / "data/simulated/participants.tsv",
+              lambda t: t.assign(participant_id=t["participant_id"].replace(f"sub-{SUB}", f"sub-{SUB}_a")))
+    write_params(work, params)
+    code, _, err = run_cli("extract")
+    assert code == 1 and f"participant_id 'sub-{SUB}_a' is not a BIDS label" in _one_line(err)

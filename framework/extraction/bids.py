@@ -6,6 +6,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,6 +134,9 @@ def read_participants(data: DataParams) -> pd.DataFrame:
     ids = table["participant_id"]
     for i, pid in enumerate(ids):
         check_label(pid, f"{path}: row {i + 1}: participant_id", DataError)
+        if not re.fullmatch(r"(sub-)?[A-Za-z0-9]+", pid):  # BIDS labels are alphanumeric: file names split at _ and -
+            raise DataError(f"{path}: row {i + 1}: participant_id {pid!r} is not a BIDS label (sub- and then letters "
+                            "and digits only); its files could not be named or found")
     dup = ids[ids.duplicated()]
     if len(dup):
         raise DataError(f"{path}: {dup.iloc[0]} is listed more than once")

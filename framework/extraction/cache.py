@@ -133,11 +133,6 @@ def key_of(material: dict) -> str:
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
-def run_key(run, file_digests: dict, rois_hash: str, denoise, min_coverage) -> str:
-    """The run's cache key: the hash of its ``key_material``."""
-    return key_of(key_material(run, file_digests, rois_hash, denoise, min_coverage))
-
-
 KEY = re.compile(r"[0-9a-f]{64}")
 
 

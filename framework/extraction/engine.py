@@ -176,7 +176,7 @@ class RoiBuilder:
         self._cache: dict[tuple, RoiWeights] = {}
         if space is not None and not is_surface_space(space) and not is_mni_space(space):
             for i, plugin in enumerate(self.plugins):
-                if "volume" in plugin.data and getattr(plugin, "space", "MNI") != "run":
+                if "volume" in plugin.data and plugin.space != "run":
                     raise ParamsError(
                         f"extract.rois[{i}]: ROI set {plugin.name!r} places ROIs in MNI space, and the runs are in "
                         f"space {space!r} (extract.data.space); give ROIs in the runs' own space (labels_file, "
@@ -463,9 +463,10 @@ def _extract_job(args):
     looked up in, or added to, the per-run cache; an entry that fails its checks is computed again."""
     run, rois, denoise, skip, min_coverage, keyed, surface = args
     key, found, material = keyed if keyed else (None, {}, None)
-    problem = None
+    problem = None  # (kind, message): "failed" verification, or "unwritten" (a full or read-only cache)
     if key:
-        hit, problem = runcache.load(key)
+        hit, failed = runcache.load(key)
+        problem = ("failed", failed) if failed else None
         if hit is not None:  # the provenance names the files where they are now, as extraction records them
             sidecar = str(run.confounds.with_suffix(".json"))
             where = {f: d for f, d in found.items() if f != sidecar}
@@ -478,7 +479,7 @@ def _extract_job(args):
         return str(exc)
     if key:
         unwritten = runcache.store(key, result, material)
-        problem = problem or (f"not written: {unwritten}" if unwritten else None)
+        problem = problem or (("unwritten", unwritten) if unwritten else None)
     return "computed", result, key, problem
 
 
@@ -561,7 +562,7 @@ def extract(p: ExtractParams, rois: RoiBuilder, n_jobs: int = 2, executor: Execu
                      None if run.kind == "nifti" else (grid, n_volumes)))
     if not jobs:
         raise DataError(f"{p.data.root}: no run could be extracted")
-    state = None
+    state = participants_digest = None
     participants_file = Path(p.data.root) / p.data.participants
     warnings = []
     unusable = runcache.usable() if cache else None
@@ -572,7 +573,8 @@ def extract(p: ExtractParams, rois: RoiBuilder, n_jobs: int = 2, executor: Execu
         keys = job_keys(jobs)
         jobs = [(*job[:5], keyed, job[6]) for job, keyed in zip(jobs, keys)]
         if all(keys):
-            state = extract_state(keys, skipped, runcache.digests([participants_file])[str(participants_file)])
+            participants_digest = runcache.digests([participants_file])[str(participants_file)]
+            state = extract_state(keys, skipped, participants_digest)
             if unchanged_if is not None and state == unchanged_if:
                 return None
     else:
@@ -585,17 +587,14 @@ def extract(p: ExtractParams, rois: RoiBuilder, n_jobs: int = 2, executor: Execu
     done = [r for r in results if not isinstance(r, str)]
     if cache:
         runcache.record_run([r[2] for r in done if r[2]])
-    problems = [r[3] for r in done if r[3]]
-    failed = [m for m in problems if not m.startswith("not written: ")]
+    failed = [m for r in done if r[3] and r[3][0] == "failed" for m in r[3][1:]]
+    unwritten = [m for r in done if r[3] and r[3][0] == "unwritten" for m in r[3][1:]]
     if failed:
-        warnings.append(f"extract: warning: {len(failed)} cache entr{'y' if len(failed) == 1 else 'ies'} failed verification and "
-                        f"{'was' if len(failed) == 1 else 'were'} computed again ({failed[0]})")
-    if len(failed) < len(problems):
-        first = next(m for m in problems if m.startswith("not written: "))
-        warnings.append(f"extract: warning: the per-run cache could not store "
-                        f"{len(problems) - len(failed)} run{'' if len(problems) - len(failed) == 1 else 's'} "
-                        f"({first.removeprefix('not written: ')}); "
-                        "extraction went on without it")
+        warnings.append(f"extract: warning: {len(failed)} cache entr{'y' if len(failed) == 1 else 'ies'} failed "
+                        f"verification and {'was' if len(failed) == 1 else 'were'} computed again ({failed[0]})")
+    if unwritten:
+        warnings.append(f"extract: warning: the per-run cache could not store {len(unwritten)} "
+                        f"run{'' if len(unwritten) == 1 else 's'} ({unwritten[0]}); extraction went on without it")
     how, results = [r[0] for r in done], [r[1] for r in done]
     ts = pd.concat([r[0] for r in results], ignore_index=True)
     roi_qc = pd.concat([r[1] for r in results], ignore_index=True)
@@ -610,7 +609,7 @@ def extract(p: ExtractParams, rois: RoiBuilder, n_jobs: int = 2, executor: Execu
     events = pd.concat(events, ignore_index=True) if events else pd.DataFrame(
         columns=["subject", "run", "trial_type", "onset_s", "duration_s"])
     digests = {k: v for r in results for k, v in r[4].items()}
-    digests[str(participants_file)] = file_digest(participants_file)
+    digests[str(participants_file)] = participants_digest or file_digest(participants_file)
     motion = pd.concat([r[5] for r in results], ignore_index=True)
     carpets = pd.DataFrame([r[6] for r in results], columns=["subject", "run", "n_volumes", "png"])
     if isinstance(grids[0], Parcels):  # XCP-D's parcels: the atlas image it wrote gives their voxels

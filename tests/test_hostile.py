@@ -644,3 +644,62 @@ def test_a_participant_id_that_is_not_a_bids_label_is_named(study_copy):
     write_params(work, params)
     code, _, err = run_cli("extract")
     assert code == 1 and f"participant_id 'sub-{SUB}_a' is not a BIDS label" in _one_line(err)
+
+
+def test_a_run_without_signal_is_named_not_nan(study_copy):
+    """An all-zero BOLD image: one line naming the file (nilearn's raw RuntimeWarning and a run of NaN
+    edges before), or, under on_error: skip, a run recorded as skipped with that reason. One ROI with
+    no signal in a run (zeroed voxels): an error naming it, or missing with the reason when
+    min_coverage allows missing ROIs."""
+    import nibabel as nib
+
+    work, params = study_copy
+    bold = _func(work, 1, "_bold.nii.gz")
+    img = nib.load(bold)
+    data = np.asarray(img.dataobj)
+    write_params(work, params)
+    assert run_cli("extract")[0] == 0
+    labels = np.asarray(nib.load(work / "results/extract/rois.nii.gz").dataobj)
+    shutil.rmtree(work / "results")
+    nib.save(nib.Nifti1Image(np.zeros_like(data), img.affine, img.header), bold)
+    code, _, err = run_cli("extract")
+    assert code == 1 and f"{bold.name}: no signal: every ROI's signal is constant over the run" in _one_line(err)
+    params["extract"]["on_error"] = "skip"
+    write_params(work, params)
+    done = subprocess.run([sys.executable, "-m", "fclab.cli", "extract"], capture_output=True, text=True)
+    assert done.returncode == 0 and "Warning" not in done.stderr, done.stderr
+    run_qc = pd.read_parquet(work / "results/extract/run_qc.parquet").set_index(["subject", "run"])
+    assert run_qc.loc[(SUB, "baseline"), "excluded"] and "no signal" in run_qc.loc[(SUB, "baseline"), "reason"]
+    shutil.rmtree(work / "results")
+    vmpfc = 3  # the label of the third ROI
+    one = data.copy()
+    one[labels == vmpfc] = 0
+    nib.save(nib.Nifti1Image(one, img.affine, img.header), bold)
+    params["extract"]["on_error"] = "fail"
+    write_params(work, params)
+    code, _, err = run_cli("extract")
+    assert code == 1 and "ROI 'vmPFC' has no signal (constant over the run); set extract.min_coverage" in _one_line(err)
+    params["extract"]["min_coverage"] = 0.5
+    write_params(work, params)
+    assert run_cli("extract")[0] == 0
+    roi_qc = pd.read_parquet(work / "results/extract/roi_qc.parquet").set_index(["subject", "run", "roi"])
+    assert roi_qc.loc[(SUB, "baseline", "vmPFC"), "missing"]
+    assert roi_qc.loc[(SUB, "baseline", "vmPFC"), "reason"] == "no signal (constant over the run)"
+    assert not roi_qc.drop((SUB, "baseline", "vmPFC"))["missing"].any()
+
+
+def test_long_names_leave_the_figures_quiet(study_copy):
+    """3,000-character group names: the report's figures cut them (matplotlib printed 20 "Tight layout
+    not applied" warnings before); the page and tests.csv keep them whole."""
+    work, params = study_copy
+    params["extract"]["data"]["include"] = ["01", "02", "03", "04"]
+    long = "k" * 3000
+    _edit_tsv(work / "data/simulated/participants.tsv", lambda t: t.assign(group=t["group"].replace("ketamine", long)))
+    params["stats"].update(groups=["midazolam", long], confirmatory=[], tests=["change_welch"])
+    params["report"]["primary_test"] = "change_welch"
+    write_params(work, params)
+    for stage in ("extract", "connectivity", "stats", "report"):
+        done = subprocess.run([sys.executable, "-m", "fclab.cli", stage], capture_output=True, text=True)
+        assert done.returncode == 0 and "Warning" not in done.stderr, (stage, done.stderr[:2000])
+    assert long in (work / "reports/index.html").read_text()
+    assert long in (work / "reports/tests.csv").read_text()

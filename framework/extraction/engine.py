@@ -263,6 +263,11 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_co
     raw_signals, voxel_stats, qc_voxels, _ = read
 
     check_filter(run.tr, denoise, run.bold, T)
+    # An ROI whose signal never changes has none to correlate (an all-zero image, a region outside the
+    # field of view): nilearn would clean it to zeros with a raw RuntimeWarning and every edge would be NaN.
+    constant = np.ptp(raw_signals, axis=0) == 0 if T else np.ones(len(rois.names), bool)
+    if constant.all():
+        raise DataError(f"{run.bold}: no signal: every ROI's signal is constant over the run (a blank image?)")
     confounds, sample_mask, fd = run_confounds(run, denoise, T)
     kept = np.arange(T) if sample_mask is None else np.asarray(sample_mask)
     # Censoring that leaves almost nothing (nilearn cannot clean fewer than 2 volumes): the run is
@@ -302,13 +307,16 @@ def _extract_run(run: RunInput, rois: RoiWeights, denoise: DenoiseParams, min_co
             raise DataError(f"{run.mask}: ROI {roi!r} has no voxel inside sub-{run.subject}'s brain mask (is the "
                             "run in extract.data.space? ROIs and runs meet by world coordinates)"
                             if run.mask else f"{run.bold}: every value of ROI {roi!r} is 0 (no signal)")
+        if constant.any():
+            raise DataError(f"{run.bold}: ROI {rois.names[np.flatnonzero(constant)[0]]!r} has no signal (constant "
+                            "over the run); set extract.min_coverage to treat such an ROI as missing for the run")
         roi_qc["missing"], roi_qc["reason"] = False, ""
     else:
         low = cover < min_coverage
-        roi_qc["missing"] = low
-        roi_qc["reason"] = [f"coverage {c:.2f} < min_coverage {min_coverage:g}" if m else ""
-                            for c, m in zip(cover, low)]
-        for name in roi_qc.loc[low, "roi"]:
+        roi_qc["missing"] = low | constant
+        roi_qc["reason"] = [f"coverage {c:.2f} < min_coverage {min_coverage:g}" if m else
+                            "no signal (constant over the run)" if k else "" for c, m, k in zip(cover, low, constant)]
+        for name in roi_qc.loc[roi_qc["missing"], "roi"]:
             ts[name] = np.nan  # the ROI keeps its column, with no values for this run
 
     censored = np.ones(T, bool)

@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from fclab.framework.pluginhost.contracts import as_scale  # noqa: E402
-from fclab.framework.report.figures import GROUP_COLOURS, finish_figure  # noqa: E402
+from fclab.framework.report.figures import GROUP_COLOURS, finish_figure, short  # noqa: E402
 from fclab.framework.report.methods import edge_label  # noqa: E402
 
 
@@ -40,7 +40,7 @@ def delta_figure(summary: pd.DataFrame, tests: pd.DataFrame, a: str, b: str, gro
         s = s.reindex(windows)
         off = (k - 0.5) * 0.18
         ax.errorbar(x + off, s["mean_delta"], yerr=[s["mean_delta"] - s["ci_low"], s["ci_high"] - s["mean_delta"]],
-                    fmt="o-", color=colour, capsize=4, lw=1.8, label=f"{g} (n={int(s['n'].max())})")
+                    fmt="o-", color=colour, capsize=4, lw=1.8, label=f"{short(g)} (n={int(s['n'].max())})")
     ax.axhline(0, color="0.5", lw=0.8, ls="--")
     t = tests[(tests["roi_a"] == a) & (tests["roi_b"] == b)].set_index("window")
     these = summary[(summary["roi_a"] == a) & (summary["roi_b"] == b)]
@@ -50,7 +50,7 @@ def delta_figure(summary: pd.DataFrame, tests: pd.DataFrame, a: str, b: str, gro
     for i, w in enumerate(windows):
         if w in t.index and t.loc[w, "p_adj"] < alpha:
             ax.annotate(stars(t.loc[w, "p_adj"], alpha), (i, top + 0.04 * span), ha="center", va="bottom", fontsize=14)
-    ax.set_xticks(x, [w.replace("min", " min") for w in windows])
+    ax.set_xticks(x, [short(w.replace("min", " min")) for w in windows])
     ax.set_xlabel(xlabel)
     ax.set_ylabel(f"Δ connectivity from baseline ({as_scale(scale).label})")
     finish_figure(fig, ax, edge_label(a, b), path)
@@ -61,7 +61,7 @@ def course_figure(course: pd.DataFrame, a: str, b: str, groups, scale: str, spec
     for g, colour in zip(groups, GROUP_COLOURS):
         s = course[(course["roi_a"] == a) & (course["roi_b"] == b) & (course["group"] == g)]
         ax.fill_between(s["centre_min"], s["ci_low"], s["ci_high"], color=colour, alpha=0.25, lw=0)
-        ax.plot(s["centre_min"], s["mean"], color=colour, lw=1.8, label=f"{g} (n={int(s['n'].max())})")
+        ax.plot(s["centre_min"], s["mean"], color=colour, lw=1.8, label=f"{short(g)} (n={int(s['n'].max())})")
     ref = f"{spec['event']} onset" if spec.get("event") else "run start"
     ax.set_xlabel(f"Window centre (min from {ref})")
     ax.set_ylabel(f"Sliding-window connectivity ({as_scale(scale).label})")

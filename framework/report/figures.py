@@ -21,6 +21,14 @@ from fclab.framework.io import atomic_path  # noqa: E402
 
 GROUP_COLOURS = ("#4c72b0", "#dd8452")  # reference, target
 DPI = 150
+LABEL_CHARS = 40  # a name longer than this is cut in figures (the page and tables keep it whole)
+
+
+def short(name, width: int = LABEL_CHARS) -> str:
+    """``name`` as a figure shows it: cut to ``width`` characters with an ellipsis, so that a long group
+    or window name cannot push the axes off the figure (matplotlib's "Tight layout not applied")."""
+    name = str(name)
+    return name if len(name) <= width else name[:width - 1] + "…"
 
 
 def save_figure(fig, path, dpi: int = DPI, close: bool = True) -> None:
@@ -193,13 +201,13 @@ def matrices_figure(edges: pd.DataFrame, rois: list[str], groups, windows, scale
             cmap, vmin, vmax = diff_colours if row == "difference" else colours
             im = ax.imshow(mats[row, w], cmap=cmap, vmin=vmin, vmax=vmax)
             small = len(rois) <= 12  # else no ticks: a tick per ROI costs seconds at 100+ ROIs
-            ax.set_xticks(range(len(rois)) if small else [], rois if small and i == 2 else [], rotation=90,
+            ax.set_xticks(range(len(rois)) if small else [], [short(r) for r in rois] if small and i == 2 else [], rotation=90,
                           fontsize=6)
-            ax.set_yticks(range(len(rois)) if small else [], rois if small and j == 0 else [], fontsize=6)
+            ax.set_yticks(range(len(rois)) if small else [], [short(r) for r in rois] if small and j == 0 else [], fontsize=6)
             if i == 0:
-                ax.set_title(w, fontsize=9)
+                ax.set_title(short(w), fontsize=9)
             if j == 0:
-                label = f"{groups[1]} − {groups[0]}" if row == "difference" else row
+                label = f"{short(groups[1])} − {short(groups[0])}" if row == "difference" else short(row)
                 ax.set_ylabel(label, fontsize=9)
         fig.colorbar(im, ax=axes[i, :].tolist(), shrink=0.8, label=scale if row != "difference" else f"Δ {scale}")
     fig.suptitle("Group-mean connectivity per window", fontsize=11)
@@ -259,7 +267,7 @@ def fd_figure(motion: pd.DataFrame, run_qc: pd.DataFrame, groups, path) -> None:
         if fd.size:  # the legend's mean is the study table's: the mean over the group's runs of each run's mean
             run_mean = float(run_qc.loc[run_qc["group"] == g, "mean_fd"].mean())
             ax.hist(fd, bins=bins, density=True, histtype="step", lw=1.6, color=colour,
-                    label=f"{g} (n = {m.loc[m['group'] == g, 'subject'].nunique()}, mean of run means {run_mean:.3f} mm)")
+                    label=f"{short(g)} (n = {m.loc[m['group'] == g, 'subject'].nunique()}, mean of run means {run_mean:.3f} mm)")
     ax.set_xlabel("framewise displacement (mm)")
     ax.set_ylabel("density (per mm)")
     finish_figure(fig, ax, "Head motion: FD per volume", path)
@@ -286,13 +294,13 @@ def motion_window_figure(wm: pd.DataFrame, tests: pd.DataFrame, groups, windows,
                 means.append(m), lows.append(m - half), highs.append(m + half)
             means = np.array(means)
             ax.errorbar(x + off, means, yerr=[means - np.array(lows), np.array(highs) - means], fmt="o-", color=colour,
-                        capsize=3, lw=1.6, label=g)
+                        capsize=3, lw=1.6, label=short(g))
         t = tests[tests["measure"] == measure].set_index("window")
         top = ax.get_ylim()[1]
         for i, w in enumerate(windows):
             if w in t.index and t.loc[w, "p_holm"] < alpha:
                 ax.annotate("*", (i, top), ha="center", va="top", fontsize=14)
-        ax.set_xticks(x, windows, rotation=30 if len(windows) > 4 else 0)
+        ax.set_xticks(x, [short(w) for w in windows], rotation=30 if len(windows) > 4 else 0)
         ax.set_xlabel("window")
         ax.set_ylabel(MOTION_MEASURES[measure])
         ax.set_ylim(bottom=0)
@@ -328,7 +336,7 @@ def qcfc_distance_figure(q: pd.DataFrame, edges: pd.DataFrame, atlas: pd.DataFra
                for (a, b), v in means.loc[g].items() if a in xyz.index and b in xyz.index]
         if pts:
             d, v = np.array(pts).T
-            ax2.scatter(d, v, s=18, color=colour, alpha=0.8, label=g)
+            ax2.scatter(d, v, s=18, color=colour, alpha=0.8, label=short(g))
     ax2.set_xlabel("distance between ROI centroids (mm)")
     ax2.set_ylabel(f"group-mean connectivity ({scale})")
     finish_figure(fig, ax2, f"Connectivity against distance, {window}", path)
@@ -427,9 +435,9 @@ def subject_matrices_figure(edges: pd.DataFrame, rois: list[str], windows, scale
         for j, (w, m) in enumerate(zip(windows, mats)):
             ax = axes[0, j]
             images.append(ax.imshow(m, cmap=cmap, vmin=vmin, vmax=vmax))
-            ax.set_xticks(range(len(rois)) if small else [], rois if small else [], rotation=90, fontsize=6)
-            ax.set_yticks(range(len(rois)) if small else [], rois if small and j == 0 else [], fontsize=6)
-            ax.set_title(w, fontsize=9)
+            ax.set_xticks(range(len(rois)) if small else [], [short(r) for r in rois] if small else [], rotation=90, fontsize=6)
+            ax.set_yticks(range(len(rois)) if small else [], [short(r) for r in rois] if small and j == 0 else [], fontsize=6)
+            ax.set_title(short(w), fontsize=9)
         fig.colorbar(images[-1], ax=axes[0, :].tolist(), shrink=0.8, label=sc.label)
         _MATRICES[layout] = (fig, images)
     fig, images = _MATRICES[layout]
@@ -449,7 +457,7 @@ def roi_qc_figure(roi_qc: pd.DataFrame, path) -> None:
         data = [roi_qc.loc[roi_qc["roi"] == r, col].to_numpy(float) for r in rois]
         ax.boxplot(data, showfliers=True)
         ax.set_xticks(range(1, len(rois) + 1))
-        ax.set_xticklabels(rois, rotation=45, ha="right", fontsize=8)
+        ax.set_xticklabels([short(r) for r in rois], rotation=45, ha="right", fontsize=8)
         ax.set_ylabel(label)
         ax.spines[["top", "right"]].set_visible(False)
     ax1.set_ylim(-0.02, 1.05)

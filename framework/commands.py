@@ -12,7 +12,7 @@ import pandas as pd
 
 from fclab.framework.connectome.edgestore import read_edges
 from fclab.framework.errors import DataError, ParamsError
-from fclab.framework.io import read_parquet, read_provenance, write_parquet, write_text
+from fclab.framework.io import locked, read_parquet, read_provenance, write_parquet, write_text
 from fclab.framework.params import Params, capped
 from fclab.framework.pluginhost.builder import build_all, selected
 from fclab.framework.pluginhost.registry import get_registry
@@ -30,6 +30,7 @@ def plugin_input_problems(params: Params) -> list[str]:
             for f in plugin.input_files() if not Path(f).is_file()]
 
 
+@locked(shared=True)
 def export_edges(out: Path | None, windows=None, metrics=None) -> str:
     """A summary of edges.parquet, or (``out``) its long view written to ``out``; returns what to print."""
     path = CONNECTIVITY_DIR / "edges.parquet"
@@ -214,6 +215,7 @@ def calibrate(params: Params, kind: str, n: int, seed: int = 0, jobs: int | None
     return r
 
 
+@locked
 def run_all(params: Params, jobs: int | None = None) -> Path:
     """Every stage in order, in this process, without DVC. The default study is simulated first."""
     if Path(params.extract.data.root).resolve() == Path(params.simulate.output_dir).resolve():

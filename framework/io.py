@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
+import functools
 import hashlib
 import json
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -192,6 +195,62 @@ def atomic_dir(path: str | Path, expected: Callable[[str], bool] | None = None):
         raise
 
 
+_lock_depth = [0]  # the lock is the process's: stages called inside `fclab run` take it again freely
+
+
+@contextlib.contextmanager
+def directory_lock(directory: str | Path = ".", shared: bool = False):
+    """Hold the working directory's lock for the block: an exclusive one for a stage (it writes
+    results/, reports/ or the simulated study), a shared one for a command that only reads tables.
+    Another fclab command in the same directory waits (one line says so) rather than interleave its
+    writes and reads with this one's, so no report mixes two runs' tables. The lock is flock(2) on the
+    directory itself: nothing is created, and the system releases it when the process ends, however
+    it ends. Where the file system has no flock, the block runs unlocked."""
+    if _lock_depth[0]:
+        _lock_depth[0] += 1
+        try:
+            yield
+        finally:
+            _lock_depth[0] -= 1
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        fd = None
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+    try:
+        if fd is not None:
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"fclab: waiting for another fclab command in {Path(directory).resolve()} to finish "
+                      "(one at a time writes results/ and reports/)", file=sys.stderr, flush=True)
+                fcntl.flock(fd, mode)
+            except OSError:  # no flock here (some network file systems)
+                pass
+        _lock_depth[0] += 1
+        try:
+            yield
+        finally:
+            _lock_depth[0] -= 1
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def locked(fn=None, *, shared: bool = False):
+    """``directory_lock`` around a function (a stage, or a command that reads the stages' tables)."""
+    if fn is None:
+        return functools.partial(locked, shared=shared)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with directory_lock(shared=shared):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 _LIBC = ctypes.CDLL(None, use_errno=True)
 _RENAMEAT2 = getattr(_LIBC, "renameat2", None)  # Linux (glibc 2.28+)
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
@@ -250,19 +309,37 @@ def _check_replaceable(path: Path, expected: Callable[[str], bool] | None) -> No
                         "choose another output path")
 
 
+DIRECTORY = None  # a member of ``staged_members`` that is a directory replaced whole
+
+
+def _written_by_fclab(path: Path, signature: bytes) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return signature in f.read(4096)
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
-def staged_members(parent: str | Path, members: dict[str, Callable[[str], bool] | None]):
+def staged_members(parent: str | Path, members: dict[str, bytes | None]):
     """Build several outputs of ``parent`` (files, and directories replaced whole) in one staging
     directory, then move them in, in the order given: put the file readers open first (an index
-    page) last. Other entries of ``parent`` are left alone. ``members`` maps each name to what
-    ``owned`` accepts in an existing directory of that name (None for a file)."""
+    page) last. Other entries of ``parent`` are left alone, and ``parent`` may be a symlink (the
+    outputs are written through it). ``members`` maps each directory's name to ``DIRECTORY`` (an
+    existing one is replaced only if it carries fclab's marker or is empty) and each file's name to
+    bytes that fclab's file holds in its first 4 kB (an existing file without them is a user's: an
+    error, never overwritten)."""
     fault_point("compute")
     parent = _parent(Path(parent) / next(iter(members)))
-    for name, expected in members.items():
-        if expected is not None:
-            _check_replaceable(parent / name, expected)
+    for name, signature in members.items():
+        if signature is DIRECTORY:
+            _check_replaceable(parent / name, None)
         elif (parent / name).is_dir():
             raise DataError(f"{parent / name}: is a directory; fclab writes a file there")
+        elif (parent / name).is_symlink() or ((parent / name).exists() and not _written_by_fclab(parent / name,
+                                                                                               signature)):
+            raise DataError(f"{parent / name}: exists and was not written by fclab; move it away or choose "
+                            "another output path")
     for name in ("stage", *members):
         remove_stale(parent, name)
     with _write_errors(parent):
@@ -270,11 +347,11 @@ def staged_members(parent: str | Path, members: dict[str, Callable[[str], bool] 
     try:
         with _write_errors(parent):
             yield tmp
-            for name, expected in members.items():
+            for name, signature in members.items():
                 if not (tmp / name).exists():
                     continue
                 fault_point("member")
-                if expected is not None:
+                if signature is DIRECTORY:
                     os.chmod(tmp / name, DIR_MODE)
                     (tmp / name / MARKER).write_text("written by fclab; the whole directory is replaced on the next "
                                                      "run\n")

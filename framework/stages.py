@@ -23,7 +23,7 @@ from fclab.framework.extraction.engine import RoiBuilder, extract
 from fclab.framework import __version__
 from fclab.framework.errors import DataError
 from fclab.framework.io import (
-    atomic_dir, check_fresh, check_params, file_digest, git_commit, provenance, read_parquet, read_provenance, staged_members,
+    DIRECTORY, atomic_dir, locked, check_fresh, check_params, file_digest, git_commit, provenance, read_parquet, read_provenance, staged_members,
     write_json, write_parquet,
 )
 from fclab.framework.params import ExtractParams, Params, section_hash
@@ -80,6 +80,7 @@ def roi_builder(p: ExtractParams) -> RoiBuilder:
     return RoiBuilder(build_all("roi", p.rois, registry), installed, p.data.space)
 
 
+@locked
 def stage_plugins(params: Params) -> None:
     """results/plugins/{roi,metric,test}.json: what the plugins params.yaml selects depend on (code
     hash, version, requirements, input files), and inputs.json, the files extract reads outside its
@@ -129,6 +130,7 @@ def executor(params: Params, jobs: int | None = None):
     return make_executor(params.executor, jobs or default_jobs())
 
 
+@locked
 def stage_simulate(params: Params, jobs: int | None = None) -> Path:
     from fclab.framework.simulation.study import simulate
 
@@ -155,6 +157,7 @@ def kept_extract_state(p: ExtractParams, plugins: list[Plugin]) -> str | None:
     return runcache.recorded_state(EXTRACT_DIR)
 
 
+@locked
 def stage_extract(params: Params, jobs: int | None = None) -> None:
     p = params.extract
     builder = roi_builder(params.extract)
@@ -205,6 +208,7 @@ def upstream_params(params: Params, *stages: str) -> None:
         check_params(path, read_provenance(path), section, section_hash(getattr(params, section)), stage)
 
 
+@locked
 def stage_connectivity(params: Params) -> None:
     p = params.connectivity
     upstream_params(params, "extract")
@@ -229,6 +233,7 @@ def stage_connectivity(params: Params) -> None:
         write_edges(edges, out_dir / "edges.parquet", prov)
 
 
+@locked
 def stage_truth(params: Params, jobs: int | None = None) -> bool:
     """The planted effects on the measured scale (results/truth/), for the simulated study; for other
     data, empty outputs that say so. Returns whether the study is simulated."""
@@ -273,6 +278,7 @@ def stage_truth(params: Params, jobs: int | None = None) -> bool:
     return simulated
 
 
+@locked
 def stage_stats(params: Params) -> None:
     from fclab.framework.stats.engine import run_stats, subject_table
 
@@ -303,13 +309,13 @@ def stage_stats(params: Params) -> None:
         write_parquet(result, out_dir / "tests.parquet", prov)
 
 
+@locked
 def stage_report(params: Params, jobs: int | None = None) -> Path:
     """reports/: figures, plot series, per-subject QC pages, metrics.json and index.html, staged
     together and moved in with index.html last; other entries of reports/ (calibration, power) are
     left alone."""
-    members = {"figures": lambda n: n.endswith(".png"), "plots": lambda n: n.endswith(".csv"),
-               "subjects": lambda n: n.endswith((".html", ".png", ".jpg")),
-               "metrics.json": None, "confirmatory.json": None, "tests.csv": None, "index.html": None}
+    members = {"figures": DIRECTORY, "plots": DIRECTORY, "subjects": DIRECTORY, "metrics.json": b'"term": ',
+               "confirmatory.json": b'"term": ', "tests.csv": b"test,metric,roi_a,roi_b,", "index.html": b"<title>fclab report"}
     from fclab.framework.report.assemble import ReportInputs, build_report
 
     inputs = ReportInputs(

@@ -185,3 +185,62 @@ def test_sigterm_ends_a_stage_and_its_workers_at_once(small_study, tmp_path):
                 Path(f"/proc/{w}/stat").read_text().split()[2]], "workers left running"
     left = [p for p in work.rglob("*") if p.name.endswith(".tmp") or p.name.startswith(".stage.")]
     assert not left and not (work / "results" / "extract").exists(), left
+
+
+@pytest.mark.faults
+def test_concurrent_stats_and_report_with_other_params_never_mix(clean, tmp_path):
+    """`fclab -p b.yaml stats` (Bonferroni) and `fclab report` (params.yaml: Holm) started together,
+    three times: the report either ran first, on the Holm table (Holm in tests.csv), or ran second and
+    refused the Bonferroni table in one line. It never presents one's results under the other's name."""
+    import yaml
+
+    work = _copy(clean, tmp_path)
+    b = yaml.safe_load((work / "params.yaml").read_text())
+    b["stats"]["correction"] = "bonferroni"
+    (work / "b.yaml").write_text(yaml.safe_dump(b, sort_keys=False))
+    env = dict(os.environ, FCLAB_LOAD_PLUGINS="")
+    env.pop("FCLAB_FAULT", None)
+    seen = set()
+    for _ in range(3):
+        assert cli(work, "stats").returncode == 0  # the Holm table again
+        procs = [subprocess.Popen([sys.executable, "-m", "fclab.cli", *args], cwd=work, env=env, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for args in (["-p", "b.yaml", "stats"], ["report"])]
+        (_, stats_err), (_, report_err) = (p.communicate(timeout=600) for p in procs)
+        assert procs[0].returncode == 0, stats_err
+        if procs[1].returncode == 0:
+            seen.add("report first")
+            assert set(pd.read_csv(work / "reports/tests.csv")["adj_method"].dropna()) == {"holm"}
+        else:
+            seen.add("report refused")
+            lines = [x for x in report_err.strip().splitlines() if not x.startswith("fclab: waiting")]
+            assert procs[1].returncode == 1 and len(lines) == 1, report_err
+            assert "computed with other stats params than these" in lines[0], report_err
+    assert leftovers(work) == []
+
+
+@pytest.mark.faults
+def test_sigterm_while_waiting_for_the_lock_exits_at_once(clean, tmp_path):
+    """A stage waiting for another command's lock still ends on SIGTERM: 143, one line, nothing written."""
+    import fcntl
+    import signal
+    import time
+
+    work = _copy(clean, tmp_path)
+    shutil.rmtree(work / "reports")
+    fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        env = dict(os.environ, FCLAB_LOAD_PLUGINS="")
+        env.pop("FCLAB_FAULT", None)
+        proc = subprocess.Popen([sys.executable, "-m", "fclab.cli", "report"], cwd=work, env=env, text=True,
+                                stderr=subprocess.PIPE)
+        time.sleep(8)  # loaded, and waiting
+        sent = time.time()
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=30)[1]
+    finally:
+        os.close(fd)
+    assert proc.returncode == 143 and time.time() - sent < 5, err
+    assert err.strip().splitlines()[-1] == "fclab: terminated (SIGTERM); nothing half-written was kept", err
+    assert not (work / "reports").exists()

@@ -703,3 +703,56 @@ def test_long_names_leave_the_figures_quiet(study_copy):
         assert done.returncode == 0 and "Warning" not in done.stderr, (stage, done.stderr[:2000])
     assert long in (work / "reports/index.html").read_text()
     assert long in (work / "reports/tests.csv").read_text()
+
+
+def test_a_symlinked_reports_directory_is_written_through_and_keeps_the_users_files(ran_study, tmp_path, in_dir):
+    """reports/ a symlink to a user's directory: fclab writes its members through the link and leaves
+    every other entry; a user's own figures/ (PNG files, no marker) or index.html there is an error
+    naming it, never replaced (a figures/ of PNGs was taken for an old fclab output and deleted)."""
+    shutil.copytree(ran_study[0] / "results", tmp_path / "results")
+    write_params(tmp_path, small_params())
+    in_dir(tmp_path)
+    user = tmp_path / "elsewhere"
+    (user / "figures").mkdir(parents=True)
+    (user / "figures/my_plot.png").write_bytes(b"\x89PNG mine")
+    (user / "notes.txt").write_text("mine")
+    (tmp_path / "reports").symlink_to(user)
+    code, _, err = run_cli("report")
+    assert code == 1 and "reports/figures: exists and was not written by fclab" in _one_line(err)
+    shutil.rmtree(user / "figures")
+    (user / "index.html").write_text("<html>my page</html>")
+    code, _, err = run_cli("report")
+    assert code == 1 and "reports/index.html: exists and was not written by fclab" in _one_line(err)
+    assert (user / "index.html").read_text() == "<html>my page</html>"
+    (user / "index.html").unlink()
+    for _ in range(2):  # the second run replaces what the first wrote
+        code, _, err = run_cli("report")
+        assert code == 0, err
+    assert (tmp_path / "reports").is_symlink() and (user / "notes.txt").read_text() == "mine"
+    assert (user / "index.html").is_file() and (user / "figures" / ".fclab").is_file()
+
+
+def test_a_stage_waits_for_another_command_in_its_directory(ran_study, tmp_path, in_dir):
+    """Two fclab commands in one directory take turns (a lock on the directory): a report started
+    while another command holds the lock says it waits, writes nothing, and runs when the lock is
+    released; it then reads one run's tables, never a mix of two."""
+    import fcntl
+    import time
+
+    shutil.copytree(ran_study[0] / "results", tmp_path / "results")
+    write_params(tmp_path, small_params())
+    in_dir(tmp_path)
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as a running stage holds it
+    try:
+        report = subprocess.Popen([sys.executable, "-m", "fclab.cli", "report"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        time.sleep(8)  # time to load, read params and reach the lock (a report alone takes ~10 s here)
+        assert report.poll() is None and not (tmp_path / "reports").exists()
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    out, err = report.communicate(timeout=300)
+    assert report.returncode == 0, err
+    assert err.strip().splitlines()[0].startswith(f"fclab: waiting for another fclab command in {tmp_path}")
+    assert (tmp_path / "reports/index.html").is_file()

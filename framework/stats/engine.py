@@ -10,6 +10,7 @@ import pandas as pd
 from fclab.framework.pluginhost.contracts import RESULT_COLUMNS, TEST_COLUMNS, TEST_INPUTS, Design, StatTest
 from fclab.framework.connectome.edgestore import Edges
 from fclab.framework.errors import DataError, ParamsError, PluginError
+from fclab.framework.executor import progress
 from fclab.framework.params import StatsParams
 from fclab.framework.stats.adjust import adjust
 from fclab.framework.errors import did_you_mean
@@ -94,7 +95,7 @@ def run_stats(p: StatsParams, edges: pd.DataFrame | Edges, windows: list[str], t
     long = None
     frames = []
     available = set(edges.columns) | set(design.subjects.columns)
-    for test in tests:
+    for test in progress(tests, len(tests), "stats: tests"):
         missing = [c for c in test.requires if c not in available]
         if missing:
             raise DataError(f"stats.tests: {test.name!r} needs column(s) {', '.join(missing)}, not in the data")

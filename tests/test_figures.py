@@ -177,3 +177,30 @@ def test_the_kept_2mm_template_is_nilearns(tmp_path, monkeypatch):
         assert np.asanyarray(img.dataobj).dtype == np.asanyarray(ref.dataobj).dtype
         np.testing.assert_array_equal(img.affine, ref.affine)
     assert len(list((tmp_path / "cache/report").glob("mni152-*.npz"))) == 1
+
+
+def test_the_glass_brain_draws_midline_edges_in_both_sagittal_views():
+    """nilearn's left view draws an edge only when both ends have x < 0 and its right view only when both
+    have x >= 0, so an amygdala-vmPFC edge (vmPFC at x = 0) was missing on the left. With the midline
+    copies, each sagittal view draws every edge whose ends lie on its side or on the midline (|x| <= 2
+    mm), counted here from the lines nilearn drew."""
+    import matplotlib.pyplot as plt
+    from nilearn import plotting
+
+    from fclab.framework.report.figures import MIDLINE_MM, midline_copies
+
+    coords = np.array([[-22.0, -4, -18], [22, -4, -18], [0, 46, -10], [-0.5, 30, 30], [1.5, 20, 40], [-40, 10, 10]])
+    rng = np.random.default_rng(1)
+    mat = np.triu(rng.normal(size=(6, 6)) * (rng.random((6, 6)) < 0.7), 1)
+    mat += mat.T
+    x = coords[:, 0]
+    mid = np.abs(x) <= MIDLINE_MM
+    pairs = [(a, b) for a in range(6) for b in range(a + 1, 6) if mat[a, b]]
+    want = {"l": sum(all(mid[e] or x[e] < 0 for e in p) for p in pairs),
+            "r": sum(all(mid[e] or x[e] > 0 for e in p) for p in pairs)}
+    assert want["l"] and want["r"]
+    before = plotting.plot_connectome(mat, coords, display_mode="lzr", colorbar=False)
+    assert len(before.axes["l"].ax.lines) < want["l"]  # the defect this guards against
+    display = plotting.plot_connectome(*midline_copies(mat, coords), display_mode="lzr", colorbar=False)
+    assert {v: len(display.axes[v].ax.lines) for v in "lr"} == want
+    plt.close("all")

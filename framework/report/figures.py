@@ -214,6 +214,36 @@ def matrices_figure(edges: pd.DataFrame, rois: list[str], groups, windows, scale
     save_figure(fig, path)
 
 
+MIDLINE_MM = 2.0  # ROI centroids this close to x = 0 are on the midline, drawn in both sagittal views
+
+
+def midline_copies(mat: np.ndarray, coords: np.ndarray, midline_mm: float = MIDLINE_MM):
+    """``mat`` and ``coords`` with, for each midline node, a copy on the other side of nilearn's
+    hemisphere test (just left of x = 0 for a node at x >= 0, at x = 0 for one at x < 0), joined to the
+    nodes of that side and the midline as its original is. nilearn's left sagittal view draws an edge
+    only when both ends have x < 0, its right view only when both have x >= 0, so without the copies
+    an amygdala-vmPFC edge (vmPFC at x = 0) is missing from the left view. The copies' edges repeat in
+    the axial view, on the originals' lines."""
+    n, x = len(coords), coords[:, 0]
+    mid = np.abs(x) <= midline_mm
+    out_coords, index = [coords], {}
+    for side, moved in ((-1, x >= 0), (1, x < 0)):  # the left view's copies, then the right view's
+        for k in np.flatnonzero(mid & moved):
+            index[side, int(k)] = n + len(index)
+            out_coords.append(np.array([[-1e-3 if side < 0 else 0.0, *coords[k, 1:]]]))
+    if not index:
+        return mat, coords
+    out = np.zeros((n + len(index), n + len(index)))
+    out[:n, :n] = mat
+    for a, b in zip(*np.nonzero(np.triu(mat, 1))):
+        for side in (-1, 1):
+            ends = [index.get((side, int(e)), e) for e in (a, b)]
+            on_side = all(mid[e] or np.sign(x[e]) == side for e in (a, b))
+            if on_side and ends != [a, b]:
+                out[ends[0], ends[1]] = out[ends[1], ends[0]] = mat[a, b]
+    return out, np.vstack(out_coords)
+
+
 def connectome_figure(results: pd.DataFrame, atlas: pd.DataFrame, windows, alpha: float, what: str, path,
                       top: int = 40) -> int:
     """Glass-brain views (nilearn's bundled outlines; no download) of one test's ``group:window`` rows,
@@ -243,7 +273,7 @@ def connectome_figure(results: pd.DataFrame, atlas: pd.DataFrame, windows, alpha
         more = (rows["window"] == w).sum() - len(shown)
         label = f"{w}: {len(shown)} edge{'s' if len(shown) != 1 else ''}" + (f" (of {len(shown) + more})" if more else "")
         ax.set_axis_off()
-        plotting.plot_connectome(mat, coords, axes=ax, display_mode="lzr", node_size=12, node_color="0.35",
+        plotting.plot_connectome(*midline_copies(mat, coords), axes=ax, display_mode="lzr", node_size=12, node_color="0.35",
                                  edge_cmap="RdBu_r", edge_vmin=-lim, edge_vmax=lim, colorbar=False,
                                  title=label if w else "no window has one", edge_kwargs={"linewidth": 1.6})
     fig.subplots_adjust(right=0.85, top=1 - 0.75 / fig.get_figheight())

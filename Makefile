@@ -32,7 +32,7 @@ browser:
 
 # The statistics tests compare with R (nlme::gls, emmeans, lme4/lmerTest), from Debian's packages.
 rref:
-	@command -v Rscript >/dev/null 2>&1 && Rscript -e 'for (p in c("nlme","emmeans","lmerTest","numDeriv")) library(p, character.only=TRUE)' >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends r-base-core r-cran-nlme r-cran-emmeans r-cran-numderiv r-cran-lme4 r-cran-lmertest; }
+	@command -v Rscript >/dev/null 2>&1 && Rscript -e 'for (p in c("nlme","emmeans","lmerTest","numDeriv","pbkrtest")) library(p, character.only=TRUE)' >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends r-base-core r-cran-nlme r-cran-emmeans r-cran-numderiv r-cran-lme4 r-cran-lmertest r-cran-pbkrtest; }
 
 test: $(STAMP) browser rref
 	$(BIN)/python -m pytest -q

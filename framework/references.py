@@ -44,6 +44,8 @@ MTD = ("Shine JM, Koyejo O, Bell PT, Gorgolewski KJ, Gilat M, Poldrack RA. Estim
        "doi:10.1016/j.neuroimage.2015.07.064")
 SATTERTHWAITE = ("Satterthwaite FE. An approximate distribution of estimates of variance components. Biometrics "
                  "Bulletin. 1946;2(6):110-114. doi:10.2307/3002019")
+KENWARD_ROGER = ("Kenward MG, Roger JH. Small sample inference for fixed effects from restricted maximum "
+                 "likelihood. Biometrics. 1997;53(3):983-997. doi:10.2307/2533558")
 LMERTEST = ("Kuznetsova A, Brockhoff PB, Christensen RHB. lmerTest package: tests in linear mixed effects models. "
             "J Stat Softw. 2017;82(13):1-26. doi:10.18637/jss.v082.i13")
 MMRM = ("Mallinckrodt CH, Lane PW, Schnell D, Peng Y, Mancuso JP. Recommendations for the primary analysis of "

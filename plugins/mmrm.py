@@ -20,8 +20,11 @@ for the algorithm). Two variants answer two questions:
 Terms: ``group:window`` per non-baseline window, ``group`` (``response`` only) and
 ``group:trend``, the group difference in the least-squares slope across the non-baseline windows.
 Covariance: ``us`` (unstructured, default), ``csh``, ``cs`` or ``ar1`` over the window order.
-Standard errors are ``(X'V̂⁻¹X)⁻¹``; degrees of freedom are Satterthwaite's from the exact REML
-Hessian. A row without a p-value has a ``reason``.
+Standard errors are from ``(X'V̂⁻¹X)⁻¹`` and degrees of freedom are Satterthwaite's from the exact REML
+Hessian (``df: satterthwaite``), or the SE is from Kenward–Roger's bias-corrected covariance Φ_A
+(``df: kenward-roger``, or ``kenward-roger-linear`` without the second-derivative term; for ``us`` and
+``cs`` the two are the same) with the same df, which is what Kenward–Roger's df is for a one-df
+contrast. A row without a p-value has a ``reason``.
 """
 
 from __future__ import annotations
@@ -72,6 +75,12 @@ class Mmrm(StatTest):
         baseline: Literal["covariate", "response"] = "covariate"
         covariance: Literal["us", "csh", "cs", "ar1"] = "us"
         contrasts: list[Contrast] = ["group:window", "group", "group:trend"]
+        df: Literal["satterthwaite", "kenward-roger", "kenward-roger-linear"] = "satterthwaite"
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.references = (refs.MMRM, refs.SATTERTHWAITE) + (
+            (refs.KENWARD_ROGER,) if self.params.df != "satterthwaite" else ())
 
     def run(self, edges: pd.DataFrame, design: Design) -> pd.DataFrame:
         design.check(self.name)
@@ -87,16 +96,20 @@ class Mmrm(StatTest):
         else:
             y = cube
             X, names = subject_design(design, self.name)
-        return contrast_table(fit_mmrm(y, X, self.params.covariance), keys, design, names, which, cube)
+        fit = fit_mmrm(y, X, self.params.covariance, df=self.params.df)
+        return contrast_table(fit, keys, design, names, which, cube)
 
     def describe(self) -> str:
         cov = {"us": "unstructured", "csh": "heterogeneous compound-symmetry", "cs": "compound-symmetry",
                "ar1": "AR(1)"}[self.params.covariance]
         model = ("the change from baseline ~ window + group:window + baseline:window"
                  if self.params.baseline == "covariate" else "value ~ group × window")
+        inference = {"satterthwaite": "Satterthwaite degrees of freedom from the exact REML Hessian",
+                     "kenward-roger": "Kenward–Roger standard errors and degrees of freedom",
+                     "kenward-roger-linear": "first-order Kenward–Roger standard errors and degrees of freedom"
+                     }[self.params.df]
         return (f"a mixed model for repeated measures fitted to every edge at once ({model}, "
-                f"{cov} within-subject covariance across windows, REML, Satterthwaite degrees of freedom "
-                "from the exact REML Hessian; fclab's batched engine)")
+                f"{cov} within-subject covariance across windows, REML, {inference}; fclab's batched engine)")
 
 
 @hookimpl

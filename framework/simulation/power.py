@@ -72,30 +72,40 @@ def simulate_many(study: RoiStudy, stats: StatsParams, tests: list, n_sims: int,
 def _relabel_chunk(args):
     from fclab.framework.stats.engine import run_stats
 
-    edges, subjects, groups, windows, stats, tests, seeds, edge, window = args
+    edges, subjects, groups, windows, stats, tests, seeds, edge, window, missing = args
+    cells = edges[["subject", "window"]].drop_duplicates().reset_index(drop=True)
     frames = []
     for seed in seeds:
-        perm = np.random.default_rng(seed).permutation(groups)
-        relabelled = edges.assign(group=edges["subject"].map(dict(zip(subjects, perm))))
+        rng = np.random.default_rng(seed)
+        perm = rng.permutation(groups)
+        label = dict(zip(subjects, perm))
+        relabelled = edges.assign(group=edges["subject"].map(label))
+        if missing is not None:
+            rate = np.where(cells["subject"].map(label) == stats.groups[1], missing[1], missing[0])
+            gone = cells[rng.random(len(cells)) < rate]
+            hit = pd.MultiIndex.from_frame(relabelled[["subject", "window"]]).isin(pd.MultiIndex.from_frame(gone))
+            relabelled.loc[hit, "value"] = np.nan
         res = run_stats(stats, relabelled, windows, tests)
         frames.append(outcomes(res, stats, seed, edge, window))
     return pd.concat(frames, ignore_index=True)
 
 
 def relabel_many(edges: pd.DataFrame, stats: StatsParams, tests: list, windows: list[str], n: int, seed: int, edge, window,
-                 jobs: int | Executor = 1) -> pd.DataFrame:
+                 jobs: int | Executor = 1, missing: tuple[float, float] | None = None) -> pd.DataFrame:
     """Outcomes of ``n`` random relabellings of the groups on a study's own connectivity values.
 
     Each relabelling permutes the group labels over subjects (group sizes kept; a subject's windows
     move together, as in the permutation test), so every group effect is null while the data keep
-    their real covariance across windows, subjects and edges.
+    their real covariance across windows, subjects and edges. With ``missing`` = (rate in the
+    reference group, rate in the target group), each subject × window (baseline included) is then
+    missing for every edge with its relabelled group's rate, as a motion exclusion would remove it.
     """
     edges = edges[edges["group"].isin(stats.groups)]
     table = edges[["subject", "group"]].drop_duplicates("subject")
     subjects, groups = table["subject"].to_numpy(), table["group"].to_numpy()
     seeds = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(n)]
     chunks = [seeds[i:i + 25] for i in range(0, n, 25)]
-    args = [(edges, subjects, groups, windows, stats, tests, c, tuple(edge), window) for c in chunks]
+    args = [(edges, subjects, groups, windows, stats, tests, c, tuple(edge), window, missing) for c in chunks]
     parts = progress(as_executor(jobs).map(_relabel_chunk, args), len(args), "relabellings (x25)")
     return pd.concat(list(parts), ignore_index=True)
 

@@ -28,6 +28,21 @@ Fixed-effect covariance is ``(X'V̂⁻¹X)⁻¹``. Denominator degrees of freedo
 package and emmeans (for nlme's ``gls``) compute by numerical differentiation. ``g' A g`` does not
 depend on how θ is parameterised at an interior optimum, so the df equal theirs.
 
+Kenward–Roger (Kenward & Roger 1997) replaces ``Φ = (X'V̂⁻¹X)⁻¹`` by the bias-corrected
+
+    Φ_A = Φ + 2 Φ {Σ_ij W_ij (Q_ij − P_i Φ P_j − ¼ R_ij)} Φ,
+    P_i = −X'V⁻¹V_iV⁻¹X,  Q_ij = X'V⁻¹V_iV⁻¹V_jV⁻¹X,  R_ij = X'V⁻¹V_ijV⁻¹X,
+
+with ``W`` the covariance of θ̂ (twice the inverse Hessian of D). ``kenward-roger-linear`` drops
+``R_ij`` (the first-order variant, SAS's ``DDFM=KR(FIRSTORDER)``). ``Q − PΦP`` is invariant to how
+θ is parameterised, ``R`` is not: it is taken in SAS PROC MIXED's parameters (Σ's entries for
+``us``, ``(a, b)`` for ``cs``, ``(σ², ρ)`` for ``ar1``, the variances and ρ for ``csh``), so that
+``DDFM=KR`` is reproduced; for ``us`` and ``cs`` both variants coincide. A one-df contrast keeps
+Satterthwaite's df (the KR formula reduces to it, computed from Φ); a c-df contrast gets KR's
+scaled F: ``λ F ~ F(c, m)`` with ``F = β'L(L'Φ_A L)⁻¹L'β / c`` and ``λ, m`` from ``A_1, A_2``
+(the moments of the Wald statistic). ``W`` is from the observed Hessian, as in SAS and the mmrm
+package; ``information="expected"`` uses the expected one, as pbkrtest and the original paper do.
+
 Edges are fitted in chunks (memory is bounded by ``chunk`` edges × subjects × K² × p) and
 converged edges leave the iteration. ``X`` may be shared by every edge (S, K, p) or be per edge
 (E, S, K, p), which the baseline-as-covariate model needs (each edge has its own baseline values).
@@ -129,6 +144,30 @@ class Structure:
         out[:, 0, 1] = out[:, 1, 0] = lag * _power(r, lag - 1)
         out[:, 1, 1] = s2[:, None, None] * lag * (lag - 1) * _power(r, lag - 2)
         return out
+
+    def sas_second_order(self, th, W):
+        """``Σ_ij W_ij ∂²Σ/∂φ_i∂φ_j`` (E, K, K) in SAS PROC MIXED's parameters φ, where ``W`` is the
+        covariance of θ̂ in fclab's θ; None where Σ is linear in them (``us``, ``cs``).
+
+        Only ``csh`` differs from fclab's θ: SAS has the variances ``v_k = s_k²`` where fclab has
+        the standard deviations, so ``W_φ = T W T'`` with ``T = diag(2 s_k, 1)``, and
+        ``∂²Σ/∂v_k∂v_m = (∂²Σ/∂s_k∂s_m − δ_km ∂Σ/∂s_k / s_k) / (4 s_k s_m)``,
+        ``∂²Σ/∂v_k∂ρ = ∂²Σ/∂s_k∂ρ / (2 s_k)``.
+        """
+        H = self.hessian(th)
+        if H is None:
+            return None
+        if self.name == "csh":
+            K = self.K
+            s = th[:, :K]
+            d = np.concatenate([2 * s, np.ones((len(th), 1))], axis=1)  # ∂φ/∂θ, diagonal
+            W = W * d[:, :, None] * d[:, None, :]
+            inv = 1 / d
+            H = H * inv[:, :, None, None, None] * inv[:, None, :, None, None]
+            J = self.jacobian(th)
+            k = np.arange(K)
+            H[:, k, k] -= J[:, :K] / (4 * s[:, :, None, None] ** 3)
+        return np.einsum("eij,eijkl->ekl", W, H)
 
     def start(self, C):
         """θ from an empirical covariance matrix (E, K, K) that is positive definite."""
@@ -267,6 +306,28 @@ class _Eval:
         self.Bt = Bt
         return grad, observed, expected
 
+    def kenward_roger(self, Wt, budget: float = 2e7):
+        """``U = Σ_ij W_ij (Q_ij − P_i Φ P_j)`` and ``U_R = Σ_ij W_ij R_ij`` (each (E, p, p)) for the
+        covariance ``Wt`` (E, q, q) of θ̂; ``derivatives`` must have run. ``U_R`` is None for a
+        structure linear in SAS's parameters. Edges go in slices of ``budget`` floats per array."""
+        st, W, WX, Phi, Bt = self.struct, self.W, self.WX, self.Minv, self.Bt
+        E, S, K, p = WX.shape
+        q = st.q
+        J = np.broadcast_to(st.jacobian(self.th), (E, q, K, K))
+        U = np.empty((E, p, p))
+        step = max(1, int(budget // (q * S * K * p)))
+        for lo in range(0, E, step):
+            sl = slice(lo, min(E, lo + step))
+            B = np.einsum("eqkl,eslp->eqskp", J[sl], WX[sl])  # V_i V⁻¹X, per subject
+            C = np.einsum("eskl,eqslp->eqskp", W[sl], B)  # V⁻¹ V_i V⁻¹X
+            D = np.einsum("eij,ejskp->eiskp", Wt[sl], C)
+            U[sl] = np.einsum("eiskp,eiskr->epr", B, D)  # Σ_ij W_ij Q_ij
+        # P_i = −Bt_i, so P_i Φ P_j = Bt_i Φ Bt_j
+        U -= np.einsum("eij,eiab,ebc,ejcd->ead", Wt, Bt, Phi, Bt)
+        Hw = st.sas_second_order(self.th, Wt)
+        U_R = None if Hw is None else np.einsum("eska,ekl,eslb->eab", WX, Hw, WX)
+        return U, U_R
+
 
 # -- fitting ------------------------------------------------------------------------------------
 
@@ -282,26 +343,33 @@ class MmrmFit:
     n_subjects: np.ndarray
     reason: np.ndarray  # (E,) object: None or why
     iterations: np.ndarray
-    _hinv: np.ndarray  # (E, q, q) inverse observed Hessian of the deviance
+    _hinv: np.ndarray  # (E, q, q) inverse Hessian of the deviance (observed or expected information)
     _bt: np.ndarray  # (E, q, p, p) X'V⁻¹ V_i V⁻¹X
+    df_method: str = "satterthwaite"
+    cov_adj: np.ndarray | None = None  # (E, p, p) Kenward–Roger's Φ_A, for the KR methods
+
+    def _vcov(self):
+        return self.cov if self.df_method == "satterthwaite" else self.cov_adj
 
     def contrast(self, L: np.ndarray, alpha: float = 0.05) -> dict[str, np.ndarray]:
-        """Estimate, SE, Satterthwaite df, t, two-sided p and CI for ``L'β`` on every edge.
+        """Estimate, SE, df, t, two-sided p and CI for ``L'β`` on every edge.
 
-        A df that is not finite or outside (0, n_obs − p] is not used: the row gets NaN p and a
-        reason in ``df_reason``.
+        The df is Satterthwaite's (for a one-df contrast Kenward–Roger's is the same number);
+        with a Kenward–Roger ``df_method`` the SE is from Φ_A. A df that is not finite or outside
+        (0, n_obs − p], or a Φ_A variance that is not positive, is not used: the row gets NaN p
+        and a reason in ``df_reason``.
         """
         from fclab.framework.stats.design import bounded_df, t_ppf, t_sf
 
         L = np.asarray(L, float)
         est = self.beta @ L
         mvec = self.cov @ L
-        var = mvec @ L
         g = np.einsum("ep,eipq,eq->ei", mvec, self._bt, mvec)
         quad = np.einsum("ei,eij,ej->e", g, self._hinv, g)
+        var = self._vcov() @ L @ L
         with np.errstate(invalid="ignore", divide="ignore"):
-            df = var**2 / quad
-            se = np.sqrt(var)
+            df = (mvec @ L) ** 2 / quad
+            se = np.sqrt(np.where(var > 0, var, np.nan))
             t = est / se
         p_max = self.n_obs - self.beta.shape[1]
         fitted = np.array([r is None for r in self.reason])
@@ -311,6 +379,72 @@ class MmrmFit:
             qt = t_ppf(1 - alpha / 2, df)
         return {"estimate": est, "se": se, "df": df, "stat": t, "p": p,
                 "ci_low": est - qt * se, "ci_high": est + qt * se, "df_reason": why}
+
+    def ftest(self, L: np.ndarray) -> dict[str, np.ndarray]:
+        """Wald F test of ``L'β = 0`` for a (p, c) contrast matrix of rank c, on every edge.
+
+        Satterthwaite (mmrm package, lmerTest): ``F = β'L(L'ΦL)⁻¹L'β / c`` with denominator df
+        ``2E/(E − c)``, ``E = Σ_k ν_k/(ν_k − 2)`` over the one-df contrasts of the eigenvectors of
+        L'ΦL (Fai & Cornelius 1996). Kenward–Roger: ``F`` from Φ_A, scaled by λ, with df m.
+        Returns F (scaled), num_df, den_df and p.
+        """
+        from scipy import stats as st
+
+        L = np.asarray(L, float)
+        if L.ndim == 1:
+            L = L[:, None]
+        c = L.shape[1]
+        E = len(self.beta)
+        Phi = self.cov
+        est = self.beta @ L  # (E, c)
+        V0 = L.T @ Phi @ L  # (E, c, c)
+        Va = L.T @ self._vcov() @ L
+        W = 2 * self._hinv
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            ok = np.all(np.isfinite(Va), axis=(1, 2)) & np.all(np.isfinite(W), axis=(1, 2))
+            ok &= np.linalg.eigvalsh(np.where(ok[:, None, None], Va, np.eye(c)))[:, 0] > 0
+            Vi = np.linalg.inv(np.where(ok[:, None, None], Va, np.eye(c)))
+            F = np.einsum("ea,eab,eb->e", est, Vi, est) / c
+            if self.df_method == "satterthwaite":
+                lam, m = np.ones(E), self._fai_cornelius(L, V0, ok)
+            else:
+                lam, m = self._kr_scale(L, V0, W, ok)
+            F = lam * F
+            p = st.f.sf(F, c, m)
+        bad = ~ok | ~np.isfinite(m) | ~(m > 0)
+        return {"F": np.where(bad, np.nan, F), "num_df": np.full(E, c),
+                "den_df": np.where(bad, np.nan, m), "p": np.where(bad, np.nan, p)}
+
+    def _fai_cornelius(self, L, V0, ok):
+        """Satterthwaite's denominator df of a c-df F (Fai & Cornelius 1996, as lmerTest and mmrm)."""
+        c = L.shape[1]
+        w, U = np.linalg.eigh(np.where(ok[:, None, None], V0, np.eye(c)))
+        mv = self.cov @ np.einsum("pa,eab->epb", L, U)  # Φ l_k for the orthogonal one-df contrasts
+        g = np.einsum("epa,eipq,eqa->eia", mv, self._bt, mv)
+        nu = w**2 / np.einsum("eia,eij,eja->ea", g, self._hinv, g)
+        Ev = np.where(nu > 2, nu / (nu - 2), np.nan).sum(axis=1)
+        return np.where(Ev > c, 2 * Ev / (Ev - c), np.nan)
+
+    def _kr_scale(self, L, V0, W, ok):
+        """KR's λ and m for a (p, c) contrast (Kenward & Roger 1997, eq. 4-6; A_1, A_2 from Φ)."""
+        c = L.shape[1]
+        Phi = self.cov
+        Theta = np.linalg.inv(np.where(ok[:, None, None], V0, np.eye(c)))
+        M = np.einsum("pa,eab,qb->epq", L, Theta, L)
+        # T_i = M Φ P_i Φ with P_i = −Bt_i
+        T = -np.einsum("epq,eqr,eirs,est->eipt", M, Phi, self._bt, Phi)
+        tr = np.einsum("eipp->ei", T)
+        A1 = np.einsum("eij,ei,ej->e", W, tr, tr)
+        A2 = np.einsum("eij,eiab,ejba->e", W, T, T)
+        B = (A1 + 6 * A2) / (2 * c)
+        g = ((c + 1) * A1 - (c + 4) * A2) / ((c + 2) * A2)
+        den = 3 * c + 2 * (1 - g)
+        c1, c2, c3 = g / den, (c - g) / den, (c + 2 - g) / den
+        e_star = 1 / (1 - A2 / c)
+        v_star = 2 / c * (1 + c1 * B) / ((1 - c2 * B) ** 2 * (1 - c3 * B))
+        rho = v_star / (2 * e_star**2)
+        m = 4 + (c + 2) / (c * rho - 1)
+        return m / (e_star * (m - 2)), m
 
 
 def _start(struct, y, X, m):
@@ -370,7 +504,7 @@ def _fit_chunk(struct, y, X, m):
     # Converged means a Newton decrement at rounding level, whichever way the loop ended.
     _, dec = _newton_step(grad, obs, expd)
     not_conv = active | ~(dec < 1e-6) | ~final.ok
-    return th, final, obs, failed, not_conv, iters
+    return th, final, obs, expd, failed, not_conv, iters
 
 
 def _rows(X, idx):
@@ -392,14 +526,25 @@ def _newton_step(grad, obs, expd):
     return step, np.abs(dec)
 
 
+DF_METHODS = ("satterthwaite", "kenward-roger", "kenward-roger-linear")
+
+
 def fit_mmrm(y: np.ndarray, X: np.ndarray, structure: str = "us", min_subjects: int = 2,
-             chunk: int = 1024) -> MmrmFit:
+             chunk: int = 1024, df: str = "satterthwaite", information: str = "observed") -> MmrmFit:
     """Fit every edge of ``y`` (E, S, K; NaN = missing) with designs ``X`` ((S, K, p) or (E, S, K, p)).
+
+    ``df`` is one of ``DF_METHODS``: the Kenward–Roger ones also compute Φ_A, which the contrasts
+    then use. ``information`` is the Hessian that gives the covariance of θ̂ for the df and Φ_A:
+    ``observed`` (SAS, the mmrm package, lmerTest) or ``expected`` (pbkrtest).
 
     An edge gets NaN estimates and a ``reason`` when it has fewer than ``min_subjects`` subjects,
     a fixed-effects design of less than full rank on its observations, too few residual degrees of
     freedom for the covariance structure, or when REML does not converge.
     """
+    if df not in DF_METHODS:
+        raise ValueError(f"unknown df method {df!r} (one of {', '.join(DF_METHODS)})")
+    if information not in ("observed", "expected"):
+        raise ValueError(f"unknown information {information!r} (observed or expected)")
     E, S, K = y.shape
     p = X.shape[-1]
     # With one window every structure is one variance; their correlation parameters would not exist.
@@ -436,6 +581,8 @@ def fit_mmrm(y: np.ndarray, X: np.ndarray, structure: str = "us", min_subjects: 
     beta, cov = np.full((E, p), np.nan), np.full((E, p, p), np.nan)
     theta, sigma = np.full((E, q), np.nan), np.full((E, K, K), np.nan)
     hinv, bt = np.full((E, q, q), np.nan), np.full((E, q, p, p), np.nan)
+    kr = df != "satterthwaite"
+    cov_adj = np.full((E, p, p), np.nan) if kr else None
     iters = np.zeros(E, int)
     todo = np.flatnonzero(reason == None)  # noqa: E711
     for lo in range(0, len(todo), chunk):
@@ -443,7 +590,7 @@ def fit_mmrm(y: np.ndarray, X: np.ndarray, structure: str = "us", min_subjects: 
         Xc = _rows(X, idx)
         if X.ndim == 4:
             Xc = np.where(np.isfinite(Xc), Xc, 0.0)
-        th, ev_, obs, failed, not_conv, it = _fit_chunk(struct, y0[idx], Xc, m[idx])
+        th, ev_, obs, expd, failed, not_conv, it = _fit_chunk(struct, y0[idx], Xc, m[idx])
         iters[idx] = it
         w = np.linalg.eigvalsh(obs)
         pd_ = w[:, 0] > 1e-10 * np.abs(w).max(axis=1)
@@ -456,5 +603,14 @@ def fit_mmrm(y: np.ndarray, X: np.ndarray, structure: str = "us", min_subjects: 
         gi = idx[good]
         beta[gi], cov[gi] = ev_.beta[good], ev_.Minv[good]
         theta[gi], sigma[gi] = th[good], struct.sigma(th[good])
-        hinv[gi], bt[gi] = np.linalg.inv(obs[good]), ev_.Bt[good]
-    return MmrmFit(beta, cov, theta, sigma, n_obs, n_sub, reason, iters, hinv, bt)
+        info = obs if information == "observed" else expd
+        hinv[gi], bt[gi] = np.linalg.inv(info[good]), ev_.Bt[good]
+        if kr and good.any():
+            Wt = 2 * np.linalg.inv(np.where(good[:, None, None], info, np.eye(q)))
+            U, U_R = ev_.kenward_roger(Wt)
+            if U_R is not None and df == "kenward-roger":
+                U = U - U_R / 4
+            Phi = ev_.Minv
+            cov_adj[gi] = (Phi + 2 * Phi @ U @ Phi)[good]
+    return MmrmFit(beta, cov, theta, sigma, n_obs, n_sub, reason, iters, hinv, bt, df, cov_adj)
+

@@ -1,0 +1,29 @@
+# Kenward-Roger by R pbkrtest for the random-intercept model, which is the compound-symmetry MMRM
+# (Sigma = a I + b 11' with b > 0; pbkrtest's variance components are (b, a), and its covariance of
+# them is from the expected information).
+# Usage: Rscript pbkrtest_reference.R data.csv contrasts.csv out.csv (the files of kr_reference.R)
+# out.csv: per contrast name: c, estimate (c = 1) or F (KR-scaled), se (sqrt of l' PhiA l), df, lambda.
+suppressMessages({library(lme4); library(pbkrtest)})
+a <- commandArgs(TRUE)
+d <- read.csv(a[1], stringsAsFactors = FALSE)
+cons <- read.csv(a[2], stringsAsFactors = FALSE)
+xs <- grep("^x[0-9]+$", names(d), value = TRUE)
+form <- as.formula(paste("value ~ 0 +", paste(xs, collapse = " + "), "+ (1 | subject)"))
+ctl <- lmerControl(optimizer = "nloptwrap", optCtrl = list(xtol_abs = 1e-14, ftol_abs = 1e-16, xtol_rel = 1e-14,
+                                                         maxeval = 100000), calc.derivs = FALSE)
+fit <- lmer(form, data = d, REML = TRUE, control = ctl)
+PhiA <- as.matrix(vcovAdj(fit))
+beta <- fixef(fit)
+out <- list()
+for (nm in unique(cons$name)) {
+  L <- as.matrix(cons[cons$name == nm, xs, drop = FALSE])  # (c, p)
+  if (nrow(L) == 1) {
+    out[[nm]] <- data.frame(name = nm, c = 1, estimate = sum(L * beta), se = sqrt(drop(L %*% PhiA %*% t(L))),
+                            df = get_Lb_ddf(fit, L), lambda = 1)
+  } else {
+    k <- KRmodcomp(fit, L)$test
+    out[[nm]] <- data.frame(name = nm, c = nrow(L), estimate = k["Ftest", "stat"], se = NA, df = k["Ftest", "ddf"],
+                            lambda = k["Ftest", "F.scaling"])
+  }
+}
+write.csv(do.call(rbind, out), a[3], row.names = FALSE)

@@ -183,6 +183,10 @@ def test_compound_symmetry_matches_pbkrtest(tmp_path, data):
             res = fit.ftest(L)
             assert res["F"][0] == pytest.approx(r["estimate"], rel=1e-5), name
             assert res["den_df"][0] == pytest.approx(r["df"], rel=1e-5), name
+            # Satterthwaite's multi-df F (Fai–Cornelius) against lmerTest, which uses the observed Hessian.
+            sat = fit_mmrm(y[None], X, "cs").ftest(L)
+            assert sat["F"][0] == pytest.approx(r["F_sat"], rel=1e-5), name
+            assert sat["den_df"][0] == pytest.approx(r["den_df_sat"], rel=1e-5), name
 
 
 def test_plugin_baseline_covariate_model_matches_reference(tmp_path):

@@ -4,8 +4,10 @@ Prints three tables: (1) on the mmrm package's fev_data (FEV1 ~ ARMCD), fclab's 
 beside SAS's DDFM=KR and DDFM=KR(FIRSTORDER) figures, and both REML −2 log-likelihoods; (2) the
 largest relative differences from tests/r/kr_reference.R (nlme fit polished by Newton steps, every
 derivative numerical) for one-df SEs (KR and KR-linear) and df, and multi-df F and denominator df;
-(3) the same against pbkrtest for compound symmetry (expected information). Needs Rscript with nlme,
-numDeriv, lme4 and pbkrtest (``make rref``).
+(3) the same against pbkrtest for compound symmetry (expected information); (4) where the working
+directory holds a study's results/connectivity/edges.parquet (after ``make run``), the largest
+relative differences between `mmrm` with ``df: satterthwaite`` and ``df: kenward-roger`` on it.
+Needs Rscript with nlme, numDeriv, lme4 and pbkrtest (``make rref``).
 
     .venv/bin/python benchmarks/kr_agreement.py
 """
@@ -99,6 +101,27 @@ def main():
     print(pd.DataFrame(rows).to_string(index=False, **fmt))
     print("\n(3) pbkrtest (lme4 random intercept = cs; expected information), largest relative difference")
     print(pd.DataFrame(pb).to_string(index=False, **fmt))
+    if Path("results/connectivity/edges.parquet").exists():
+        default_study()
+
+
+def default_study():
+    from fclab.framework.connectome.edgestore import read_edges
+    from fclab.framework.params import load_params
+    from fclab.framework.pluginhost.builder import build_all
+    from fclab.framework.stats.engine import run_stats
+
+    p = load_params("params.yaml")
+    windows = [w.name for w in p.connectivity.windows]
+    e = read_edges("results/connectivity/edges.parquet", windows).long()
+    out = {}
+    for m in ("satterthwaite", "kenward-roger"):
+        st = p.stats.model_copy(update={"tests": [{"name": "mmrm", "df": m}]})
+        out[m] = run_stats(st, e, windows, build_all("test", st.tests))
+    a, b = out["satterthwaite"], out["kenward-roger"]
+    print(f"\n(4) this study ({e['value'].isna().sum()} of {len(e)} values missing): mmrm Satterthwaite vs "
+          "Kenward-Roger, largest relative difference")
+    print("  ".join(f"{c} {np.nanmax(np.abs(a[c] - b[c]) / np.abs(a[c])):.1e}" for c in ("estimate", "se", "df", "p_adj")))
 
 
 if __name__ == "__main__":

@@ -226,3 +226,13 @@ def test_bad_df_method_is_a_one_line_error():
         Mmrm(Mmrm.Params(df="kenward"))
     with pytest.raises(ValueError, match="unknown df method 'kr'"):
         fit_mmrm(np.zeros((1, 3, 2)), np.ones((3, 2, 1)), df="kr")
+
+
+def test_complete_data_kenward_roger_is_model_based():
+    """With every window present, the baseline-covariate model has the same regressors in every
+    window, GLS is OLS and β̂ does not depend on θ̂: Φ_A = Φ (Kenward & Roger's Λ vanishes)."""
+    edges, design = study(9, n_edges=3)
+    kr = Mmrm(Mmrm.Params(df="kenward-roger")).run(edges, design)
+    sat = Mmrm(Mmrm.Params()).run(edges, design)
+    np.testing.assert_allclose(kr["se"], sat["se"], rtol=1e-10)
+    np.testing.assert_allclose(kr["p"], sat["p"], rtol=1e-8)

@@ -44,7 +44,7 @@ def mmrm_rows(tmp: Path):
         if covariate:
             design = Design(design.groups, design.baseline_window, design.windows, design.subjects, covariates=("age",))
         terms = ["group:window"]
-        ours = Mmrm(Mmrm.Params(baseline=baseline, covariance=structure, contrasts=terms)).run(edges, design)
+        ours = Mmrm(Mmrm.Params(df="satterthwaite", baseline=baseline, covariance=structure, contrasts=terms)).run(edges, design)
         cov_base = baseline == "covariate"
         formula = ("value ~ group * window + base:window" if cov_base else
                    "value ~ group * window" + (" + age" if covariate else ""))

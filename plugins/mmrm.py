@@ -20,11 +20,11 @@ for the algorithm). Two variants answer two questions:
 Terms: ``group:window`` per non-baseline window, ``group`` (``response`` only) and
 ``group:trend``, the group difference in the least-squares slope across the non-baseline windows.
 Covariance: ``us`` (unstructured, default), ``csh``, ``cs`` or ``ar1`` over the window order.
-Standard errors are from ``(X'V̂⁻¹X)⁻¹`` and degrees of freedom are Satterthwaite's from the exact REML
-Hessian (``df: satterthwaite``), or the SE is from Kenward–Roger's bias-corrected covariance Φ_A
-(``df: kenward-roger``, or ``kenward-roger-linear`` without the second-derivative term; for ``us`` and
-``cs`` the two are the same) with the same df, which is what Kenward–Roger's df is for a one-df
-contrast. A row without a p-value has a ``reason``.
+Degrees of freedom are Satterthwaite's from the exact REML Hessian, which is also Kenward–Roger's df
+for a one-df contrast. Standard errors are from Kenward–Roger's bias-corrected covariance Φ_A
+(``df: kenward-roger``, the default; ``kenward-roger-linear`` without the second-derivative term, the
+same for ``us`` and ``cs``), or the model-based ``(X'V̂⁻¹X)⁻¹`` (``df: satterthwaite``), which is
+liberal when windows are missing (docs/validation.md). A row without a p-value has a ``reason``.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class Mmrm(StatTest):
         baseline: Literal["covariate", "response"] = "covariate"
         covariance: Literal["us", "csh", "cs", "ar1"] = "us"
         contrasts: list[Contrast] = ["group:window", "group", "group:trend"]
-        df: Literal["satterthwaite", "kenward-roger", "kenward-roger-linear"] = "satterthwaite"
+        df: Literal["satterthwaite", "kenward-roger", "kenward-roger-linear"] = "kenward-roger"
 
     def __init__(self, params=None):
         super().__init__(params)

@@ -93,7 +93,7 @@ def compare(ours, ref, design, term, windows):
 @pytest.mark.parametrize("drop", [0, 7])
 def test_response_model_matches_nlme_gls_and_emmeans(tmp_path, structure, drop):
     edges, design = study(11 + drop, drop=drop)
-    plugin = Mmrm(Mmrm.Params(baseline="response", covariance=structure, contrasts=["group:window", "group"]))
+    plugin = Mmrm(Mmrm.Params(df="satterthwaite", baseline="response", covariance=structure, contrasts=["group:window", "group"]))
     ours = plugin.run(edges, design)
     data = long_for_r(edges, design)
     ref = r_reference(tmp_path, data, structure, "value ~ group * window", "interaction")
@@ -113,7 +113,7 @@ def test_response_model_matches_nlme_gls_and_emmeans(tmp_path, structure, drop):
 def test_covariates_match_nlme_gls(tmp_path):
     edges, design = study(21, drop=5)
     design = Design(design.groups, design.baseline_window, design.windows, design.subjects, covariates=("age",))
-    ours = Mmrm(Mmrm.Params(baseline="response", contrasts=["group:window"])).run(edges, design)
+    ours = Mmrm(Mmrm.Params(df="satterthwaite", baseline="response", contrasts=["group:window"])).run(edges, design)
     ref = r_reference(tmp_path, long_for_r(edges, design), "us", "value ~ group * window + age", "interaction")
     compare(ours, ref, design, "group:window", WINDOWS[1:])
 
@@ -121,7 +121,7 @@ def test_covariates_match_nlme_gls(tmp_path):
 @pytest.mark.parametrize("drop", [0, 6])
 def test_baseline_covariate_model_matches_nlme_gls(tmp_path, drop):
     edges, design = study(31 + drop, drop=drop)
-    ours = Mmrm(Mmrm.Params(contrasts=["group:window"])).run(edges, design)
+    ours = Mmrm(Mmrm.Params(df="satterthwaite", contrasts=["group:window"])).run(edges, design)
     data = long_for_r(edges, design, covariate_baseline=True)
     ref = r_reference(tmp_path, data, "us", "value ~ group * window + base:window", "group")
     compare(ours, ref, design, "group:window", WINDOWS[1:])

@@ -523,7 +523,7 @@ def test_methods_name_group_sizes_regressors_terms_and_the_reference_list(ran_st
         "a, cosine00–cosine02, cosine04, x1, x2"
     assert "mmrm: group:window (the group difference in the change from baseline, per window)" in methods
     # Degrees of freedom and the adjustment, per test, as they were computed.
-    assert "Satterthwaite degrees of freedom from the exact REML Hessian" in methods
+    assert "REML, Kenward–Roger standard errors and degrees of freedom" in methods
     assert "Welch's t-test on the change from baseline (Welch–Satterthwaite degrees of freedom)" in methods
     tests = pd.read_parquet(root / "results/stats/tests.parquet")
     assert set(tests.loc[tests["test"] == "permutation", "adj_method"]) == {"maxT"}
@@ -531,7 +531,7 @@ def test_methods_name_group_sizes_regressors_terms_and_the_reference_list(ran_st
             "single-step max-|t| permutation method (Westfall–Young maxT))") in methods
     refs = [html_lib.unescape(r) for r in re.findall(r"<li>(.*?)</li>", page.split('<ol class="references">')[1])]
     for must in ("Abraham A", "Esteban O", "Andrews-Hanna JR", "Makris N", "Fisher RA", "Mallinckrodt CH",
-                 "Satterthwaite FE", "Welch BL", "Westfall PH", "Holm S", "Kuprieiev R"):
+                 "Satterthwaite FE", "Kenward MG", "Welch BL", "Westfall PH", "Holm S", "Kuprieiev R"):
         assert sum(r.startswith(must) for r in refs) == 1, must
     assert len(refs) == len(set(refs))
 

@@ -39,7 +39,7 @@ def test_one_window_after_baseline_is_the_ancova_with_its_exact_df(n_ref, n_targ
         if covariate:
             design = Design(design.groups, design.baseline_window, design.windows, design.subjects,
                             covariates=("age",))
-        ours = Mmrm(Mmrm.Params(contrasts=["group:window"])).run(edges, design)
+        ours = Mmrm(Mmrm.Params(df="satterthwaite", contrasts=["group:window"])).run(edges, design)
         if n_ref + n_target - (4 if covariate else 3) < 1:  # no residual df at all: a reason, not a p
             assert ours["reason"].str.contains("too few observations").all() and ours["p"].isna().all()
             continue
@@ -64,7 +64,7 @@ def test_mmrm_at_small_sizes_matches_nlme_with_a_p_value_on_every_row(tmp_path, 
     p-value and matches nlme::gls + emmeans (estimate, SE, Satterthwaite df)."""
     names = ("baseline",) + tuple(f"w{k}" for k in range(1, windows))
     edges, design = study(7 * windows + drop, n_ref=n_ref, n_target=n_target, n_edges=2, drop=drop, windows=names)
-    ours = Mmrm(Mmrm.Params(contrasts=["group:window"])).run(edges, design)
+    ours = Mmrm(Mmrm.Params(df="satterthwaite", contrasts=["group:window"])).run(edges, design)
     fitted = ours["reason"].isna()
     assert fitted.all(), ours.loc[~fitted, "reason"].unique()
     assert np.isfinite(ours["p"]).all()

@@ -318,15 +318,19 @@ class _Eval:
         step = max(1, int(budget // (q * S * K * p)))
         for lo in range(0, E, step):
             sl = slice(lo, min(E, lo + step))
-            B = np.einsum("eqkl,eslp->eqskp", J[sl], WX[sl])  # V_i V⁻¹X, per subject
-            C = np.einsum("eskl,eqslp->eqskp", W[sl], B)  # V⁻¹ V_i V⁻¹X
-            D = np.einsum("eij,ejskp->eiskp", Wt[sl], C)
-            U[sl] = np.einsum("eiskp,eiskr->epr", B, D)  # Σ_ij W_ij Q_ij
-        # P_i = −Bt_i, so P_i Φ P_j = Bt_i Φ Bt_j
-        U -= np.einsum("eij,eiab,ebc,ejcd->ead", Wt, Bt, Phi, Bt)
+            n = sl.stop - sl.start
+            B = J[sl, :, None] @ WX[sl, None]  # V_i V⁻¹X per subject: (n, q, S, K, p)
+            C = W[sl, None] @ B  # V⁻¹ V_i V⁻¹X
+            D = (Wt[sl] @ C.reshape(n, q, S * K * p)).reshape(n, q * S * K, p)
+            U[sl] = B.reshape(n, q * S * K, p).transpose(0, 2, 1) @ D  # Σ_ij W_ij Q_ij
+        # P_i = −Bt_i, so Σ_ij W_ij P_i Φ P_j = Σ_i (Bt_i Φ) (Σ_j W_ij Bt_j)
+        G = (Wt @ Bt.reshape(E, q, p * p)).reshape(E, q, p, p)
+        U -= ((Bt @ Phi[:, None]) @ G).sum(axis=1)
         Hw = st.sas_second_order(self.th, Wt)
-        U_R = None if Hw is None else np.einsum("eska,ekl,eslb->eab", WX, Hw, WX)
-        return U, U_R
+        if Hw is None:
+            return U, None
+        HX = (Hw[:, None] @ WX).reshape(E, S * K, p)
+        return U, WX.reshape(E, S * K, p).transpose(0, 2, 1) @ HX
 
 
 # -- fitting ------------------------------------------------------------------------------------
@@ -430,9 +434,9 @@ class MmrmFit:
         c = L.shape[1]
         Phi = self.cov
         Theta = np.linalg.inv(np.where(ok[:, None, None], V0, np.eye(c)))
-        M = np.einsum("pa,eab,qb->epq", L, Theta, L)
+        M = L @ Theta @ L.T
         # T_i = M Φ P_i Φ with P_i = −Bt_i
-        T = -np.einsum("epq,eqr,eirs,est->eipt", M, Phi, self._bt, Phi)
+        T = -((M @ Phi)[:, None] @ self._bt @ Phi[:, None])
         tr = np.einsum("eipp->ei", T)
         A1 = np.einsum("eij,ei,ej->e", W, tr, tr)
         A2 = np.einsum("eij,eiab,ejba->e", W, T, T)

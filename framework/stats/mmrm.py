@@ -246,7 +246,14 @@ class _Eval:
         self.dev = np.where(self.ok, logdet_v + logdet_m + ypy, np.inf)
 
     def derivatives(self):
-        """Gradient (E, q), observed Hessian (E, q, q) and expected Hessian (E, q, q) of D."""
+        """Gradient (E, q), observed Hessian (E, q, q) and expected Hessian (E, q, q) of D.
+
+        Near a singular Σ they can overflow; such an edge's step is not finite and is never
+        accepted, and the fit ends with a reason, so numpy's overflow warnings are not shown."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._derivatives()
+
+    def _derivatives(self):
         st, W, WX, u, Minv = self.struct, self.W, self.WX, self.u, self.Minv
         E, S, K, p = WX.shape
         q = st.q

@@ -236,3 +236,18 @@ def test_complete_data_kenward_roger_is_model_based():
     sat = Mmrm(Mmrm.Params(df="satterthwaite")).run(edges, design)
     np.testing.assert_allclose(kr["se"], sat["se"], rtol=1e-10)
     np.testing.assert_allclose(kr["p"], sat["p"], rtol=1e-8)
+
+
+def test_a_contrast_whose_adjusted_variance_is_not_positive_says_why():
+    edges, design = study(18, drop=7, n_edges=2)
+    from fclab.api import subject_design
+    from fclab.framework.stats.cubes import edge_cube
+
+    _, cube = edge_cube(edges, design)
+    X, names = subject_design(design, "mmrm")
+    fit = fit_mmrm(cube, X, "us", df="kenward-roger")
+    L = np.eye(X.shape[2])[names.index("group:window[w2]")]
+    fit.cov_adj[1] = -np.abs(fit.cov_adj[1])  # as if the correction had made it negative
+    res = fit.contrast(L)
+    assert np.isfinite(res["p"][0]) and res["df_reason"][0] is None
+    assert np.isnan(res["p"][1]) and res["df_reason"][1] == "Kenward–Roger covariance of the contrast not positive"

@@ -385,6 +385,8 @@ class MmrmFit:
         p_max = self.n_obs - self.beta.shape[1]
         fitted = np.array([r is None for r in self.reason])
         df, why = bounded_df(df, p_max, fitted)
+        why = np.where(fitted & (why == None) & ~(var > 0),  # noqa: E711
+                       "Kenward–Roger covariance of the contrast not positive", why)
         with np.errstate(invalid="ignore"):
             p = 2 * t_sf(np.abs(t), df)
             qt = t_ppf(1 - alpha / 2, df)

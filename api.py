@@ -80,8 +80,10 @@ from fclab.framework.stats.design import (
     welch_change,
 )
 from fclab.framework.errors import did_you_mean
-from fclab.framework.stats.permutation import WelchBatch, block_size, max_t_pvalues, relabelings
+from fclab.framework.stats.permutation import (SignFlipBatch, WelchBatch, block_size, max_t_pvalues, max_t_signflip,
+                                               relabelings, signflips)
 from fclab.framework.stats.cubes import change_cube, edge_cube, long_rows
+from fclab.framework.stats import crossover
 
 if TYPE_CHECKING:  # imported on first use, by __getattr__ below
     from fclab.framework.connectome.kernels import window_correlations
@@ -121,7 +123,7 @@ __all__ = [
     # statistical tests
     "Edges", "read_edges", "edge_cube", "change_cube", "long_rows", "subject_design", "contrasts", "Contrast", "contrast_table",
     "group_moments", "hedges_g", "hedges_g_moments", "welch_change", "fit_reml", "fit_mmrm", "max_t_pvalues",
-    "WelchBatch", "block_size", "relabelings",
+    "WelchBatch", "block_size", "relabelings", "crossover", "SignFlipBatch", "signflips", "max_t_signflip",
     # the conformance kit
     "check_plugin", "check_roi_set", "check_metric", "check_stat_test", "Conformance", "fake_design", "fake_edges",
 ]

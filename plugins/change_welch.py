@@ -6,19 +6,32 @@ over edges and windows. The effect size is Hedges' g (pooled-SD standardised dif
 small-sample correction J), with the large-sample normal CI of Hedges & Olkin (1985):
 SE(g) = sqrt((n1+n2)/(n1 n2) + g²/(2 (n1+n2))). A subject missing either window is dropped for
 that edge and window only.
+
+In a crossover design (``stats.design: crossover``) the test is its within-subject counterpart
+(``fclab.framework.stats.crossover.paired_change``), term ``condition:window``: with ``period:
+adjust`` (the default) the two-period crossover t of Hills & Armitage (1979), Welch's t between the
+two sequences on each subject's period difference, halved, which a period effect does not bias;
+with ``period: ignore`` the paired t on Δ(target) − Δ(reference). Effect size: Cohen's d_z.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import pandas as pd
 
-from fclab.api import Design, StatTest, hookimpl, refs, welch_change
+from fclab.api import Design, PluginParams, StatTest, crossover, hookimpl, refs, welch_change
+
 
 class ChangeWelch(StatTest):
-    terms = ("group:window",)
+    terms = ("group:window", crossover.CONDITION_TERM)
     name = "change_welch"
     packed_edges = True
+    designs = ("parallel", "crossover")
     references = (refs.WELCH, refs.HEDGES_OLKIN)
+
+    class Params(PluginParams):
+        period: Literal["adjust", "ignore"] = "adjust"
 
     def caveat_for(self, n_per_group: dict[str, int]) -> str | None:
         """Welch–Satterthwaite p-values are liberal in the tail when a small group meets a much larger
@@ -36,6 +49,8 @@ class ChangeWelch(StatTest):
 
     def run(self, edges: pd.DataFrame, design: Design) -> pd.DataFrame:
         design.check(self.name)
+        if design.kind == "crossover":
+            return crossover.paired_change(edges, design, adjust_period=self.params.period == "adjust")
         return welch_change(edges, design)
 
     def describe(self) -> str:

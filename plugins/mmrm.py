@@ -34,10 +34,10 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from fclab.api import (Design, PluginParams, StatTest, contrast_table, edge_cube, fit_mmrm, hookimpl, refs,
-                       subject_design)
+from fclab.api import (Design, PluginParams, StatTest, contrast_table, crossover, edge_cube, fit_mmrm, hookimpl,
+                       refs, subject_design)
 
-Contrast = Literal["group:window", "group", "group:trend"]
+Contrast = Literal["group:window", "group", "group:trend", "condition:window", "condition:trend"]
 
 
 def covariate_design(design: Design, base: np.ndarray, test: str) -> tuple[np.ndarray, list[str]]:
@@ -65,45 +65,100 @@ def covariate_design(design: Design, base: np.ndarray, test: str) -> tuple[np.nd
     return np.concatenate(parts, axis=3), names
 
 
+def change_design(design: Design, test: str) -> tuple[np.ndarray, list[str]]:
+    """The unadjusted change model over the effect windows (S, K', p): a mean and a group difference
+    (target − reference) of the change from baseline per window, then the subject covariates."""
+    g = (design.subjects["group"] == design.groups[1]).to_numpy(float)
+    cov, cov_names = design.covariate_matrix(test)
+    eff = design.effect_windows
+    S, eye = len(g), np.eye(len(eff))
+    parts = [np.broadcast_to(eye[None], (S, len(eff), len(eff))), g[:, None, None] * eye[None],
+             np.broadcast_to(cov[:, None, :], (S, len(eff), cov.shape[1]))]
+    names = [*[f"window[{w}]" for w in eff], *[f"group:window[{w}]" for w in eff], *cov_names]
+    return np.concatenate(parts, axis=2), names
+
+
 class Mmrm(StatTest):
-    terms = ("group:window", "group", "group:trend")
+    terms = ("group:window", "group", "group:trend", *crossover.TERMS)
     name = "mmrm"
     packed_edges = True
+    designs = ("parallel", "crossover")
     references = (refs.MMRM, refs.SATTERTHWAITE)
 
     class Params(PluginParams):
-        baseline: Literal["covariate", "response"] = "covariate"
+        baseline: Literal["covariate", "change", "response"] = "covariate"
         covariance: Literal["us", "csh", "cs", "ar1"] = "us"
-        contrasts: list[Contrast] = ["group:window", "group", "group:trend"]
+        contrasts: list[Contrast] | None = None
         df: Literal["satterthwaite", "kenward-roger", "kenward-roger-linear"] = "kenward-roger"
+        period: Literal["covariate", "window"] = "covariate"
 
     def __init__(self, params=None):
         super().__init__(params)
         self.references = (refs.MMRM, refs.SATTERTHWAITE) + (
             (refs.KENWARD_ROGER,) if self.params.df != "satterthwaite" else ())
 
+    def _which(self, design: Design) -> list[str]:
+        """The requested contrasts (default: every term of the design and baseline model), each checked
+        against them with a one-line error."""
+        from fclab.api import DataError
+
+        if design.kind == "crossover":
+            offered = list(crossover.TERMS)
+        else:
+            offered = ["group:window", "group:trend"] + (["group"] if self.params.baseline == "response" else [])
+        if self.params.contrasts is None:
+            return offered
+        for c in self.params.contrasts:
+            if c not in offered:
+                raise DataError(f"stats.tests: {self.name}: contrast {c!r} is not a term of this "
+                                f"{design.kind} design with baseline: {self.params.baseline} ({', '.join(offered)})")
+        return list(self.params.contrasts)
+
     def run(self, edges: pd.DataFrame, design: Design) -> pd.DataFrame:
         design.check(self.name)
+        which = self._which(design)
+        if design.kind == "crossover":
+            return self._crossover(edges, design, which)
         keys, cube = edge_cube(edges, design)
-        which = list(self.params.contrasts)
-        if self.params.baseline == "covariate":
+        if self.params.baseline in ("covariate", "change"):
             k = design.windows.index(design.baseline_window)
             others = [i for i in range(len(design.windows)) if i != k]
             base = cube[:, :, k]
             y = cube[:, :, others] - base[:, :, None]
-            X, names = covariate_design(design, base, self.name)
-            which = [c for c in which if c != "group"]  # baseline is not a response here
+            X, names = (covariate_design(design, base, self.name) if self.params.baseline == "covariate"
+                        else change_design(design, self.name))
         else:
             y = cube
             X, names = subject_design(design, self.name)
         fit = fit_mmrm(y, X, self.params.covariance, df=self.params.df)
         return contrast_table(fit, keys, design, names, which, cube)
 
+    def _crossover(self, edges, design: Design, which) -> pd.DataFrame:
+        """The within-subject MMRM over condition × window slots (fclab.framework.stats.crossover)."""
+        from fclab.api import DataError
+
+        if self.params.baseline == "response":
+            raise DataError(f"stats.tests: {self.name}: baseline: response is not offered for a crossover design "
+                            "(use covariate or change: the change from each session's baseline)")
+        if self.params.covariance == "ar1":
+            raise DataError(f"stats.tests: {self.name}: covariance ar1 orders the windows in time, which the "
+                            "condition × window slots of a crossover design are not (use us, csh or cs)")
+        keys, delta, base, period = crossover.crossover_change(edges, design)
+        E, S = delta.shape[:2]
+        y = delta.reshape(E, S, -1)  # slots: the reference condition's windows, then the target's
+        X, names = crossover.crossover_model(design, period, base if self.params.baseline == "covariate" else None,
+                                             self.name, self.params.period)
+        fit = fit_mmrm(y, X, self.params.covariance, df=self.params.df)
+        terms = crossover.crossover_contrasts(design, names, which)
+        return contrast_table(fit, keys, design, names, which, terms=terms,
+                              count=lambda term, window: crossover.crossover_n(delta, design, term, window))
+
     def describe(self) -> str:
         cov = {"us": "unstructured", "csh": "heterogeneous compound-symmetry", "cs": "compound-symmetry",
                "ar1": "AR(1)"}[self.params.covariance]
-        model = ("the change from baseline ~ window + group:window + baseline:window"
-                 if self.params.baseline == "covariate" else "value ~ group × window")
+        model = {"covariate": "the change from baseline ~ window + group:window + baseline:window",
+                 "change": "the change from baseline ~ window + group:window",
+                 "response": "value ~ group × window"}[self.params.baseline]
         inference = {"satterthwaite": "Satterthwaite degrees of freedom from the exact REML Hessian",
                      "kenward-roger": "Kenward–Roger standard errors and degrees of freedom",
                      "kenward-roger-linear": "first-order Kenward–Roger standard errors and degrees of freedom"

@@ -432,8 +432,10 @@ class ConnectivityParams(Section):
 
 
 class StatsParams(Section):
+    design: Literal["parallel", "crossover"] = "parallel"
+    """parallel: each subject is in one group; crossover: each subject has one session per condition (BIDS ses-), each with its own baseline window, in a counterbalanced order; groups then names the conditions and the tests compare them within subject."""
     groups: tuple[str, str] = ("midazolam", "ketamine")
-    """[reference, target]: estimates are target minus reference."""
+    """[reference, target]: estimates are target minus reference (crossover: the two conditions)."""
     baseline_window: str = "baseline"
     """The window changes are measured from."""
     tests: list[PluginSpec] = Field(min_length=1)

@@ -220,6 +220,10 @@ class Design:
     # Given only to a test that names them in ``StatTest.uses``:
     sliding: pd.DataFrame | None = None  # the sliding-window edge rows (edges.parquet's other windows)
     run_qc: pd.DataFrame | None = None  # run_qc.parquet: one row per run (mean FD, censoring, exclusions)
+    # "parallel": each subject is in one group; "crossover": each subject has one session per condition,
+    # ``groups`` are then the conditions (reference, target) and ``sessions`` says which session is which.
+    kind: str = "parallel"
+    sessions: pd.DataFrame | None = None  # crossover: subject, session, condition, period (1 or 2)
 
     def family(self, roi_a, roi_b) -> np.ndarray:
         """'confirmatory' or 'exploratory' for each edge (the adjustment families)."""
@@ -234,6 +238,11 @@ class Design:
         """Raise a one-line DataError naming ``test`` when the design cannot be estimated."""
         from fclab.framework.errors import DataError
 
+        if self.kind == "crossover":
+            if len(self.subjects) < min_per_group:
+                raise DataError(f"stats.tests: {test}: {len(self.subjects)} subject(s) with both conditions; "
+                                f"at least {min_per_group} are needed")
+            return
         counts = self.subjects["group"].value_counts()
         for g in self.groups:
             if counts.get(g, 0) < min_per_group:
@@ -288,6 +297,8 @@ class StatTest(Plugin):
     requires: ClassVar[tuple[str, ...]] = ("subject", "group", "window")
     uses: ClassVar[tuple[str, ...]] = ()
     packed_edges: ClassVar[bool] = False  # True: run() may get the packed ``Edges`` instead of the long table
+    # The study designs the test handles (Design.kind); the stage refuses it for any other.
+    designs: ClassVar[tuple[str, ...]] = ("parallel",)
     # A known limit of the test's calibration, shown beside its results in the report.
     caveat: ClassVar[str | None] = None
     # The terms the test can produce (checked against report.primary_term); empty: not declared.

@@ -147,46 +147,48 @@ def planted_shifts(study: RoiStudy, names: list[str]) -> dict:
     return out
 
 
-def simulate_edges(study: RoiStudy, seed) -> pd.DataFrame:
-    """One simulated study as an edge table (subject, group, window, metric, roi_a, roi_b, value)."""
-    rng = np.random.default_rng(seed)
+def _jitter(rng, scale, n, R):
+    x = np.triu(rng.standard_normal((n, R, R)) * scale, 1)
+    return x + x.transpose(0, 2, 1)
+
+
+def _sessions(rng, study: RoiStudy, subject: np.ndarray, groups: np.ndarray, shift=None) -> np.ndarray:
+    """Every window's Fisher z (S, windows, edges) of one scan session of each subject, from the
+    subjects' own correlation matrices ``subject`` (S, R, R); ``groups`` names each subject's arm
+    (a group, or a crossover session's condition) for the planted effects; ``shift(name, corr)``
+    may change a window's matrices in place before mixing."""
     R = len(study.rois)
-    S = study.n_ref + study.n_target
-    groups = np.array([study.groups[0]] * study.n_ref + [study.groups[1]] * study.n_target)
+    S = len(subject)
     iu = np.triu_indices(R, 1)
     effect = None
     if study.effect is not None:
         a, b, w, dz = study.effect
         i, j = sorted((study.rois.index(a), study.rois.index(b)))
         effect = (i, j, w, dz)
-
-    def jitter(scale, n):
-        x = np.triu(rng.standard_normal((n, R, R)) * scale, 1)
-        return x + x.transpose(0, 2, 1)
-
     names = list(study.windows)
     planted = planted_shifts(study, names)
     values = np.full((S, len(names), len(iu[0])), np.nan)
-    subject = study.base[None] + jitter(study.subject_jitter_r, S)
     for run, T in study.runs.items():
         mine = [k for k, n in enumerate(names) if study.windows[n][0] == run]
         if not mine:
             continue
-        run_corr = subject + jitter(study.run_jitter_r, S)
+        run_corr = subject + _jitter(rng, study.run_jitter_r, S, R)
         latent = bandlimited(rng, S * R, T, study.tr).reshape(S, R, T)  # continuous over the run
         ts = latent.transpose(0, 2, 1).copy()  # (S, T, R)
         for k in mine:
             _, first, n = study.windows[names[k]]
-            corr = run_corr + jitter(study.state_jitter_r, S)
+            corr = run_corr + _jitter(rng, study.state_jitter_r, S, R)
             if effect is not None and effect[2] == names[k]:
                 i, j, _, dz = effect
                 tg = groups == study.groups[1]
                 r = np.tanh(np.arctanh(np.clip(corr[tg, i, j], -0.999, 0.999)) - dz)
                 corr[tg, i, j] = corr[tg, j, i] = r
-            for (i, j, grp), shift in planted.get(names[k], {}).items():
+            for (i, j, grp), delta in planted.get(names[k], {}).items():
                 sel = groups == grp
-                corr[sel, i, j] += shift
-                corr[sel, j, i] += shift
+                corr[sel, i, j] += delta
+                corr[sel, j, i] += delta
+            if shift is not None:
+                shift(names[k], corr)
             mix = np.linalg.cholesky(np.stack([nearest_pd(c) for c in corr]))  # (S, R, R)
             ts[:, first:first + n] = np.einsum("srk,skt->str", mix, latent[:, :, first:first + n])
         ts += study.noise_sd * rng.standard_normal(ts.shape)
@@ -199,14 +201,79 @@ def simulate_edges(study: RoiStudy, seed) -> pd.DataFrame:
             w = w / np.sqrt((w**2).sum(axis=1, keepdims=True))
             r = np.einsum("sti,stj->sij", w, w)[:, iu[0], iu[1]]
             values[:, k] = np.arctanh(np.clip(r, -0.9999999, 0.9999999))
-    n_edges = len(iu[0])
-    W = len(names)
-    return pd.DataFrame({
-        "subject": np.repeat([f"{k:02d}" for k in range(S)], W * n_edges),
-        "group": np.repeat(groups, W * n_edges),
-        "window": np.tile(np.repeat(names, n_edges), S),
-        "metric": "pearson",
-        "roi_a": np.tile(np.array(study.rois)[iu[0]], S * W),
-        "roi_b": np.tile(np.array(study.rois)[iu[1]], S * W),
-        "value": values.ravel(),
-    })
+    return values
+
+
+def _long(study: RoiStudy, subjects, groups, values, **extra) -> pd.DataFrame:
+    """The edge table of ``values`` (S, windows, edges), one row per subject, window and edge."""
+    R = len(study.rois)
+    iu = np.triu_indices(R, 1)
+    names = list(study.windows)
+    S, W, n_edges = values.shape
+    cols = {"subject": np.repeat(subjects, W * n_edges)}
+    cols.update({k: v for k, v in extra.items()})  # scalars
+    cols.update({"group": np.repeat(groups, W * n_edges),
+                 "window": np.tile(np.repeat(names, n_edges), S),
+                 "metric": "pearson",
+                 "roi_a": np.tile(np.array(study.rois)[iu[0]], S * W),
+                 "roi_b": np.tile(np.array(study.rois)[iu[1]], S * W),
+                 "value": values.ravel()})
+    return pd.DataFrame(cols)
+
+
+def simulate_edges(study: RoiStudy, seed) -> pd.DataFrame:
+    """One simulated study as an edge table (subject, group, window, metric, roi_a, roi_b, value)."""
+    rng = np.random.default_rng(seed)
+    R = len(study.rois)
+    S = study.n_ref + study.n_target
+    groups = np.array([study.groups[0]] * study.n_ref + [study.groups[1]] * study.n_target)
+    subject = study.base[None] + _jitter(rng, study.subject_jitter_r, S, R)
+    values = _sessions(rng, study, subject, groups)
+    return _long(study, [f"{k:02d}" for k in range(S)], groups, values)
+
+
+def simulate_crossover_edges(study: RoiStudy, seed, period_shift_r: float = 0.0,
+                             carryover: float = 0.0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One simulated two-period crossover study: (edge table with a ``session`` column, sessions table).
+
+    ``study.groups`` are the conditions (reference, target); ``study.n_target`` subjects have the target
+    condition first (sequence target-reference), ``study.n_ref`` the reference first. Each subject keeps
+    its own correlation matrices (``subject_jitter_r``) in both sessions; every session has its own run
+    and window perturbations and noise. The planted effects (``study.effects``, whose ``group`` names
+    the condition) act in the sessions of that condition. ``period_shift_r`` adds to every edge's latent
+    correlation in the non-baseline windows of period 2 (habituation, say: it moves the change from
+    baseline); ``carryover`` plants that fraction of the effects, on their time course, in the
+    reference-condition session of subjects who had the target condition first. Session labels are
+    the periods ("1", "2").
+    """
+    rng = np.random.default_rng(seed)
+    R = len(study.rois)
+    S = study.n_ref + study.n_target
+    ref, target = study.groups
+    first_target = np.array([False] * study.n_ref + [True] * study.n_target)
+    subject = study.base[None] + _jitter(rng, study.subject_jitter_r, S, R)
+    names = list(study.windows)
+    baseline = names[0]
+    planted = planted_shifts(study, names)
+    iu = np.triu_indices(R, 1)
+    frames, sessions = [], []
+    ids = [f"{k:02d}" for k in range(S)]
+    for period in (1, 2):
+        cond = np.where(first_target == (period == 1), target, ref)
+        carried = (period == 2) & first_target  # the reference session after the target one
+
+        def shift(name, corr, period=period):
+            if period == 2 and period_shift_r and name != baseline:
+                corr[:, iu[0], iu[1]] += period_shift_r
+                corr[:, iu[1], iu[0]] += period_shift_r
+            if carryover:
+                for (i, j, grp), delta in planted.get(name, {}).items():
+                    if grp == target:
+                        corr[carried, i, j] += carryover * delta
+                        corr[carried, j, i] += carryover * delta
+
+        values = _sessions(rng, study, subject, cond, shift)
+        frames.append(_long(study, ids, cond, values, session=str(period)))
+        sessions.append(pd.DataFrame({"subject": ids, "session": str(period), "condition": cond, "period": period}))
+    edges = pd.concat(frames, ignore_index=True)
+    return edges, pd.concat(sessions, ignore_index=True)

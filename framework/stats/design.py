@@ -133,17 +133,19 @@ def contrast_n(cube: np.ndarray, design: Design, term: str, window: str) -> np.n
 
 
 def contrast_table(fit, keys: pd.DataFrame, design: Design, names: list[str], which,
-                   cube: np.ndarray | None = None) -> pd.DataFrame:
+                   cube: np.ndarray | None = None, terms=None, count=None) -> pd.DataFrame:
     """Result rows of every requested contrast of a batched fit (lmm's or mmrm's); a row without a
     p-value carries the fit's reason or the df's. With ``cube`` (``edge_cube``'s values), ``n`` is the
     subjects contributing to each contrast (``contrast_n``), as change_welch and permutation count them;
-    without it, the subjects in the fit."""
+    without it, the subjects in the fit. ``terms`` ((term, window, L) rows) and ``count`` (term, window
+    -> n per edge) replace ``contrasts`` and ``contrast_n`` for another design's model."""
     frames = []
-    for term, window, L in contrasts(design, names, which):
+    for term, window, L in contrasts(design, names, which) if terms is None else terms:
         res = fit.contrast(L, design.alpha)
         why = res.pop("df_reason")
         reason = np.where(fit.reason == None, why, fit.reason)  # noqa: E711
-        n = fit.n_subjects if cube is None else contrast_n(cube, design, term, window)
+        n = (count(term, window) if count is not None else
+             fit.n_subjects if cube is None else contrast_n(cube, design, term, window))
         frames.append(_result_rows(keys, term, window, res, n, reason))
     return pd.concat(frames, ignore_index=True)
 

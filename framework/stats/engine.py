@@ -28,7 +28,7 @@ def subject_table(participants: pd.DataFrame, run_qc: pd.DataFrame | None) -> pd
 
 def make_design(p: StatsParams, edges: pd.DataFrame, windows: list[str],
                 subjects: pd.DataFrame | None = None, sliding: pd.DataFrame | None = None,
-                run_qc: pd.DataFrame | None = None) -> Design:
+                run_qc: pd.DataFrame | None = None, sessions: pd.DataFrame | None = None) -> Design:
     """The study as tests see it: one row per analysed subject with every column of ``subjects``
     (participants.tsv and mean_fd), and the sliding rows and run QC for the tests that ask."""
     # Group sizes are checked by each test (Design.check), so the error names the test.
@@ -46,10 +46,40 @@ def make_design(p: StatsParams, edges: pd.DataFrame, windows: list[str],
                 raise DataError(f"stats.covariates: no column {c!r} in the participants table (have: {have})")
         extra = subjects.drop(columns=[c for c in ("group",) if c in subjects.columns])
         table = table.merge(extra.drop_duplicates("subject"), on="subject", how="left")
+    kind, checked = "parallel", None
+    if p.design == "crossover":
+        kind, table, checked = "crossover", *crossover_subjects(p, edges, table, sessions)
     return Design(groups=tuple(p.groups), baseline_window=p.baseline_window, windows=tuple(windows),
                   subjects=table, alpha=p.alpha, covariates=tuple(p.covariates),
                   confirmatory=frozenset(frozenset(pair) for pair in p.confirmatory),
-                  family_by=tuple(p.family), sliding=sliding, run_qc=run_qc)
+                  family_by=tuple(p.family), sliding=sliding, run_qc=run_qc, kind=kind, sessions=checked)
+
+
+def crossover_subjects(p: StatsParams, edges: pd.DataFrame, table: pd.DataFrame,
+                       sessions: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A crossover study's subjects (one row each, with the participants' columns) and its checked
+    sessions table, restricted to the subjects whose edges have both conditions' sessions."""
+    from fclab.framework.stats.crossover import check_sessions
+
+    if sessions is None:
+        raise DataError("stats.design: crossover needs the sessions table (subject, session, condition, period)")
+    if "session" not in edges.columns:
+        raise DataError("stats.design: crossover needs edges with a session column (one scan session per condition)")
+    checked = check_sessions(sessions, tuple(p.groups), "sessions table")
+    seen = edges[["subject", "session"]].drop_duplicates().astype(str)
+    known = seen.merge(checked[["subject", "session"]], how="left", indicator=True)
+    stray = known[known["_merge"] == "left_only"]
+    if len(stray):
+        r = stray.iloc[0]
+        raise DataError(f"sessions table: sub-{r['subject']} ses-{r['session']} has edges but no row "
+                        "(condition and period unknown)")
+    both = seen.groupby("subject")["session"].nunique()
+    keep = both.index[both == 2]
+    checked = checked[checked["subject"].isin(keep)].reset_index(drop=True)
+    subjects = pd.DataFrame({"subject": list(dict.fromkeys(checked["subject"]))})
+    extra = table.drop(columns=[c for c in ("group",) if c in table.columns]).drop_duplicates("subject")
+    subjects = subjects.merge(extra, on="subject", how="left")
+    return subjects, checked
 
 
 def check_names(p: StatsParams, groups, roi_names) -> None:
@@ -78,7 +108,8 @@ def check_names(p: StatsParams, groups, roi_names) -> None:
 
 def run_stats(p: StatsParams, edges: pd.DataFrame | Edges, windows: list[str], tests: list[StatTest],
               scales: dict[str, str] | None = None, subjects: pd.DataFrame | None = None,
-              sliding: pd.DataFrame | Edges | None = None, run_qc: pd.DataFrame | None = None) -> pd.DataFrame:
+              sliding: pd.DataFrame | Edges | None = None, run_qc: pd.DataFrame | None = None,
+              sessions: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every test on ``edges`` (the fixed windows; long or packed) and the p-values adjusted within
     each family. A test that does not declare ``packed_edges`` gets packed edges as the long table."""
     if isinstance(edges, Edges):
@@ -91,7 +122,12 @@ def run_stats(p: StatsParams, edges: pd.DataFrame | Edges, windows: list[str], t
         sliding = sliding.where(groups=p.groups).long()
     elif sliding is not None:
         sliding = sliding[sliding["group"].isin(p.groups)].reset_index(drop=True)
-    design = make_design(p, edges, windows, subjects, sliding, run_qc)
+    design = make_design(p, edges, windows, subjects, sliding, run_qc, sessions)
+    refused = [t.name for t in tests if design.kind not in t.designs]
+    if refused:
+        able = sorted(t.name for t in tests if design.kind in t.designs)
+        raise ParamsError(f"stats.tests: {refused[0]} does not handle a {design.kind} design "
+                          f"(stats.design; of the selected tests these do: {', '.join(able) or 'none'})")
     long = None
     frames = []
     available = set(edges.columns) | set(design.subjects.columns)

@@ -1,9 +1,11 @@
-"""Subject-level permutations of group labels, and a Welch t statistic batched over them.
+"""Subject-level permutations of group labels, and a Welch t statistic batched over them; sign flips
+of within-subject differences, and a one-sample t batched over them.
 
 A relabeling moves a subject's whole set of windows together (subjects are the exchangeable
 units). When the number of distinct relabelings, C(n, n_target), is at most ``n_perm`` they are
 enumerated exactly (the observed labelling among them) and p = count / C; otherwise ``n_perm``
-random relabelings are drawn and p = (1 + count) / (1 + n_perm).
+random relabelings are drawn and p = (1 + count) / (1 + n_perm). Sign flips (a crossover's paired
+differences, symmetric about 0 under the null) work the same way, with 2ⁿ in place of C(n, n_target).
 """
 
 from __future__ import annotations
@@ -108,6 +110,40 @@ def block_size(n_columns: int, budget_bytes: float = 5e7) -> int:
     return int(max(1, min(1000, budget_bytes // (8 * max(n_columns, 1)))))
 
 
+def signflips(n: int, n_perm: int, seed: int) -> tuple[np.ndarray, bool]:
+    """(P, n) signs ±1 per subject, and whether they are all 2ⁿ (the identity among them)."""
+    if n < 63 and 2**n <= n_perm:
+        codes = np.arange(2**n)[:, None] >> np.arange(n)[None]
+        return np.where(codes & 1, -1.0, 1.0), True
+    rng = np.random.default_rng(seed)
+    return np.where(rng.random((n_perm, n)) < 0.5, -1.0, 1.0), False
+
+
+class SignFlipBatch:
+    """One-sample t of every column of ``data`` (S, F; NaN = missing) under many sign flips: the
+    count and the sum of squares do not change with the signs, so t² = s²(n − 1) / (n q − s²) with
+    s = G x, one matrix product per block."""
+
+    def __init__(self, data: np.ndarray):
+        mask = np.isfinite(data)
+        self.x = np.where(mask, data, 0.0)
+        self.n = mask.sum(0).astype(float)
+        self.q = (self.x**2).sum(0)
+
+    def t(self, signs: np.ndarray, cols=slice(None)) -> np.ndarray:
+        s = signs @ self.x[:, cols]
+        n, q = self.n[cols], self.q[cols]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var = (q - s * s / n) / (n - 1)
+            return np.where((n >= 2) & (var > 0), (s / n) / np.sqrt(var / n), np.nan)
+
+    def t2(self, signs: np.ndarray, cols=slice(None)) -> np.ndarray:
+        t = self.t(signs, cols)
+        t *= t
+        t[~np.isfinite(t)] = 0.0
+        return t
+
+
 def max_t_pvalues(data: np.ndarray, is_target: np.ndarray, family: np.ndarray, n_perm: int, seed: int,
                   threads: int = 2, block: tuple[int, int] = (128, 2048)):
     """Two-sided permutation p-values per column and max-|t| FWER-adjusted ones within each family.
@@ -116,15 +152,28 @@ def max_t_pvalues(data: np.ndarray, is_target: np.ndarray, family: np.ndarray, n
     are processed in cache-sized chunks, in ``threads`` threads (numpy releases the GIL).
     Returns (t, p, p_fwer, n_relabelings, exact).
     """
+    order = np.argsort(family, kind="stable")
+    batch = WelchBatch(data[:, order])
+    labels, exact = relabelings(is_target, n_perm, seed)
+    return _max_t(batch, batch.t(is_target[None])[0], labels, exact, family, order, threads, block)
+
+
+def max_t_signflip(data: np.ndarray, family: np.ndarray, n_perm: int, seed: int, threads: int = 2,
+                   block: tuple[int, int] = (128, 2048)):
+    """``max_t_pvalues`` for the one-sample t of ``data``'s columns (S, F) under sign flips of its
+    subjects (rows), every column of a subject flipped together."""
+    order = np.argsort(family, kind="stable")
+    batch = SignFlipBatch(data[:, order])
+    signs, exact = signflips(data.shape[0], n_perm, seed)
+    return _max_t(batch, batch.t(np.ones((1, data.shape[0])))[0], signs, exact, family, order, threads, block)
+
+
+def _max_t(batch, t_obs, labels, exact, family, order, threads, block):
     from concurrent.futures import ThreadPoolExecutor
 
-    order = np.argsort(family, kind="stable")
     fam_codes, fam = np.unique(family[order], return_inverse=True)
-    batch = WelchBatch(data[:, order])
-    t_obs = batch.t(is_target[None])[0]
     bad = ~np.isfinite(t_obs)
     thresh = np.where(bad, np.inf, t_obs**2) * (1 - 2 * _TIE)
-    labels, exact = relabelings(is_target, n_perm, seed)
     P, F, nf = len(labels), len(t_obs), len(fam_codes)
     rows, width = block
 

@@ -24,7 +24,8 @@ from fclab.api import Design, PluginParams, StatTest, crossover, hookimpl, refs,
 
 
 class ChangeWelch(StatTest):
-    terms = ("group:window", crossover.CONDITION_TERM)
+    terms = ("group:window",)
+    crossover_terms = (crossover.CONDITION_TERM,)
     name = "change_welch"
     packed_edges = True
     designs = ("parallel", "crossover")

@@ -79,7 +79,8 @@ def change_design(design: Design, test: str) -> tuple[np.ndarray, list[str]]:
 
 
 class Mmrm(StatTest):
-    terms = ("group:window", "group", "group:trend", *crossover.TERMS)
+    terms = ("group:window", "group", "group:trend")
+    crossover_terms = crossover.TERMS
     name = "mmrm"
     packed_edges = True
     designs = ("parallel", "crossover")
@@ -91,6 +92,7 @@ class Mmrm(StatTest):
         contrasts: list[Contrast] | None = None
         df: Literal["satterthwaite", "kenward-roger", "kenward-roger-linear"] = "kenward-roger"
         period: Literal["covariate", "window"] = "covariate"
+        crossover: Literal["difference", "slots"] = "difference"
 
     def __init__(self, params=None):
         super().__init__(params)
@@ -145,9 +147,13 @@ class Mmrm(StatTest):
                             "condition × window slots of a crossover design are not (use us, csh or cs)")
         keys, delta, base, period = crossover.crossover_change(edges, design)
         E, S = delta.shape[:2]
-        y = delta.reshape(E, S, -1)  # slots: the reference condition's windows, then the target's
-        X, names = crossover.crossover_model(design, period, base if self.params.baseline == "covariate" else None,
-                                             self.name, self.params.period)
+        base = base if self.params.baseline == "covariate" else None
+        if self.params.crossover == "difference":
+            y = crossover.within_differences(delta)
+            X, names = crossover.difference_model(design, period, base, self.name, self.params.period)
+        else:
+            y = delta.reshape(E, S, -1)  # slots: the reference condition's windows, then the target's
+            X, names = crossover.crossover_model(design, period, base, self.name, self.params.period)
         fit = fit_mmrm(y, X, self.params.covariance, df=self.params.df)
         terms = crossover.crossover_contrasts(design, names, which)
         return contrast_table(fit, keys, design, names, which, terms=terms,

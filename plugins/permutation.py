@@ -31,7 +31,8 @@ TERM = "group:window"
 
 
 class Permutation(StatTest):
-    terms = ("group:window", crossover.CONDITION_TERM)
+    terms = ("group:window",)
+    crossover_terms = (crossover.CONDITION_TERM,)
     name = "permutation"
     packed_edges = True
     designs = ("parallel", "crossover")

@@ -136,7 +136,7 @@ def _cross_checks(p: Params) -> None:
         raise ParamsError(
             f"report.primary_test: {p.report.primary_test!r} is not in stats.tests ({', '.join(test_names)})"
         )
-    terms = get_registry().get("test", p.report.primary_test, "report.primary_test").terms
+    terms = get_registry().get("test", p.report.primary_test, "report.primary_test").terms_for(p.stats.design)
     if terms and p.report.primary_term not in terms:
         raise ParamsError(f"report.primary_term: {p.report.primary_term!r} is not a term of {p.report.primary_test} "
                           f"({', '.join(terms)}){did_you_mean(p.report.primary_term, terms)}")

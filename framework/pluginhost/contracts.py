@@ -303,6 +303,13 @@ class StatTest(Plugin):
     caveat: ClassVar[str | None] = None
     # The terms the test can produce (checked against report.primary_term); empty: not declared.
     terms: ClassVar[tuple[str, ...]] = ()
+    # The same for a crossover design (within-subject terms, e.g. condition:window).
+    crossover_terms: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def terms_for(cls, kind: str) -> tuple[str, ...]:
+        """The terms the test can produce for a design of this kind (Design.kind)."""
+        return cls.crossover_terms if kind == "crossover" else cls.terms
 
     def run(self, edges: pd.DataFrame, design: Design) -> pd.DataFrame:  # pragma: no cover
         raise NotImplementedError

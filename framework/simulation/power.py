@@ -20,7 +20,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 from fclab.framework.executor import Executor, as_executor, progress
 from fclab.framework.params import StatsParams
-from fclab.framework.simulation.roi_level import RoiStudy, simulate_edges
+from fclab.framework.simulation.roi_level import RoiStudy, simulate_crossover_edges, simulate_edges
 
 
 def study_outcomes(study: RoiStudy, stats: StatsParams, tests: list, seed, edge: tuple[str, str], window: str) -> pd.DataFrame:
@@ -28,8 +28,12 @@ def study_outcomes(study: RoiStudy, stats: StatsParams, tests: list, seed, edge:
     one row of outcomes per (test, term)."""
     from fclab.framework.stats.engine import run_stats
 
-    edges = simulate_edges(study, seed)
-    res = run_stats(stats, edges, list(study.windows), tests)
+    if study.design == "crossover":
+        edges, sessions = simulate_crossover_edges(study, seed, study.period_shift_r, study.carryover)
+        res = run_stats(stats, edges, list(study.windows), tests, sessions=sessions)
+    else:
+        edges = simulate_edges(study, seed)
+        res = run_stats(stats, edges, list(study.windows), tests)
     return outcomes(res, stats, seed, edge, window)
 
 

@@ -65,6 +65,11 @@ class RoiStudy:
     effect: tuple[str, str, str, float] | None = None  # (roi_a, roi_b, window, delta_z)
     effects: tuple = ()  # EffectSpec planted as in the full simulation
     onsets: dict[str, float] = field(default_factory=lambda: {"infusion": 60.0})  # event onset per run, s
+    # "crossover": every subject scanned in both conditions (``groups``), n_target of them target first;
+    # period_shift_r and carryover as simulate_crossover_edges takes them
+    design: str = "parallel"
+    period_shift_r: float = 0.0
+    carryover: float = 0.0
 
     @classmethod
     def from_params(cls, params, **overrides) -> RoiStudy:

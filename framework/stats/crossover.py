@@ -14,6 +14,10 @@ baseline, ``Δ[s, c, w] = value[s, c, w] − value[s, c, baseline]``.
   on ``d = Δ(target) − Δ(reference)`` (df n − 1), which a period effect biases when the sequences are
   unbalanced. The effect size is Cohen's d_z (the effect over the SD of the within-subject
   differences, for the adjusted test pooled within sequence), with the large-sample normal CI.
+* ``difference_model`` — the fixed effects of the MMRM on the within-subject differences over the
+  windows (the repeated-measures form of Hills & Armitage): the condition difference per window
+  (``condition:window``), the period effect coded by sequence, optionally the difference of the two
+  sessions' baselines per window, and subject covariates.
 * ``crossover_model`` — the fixed effects of the within-subject MMRM over the 2 × (windows − 1)
   slots (condition × window): a mean per window, the condition difference per window
   (``condition:window``), period as a covariate (centred; or one per window), optionally the
@@ -206,6 +210,42 @@ def crossover_model(design: Design, period: np.ndarray, base: np.ndarray | None,
     centred = np.repeat(base - mean, W, axis=2)  # (E, S, K)
     bcols = centred[..., None] * win[None, None]  # (E, S, K, W)
     Xe = np.concatenate([np.broadcast_to(X[None], (E,) + X.shape), bcols], axis=3)
+    return Xe, names + [f"baseline:window[{w}]" for w in eff]
+
+
+def difference_model(design: Design, period: np.ndarray, base: np.ndarray | None, test: str,
+                     period_term: str = "covariate") -> tuple[np.ndarray, list[str]]:
+    """Fixed effects of the MMRM on the within-subject differences d = Δ(target) − Δ(reference) over
+    the non-baseline windows: (S, W, p), or (E, S, W, p) with ``base`` (E, S, 2). E[d_w] = τ_w + π c:
+    ``condition:window[w]`` is τ_w, and c = +1 for the sequence with the reference first, −1 for the
+    other, uncentred, so that τ_w weighs the two sequences equally, as the Hills–Armitage estimate does
+    (with complete data and no further covariates they coincide). ``period_term``: one period effect
+    (``covariate``) or one per window. ``base``: the centred difference of the sessions' baselines
+    per window (``baseline:window``)."""
+    eff = design.effect_windows
+    W, S = len(eff), len(design.subjects)
+    eye = np.eye(W)
+    c = np.where(target_first(period), -1.0, 1.0)
+    cov, cov_names = design.covariate_matrix(test)
+    parts = [np.broadcast_to(eye[None], (S, W, W))]
+    names = [f"{CONDITION_TERM}[{w}]" for w in eff]
+    if period_term == "window":
+        parts.append(c[:, None, None] * eye[None])
+        names += [f"period:window[{w}]" for w in eff]
+    else:
+        parts.append(np.broadcast_to(c[:, None, None], (S, W, 1)))
+        names.append("period")
+    parts.append(np.broadcast_to(cov[:, None, :], (S, W, cov.shape[1])))
+    names += cov_names
+    X = np.concatenate(parts, axis=2)
+    if base is None:
+        return X, names
+    diff = base[:, :, 1] - base[:, :, 0]  # (E, S)
+    ok = np.isfinite(diff)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centred = diff - np.where(ok, diff, 0.0).sum(axis=1, keepdims=True) / ok.sum(axis=1, keepdims=True)
+    E = base.shape[0]
+    Xe = np.concatenate([np.broadcast_to(X[None], (E,) + X.shape), centred[:, :, None, None] * eye[None, None]], axis=3)
     return Xe, names + [f"baseline:window[{w}]" for w in eff]
 
 

@@ -7,6 +7,7 @@
 # out.csv: one row per edge and contrast (estimate, se, df) and per edge the fitted covariance.
 suppressMessages({library(nlme); library(emmeans)})
 a <- commandArgs(TRUE)
+source(file.path(dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE))), "satterthwaite.R"))
 d <- read.csv(a[1], stringsAsFactors = FALSE)
 struct <- a[3]; form <- as.formula(a[4]); what <- a[5]
 d$group <- factor(d$group, levels = c("ref", "target"))
@@ -42,21 +43,7 @@ for (e in unique(d$edge)) {
   }
   con <- contrast(emm, method = L, adjust = "none")
   s <- summary(con)
-  # emmeans differentiates nlme's finite-difference apVar; the same Satterthwaite formula with
-  # numDeriv's Richardson Hessian of nlme's own REML log-likelihood is accurate to ~1e-8.
-  pars <- c(coef(fit$modelStruct), lSigma = log(fit$sigma))
-  glsSt <- fit$modelStruct
-  conLin <- list(Xy = cbind(model.matrix(form, x), x$value), dims = list(N = nrow(x), p = ncol(model.matrix(form, x)), REML = 1L), logLik = 0)
-  attr(glsSt, "fixedSigma") <- FALSE
-  ll <- function(par) nlme:::glsApVar.fullGlsLogLik(par, glsSt, conLin, conLin$dims, conLin$dims$N - conLin$dims$p)
-  A <- solve(-numDeriv::hessian(ll, pars))
-  G <- emmeans:::gls_grad(fit, fit$call, x, vcov(fit))
-  lf <- con@linfct
-  exact <- sapply(seq_len(nrow(lf)), function(r) {
-    k <- lf[r, ]
-    g <- sapply(G, function(M) sum(k * (M %*% k)))
-    2 * sum(k * (vcov(fit) %*% k))^2 / sum(g * (A %*% g))
-  })
+  exact <- gls_satterthwaite_df(fit, form, x, x$value, con@linfct)
   rows[[length(rows) + 1]] <- data.frame(edge = e, kind = "contrast", window = as.character(s$contrast),
                                          i = NA, j = NA, estimate = s$estimate, se = s$SE, df = s$df,
                                          df_exact = exact)

@@ -190,6 +190,47 @@ def check_test_as_primary(case: StatTestCase) -> str | None:
     return None
 
 
+def check_test_crossover(case: StatTestCase) -> str | None:
+    """A test that lists ``"crossover"`` in ``designs``: on a small simulated crossover study (ROI level,
+    a planted within-subject increase of one edge in the target condition) it gives rows of its
+    declared ``crossover_terms`` with p in [0, 1], at most the subjects with both sessions as ``n``,
+    and the planted sign; a test that does not is refused by the stage in one line."""
+    from fclab.framework.params import StatsParams
+    from fclab.framework.params.models import EffectSpec
+    from fclab.framework.simulation.roi_level import RoiStudy, simulate_crossover_edges
+    from fclab.framework.stats.engine import run_stats
+
+    test = case.test
+    groups = ("midazolam", "ketamine")
+    p = StatsParams(design="crossover", groups=groups, tests=[test.name], confirmatory=[("Left_Amygdala", "vmPFC")])
+    effect = EffectSpec(roi_a="Left_Amygdala", roi_b="vmPFC", group="ketamine", delta_r=0.5, course="step", end_min=40.0)
+    study = RoiStudy(n_ref=5, n_target=5, groups=groups, design="crossover", effects=(effect,))
+    edges, sessions = simulate_crossover_edges(study, case.seed, 0.05)
+    if "crossover" not in test.designs:
+        try:
+            run_stats(p, edges, list(study.windows), [test], sessions=sessions)
+        except FclabError as exc:
+            return None if "\n" not in str(exc).strip() else "the refusal is more than one line"
+        return "a test without \"crossover\" in designs was run on a crossover study"
+    if not test.crossover_terms:
+        return "designs lists \"crossover\" but crossover_terms declares no term"
+    res = run_stats(p, edges, list(study.windows), [test], sessions=sessions)
+    if res.empty:
+        return "no rows on a crossover study"
+    if not set(res["term"]) <= set(test.crossover_terms):
+        return f"terms {sorted(set(res['term']) - set(test.crossover_terms))} not in crossover_terms"
+    pv = pd.to_numeric(res["p"], errors="coerce")
+    if ((pv < 0) | (pv > 1)).any():
+        return "p outside [0, 1] on a crossover study"
+    if (pd.to_numeric(res["n"], errors="coerce") > 10).any():
+        return "n above the 10 subjects of the crossover study (a session counted as a subject?)"
+    sel = (res["roi_a"] == "Left_Amygdala") & (res["roi_b"] == "vmPFC") & (res["window"] != "trend")
+    est = pd.to_numeric(res.loc[sel, "estimate"], errors="coerce").dropna()
+    if len(est) and not (est > 0).all():
+        return f"the planted within-subject increase (target − reference) has estimates {est.round(3).tolist()}"
+    return None
+
+
 def check_test_reads_declared(case: StatTestCase) -> str | None:
     """Running on the fake study opens only declared inputs (``kit.reads_undeclared``)."""
     return reads_undeclared(case.test, lambda fresh: fresh.run(case.given(case.edges), case.design))
@@ -209,6 +250,8 @@ def stat_test_checks(test: StatTest):
     yield Step("a subject missing a window is handled", check_test_missing_window)
     yield Step("covariates (numeric and categorical) are accepted", check_test_covariates)
     yield Step("a group of one subject is a one-line error (or rows with reasons, no p)", check_test_group_of_one)
+    yield Step("crossover design: its declared crossover terms and the planted sign, or a one-line refusal",
+               check_test_crossover)
     yield Step("goes through the stats stage and the report's headline (metrics.json) as the primary test",
                check_test_as_primary)
 

@@ -6,8 +6,9 @@ It skips voxels but keeps what makes windows differ in a real study. Per subject
   full simulation (``fclab.framework.simulation.study``): the baseline run has its own (shorter) length and the
   infusion windows are cut from one infusion run, at their offsets from the event;
 * within each window the sources are mixed to that window's correlation matrix: the resting
-  matrix plus a subject perturbation (``subject_jitter_r``), a run perturbation shared by the
-  windows of one run (``run_jitter_r``) and a window perturbation (``state_jitter_r``); a planted
+  matrix plus a subject perturbation (``subject_jitter_r``), optionally a subject's own response in
+  every non-baseline window (``response_jitter_r``), a run perturbation shared by the windows of one
+  run (``run_jitter_r``) and a window perturbation (``state_jitter_r``); a planted
   ``effect`` shifts one edge on Fisher's z scale in one window for the target group, and planted
   ``effects`` (the ``simulate.effects`` description: ROI pair, group, signed Δr, time course) shift
   the edge's correlation by their mean over the window's volumes, as the full simulation plants them;
@@ -52,6 +53,11 @@ class RoiStudy:
     rois: tuple[str, ...] = ROI_NAMES
     base: np.ndarray = field(default_factory=lambda: BASE_CORR.copy())
     subject_jitter_r: float = 0.05
+    # A subject's own response to the infusion context: a perturbation of every non-baseline window's
+    # matrix, the same in each of the subject's sessions (0: none, the default). It does not cancel in a
+    # subject's change from baseline, so it spreads a parallel design's changes; a crossover's
+    # within-subject difference removes it.
+    response_jitter_r: float = 0.0
     run_jitter_r: float = 0.03
     state_jitter_r: float = 0.03
     noise_sd: float = 0.5
@@ -157,11 +163,19 @@ def _jitter(rng, scale, n, R):
     return x + x.transpose(0, 2, 1)
 
 
-def _sessions(rng, study: RoiStudy, subject: np.ndarray, groups: np.ndarray, shift=None) -> np.ndarray:
+def _response(rng, study: RoiStudy, S: int, R: int) -> np.ndarray | None:
+    """The subjects' own responses (``response_jitter_r``); no random numbers when it is 0, so that
+    studies without it are the ones simulated before it existed."""
+    return _jitter(rng, study.response_jitter_r, S, R) if study.response_jitter_r else None
+
+
+def _sessions(rng, study: RoiStudy, subject: np.ndarray, groups: np.ndarray, shift=None,
+              response: np.ndarray | None = None) -> np.ndarray:
     """Every window's Fisher z (S, windows, edges) of one scan session of each subject, from the
     subjects' own correlation matrices ``subject`` (S, R, R); ``groups`` names each subject's arm
     (a group, or a crossover session's condition) for the planted effects; ``shift(name, corr)``
-    may change a window's matrices in place before mixing."""
+    may change a window's matrices in place before mixing; ``response`` (S, R, R) is added to every
+    window but the baseline (``response_jitter_r``)."""
     R = len(study.rois)
     S = len(subject)
     iu = np.triu_indices(R, 1)
@@ -183,6 +197,8 @@ def _sessions(rng, study: RoiStudy, subject: np.ndarray, groups: np.ndarray, shi
         for k in mine:
             _, first, n = study.windows[names[k]]
             corr = run_corr + _jitter(rng, study.state_jitter_r, S, R)
+            if response is not None and k != 0:
+                corr += response
             if effect is not None and effect[2] == names[k]:
                 i, j, _, dz = effect
                 tg = groups == study.groups[1]
@@ -233,7 +249,7 @@ def simulate_edges(study: RoiStudy, seed) -> pd.DataFrame:
     S = study.n_ref + study.n_target
     groups = np.array([study.groups[0]] * study.n_ref + [study.groups[1]] * study.n_target)
     subject = study.base[None] + _jitter(rng, study.subject_jitter_r, S, R)
-    values = _sessions(rng, study, subject, groups)
+    values = _sessions(rng, study, subject, groups, response=_response(rng, study, S, R))
     return _long(study, [f"{k:02d}" for k in range(S)], groups, values)
 
 
@@ -243,7 +259,8 @@ def simulate_crossover_edges(study: RoiStudy, seed, period_shift_r: float = 0.0,
 
     ``study.groups`` are the conditions (reference, target); ``study.n_target`` subjects have the target
     condition first (sequence target-reference), ``study.n_ref`` the reference first. Each subject keeps
-    its own correlation matrices (``subject_jitter_r``) in both sessions; every session has its own run
+    its own correlation matrices (``subject_jitter_r``) and response (``response_jitter_r``) in both
+    sessions; every session has its own run
     and window perturbations and noise. The planted effects (``study.effects``, whose ``group`` names
     the condition) act in the sessions of that condition. ``period_shift_r`` adds to every edge's latent
     correlation in the non-baseline windows of period 2 (habituation, say: it moves the change from
@@ -257,6 +274,7 @@ def simulate_crossover_edges(study: RoiStudy, seed, period_shift_r: float = 0.0,
     ref, target = study.groups
     first_target = np.array([False] * study.n_ref + [True] * study.n_target)
     subject = study.base[None] + _jitter(rng, study.subject_jitter_r, S, R)
+    response = _response(rng, study, S, R)
     names = list(study.windows)
     baseline = names[0]
     planted = planted_shifts(study, names)
@@ -277,7 +295,7 @@ def simulate_crossover_edges(study: RoiStudy, seed, period_shift_r: float = 0.0,
                         corr[carried, i, j] += carryover * delta
                         corr[carried, j, i] += carryover * delta
 
-        values = _sessions(rng, study, subject, cond, shift)
+        values = _sessions(rng, study, subject, cond, shift, response)
         frames.append(_long(study, ids, cond, values, session=str(period)))
         sessions.append(pd.DataFrame({"subject": ids, "session": str(period), "condition": cond, "period": period}))
     edges = pd.concat(frames, ignore_index=True)

@@ -327,3 +327,18 @@ def test_default_mmrm_standard_errors_match_the_spread_of_its_estimates_on_null_
     ratio = by["estimate"].std() / by["se"].mean()
     assert len(ratio) == 40 and 0.85 < ratio.mean() < 1.15, ratio.describe()
     assert abs(by["estimate"].mean().mean()) < 0.01
+
+
+def test_a_crossover_params_file_is_refused_before_any_work(tmp_path):
+    """Until the stages carry sessions, stats.design: crossover in params.yaml is a one-line error at
+    validation, not a failure after extraction."""
+    import yaml
+
+    from fclab.framework.params import load_params
+
+    raw = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
+    raw["stats"]["design"] = "crossover"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError, match=r"^stats.design: crossover is not yet carried by the extract and "
+                       r"connectivity stages .*run_stats\(\.\.\., sessions=\.\.\.\)"):
+        load_params(tmp_path / "params.yaml")

@@ -35,10 +35,10 @@ from fclab.framework.simulation.power import outcomes, rates
 from fclab.framework.simulation.roi_level import RoiStudy, simulate_crossover_edges
 
 CONFIGS = {
-    "mmrm difference us KR": {"name": "mmrm"},
-    "mmrm difference us change KR": {"name": "mmrm", "baseline": "change"},
-    "mmrm difference us period:window KR": {"name": "mmrm", "period": "window"},
-    "mmrm difference us Satterthwaite": {"name": "mmrm", "df": "satterthwaite"},
+    "mmrm difference us KR": {"name": "mmrm", "baseline": "covariate"},
+    "mmrm difference us change KR": {"name": "mmrm"},
+    "mmrm difference us period:window KR": {"name": "mmrm", "baseline": "covariate", "period": "window"},
+    "mmrm difference us Satterthwaite": {"name": "mmrm", "baseline": "covariate", "df": "satterthwaite"},
     "mmrm slots us KR": {"name": "mmrm", "crossover": "slots"},
     "mmrm slots cs KR": {"name": "mmrm", "crossover": "slots", "covariance": "cs"},
     "mmrm slots csh KR": {"name": "mmrm", "crossover": "slots", "covariance": "csh"},

@@ -4,7 +4,7 @@ coverage  For seeds of a 26-subject crossover (13 per sequence, the default stud
           a ketamine-only Gaussian decrease of left and right amygdala–vmPFC peaking 15 min in, and a
           period effect of +0.1 in period 2's infusion windows): every confirmatory condition:window
           interval of each test against the true contrast on the measured scale, the detection of the
-          planted target (Right_Amygdala–vmPFC 10–20 min, p_adj < 0.05), false positives (p_adj < 0.05
+          planted target (Left_Amygdala–vmPFC 10–20 min, p_adj < 0.05), false positives (p_adj < 0.05
           in cells whose true contrast is below 0.02 in magnitude, family-wise per study) and the bias
           at the target. The truth is the counterfactual: the same seeds without the effects differ
           only by them, and over 1,200 subjects their mean difference in the change from baseline is
@@ -18,7 +18,7 @@ power     Detection of the planted target with the effects scaled, for three des
           design's change from baseline keeps and a crossover's within-subject difference removes.
 
     .venv/bin/python benchmarks/recovery_crossover.py coverage [--seeds 300] [--carryover 0]
-    .venv/bin/python benchmarks/recovery_crossover.py power [--n-sims 150] [--scales 0.25 0.5 0.75]
+    .venv/bin/python benchmarks/recovery_crossover.py power [--n-sims 150] [--scales 0.2 0.3 0.45]
 """
 from __future__ import annotations
 
@@ -39,9 +39,10 @@ from fclab.framework.simulation.roi_level import RoiStudy, simulate_crossover_ed
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUPS = ("midazolam", "ketamine")
-TARGET = ("Right_Amygdala", "vmPFC", "10-20min")
+TARGET = ("Left_Amygdala", "vmPFC", "10-20min")
 CONFIRMATORY = [(a, b) for a in ("Left_Amygdala", "Right_Amygdala") for b in ("vmPFC", "dmPFC", "amPFC")]
-TESTS = {"mmrm difference us KR (default)": {"name": "mmrm"},
+TESTS = {"mmrm difference us change KR (default)": {"name": "mmrm"},
+         "mmrm difference us baseline covariate KR": {"name": "mmrm", "baseline": "covariate"},
          "mmrm slots cs KR": {"name": "mmrm", "crossover": "slots", "covariance": "cs"},
          "hills-armitage t": {"name": "change_welch"},
          "paired t": {"name": "change_welch", "period": "ignore"}}
@@ -157,7 +158,7 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, default=300)
     ap.add_argument("--carryover", type=float, default=0.0)
     ap.add_argument("--n-sims", type=int, default=150)
-    ap.add_argument("--scales", type=float, nargs="+", default=[0.25, 0.5, 0.75])
+    ap.add_argument("--scales", type=float, nargs="+", default=[0.2, 0.3, 0.45])
     ap.add_argument("--responses", type=float, nargs="+", default=[0.0, 0.05])
     ap.add_argument("--seed", type=int, default=2027)
     ap.add_argument("--jobs", type=int, default=2)

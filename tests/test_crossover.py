@@ -312,21 +312,27 @@ def test_a_subject_with_one_session_is_left_out(xo):
 
 
 def test_default_mmrm_standard_errors_match_the_spread_of_its_estimates_on_null_studies():
-    """Over null crossover studies (a period effect, no drug effect) the default mmrm's estimates
-    spread as its SEs say, cell by cell (benchmarks/calibration_crossover.py has the error rates):
-    the ratio of the estimates' SD to the mean SE is near 1, unlike the model that centred the
-    baseline difference at its sample mean (1.5: its SE left out the spread of that mean)."""
+    """Over null crossover studies (a period effect, no drug effect) mmrm's estimates spread as its SEs
+    say, cell by cell (benchmarks/calibration_crossover.py has the error rates): the ratio of the
+    estimates' SD to the mean SE is near 1 for the default (baseline: change) and for the baselines'
+    difference as a covariate, unlike a model that centred that covariate at its sample mean (1.5:
+    its SE left out the spread of that mean). The covariate's gain shows: its SEs are smaller."""
     st = study(n_ref=13, n_target=13, effects=())
     frames = []
     for seed in range(40):
         edges, sessions = simulate_crossover_edges(st, [77, seed], 0.1)
-        frames.append(run(edges, sessions, "mmrm").assign(seed=seed))
+        frames.append(run(edges, sessions, "mmrm").assign(seed=seed, model="change"))
+        frames.append(run(edges, sessions, {"name": "mmrm", "baseline": "covariate"}).assign(seed=seed, model="covariate"))
     res = pd.concat(frames)
     res = res[res.term == "condition:window"]
-    by = res.groupby(["roi_a", "roi_b", "window"])
-    ratio = by["estimate"].std() / by["se"].mean()
-    assert len(ratio) == 40 and 0.85 < ratio.mean() < 1.15, ratio.describe()
-    assert abs(by["estimate"].mean().mean()) < 0.01
+    se = {}
+    for model, f in res.groupby("model"):
+        by = f.groupby(["roi_a", "roi_b", "window"])
+        ratio = by["estimate"].std() / by["se"].mean()
+        assert len(ratio) == 40 and 0.85 < ratio.mean() < 1.15, (model, ratio.describe())
+        assert abs(by["estimate"].mean().mean()) < 0.01, model
+        se[model] = f["se"].mean()
+    assert se["covariate"] < 0.85 * se["change"]
 
 
 def test_a_crossover_params_file_is_refused_before_any_work(tmp_path):

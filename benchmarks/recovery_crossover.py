@@ -5,7 +5,8 @@ coverage  For seeds of a 26-subject crossover (13 per sequence, the default stud
           period effect of +0.1 in period 2's infusion windows): every confirmatory condition:window
           interval of each test against the true contrast on the measured scale, the detection of the
           planted target (Left_Amygdala–vmPFC 10–20 min, p_adj < 0.05), false positives (p_adj < 0.05
-          in cells whose true contrast is below 0.02 in magnitude, family-wise per study) and the bias
+          in cells whose true contrast is below 0.02 in magnitude, per study and family: the
+          confirmatory family's 18 such cells, the exploratory family's 16) and the bias
           at the target. The truth is the counterfactual: the same seeds without the effects differ
           only by them, and over 1,200 subjects their mean difference in the change from baseline is
           the estimand (target − reference). ``--carryover`` adds carry-over of the effect into the
@@ -16,6 +17,8 @@ power     Detection of the planted target with the effects scaled, for three des
           sessions (26 + 26 subjects) and one of as many subjects (13 + 13), with and without a
           subject's own response to the infusion context (``response_jitter_r``), which a parallel
           design's change from baseline keeps and a crossover's within-subject difference removes.
+          Tests: mmrm (each design's default: baseline covariate for parallel, change for crossover;
+          and the crossover with baseline: covariate) and change_welch.
 
     .venv/bin/python benchmarks/recovery_crossover.py coverage [--seeds 300] [--carryover 0]
     .venv/bin/python benchmarks/recovery_crossover.py power [--n-sims 150] [--scales 0.2 0.3 0.45]
@@ -87,13 +90,15 @@ def _coverage_chunk(args):
             res["truth"] = true.reindex(pd.MultiIndex.from_frame(res[KEY])).to_numpy()
             conf = res[res.family == "confirmatory"]
             null = res[res["truth"].abs() < 0.02]
+            fp = {f"false_positive_{fam}": bool((null.loc[null.family == fam, "p_adj"] < 0.05).any())
+                  for fam in ("confirmatory", "exploratory")}
             hit = res.set_index(KEY).loc[TARGET]
             rows.append({"seed": seed, "test": label,
                          "covered_planted": ((conf.ci_low <= conf.truth) & (conf.truth <= conf.ci_high))[
                              conf.truth.abs() >= 0.02].tolist(),
                          "covered_other": ((conf.ci_low <= conf.truth) & (conf.truth <= conf.ci_high))[
                              conf.truth.abs() < 0.02].tolist(),
-                         "detected": bool(hit["p_adj"] < 0.05), "false_positive": bool((null["p_adj"] < 0.05).any()),
+                         "detected": bool(hit["p_adj"] < 0.05), **fp,
                          "error": float(hit["estimate"] - hit["truth"])})
     return rows
 
@@ -122,7 +127,8 @@ def coverage(a):
                       "coverage, planted cells": rate(sum(f["covered_planted"], [])),
                       "coverage, other cells": rate(sum(f["covered_other"], [])),
                       "power at target": rate(f["detected"]),
-                      "false positive (FWER)": rate(f["false_positive"]),
+                      "false positive, confirmatory": rate(f["false_positive_confirmatory"]),
+                      "false positive, exploratory": rate(f["false_positive_exploratory"]),
                       "bias at target": f"{f['error'].mean():+.4f} (SE {f['error'].std(ddof=1) / np.sqrt(len(f)):.4f})"})
     print(pd.DataFrame(table).to_string(index=False))
 
@@ -132,13 +138,14 @@ def power(a):
     frames = []
     for response in a.responses:
         designs = {"crossover 26 subjects (52 sessions)": (crossover_study(response_jitter_r=response), "crossover"),
+                   "crossover, mmrm baseline: covariate": (crossover_study(response_jitter_r=response), "crossover"),
                    "parallel 26+26 (52 sessions)": (default_study(n_ref=26, n_target=26, groups=GROUPS,
                                                                   response_jitter_r=response), "parallel"),
                    "parallel 13+13 (26 sessions)": (default_study(n_ref=13, n_target=13, groups=GROUPS,
                                                                   response_jitter_r=response), "parallel")}
         for label, (study, design) in designs.items():
-            stats = StatsParams(design=design, groups=GROUPS, tests=["mmrm", "change_welch"],
-                                confirmatory=CONFIRMATORY)
+            tests = ([{"name": "mmrm", "baseline": "covariate"}] if "covariate" in label else ["mmrm", "change_welch"])
+            stats = StatsParams(design=design, groups=GROUPS, tests=tests, confirmatory=CONFIRMATORY)
             curve, edge, window = power_planted(study, stats, build_all("test", stats.tests), study.effects,
                                                 a.scales, a.n_sims, a.seed, a.jobs)
             frames.append(curve[curve.outcome == "single_adj"].assign(design=label, response_jitter_r=response))

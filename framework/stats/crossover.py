@@ -219,7 +219,8 @@ def difference_model(design: Design, period: np.ndarray, base: np.ndarray | None
     the non-baseline windows: (S, W, p), or (E, S, W, p) with ``base`` (E, S, 2). E[d_w] = τ_w + π c:
     ``condition:window[w]`` is τ_w, and c = +1 for the sequence with the reference first, −1 for the
     other, uncentred, so that τ_w weighs the two sequences equally, as the Hills–Armitage estimate does
-    (with complete data and no further covariates they coincide). ``period_term``: one period effect
+    (with complete data, ``period_term="window"`` and no further covariates they coincide: every
+    window then has the same regressors, so GLS is OLS per window). ``period_term``: one period effect
     (``covariate``) or one per window. ``base``: the difference of the sessions' baselines
     (target − reference) per window (``baseline:window``), not centred: τ_w is the intercept, and
     centring at the sample mean would make it the expected difference at that (random) baseline

@@ -35,6 +35,7 @@ rref:
 	@command -v Rscript >/dev/null 2>&1 && Rscript -e 'for (p in c("nlme","emmeans","lmerTest","numDeriv","pbkrtest")) library(p, character.only=TRUE)' >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends r-base-core r-cran-nlme r-cran-emmeans r-cran-numderiv r-cran-lme4 r-cran-lmertest r-cran-pbkrtest; }
 
 test: $(STAMP) browser rref
+	@echo "tests: started $$(date -u +%T) (install done)"
 	$(BIN)/python -m pytest -q
 
 # Stages killed at every write point, a full disk, unreadable inputs, concurrent runs (~10 min).

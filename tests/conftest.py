@@ -115,6 +115,59 @@ def run_cli_in(directory: Path, *args):
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
+# Interpreter exit after the suite. CPython joins every non-daemon thread, every live worker of a
+# process or thread pool and every non-daemon multiprocessing child before it exits, so one left
+# behind by a test would hold `make test` open after pytest's summary until CI kills it, with
+# nothing in the log to say what. At the end of the session the suite names what is still running
+# (threads, child processes) and, if the process has not exited EXIT_GRACE_S seconds later, prints
+# every thread's stack and exits with pytest's status: the suite's verdict stands, and the log says
+# what held it up (docs/validation.md, "Test-suite exit").
+EXIT_GRACE_S = float(os.environ.get("FCLAB_TEST_EXIT_GRACE_S", "120"))
+
+
+def _child_processes() -> list[str]:
+    """This process's live children as "pid command" (Linux /proc; elsewhere, none)."""
+    me, found = str(os.getpid()), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name, rest = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
+        if rest[1] == me and rest[0] != "Z":
+            found.append(f"{stat.parent.name} {name}")
+    return found
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    import faulthandler
+    import sys
+    import threading
+    import time
+
+    status = int(getattr(config, "_fclab_exitstatus", 1))
+    threads = [t.name for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    children = _child_processes()
+    print(f"tests: session ended {time.strftime('%H:%M:%S', time.gmtime())}", file=sys.__stderr__, flush=True)
+    if threads or children:
+        print(f"tests: still running at the end of the session: threads {threads}, child processes {children}",
+              file=sys.__stderr__, flush=True)
+
+    def watchdog():
+        time.sleep(EXIT_GRACE_S)
+        print(f"tests: the interpreter has not exited {EXIT_GRACE_S} s after the session ended; its threads "
+              f"(child processes {_child_processes()}):", file=sys.__stderr__, flush=True)
+        faulthandler.dump_traceback(file=sys.__stderr__, all_threads=True)
+        os._exit(status)
+
+    threading.Thread(target=watchdog, name="tests-exit-watchdog", daemon=True).start()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    session.config._fclab_exitstatus = exitstatus
+
+
 EXAMPLES = ROOT / "examples"
 
 

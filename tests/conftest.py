@@ -126,46 +126,51 @@ EXIT_GRACE_S = float(os.environ.get("FCLAB_TEST_EXIT_GRACE_S", "120"))
 
 
 def _child_processes() -> list[str]:
-    """This process's live children as "pid command" (Linux /proc; elsewhere, none)."""
+    """This process's live children as "pid command line" (Linux /proc; elsewhere, none)."""
     me, found = str(os.getpid()), []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:
             continue
-        name, rest = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
+        rest = text[text.rindex(")") + 2:].split()
         if rest[1] == me and rest[0] != "Z":
-            found.append(f"{stat.parent.name} {name}")
+            found.append(f"{stat.parent.name} {command[:160]}")
     return found
+
+
+def _exit_watchdog(status: int) -> None:
+    import faulthandler
+    import sys
+    import time
+
+    time.sleep(EXIT_GRACE_S)
+    print(f"tests: the interpreter has not exited {EXIT_GRACE_S} s after the session ended; its threads "
+          f"(child processes {_child_processes()}):", file=sys.__stderr__, flush=True)
+    faulthandler.dump_traceback(file=sys.__stderr__, all_threads=True)
+    os._exit(status)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Started before the session's fixtures are torn down, so a teardown that hangs is caught too."""
+    import threading
+
+    threading.Thread(target=_exit_watchdog, args=(int(exitstatus),), name="tests-exit-watchdog", daemon=True).start()
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
-    import faulthandler
     import sys
     import threading
     import time
 
-    status = int(getattr(config, "_fclab_exitstatus", 1))
     threads = [t.name for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
     children = _child_processes()
     print(f"tests: session ended {time.strftime('%H:%M:%S', time.gmtime())}", file=sys.__stderr__, flush=True)
     if threads or children:
         print(f"tests: still running at the end of the session: threads {threads}, child processes {children}",
               file=sys.__stderr__, flush=True)
-
-    def watchdog():
-        time.sleep(EXIT_GRACE_S)
-        print(f"tests: the interpreter has not exited {EXIT_GRACE_S} s after the session ended; its threads "
-              f"(child processes {_child_processes()}):", file=sys.__stderr__, flush=True)
-        faulthandler.dump_traceback(file=sys.__stderr__, all_threads=True)
-        os._exit(status)
-
-    threading.Thread(target=watchdog, name="tests-exit-watchdog", daemon=True).start()
-
-
-def pytest_sessionfinish(session, exitstatus):
-    session.config._fclab_exitstatus = exitstatus
 
 
 EXAMPLES = ROOT / "examples"

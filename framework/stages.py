@@ -21,7 +21,7 @@ from fclab.framework.executor import make_executor
 from fclab.framework.extraction import cache as runcache
 from fclab.framework.extraction.engine import RoiBuilder, extract
 from fclab.framework import __version__
-from fclab.framework.errors import DataError
+from fclab.framework.errors import DataError, ParamsError
 from fclab.framework.io import (
     DIRECTORY, atomic_dir, locked, check_fresh, check_params, file_digest, git_commit, provenance, read_parquet, read_provenance, staged_members,
     write_json, write_parquet,
@@ -159,6 +159,10 @@ def kept_extract_state(p: ExtractParams, plugins: list[Plugin]) -> str | None:
 
 @locked
 def stage_extract(params: Params, jobs: int | None = None) -> None:
+    if params.simulate.design == "crossover" and params.analyses_simulated_study():
+        raise ParamsError("simulate.design: crossover: the simulated study has two sessions per subject (ses-1, "
+                          "ses-2, named in sub-*/sub-*_sessions.tsv), which the extract and connectivity stages do "
+                          "not yet read; `fclab simulate` alone writes it (README, Crossover studies)")
     p = params.extract
     builder = roi_builder(params.extract)
     cache = runcache.enabled()
@@ -237,9 +241,9 @@ def stage_connectivity(params: Params) -> None:
 def stage_truth(params: Params, jobs: int | None = None) -> bool:
     """The planted effects on the measured scale (results/truth/), for the simulated study; for other
     data, empty outputs that say so. Returns whether the study is simulated."""
-    from fclab.framework.simulation.truth import TRUTH_COLUMNS, is_simulated, measured_truth
+    from fclab.framework.simulation.truth import TRUTH_COLUMNS, measured_truth
 
-    simulated = is_simulated(params)
+    simulated = params.analyses_simulated_study()
     inputs = [EXTRACT_DIR / f"{f}.parquet" for f in ("timeseries", "run_qc", "events", "participants", "roi_qc")]
     inputs.append(CONNECTIVITY_DIR / "edges.parquet")
     prov = provenance("truth", section_hash({k: section_hash(getattr(params, k))

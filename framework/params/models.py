@@ -38,7 +38,7 @@ class EffectSpec(Section):
     roi_b: Literal[SIM_ROIS]
     """The other ROI of the pair."""
     group: Literal[SIM_GROUPS] = "ketamine"
-    """The group the effect is planted in."""
+    """The group the effect is planted in (crossover: the condition whose sessions it acts in)."""
     delta_r: float = Field(gt=-1, lt=1)
     """Change of the latent correlation at full strength (negative: a decrease)."""
     course: Literal["gaussian", "step", "ramp"] = "gaussian"
@@ -85,10 +85,16 @@ class SimulateParams(Section):
         return v
     seed: int = 20261126
     """Random seed of the whole study; the same seed gives the same bytes."""
+    design: Literal["parallel", "crossover"] = "parallel"
+    """parallel: each subject is in one group, with a baseline and an infusion run. crossover: each subject has a ketamine and a midazolam session (BIDS ses-1 and ses-2, the periods, in the order of the subject's sequence; sub-<label>_sessions.tsv names each session's condition), each with its own baseline and infusion run; the subject's latent correlations are the same in both, and a planted effect acts in the sessions of its group's condition."""
     n_ketamine: int = Field(12, ge=2)
-    """Subjects in the ketamine group."""
+    """Subjects in the ketamine group (crossover: subjects with ketamine first, sequence ketamine-midazolam)."""
     n_midazolam: int = Field(14, ge=2)
-    """Subjects in the midazolam group."""
+    """Subjects in the midazolam group (crossover: subjects with midazolam first, sequence midazolam-ketamine)."""
+    period_shift_r: float = Field(0.0, gt=-1, lt=1)
+    """crossover: added to every latent correlation from the infusion onset on in the second session (habituation to the scanner, say); it cancels from the condition contrast only with the period in the model."""
+    carryover: float = Field(0.0, ge=0, le=1)
+    """crossover: the fraction of the first session's planted effects that acts again, on the same time course, in the second session's infusion run (a drug not washed out)."""
     voxel_size_mm: int = Field(6, ge=1)
     """Voxel size of the simulated images: 2 for realistic studies; 6 keeps the default run near a minute."""
     tr_s: float = Field(2.5, gt=0)
@@ -127,6 +133,14 @@ class SimulateParams(Section):
     """A global signal change per mm of FD, in % signal (0: off); global signal regression removes it."""
     effects: list[EffectSpec] | None = None
     """The planted effects (see EffectSpec). None: the default study's, a ketamine-only Gaussian decrease of left and right amygdala–vmPFC built from effect_delta_r, effect_peak_min and effect_width_min."""
+
+    @model_validator(mode="after")
+    def _crossover_only(self):
+        if self.design == "parallel":
+            for key in ("period_shift_r", "carryover"):
+                if getattr(self, key):
+                    raise ValueError(f"{key} is a crossover study's (set design: crossover, or {key}: 0)")
+        return self
 
     def planted(self) -> list[EffectSpec]:
         """The planted effects: ``effects``, or the default study's."""
@@ -518,6 +532,10 @@ class Params(Section):
     """Stage stats: groups, tests, corrections."""
     report: ReportParams = Field(default_factory=ReportParams)
     """Stage report: what the report shows."""
+
+    def analyses_simulated_study(self) -> bool:
+        """Whether the study's data (extract.data.root) are the embedded simulated study."""
+        return Path(self.extract.data.root).resolve() == Path(self.simulate.output_dir).resolve()
 
 
 def check_label(name, what: str, error: type[Exception] = ParamsError) -> None:

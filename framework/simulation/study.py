@@ -70,17 +70,35 @@ def effect_profile(t_min, effect):
     return np.where(t >= 0, prof, 0.0)
 
 
-def correlation_course(base, t_min, group: str, p: SimulateParams):
-    """(T, R, R) latent correlation at each volume for a subject of ``group``."""
+def correlation_course(base, t_min, group: str, p: SimulateParams, period: int = 1, carried: str | None = None):
+    """(T, R, R) latent correlation at each volume for a subject of ``group``; in a crossover study, of
+    a session of condition ``group`` in ``period`` (1 or 2), after a session of condition ``carried``
+    (None in period 1): there ``p.carryover`` of that condition's effects and ``p.period_shift_r``
+    act as well, from the infusion onset on."""
     c = np.repeat(base[None], len(t_min), axis=0)
     for eff in p.planted():
-        if eff.group != group:
+        if eff.group != group and not (carried is not None and eff.group == carried and p.carryover):
             continue
         shift = eff.delta_r * effect_profile(t_min, eff)
+        if eff.group != group:
+            shift = p.carryover * shift
         i, j = ROI_NAMES.index(eff.roi_a), ROI_NAMES.index(eff.roi_b)
         c[:, i, j] += shift
         c[:, j, i] += shift
+    if period == 2 and p.period_shift_r:
+        off = ~np.eye(len(base), dtype=bool)
+        c += p.period_shift_r * ((np.asarray(t_min) >= 0)[:, None, None] & off[None])
     return c
+
+
+def subject_sessions(p: SimulateParams, group: str) -> list[tuple[str | None, str, int, str | None]]:
+    """A subject's sessions in scan order as (BIDS ses- label, condition, period, condition of the
+    session before): one unlabelled session of its group in a parallel study; in a crossover study,
+    ``group`` (the first condition of its sequence) in ses-1, then the other condition in ses-2."""
+    if p.design == "parallel":
+        return [(None, group, 1, None)]
+    other = GROUPS[1] if group == GROUPS[0] else GROUPS[0]
+    return [("1", group, 1, None), ("2", other, 2, group)]
 
 
 def check_effects(p: SimulateParams) -> None:
@@ -89,12 +107,13 @@ def check_effects(p: SimulateParams) -> None:
 
     tr = p.tr_s
     t_min = (np.arange(int(round((p.pre_onset_s + p.infusion_duration_s) / tr))) * tr - p.pre_onset_s) / 60.0
-    for group in GROUPS:
-        course = correlation_course(BASE_CORR, t_min, group, p)
+    for _, cond, period, carried in (s for group in GROUPS for s in subject_sessions(p, group)):
+        course = correlation_course(BASE_CORR, t_min, cond, p, period, carried)
         low = np.linalg.eigvalsh(course)[:, 0]
         if low.min() < 0.05:
             k = int(np.argmin(low))
-            raise ParamsError(f"simulate.effects: the planted correlations for {group} are not a valid "
+            where = cond if p.design == "parallel" else f"{cond} in period {period}"
+            raise ParamsError(f"simulate.effects: the planted correlations for {where} are not a valid "
                               f"correlation matrix {t_min[k]:.1f} min after onset (smallest eigenvalue "
                               f"{low[k]:.3f} < 0.05); plant smaller changes")
 
@@ -231,13 +250,15 @@ def _sum_squared_steps(data, block: int = 256) -> np.ndarray:
     return acc
 
 
-def _run_data(rng, anat: Anatomy, T, tr, t_min, group, base, p: SimulateParams):
-    """(n_brain_voxels, T) float32 intensities and (T, 6) motion for one run.
+def _run_data(rng, anat: Anatomy, T, tr, t_min, group, base, p: SimulateParams, period: int = 1,
+              carried: str | None = None):
+    """(n_brain_voxels, T) float32 intensities and (T, 6) motion for one run (``group``, ``period``
+    and ``carried`` as correlation_course takes them).
 
     Everything but the thermal noise is a sum of spatial loadings times time courses, so the signal
     is built as one (V, k) @ (k, T) product in percent signal change, then scaled to intensity."""
     V = anat.region.size
-    corr = correlation_course(base, t_min, group, p)
+    corr = correlation_course(base, t_min, group, p, period, carried)
     chol = np.linalg.cholesky(corr)
     latent = np.einsum("tij,jt->it", chol, bandlimited(rng, len(ROI_NAMES), T, tr))
     background = bandlimited(rng, N_BACKGROUND, T, tr)
@@ -405,40 +426,63 @@ def _write_cifti(func: Path, stem: str, data, anat: Anatomy, tr: float) -> None:
 
 
 def _simulate_subject(args):
-    """Write one subject's runs; ``runs`` names which ("1" baseline, "2" infusion). The subject's
-    correlations and each run draw from streams of their own, so a run's data do not depend on which
-    others are written."""
+    """Write one subject's runs; ``runs`` names which, as (session, run) pairs: the session's BIDS
+    label (None in a parallel study) and "1" for its baseline run, "2" for its infusion run. The
+    subject's correlations and each run draw from streams of their own, so a run's data do not depend
+    on which others are written; a crossover subject's correlations are the same in both sessions."""
     root, label, group, seed_seq, p, runs = args
-    base_seq, *run_seqs = seed_seq.spawn(3)
+    sessions = subject_sessions(p, group)
+    base_seq, *run_seqs = seed_seq.spawn(1 + 2 * len(sessions))  # a parallel study's: base, run 1, run 2
     anat = _anatomy(p.voxel_size_mm)
-    func = Path(root) / f"sub-{label}" / "func"
-    func.mkdir(parents=True)
     base = _subject_base(np.random.default_rng(base_seq), p)
     tr = p.tr_s
-    if "1" in runs:
-        t_base = int(round(p.baseline_duration_s / tr))
-        data, motion = _run_data(np.random.default_rng(run_seqs[0]), anat, t_base, tr,
-                                 np.full(t_base, -np.inf), None, base, p)
-        _write_run(func, f"sub-{label}_task-rest_run-1", data, anat, motion, tr, "rest (baseline)")
-        if p.cifti:
-            _write_cifti(func, f"sub-{label}_task-rest_run-1", data, anat, tr)
-    if "2" in runs:
-        t_inf = int(round((p.pre_onset_s + p.infusion_duration_s) / tr))
-        t_min = (np.arange(t_inf) * tr - p.pre_onset_s) / 60.0
-        p_inf = p
-        if p.extra_motion_group == group:  # more drift and more spikes during the infusion run
-            f = p.extra_motion_factor
-            p_inf = p.model_copy(update={"motion_scale_mm": p.motion_scale_mm * f,
-                                         "spike_rate": min(1.0, p.spike_rate * f)})
-        data, motion = _run_data(np.random.default_rng(run_seqs[1]), anat, t_inf, tr, t_min, group, base, p_inf)
-        _write_run(func, f"sub-{label}_task-rest_run-2", data, anat, motion, tr, "rest (infusion)")
-        if p.cifti:
-            _write_cifti(func, f"sub-{label}_task-rest_run-2", data, anat, tr)
-        events = pd.DataFrame(
-            {"onset": [p.pre_onset_s], "duration": [p.infusion_duration_s], "trial_type": ["infusion"]}
-        )
-        events.to_csv(func / f"sub-{label}_task-rest_run-2_events.tsv", sep="\t", index=False)
+    for k, (ses, cond, period, carried) in enumerate(sessions):
+        if not {(ses, "1"), (ses, "2")} & set(runs):
+            continue
+        func = Path(root) / f"sub-{label}" / (f"ses-{ses}" if ses else "") / "func"
+        func.mkdir(parents=True)
+        stem = f"sub-{label}_" + (f"ses-{ses}_" if ses else "") + "task-rest"
+        if (ses, "1") in runs:
+            t_base = int(round(p.baseline_duration_s / tr))
+            data, motion = _run_data(np.random.default_rng(run_seqs[2 * k]), anat, t_base, tr,
+                                     np.full(t_base, -np.inf), None, base, p)
+            _write_run(func, f"{stem}_run-1", data, anat, motion, tr, "rest (baseline)")
+            if p.cifti:
+                _write_cifti(func, f"{stem}_run-1", data, anat, tr)
+        if (ses, "2") in runs:
+            t_inf = int(round((p.pre_onset_s + p.infusion_duration_s) / tr))
+            t_min = (np.arange(t_inf) * tr - p.pre_onset_s) / 60.0
+            p_inf = p
+            if p.extra_motion_group == cond:  # more drift and more spikes during the infusion run
+                f = p.extra_motion_factor
+                p_inf = p.model_copy(update={"motion_scale_mm": p.motion_scale_mm * f,
+                                             "spike_rate": min(1.0, p.spike_rate * f)})
+            try:
+                data, motion = _run_data(np.random.default_rng(run_seqs[2 * k + 1]), anat, t_inf, tr, t_min, cond,
+                                         base, p_inf, period, carried)
+            except np.linalg.LinAlgError:
+                from fclab.framework.errors import ParamsError
+
+                where = cond if ses is None else f"{cond}, session {ses}"
+                raise ParamsError(f"simulate.effects: sub-{label}'s planted correlations ({where}) are not a valid "
+                                  "correlation matrix with its own deviation (subject_jitter_r) added; plant "
+                                  "smaller changes") from None
+            _write_run(func, f"{stem}_run-2", data, anat, motion, tr, "rest (infusion)")
+            if p.cifti:
+                _write_cifti(func, f"{stem}_run-2", data, anat, tr)
+            events = pd.DataFrame(
+                {"onset": [p.pre_onset_s], "duration": [p.infusion_duration_s], "trial_type": ["infusion"]}
+            )
+            events.to_csv(func / f"{stem}_run-2_events.tsv", sep="\t", index=False)
+    if p.design == "crossover":
+        pd.DataFrame({"session_id": [f"ses-{s[0]}" for s in sessions], "condition": [s[1] for s in sessions],
+                      "period": [s[2] for s in sessions]}).to_csv(
+            Path(root) / f"sub-{label}" / f"sub-{label}_sessions.tsv", sep="\t", index=False)
     return base
+
+
+def _all_runs(p: SimulateParams, group: str) -> tuple:
+    return tuple((ses, run) for ses, *_ in subject_sessions(p, group) for run in ("1", "2"))
 
 
 _ANATOMY: dict[float, Anatomy] = {}
@@ -452,8 +496,11 @@ def _anatomy(voxel_size) -> Anatomy:
 
 def simulation_hash(p: SimulateParams) -> str:
     """The hash of what determines the simulated data: every simulate key except where it is written
-    (and ``cifti`` when off, so studies made before it existed keep their hash)."""
-    return section_hash(p.model_dump(mode="json", exclude={"output_dir"} | (set() if p.cifti else {"cifti"})))
+    (and ``cifti`` when off and the crossover keys in a parallel study, so studies made before they
+    existed keep their hash)."""
+    later = (set() if p.cifti else {"cifti"}) | ({"design", "period_shift_r", "carryover"}
+                                                  if p.design == "parallel" else set())
+    return section_hash(p.model_dump(mode="json", exclude={"output_dir"} | later))
 
 
 def ground_truth(p: SimulateParams, subjects: pd.DataFrame) -> dict:
@@ -478,6 +525,12 @@ def ground_truth(p: SimulateParams, subjects: pd.DataFrame) -> dict:
                         "delta_z": round(float(np.arctanh(c[i, j]) - np.arctanh(BASE_CORR[i, j])), 6),
                     })
     effects = p.planted()
+    design = {} if p.design == "parallel" else {
+        "design": "crossover", "period_shift_r": p.period_shift_r, "carryover": p.carryover,
+        "note": "crossover: rows per condition are the planted effect of that condition's sessions; the "
+                "period shift (second session, from the infusion onset) and the carry-over (that fraction of "
+                "the first session's effects, in the second session) come on top of them"}
+    by = "group" if p.design == "parallel" else "sequence"
     return {
         "description": "Latent-source correlations planted by fclab simulate, averaged over each window. "
         "Measured ROI correlations are attenuated by voxel noise; the planted change is what matters.",
@@ -486,7 +539,8 @@ def ground_truth(p: SimulateParams, subjects: pd.DataFrame) -> dict:
         "roi_names": list(ROI_NAMES),
         "effects": [e.model_dump() for e in effects],
         "windows_min_after_onset": {k: list(v) for k, v in truth_windows(p).items()},
-        "n_per_group": subjects["group"].value_counts().sort_index().to_dict(),
+        f"n_per_{by}": subjects[by].value_counts().sort_index().to_dict(),
+        **design,
         "planted": rows,
     }
 
@@ -498,7 +552,8 @@ def _design(p: SimulateParams):
     drawn by the pair's own coin; where the smaller group has run out, the larger group's patient keeps
     its pair's label, so labels skip there. Every draw for a subject (age, sex, data) comes from a seed
     keyed by its label, so adding patients to either group leaves every existing subject's row and
-    files unchanged. A function of the seed and the group sizes only."""
+    files unchanged. A function of the seed and the group sizes only. In a crossover study the
+    "group" is the subject's first condition, and the table names its sequence instead."""
     sizes = {"ketamine": p.n_ketamine, "midazolam": p.n_midazolam}
     numbers, groups = [], []
     for j in range(max(sizes.values())):
@@ -515,6 +570,9 @@ def _design(p: SimulateParams):
         "age": [int(r.integers(21, 60)) for r in demo],
         "sex": [str(r.choice(["F", "M"])) for r in demo],
     })
+    if p.design == "crossover":
+        order = {g: "-".join(c for _, c, *_ in subject_sessions(p, g)) for g in GROUPS}
+        subjects.insert(1, "sequence", subjects.pop("group").map(order))
     return subjects, labels, [np.random.SeedSequence(p.seed, spawn_key=(2, i)) for i in numbers]
 
 
@@ -535,7 +593,7 @@ def simulate(p: SimulateParams, n_jobs: int | Executor = 2) -> Path:
     check_effects(p)
     subjects, labels, seqs = _design(p)
     with atomic_dir(out) as tmp:
-        jobs = [(tmp, lab, g, s, p, ("1", "2")) for lab, g, s in zip(labels, subjects["group"], seqs)]
+        jobs = [(tmp, lab, g, s, p, _all_runs(p, g)) for lab, g, s in zip(labels, first_groups(p, subjects), seqs)]
         _write_study(tmp, p, subjects, jobs, n_jobs, "simulate: subjects")
         (tmp / "ground_truth.json").write_text(json.dumps(ground_truth(p, subjects), indent=1))
     return out
@@ -546,23 +604,40 @@ def affected_groups(p: SimulateParams) -> list[str]:
     return sorted({e.group for e in p.planted() if e.delta_r != 0})
 
 
+def first_groups(p: SimulateParams, subjects: pd.DataFrame) -> list[str]:
+    """Each subject's group (crossover: its first condition), in the order of ``subjects``."""
+    if p.design == "parallel":
+        return subjects["group"].tolist()
+    return [seq.split("-")[0] for seq in subjects["sequence"]]
+
+
 def simulate_counterfactual(p: SimulateParams, factual: Path, out: Path, n_jobs: int | Executor = 2,
                             only: list[str] | None = None) -> pd.DataFrame:
     """Write under ``out`` the study ``p`` would have been without its planted effects.
 
     The seed is the same, so every random draw (subject jitter, noise, motion, drift) is shared with
-    the study under ``factual``: only the infusion runs of subjects in a group with an effect differ,
-    and only those are generated; their baseline runs are links to the factual files. Returns the
-    subjects written (participants.tsv under ``out`` lists only them).
+    the study under ``factual``: only the infusion runs with an effect differ (of subjects in a group
+    with an effect; in a crossover study, the sessions of a condition with an effect, and the
+    sessions after them when there is carry-over; a period shift stays), and only those are
+    generated; every other file of those subjects is a link to the factual one. Returns the subjects
+    written (participants.tsv under ``out`` lists only them).
     """
     subjects, labels, seqs = _design(p)
     null = p.model_copy(update={"effects": []})
-    keep = subjects["group"].isin(affected_groups(p)).to_numpy().copy()
-    if only is not None:
-        keep &= np.isin(labels, list(only))
-    jobs = [(out, lab, g, s, null, ("2",)) for lab, g, s, k in zip(labels, subjects["group"], seqs, keep) if k]
+    affected = affected_groups(p)
+    jobs, keep = [], []
+    for lab, g, seq in zip(labels, first_groups(p, subjects), seqs):
+        runs = tuple((ses, "2") for ses, cond, _, carried in subject_sessions(p, g)
+                     if cond in affected or (p.carryover and carried in affected))
+        keep.append(bool(runs) and (only is None or lab in only))
+        if keep[-1]:
+            jobs.append((out, lab, g, seq, null, runs))
+    keep = np.array(keep, dtype=bool)
     _write_study(out, p, subjects[keep], jobs, n_jobs, "truth: counterfactual runs")
     for lab in np.asarray(labels)[keep]:
-        for src in (Path(factual) / f"sub-{lab}" / "func").glob(f"sub-{lab}_task-rest_run-1_*"):
-            (out / f"sub-{lab}" / "func" / src.name).symlink_to(src.resolve())
+        for src in sorted((Path(factual) / f"sub-{lab}").rglob("*")):
+            dst = out / src.relative_to(factual)
+            if src.is_file() and not dst.exists():
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.symlink_to(src.resolve())
     return subjects[keep].reset_index(drop=True)

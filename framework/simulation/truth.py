@@ -37,11 +37,6 @@ TRUTH_COLUMNS = ["metric", "roi_a", "roi_b", "window", "window_start_s", "window
                  "measured_delta", "measured_se", "latent_delta_r", "latent_delta_z"]
 
 
-def is_simulated(params: Params) -> bool:
-    """Whether the study's data are the embedded simulated study."""
-    return Path(params.extract.data.root).resolve() == Path(params.simulate.output_dir).resolve()
-
-
 def check_simulated_data(params: Params) -> Path:
     """The simulated study's ground_truth.json, checked to come from params.simulate."""
     from fclab.framework.simulation.study import simulation_hash

@@ -218,7 +218,7 @@ def calibrate(params: Params, kind: str, n: int, seed: int = 0, jobs: int | None
 @locked
 def run_all(params: Params, jobs: int | None = None) -> Path:
     """Every stage in order, in this process, without DVC. The default study is simulated first."""
-    if Path(params.extract.data.root).resolve() == Path(params.simulate.output_dir).resolve():
+    if params.analyses_simulated_study():
         stage_simulate(params, jobs)
     stage_extract(params, jobs)
     stage_connectivity(params)

@@ -159,10 +159,12 @@ def kept_extract_state(p: ExtractParams, plugins: list[Plugin]) -> str | None:
 
 @locked
 def stage_extract(params: Params, jobs: int | None = None) -> None:
-    if params.simulate.design == "crossover" and params.analyses_simulated_study():
+    if (params.simulate.design == "crossover" and params.analyses_simulated_study()
+            and not any(sel.session for sel in params.extract.data.runs.values())):
         raise ParamsError("simulate.design: crossover: the simulated study has two sessions per subject (ses-1, "
-                          "ses-2, named in sub-*/sub-*_sessions.tsv), which the extract and connectivity stages do "
-                          "not yet read; `fclab simulate` alone writes it (README, Crossover studies)")
+                          "ses-2, named in sub-*/sub-*_sessions.tsv), which the stages do not yet analyse as one "
+                          "crossover study; select one session per run (extract.data.runs.<key>.session) to extract "
+                          "it (README, Crossover studies)")
     p = params.extract
     builder = roi_builder(params.extract)
     cache = runcache.enabled()
@@ -244,6 +246,9 @@ def stage_truth(params: Params, jobs: int | None = None) -> bool:
     from fclab.framework.simulation.truth import TRUTH_COLUMNS, measured_truth
 
     simulated = params.analyses_simulated_study()
+    if simulated and params.simulate.design == "crossover":
+        raise ParamsError("simulate.design: crossover: the truth stage does not yet take a session's period and "
+                          "carry-over into its counterfactual (README, Crossover studies)")
     inputs = [EXTRACT_DIR / f"{f}.parquet" for f in ("timeseries", "run_qc", "events", "participants", "roi_qc")]
     inputs.append(CONNECTIVITY_DIR / "edges.parquet")
     prov = provenance("truth", section_hash({k: section_hash(getattr(params, k))

@@ -167,18 +167,36 @@ def test_crossover_keys_are_refused_in_a_parallel_study(key, value):
         SimulateParams(**{key: value})
 
 
-def test_the_stages_after_simulate_refuse_a_simulated_crossover_study(tmp_path):
+def test_extract_reads_one_session_of_a_simulated_crossover_study_and_refuses_none(studies, tmp_path, in_dir):
+    """Without a session in its run selections the extract stage stops in one line; with one, it reads
+    that session's runs as a parallel study whose groups are the session's conditions (the
+    participants' sequence mapped per session)."""
     from conftest import default_params, write_params
 
+    from fclab.framework.io import read_parquet
     from fclab.framework.params import load_params
-    from fclab.framework.stages import stage_extract
+    from fclab.framework.stages import stage_extract, stage_truth
 
+    root, ps = studies
     params = default_params()
-    params["simulate"].update(design="crossover", output_dir=str(tmp_path / "data"))
-    params["extract"]["data"]["root"] = str(tmp_path / "data")
+    params["simulate"] = ps["factual"].model_dump(mode="json")
+    params["extract"]["data"]["root"] = ps["factual"].output_dir
+    in_dir(tmp_path)
+    with pytest.raises(ParamsError, match="simulate.design: crossover: .* select one session per run"):
+        stage_extract(load_params(write_params(tmp_path, params)))
+    params["extract"]["data"].update(group_column="sequence",
+                                     group_map={"ketamine-midazolam": "midazolam", "midazolam-ketamine": "ketamine"})
+    for sel in params["extract"]["data"]["runs"].values():
+        sel["session"] = "2"
     loaded = load_params(write_params(tmp_path, params))
-    with pytest.raises(ParamsError, match="simulate.design: crossover: .* do not yet read"):
-        stage_extract(loaded)
+    stage_extract(loaded, jobs=1)
+    qc = read_parquet(tmp_path / "results/extract/run_qc.parquet")
+    parts = pd.read_csv(root / "factual" / "participants.tsv", sep="\t")
+    second = dict(zip(parts["participant_id"].str.removeprefix("sub-"), parts["sequence"].str.split("-").str[1]))
+    assert len(qc) == 2 * len(parts) and qc["bold"].str.contains("_ses-2_").all()
+    assert dict(zip(qc["subject"], qc["group"])) == second
+    with pytest.raises(ParamsError, match="truth stage does not yet"):
+        stage_truth(loaded)
 
 
 def test_invalid_planted_correlations_name_the_condition_and_period():

@@ -77,12 +77,36 @@ class LocalExecutor:
         try:
             yield from pool.map(OneThread(fn), items)
         except BaseException:  # a signal, an error, or the consumer gone: stop the workers now, not after their jobs
-            _quiet_broken_pool()
-            for proc in list((getattr(pool, "_processes", None) or {}).values()):
-                proc.terminate()
-            pool.shutdown(wait=False, cancel_futures=True)
+            _stop_now(pool)
             raise
         pool.shutdown(wait=True)
+
+
+def _stop_now(pool: ProcessPoolExecutor, grace_s: float = 5.0) -> None:
+    """Kill the pool's workers and let its manager thread end.
+
+    A worker killed while it writes a result leaves part of a message in the result pipe, and the
+    pool's manager thread, which the interpreter joins before it exits, then waits in ``recv`` for
+    the rest forever: this process's own copy of the pipe's write end keeps it from seeing the end of
+    the pipe (CPython 3.11). A test suite that ran a stage with a failing run in-process hung after
+    its last test so (docs/validation.md, "Test-suite exit"); a command would hang after its error.
+    Once the workers are gone, if the thread has not ended within ``grace_s``, that copy is closed:
+    the read fails, the pool is marked broken and the thread ends."""
+    from multiprocessing.connection import wait
+
+    _quiet_broken_pool()
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    for proc in procs:
+        proc.terminate()
+    results, manager = getattr(pool, "_result_queue", None), getattr(pool, "_executor_manager_thread", None)
+    pool.shutdown(wait=False, cancel_futures=True)
+    wait([proc.sentinel for proc in procs], timeout=grace_s)  # not reaped here: the manager thread does that
+    if manager is None or results is None:
+        return
+    manager.join(grace_s)
+    if manager.is_alive():
+        results._writer.close()
+        manager.join(grace_s)
 
 
 def _quiet_broken_pool() -> None:

@@ -100,7 +100,8 @@ def _stop_now(pool: ProcessPoolExecutor, grace_s: float = 5.0) -> None:
         proc.terminate()
     results, manager = getattr(pool, "_result_queue", None), getattr(pool, "_executor_manager_thread", None)
     pool.shutdown(wait=False, cancel_futures=True)
-    wait([proc.sentinel for proc in procs], timeout=grace_s)  # not reaped here: the manager thread does that
+    if procs:  # not reaped here: the manager thread does that
+        wait([proc.sentinel for proc in procs], timeout=grace_s)
     if manager is None or results is None:
         return
     manager.join(grace_s)

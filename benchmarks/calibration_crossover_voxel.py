@@ -13,7 +13,7 @@ test's type I error on data whose noise, denoising and windows are the pipeline'
 study, test and term: the single (Left_Amygdala–vmPFC, 10–20 min, unadjusted), confirmatory and
 exploratory family-wise rates with exact 95 % CIs, against [0.035, 0.065].
 
-    .venv/bin/python benchmarks/calibration_crossover_voxel.py [--seeds 101 202 303] [--n 1000]
+    PYTHONPATH=. .venv/bin/python benchmarks/calibration_crossover_voxel.py [--seeds 101 202 303] [--n 1000]
         [--work /tmp/crossover-null] [--out crossover_voxel.csv]
 """
 from __future__ import annotations

@@ -19,6 +19,7 @@ exploratory family-wise rates with exact 95 % CIs, against [0.035, 0.065].
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import time
 from pathlib import Path
@@ -48,7 +49,7 @@ GROUPS = ("midazolam", "ketamine")  # reference, target
 
 def session_params(base: dict, study: Path, session: str) -> dict:
     """params.yaml's, reading one session of the crossover study as a parallel one."""
-    p = yaml.safe_load(yaml.safe_dump(base))
+    p = copy.deepcopy(base)
     first, second = {"1": ("ketamine", "midazolam"), "2": ("midazolam", "ketamine")}[session]
     data = p["extract"]["data"]
     data.update(root=str(study), group_column="sequence",
@@ -111,11 +112,11 @@ def _chunk(args):
     edges, sessions, windows, confirmatory, seeds = args
     frames = []
     for seed in seeds:
-        e, s = (edges, sessions) if seed is None else relabelled(edges, sessions, np.random.default_rng(seed))
+        e, s = relabelled(edges, sessions, np.random.default_rng(seed))
         for label, config in CONFIGS.items():
             p = StatsParams(design="crossover", groups=GROUPS, tests=[config], confirmatory=confirmatory)
             res = run_stats(p, e, windows, build_all("test", p.tests), sessions=s)
-            frames.append(outcomes(res, p, -1 if seed is None else seed, EDGE, WINDOW).assign(test=label))
+            frames.append(outcomes(res, p, seed, EDGE, WINDOW).assign(test=label))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -135,7 +136,7 @@ def main(argv=None):
     for seed in a.seeds:
         t0 = time.perf_counter()
         edges, sessions = make_study(base, seed, a.period_shift, Path(a.work), a.jobs)
-        windows = sorted(edges["window"].unique(), key=list(edges["window"].unique()).index)
+        windows = list(edges["window"].unique())  # the stage's order
         t1 = time.perf_counter()
         draws = [int(s.generate_state(1)[0]) for s in np.random.SeedSequence([seed, 7]).spawn(a.n)]
         chunks = [(edges, sessions, windows, confirmatory, draws[i:i + 50]) for i in range(0, a.n, 50)]

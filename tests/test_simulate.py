@@ -19,7 +19,7 @@ from fclab.framework.simulation.study import _design
 
 
 def _table(n_ketamine, n_midazolam, seed=7):
-    subjects, labels, seqs = _design(SimulateParams(n_ketamine=n_ketamine, n_midazolam=n_midazolam, seed=seed))
+    subjects, labels, _, seqs = _design(SimulateParams(n_ketamine=n_ketamine, n_midazolam=n_midazolam, seed=seed))
     return subjects.set_index("participant_id"), {lab: s.spawn_key for lab, s in zip(labels, seqs)}
 
 

@@ -552,8 +552,9 @@ def _design(p: SimulateParams):
     drawn by the pair's own coin; where the smaller group has run out, the larger group's patient keeps
     its pair's label, so labels skip there. Every draw for a subject (age, sex, data) comes from a seed
     keyed by its label, so adding patients to either group leaves every existing subject's row and
-    files unchanged. A function of the seed and the group sizes only. In a crossover study the
-    "group" is the subject's first condition, and the table names its sequence instead."""
+    files unchanged. A function of the seed and the group sizes only. Returns the subject table, the
+    labels, each subject's group and its seed. In a crossover study the group is the subject's first
+    condition, and the table names its sequence instead."""
     sizes = {"ketamine": p.n_ketamine, "midazolam": p.n_midazolam}
     numbers, groups = [], []
     for j in range(max(sizes.values())):
@@ -573,7 +574,7 @@ def _design(p: SimulateParams):
     if p.design == "crossover":
         order = {g: "-".join(c for _, c, *_ in subject_sessions(p, g)) for g in GROUPS}
         subjects.insert(1, "sequence", subjects.pop("group").map(order))
-    return subjects, labels, [np.random.SeedSequence(p.seed, spawn_key=(2, i)) for i in numbers]
+    return subjects, labels, groups, [np.random.SeedSequence(p.seed, spawn_key=(2, i)) for i in numbers]
 
 
 def _write_study(root: Path, p: SimulateParams, subjects: pd.DataFrame, jobs: list, n_jobs: int | Executor, what: str) -> None:
@@ -591,9 +592,9 @@ def simulate(p: SimulateParams, n_jobs: int | Executor = 2) -> Path:
     """Write the study under ``p.output_dir`` (replacing it whole, atomically); return the path."""
     out = Path(p.output_dir)
     check_effects(p)
-    subjects, labels, seqs = _design(p)
+    subjects, labels, groups, seqs = _design(p)
     with atomic_dir(out) as tmp:
-        jobs = [(tmp, lab, g, s, p, _all_runs(p, g)) for lab, g, s in zip(labels, first_groups(p, subjects), seqs)]
+        jobs = [(tmp, lab, g, s, p, _all_runs(p, g)) for lab, g, s in zip(labels, groups, seqs)]
         _write_study(tmp, p, subjects, jobs, n_jobs, "simulate: subjects")
         (tmp / "ground_truth.json").write_text(json.dumps(ground_truth(p, subjects), indent=1))
     return out
@@ -602,13 +603,6 @@ def simulate(p: SimulateParams, n_jobs: int | Executor = 2) -> Path:
 def affected_groups(p: SimulateParams) -> list[str]:
     """The groups with at least one planted effect of non-zero size."""
     return sorted({e.group for e in p.planted() if e.delta_r != 0})
-
-
-def first_groups(p: SimulateParams, subjects: pd.DataFrame) -> list[str]:
-    """Each subject's group (crossover: its first condition), in the order of ``subjects``."""
-    if p.design == "parallel":
-        return subjects["group"].tolist()
-    return [seq.split("-")[0] for seq in subjects["sequence"]]
 
 
 def simulate_counterfactual(p: SimulateParams, factual: Path, out: Path, n_jobs: int | Executor = 2,
@@ -622,11 +616,11 @@ def simulate_counterfactual(p: SimulateParams, factual: Path, out: Path, n_jobs:
     generated; every other file of those subjects is a link to the factual one. Returns the subjects
     written (participants.tsv under ``out`` lists only them).
     """
-    subjects, labels, seqs = _design(p)
+    subjects, labels, groups, seqs = _design(p)
     null = p.model_copy(update={"effects": []})
     affected = affected_groups(p)
     jobs, keep = [], []
-    for lab, g, seq in zip(labels, first_groups(p, subjects), seqs):
+    for lab, g, seq in zip(labels, groups, seqs):
         runs = tuple((ses, "2") for ses, cond, _, carried in subject_sessions(p, g)
                      if cond in affected or (p.carryover and carried in affected))
         keep.append(bool(runs) and (only is None or lab in only))
